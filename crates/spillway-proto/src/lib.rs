@@ -1,14 +1,23 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Spillway's wire formats.
+//!
+//! * [`openai`]: the OpenAI chat-completions request, response and stream-chunk shapes. Unknown
+//!   fields are kept (`extra`) so that a request relayed to an OpenAI-compatible upstream loses
+//!   nothing the client sent.
+//! * [`sse`]: an incremental server-sent-events decoder (any split of the byte stream decodes the
+//!   same) and the encoder the gateway and the simulator write with.
+//! * [`error`]: OpenAI's error body, `{"error": {"message", "type", "param", "code"}}`.
+//! * [`tokens`]: the token estimate that the gateway reserves quota with and that the simulator
+//!   reports as its exact usage, so that both sides count the same way.
+#![forbid(unsafe_code)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod error;
+pub mod openai;
+pub mod sse;
+pub mod tokens;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use error::{OpenAiError, OpenAiErrorBody};
+pub use openai::{
+    ChatChunk, ChatCompletion, ChatMessage, ChatRequest, Choice, ChunkChoice, Delta, MessageContent,
+    ModelList, ModelObject, ResponseMessage, StreamOptions, Usage,
+};
+pub use sse::{SseDecoder, SseEvent};
