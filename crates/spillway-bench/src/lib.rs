@@ -1,14 +1,14 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Spillway's load generator: open-loop arrivals, a client that measures each request the way a
+//! user sees it (time to first token, end to end, where it was served), and summaries.
+//!
+//! Open loop means requests are sent at their arrival times whatever happened to earlier ones,
+//! as real traffic is; a closed loop would slow down when the gateway does and hide throttling.
+#![forbid(unsafe_code)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod arrivals;
+pub mod client;
+pub mod summary;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use arrivals::poisson;
+pub use client::{LoadClient, RequestResult, RequestSpec};
+pub use summary::{Summary, percentile};

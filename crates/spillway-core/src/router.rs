@@ -1,9 +1,45 @@
-//! The routing decision. API contract (bodies to be implemented).
+//! The routing decision: [`Router::plan`] ranks destinations, [`Router::try_acquire`] admits a
+//! request on one, [`Router::release`] feeds the outcome back.
+//!
+//! Per deployment the router keeps its [`Health`](crate::Health) circuit, a cooldown (from an
+//! upstream 429's `Retry-After`, 1 s when absent), the requests in flight against an
+//! [`AdaptiveLimit`](crate::AdaptiveLimit) (started at the declared `max_in_flight`), RPM and TPM
+//! [`TokenBucket`](crate::TokenBucket)s (60 s period) mirroring the upstream's own limits, and
+//! EWMAs of time-to-first-token and time-per-output-token. One
+//! [`RetryBudget`] is shared by all requests.
+//!
+//! A deployment has *headroom* when its circuit lets a request through, it is not cooling down,
+//! `in_flight < limit`, and its buckets hold one request and the estimated tokens. The plan is
+//! built only from candidates with headroom; see the [crate docs](crate) for the order.
+//!
+//! The lifecycle of one attempt, driven by the gateway:
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use rand::{SeedableRng, rngs::SmallRng};
+//! # use spillway_core::*;
+//! let spec = |r| DeploymentSpec { region: RegionIx(r), max_in_flight: 8, rpm: None, tpm: Some(10_000) };
+//! let mut router = Router::new(RouterConfig::default(), vec![spec(0), spec(1)]);
+//! let candidates = [
+//!     Candidate { deployment: DeploymentIx(0), region: RegionIx(0), rtt: Duration::from_millis(1) },
+//!     Candidate { deployment: DeploymentIx(1), region: RegionIx(1), rtt: Duration::from_millis(12) },
+//! ];
+//! let req = RouteRequest { source: RegionIx(0), candidates: &candidates, est_tokens: 500 };
+//! let (now, mut rng) = (Duration::ZERO, SmallRng::seed_from_u64(7));
+//! router.record_request(now);
+//! let plan = router.plan(&req, now, &mut rng);
+//! assert_eq!(plan.steps[0].reason, Reason::Local);
+//! let admission = router.try_acquire(plan.steps[0].deployment, req.est_tokens, now).unwrap();
+//! // ... call upstream ...
+//! let outcome = Outcome::Success { ttft: Duration::from_millis(80), tpot: None, tokens: 420 };
+//! router.release(admission, outcome, now + Duration::from_millis(900));
+//! ```
 use std::time::Duration;
 
-use rand::RngCore;
+use self::deployment::{Deployment, Entry, ewma};
+use crate::{AimdConfig, HealthConfig, RetryBudget, RetryBudgetConfig};
 
-use crate::{AimdConfig, HealthConfig, RetryBudgetConfig};
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// Index of a region in the gateway's region table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,7 +68,27 @@ pub struct RouterConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        todo!()
+        RouterConfig {
+            max_attempts: 3,
+            health: HealthConfig {
+                failure_threshold: 3,
+                base_ejection: Duration::from_secs(1),
+                max_ejection: Duration::from_secs(30),
+            },
+            aimd: AimdConfig {
+                min_limit: 1,
+                decrease_factor: 0.75,
+            },
+            retry_budget: RetryBudgetConfig {
+                ratio: 0.2,
+                min_per_sec: 10.0,
+                max_balance: 100.0,
+            },
+            near_equal_ratio: 1.25,
+            near_equal_slack: Duration::from_millis(5),
+            prior_service_ttft: Duration::from_millis(50),
+            ewma_alpha: 0.2,
+        }
     }
 }
 
@@ -82,7 +138,19 @@ pub enum Reason {
 impl Reason {
     /// `local`, `spill:capacity`, `spill:unhealthy`, `failover:<kind>`.
     pub fn as_str(&self) -> &'static str {
-        todo!()
+        match self {
+            Reason::Local => "local",
+            Reason::SpillCapacity => "spill:capacity",
+            Reason::SpillUnhealthy => "spill:unhealthy",
+            Reason::Failover(k) => match k {
+                FailureKind::Connect => "failover:connect",
+                FailureKind::Timeout => "failover:timeout",
+                FailureKind::Throttled { .. } => "failover:throttled",
+                FailureKind::ServerError => "failover:server_error",
+                FailureKind::ClientError => "failover:client_error",
+                FailureKind::Cancelled => "failover:cancelled",
+            },
+        }
     }
 }
 
@@ -91,6 +159,18 @@ pub struct Step {
     pub deployment: DeploymentIx,
     pub region: RegionIx,
     pub reason: Reason,
+}
+
+impl Step {
+    /// This step as taken after the previous one failed with `kind` (for logs and metrics:
+    /// a plan's later steps carry the spill reason they were ranked with, the gateway reports
+    /// them as `failover:<kind>` when it actually falls over to them).
+    pub fn after_failure(self, kind: FailureKind) -> Step {
+        Step {
+            reason: Reason::Failover(kind),
+            ..self
+        }
+    }
 }
 
 /// An ordered plan: try `steps[0]`, on a retryable failure `steps[1]`, … Empty when nothing can
@@ -120,11 +200,24 @@ pub enum FailureKind {
 impl FailureKind {
     /// Retryable on another destination when nothing was sent to the client yet.
     pub fn is_retryable(&self) -> bool {
-        todo!()
+        match self {
+            FailureKind::Connect
+            | FailureKind::Timeout
+            | FailureKind::Throttled { .. }
+            | FailureKind::ServerError => true,
+            FailureKind::ClientError | FailureKind::Cancelled => false,
+        }
     }
     /// `connect`, `timeout`, `throttled`, `server_error`, `client_error`, `cancelled`.
     pub fn as_str(&self) -> &'static str {
-        todo!()
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Throttled { .. } => "throttled",
+            FailureKind::ServerError => "server_error",
+            FailureKind::ClientError => "client_error",
+            FailureKind::Cancelled => "cancelled",
+        }
     }
 }
 
@@ -172,50 +265,171 @@ pub struct DeploymentView {
     pub ewma_tpot: Option<Duration>,
 }
 
-pub struct Router {/* private */}
+/// The routing policy for one gateway: deployment state and the global retry budget.
+/// See the [crate docs](crate) for the algorithm.
+#[derive(Debug, Clone)]
+pub struct Router {
+    cfg: RouterConfig,
+    deployments: Vec<Deployment>,
+    budget: RetryBudget,
+    /// `cfg.ewma_alpha`, sanitised into (0, 1].
+    alpha: f64,
+    prior_ns: f64,
+    /// Reused by `plan` so that planning allocates nothing but the returned steps.
+    scratch: Vec<Entry>,
+}
 
 impl Router {
-    pub fn new(_cfg: RouterConfig, _deployments: Vec<DeploymentSpec>) -> Self {
-        todo!()
+    /// Buckets start full, limits at the declared maximum, circuits closed.
+    pub fn new(cfg: RouterConfig, deployments: Vec<DeploymentSpec>) -> Self {
+        let alpha = if cfg.ewma_alpha > 0.0 {
+            cfg.ewma_alpha.min(1.0)
+        } else {
+            1.0
+        };
+        Router {
+            budget: RetryBudget::new(cfg.retry_budget.clone(), Duration::ZERO),
+            deployments: deployments.into_iter().map(Deployment::new).collect(),
+            alpha,
+            prior_ns: cfg.prior_service_ttft.as_nanos() as f64,
+            scratch: Vec::with_capacity(16),
+            cfg,
+        }
     }
 
-    /// Build the ordered plan (does not admit; call `try_acquire` for the step you use).
-    pub fn plan(&mut self, _req: &RouteRequest<'_>, _now: Duration, _rng: &mut dyn RngCore) -> Plan {
-        todo!()
+    pub fn config(&self) -> &RouterConfig {
+        &self.cfg
     }
 
     /// Admit a request on a deployment: checks health/cooldown, in-flight vs. adaptive limit,
     /// RPM and TPM headroom, and takes them.
     pub fn try_acquire(
         &mut self,
-        _d: DeploymentIx,
-        _est_tokens: u64,
-        _now: Duration,
+        d: DeploymentIx,
+        est_tokens: u64,
+        now: Duration,
     ) -> Result<Admission, Rejection> {
-        todo!()
+        let dep = self
+            .deployments
+            .get_mut(d.0 as usize)
+            .ok_or(Rejection::Unavailable)?;
+        dep.check(est_tokens, now)?;
+        dep.in_flight += 1;
+        if let Some(b) = dep.rpm.as_mut() {
+            b.force_take(1, now); // checked above: never goes into debt here
+        }
+        if let Some(b) = dep.tpm.as_mut() {
+            b.force_take(est_tokens, now);
+        }
+        dep.health.on_attempt(now);
+        Ok(Admission {
+            deployment: d,
+            est_tokens,
+        })
     }
 
     /// Give the admission back with the attempt's outcome: frees the in-flight slot, settles TPM
     /// to actual usage, feeds health, cooldown, adaptive limit and latency EWMAs.
-    pub fn release(&mut self, _admission: Admission, _outcome: Outcome, _now: Duration) {
-        todo!()
+    pub fn release(&mut self, admission: Admission, outcome: Outcome, now: Duration) {
+        let alpha = self.alpha;
+        let Some(d) = self.deployments.get_mut(admission.deployment.0 as usize) else {
+            return;
+        };
+        d.in_flight = d.in_flight.saturating_sub(1);
+        let est = admission.est_tokens;
+        match outcome {
+            Outcome::Success { ttft, tpot, tokens } => {
+                d.health.on_success(now);
+                d.limit.on_success();
+                ewma(&mut d.ewma_ttft, ttft, alpha);
+                if let Some(tpot) = tpot {
+                    ewma(&mut d.ewma_tpot, tpot, alpha);
+                }
+                if let Some(b) = d.tpm.as_mut() {
+                    if tokens < est {
+                        b.refund(est - tokens, now);
+                    } else {
+                        b.force_take(tokens - est, now);
+                    }
+                }
+            }
+            Outcome::Failure(kind) => {
+                // Nothing was served: the token reservation goes back; the request stays charged.
+                if let Some(b) = d.tpm.as_mut() {
+                    b.refund(est, now);
+                }
+                match kind {
+                    FailureKind::Throttled { retry_after } => {
+                        let until =
+                            now.saturating_add(retry_after.unwrap_or(Duration::from_secs(1)));
+                        d.cooldown_until = d.cooldown_until.max(until);
+                        d.limit.on_overload(&self.cfg.aimd);
+                        d.health.on_failure(&self.cfg.health, now);
+                    }
+                    FailureKind::Timeout => {
+                        d.limit.on_overload(&self.cfg.aimd);
+                        d.health.on_failure(&self.cfg.health, now);
+                    }
+                    FailureKind::Connect | FailureKind::ServerError => {
+                        d.health.on_failure(&self.cfg.health, now);
+                    }
+                    FailureKind::ClientError | FailureKind::Cancelled => d.health.on_neutral(now),
+                }
+            }
+        }
     }
 
     /// Record that a new request entered (deposits into the retry budget).
-    pub fn record_request(&mut self, _now: Duration) {
-        todo!()
+    pub fn record_request(&mut self, now: Duration) {
+        self.budget.deposit(now);
     }
 
     /// Withdraw one retry from the global retry budget; false when the budget is empty.
-    pub fn try_retry(&mut self, _now: Duration) -> bool {
-        todo!()
+    pub fn try_retry(&mut self, now: Duration) -> bool {
+        self.budget.try_withdraw(now)
     }
 
-    pub fn view(&self, _d: DeploymentIx, _now: Duration) -> DeploymentView {
-        todo!()
+    /// Retries left in the global budget (for metrics).
+    pub fn retry_balance(&mut self, now: Duration) -> f64 {
+        self.budget.balance(now)
+    }
+
+    pub fn view(&self, d: DeploymentIx, now: Duration) -> DeploymentView {
+        let Some(d) = self.deployments.get(d.0 as usize) else {
+            return DeploymentView {
+                in_flight: 0,
+                limit: 0,
+                healthy: false,
+                ejected_until: None,
+                cooldown_until: None,
+                ewma_ttft: None,
+                ewma_tpot: None,
+            };
+        };
+        let nanos = |x: Option<f64>| x.map(|ns| Duration::from_nanos(ns.round() as u64));
+        DeploymentView {
+            in_flight: d.in_flight,
+            limit: d.limit.current(),
+            healthy: d.health.is_closed(),
+            ejected_until: d.health.ejected_until(now),
+            cooldown_until: (now < d.cooldown_until).then_some(d.cooldown_until),
+            ewma_ttft: nanos(d.ewma_ttft),
+            ewma_tpot: nanos(d.ewma_tpot),
+        }
+    }
+
+    /// The declared spec of a deployment.
+    pub fn spec(&self, d: DeploymentIx) -> Option<&DeploymentSpec> {
+        self.deployments.get(d.0 as usize).map(|d| &d.spec)
     }
 
     pub fn deployment_count(&self) -> usize {
-        todo!()
+        self.deployments.len()
     }
 }
+
+mod deployment;
+mod plan;
+
+#[cfg(test)]
+mod tests;

@@ -1,14 +1,18 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Spillway's gateway: configuration, listeners, authentication, the request pipeline, upstream
+//! clients, state and metrics. The routing policy lives in `spillway-core`; this crate does the
+//! I/O and feeds outcomes back to it.
+#![forbid(unsafe_code)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod pipeline;
+pub mod relay;
+pub mod resolve;
+pub mod server;
+pub mod state;
+pub mod upstream;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use config::{Config, ConfigError};
+pub use error::EdgeError;
+pub use server::{Gateway, GatewayError};

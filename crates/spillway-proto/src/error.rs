@@ -46,7 +46,11 @@ mod tests {
 
     #[test]
     fn shape_is_openais() {
-        let body = OpenAiErrorBody::new("no such model", "invalid_request_error", Some("model_not_found"));
+        let body = OpenAiErrorBody::new(
+            "no such model",
+            "invalid_request_error",
+            Some("model_not_found"),
+        );
         let v: serde_json::Value = serde_json::from_str(&body.to_json()).unwrap();
         assert_eq!(v["error"]["message"], "no such model");
         assert_eq!(v["error"]["type"], "invalid_request_error");

@@ -17,7 +17,7 @@ pub mod tokens;
 
 pub use error::{OpenAiError, OpenAiErrorBody};
 pub use openai::{
-    ChatChunk, ChatCompletion, ChatMessage, ChatRequest, Choice, ChunkChoice, Delta, MessageContent,
-    ModelList, ModelObject, ResponseMessage, StreamOptions, Usage,
+    ChatChunk, ChatCompletion, ChatMessage, ChatRequest, Choice, ChunkChoice, Delta,
+    MessageContent, ModelList, ModelObject, ResponseMessage, StreamOptions, Usage,
 };
 pub use sse::{SseDecoder, SseEvent};

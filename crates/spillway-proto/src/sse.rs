@@ -44,10 +44,7 @@ impl SseDecoder {
             }
         }
         self.buf.extend_from_slice(chunk);
-        loop {
-            let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') else {
-                break;
-            };
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
             let line = self.buf.split_to(pos);
             let term = self.buf.split_to(1);
             if term[0] == b'\r' {
@@ -146,7 +143,11 @@ mod tests {
         let ev = decode_all(&[s]);
         assert_eq!(
             ev,
-            vec![SseEvent { event: Some("x".into()), data: "a\nb".into(), id: None }]
+            vec![SseEvent {
+                event: Some("x".into()),
+                data: "a\nb".into(),
+                id: None
+            }]
         );
     }
 

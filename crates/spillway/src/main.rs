@@ -1,3 +1,208 @@
-fn main() {
-    println!("Hello, world!");
+//! `spillway`: serve, demo, sim, check-config.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use spillway_gateway::{Config, Gateway};
+
+mod demo;
+
+#[derive(Parser)]
+#[command(
+    name = "spillway",
+    version,
+    about = "A self-hostable cross-region inference router for LLM serving"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: the embedded default (six simulated regions, 127.0.0.1:8080 as
+    /// us-east-1, demo key `spillway-demo-key`) or a configuration file.
+    Serve {
+        /// A TOML configuration file; without it, the embedded default runs.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print the embedded default configuration and exit.
+        #[arg(long)]
+        print_default_config: bool,
+    },
+    /// Show cross-region inference at work: a burst at about twice one region's capacity, run
+    /// in-region, cross-region, and cross-region with a region taken down mid-run.
+    Demo(demo::DemoArgs),
+    /// Run one simulated region (an OpenAI-compatible LLM backend with a capacity model and
+    /// fault injection).
+    Sim(SimArgs),
+    /// Validate a configuration file and print the resolved inference profiles.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// The region this simulator stands for.
+    #[arg(long)]
+    region: String,
+    /// Concurrent sequences (continuous-batching slots).
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+    /// Waiting requests beyond which it answers 429.
+    #[arg(long, default_value_t = 16)]
+    queue_limit: u32,
+    /// Prefill speed, input tokens per second.
+    #[arg(long, default_value_t = 4000.0)]
+    prefill_tps: f64,
+    /// Decode speed per sequence, output tokens per second.
+    #[arg(long, default_value_t = 50.0)]
+    decode_tps: f64,
+    /// Injected network round trip, milliseconds.
+    #[arg(long, default_value_t = 0.0)]
+    rtt_ms: f64,
+    /// Service times are divided by this (30 replays an hour in two minutes).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo prints its own progress and table; the server logs every request.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPILLWAY_LOG")
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve {
+            config,
+            print_default_config,
+        } => {
+            if print_default_config {
+                print!("{}", spillway_gateway::config::embedded::DEFAULT_TOML);
+                return Ok(());
+            }
+            serve(config).await
+        }
+        Command::Demo(args) => demo::run(args).await,
+        Command::Sim(args) => sim(args).await,
+        Command::CheckConfig { file } => check_config(&file),
+    }
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = match &config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default()?,
+    };
+    let grace = cfg.shutdown_grace;
+    let gateway = Gateway::start(cfg).await.context("starting the gateway")?;
+    for (region, addr) in gateway.listeners() {
+        eprintln!("spillway: listening on http://{addr} as {region}");
+    }
+    if config.is_none() {
+        eprintln!(
+            "spillway: embedded default; try:\n  curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Authorization: Bearer spillway-demo-key' -H 'content-type: application/json' -d '{{\"model\":\"us.demo.chat-small-v1:0\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
+        );
+    }
+    shutdown_signal().await;
+    eprintln!(
+        "spillway: stopping; letting in-flight requests finish (up to {}s)",
+        grace.as_secs()
+    );
+    if !gateway.shutdown(grace).await {
+        eprintln!("spillway: shutdown deadline reached; remaining requests were cut off");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn sim(a: SimArgs) -> anyhow::Result<()> {
+    let cfg = spillway_sim::SimConfig {
+        region: a.region.clone(),
+        concurrency: a.concurrency,
+        queue_limit: a.queue_limit,
+        prefill_tokens_per_sec: a.prefill_tps,
+        decode_tokens_per_sec: a.decode_tps,
+        rtt: Duration::from_secs_f64(a.rtt_ms.max(0.0) / 1000.0),
+        time_scale: a.time_scale,
+        ..spillway_sim::SimConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(a.host, a.port))
+        .await
+        .with_context(|| format!("binding {}:{}", a.host, a.port))?;
+    let handle = spillway_sim::spawn(cfg, listener).await?;
+    // One line on stdout with the address, for scripts that start it on port 0.
+    println!(
+        "spillway-sim {} listening on http://{}",
+        a.region,
+        handle.addr()
+    );
+    shutdown_signal().await;
+    handle.shutdown();
+    Ok(())
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = Config::load(file)?;
+    println!("{}: OK", file.display());
+    println!(
+        "{} regions, {} models, {} deployments, {} tenants, {} listeners",
+        cfg.regions.len(),
+        cfg.models.len(),
+        cfg.deployments.len(),
+        cfg.tenants.len(),
+        cfg.listeners.len()
+    );
+    println!("\ninference profiles (source region -> destination set, in preference order):");
+    for p in &cfg.profiles {
+        println!("  {}", p.id);
+        let mut sources: Vec<_> = p.destinations.iter().collect();
+        sources.sort_by_key(|(s, _)| s.0);
+        for (s, dests) in sources {
+            let d: Vec<&str> = dests.iter().map(|r| cfg.region_name(*r)).collect();
+            println!("    {:<16} -> {}", cfg.region_name(*s), d.join(", "));
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,233 @@
+//! Configuration: the TOML file ([`raw`]), its validation ([`validate`]) into the immutable
+//! [`Config`] the gateway runs on, and the embedded default ([`embedded`]).
+//!
+//! Everything is resolved to indices at load time (regions, models, deployments, profiles,
+//! tenants), so the request path does map look-ups by string once (the model name the client
+//! sent) and then works on small integers.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use spillway_core::{Candidate, DeploymentIx, QuotaLimits, RegionIx, RouterConfig};
+
+pub mod embedded;
+mod profiles;
+pub mod raw;
+mod upstreams;
+mod validate;
+
+pub use validate::{DEMO_API_KEY, from_raw, sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: key `{key}`: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+pub type ModelIx = usize;
+pub type TenantIx = usize;
+pub type ProfileIx = usize;
+
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub name: String,
+    pub geography: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub id: String,
+    pub profile_only: bool,
+    pub output_burndown: f64,
+    pub default_max_tokens: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    OpenAi {
+        base_url: String,
+        model: String,
+        api_key: Option<String>,
+        auth: UpstreamAuth,
+    },
+    /// A simulator: external (`base_url`) or run in-process by the gateway (`base_url` None).
+    Sim {
+        base_url: Option<String>,
+        sim: spillway_sim::SimConfig,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamAuth {
+    Bearer,
+    ApiKeyHeader,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub model: ModelIx,
+    pub region: RegionIx,
+    pub max_in_flight: u32,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    pub upstream: Upstream,
+}
+
+/// A system inference profile with its destination set per source region.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub id: String,
+    /// `None` for `global.` profiles.
+    pub geography: Option<String>,
+    pub model: ModelIx,
+    /// Source region → ordered destination set (regions with a deployment of the model).
+    pub destinations: HashMap<RegionIx, Vec<RegionIx>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: String,
+    /// SHA-256 of each accepted API key.
+    pub key_hashes: Vec<[u8; 32]>,
+    pub cross_region_multiplier: f64,
+    pub denied_regions: Vec<RegionIx>,
+    /// (model, source region) → in-region limits. Absent: no limit.
+    pub quotas: HashMap<(ModelIx, RegionIx), QuotaLimits>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub bind: SocketAddr,
+    pub region: RegionIx,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub request: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateKind {
+    Memory,
+}
+
+/// The validated, immutable configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source_name: String,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub router: RouterConfig,
+    pub timeouts: Timeouts,
+    pub seed: u64,
+    pub state: StateKind,
+    pub regions: Vec<Region>,
+    /// `rtt[a][b]`, symmetric; 1 ms inside a region when not configured.
+    pub rtt: Vec<Vec<Duration>>,
+    pub models: Vec<Model>,
+    pub deployments: Vec<Deployment>,
+    pub profiles: Vec<Profile>,
+    pub tenants: Vec<Tenant>,
+    pub listeners: Vec<Listener>,
+    pub(crate) model_by_id: HashMap<String, ModelIx>,
+    pub(crate) profile_by_id: HashMap<String, ProfileIx>,
+    pub(crate) deployment_by: HashMap<(ModelIx, RegionIx), DeploymentIx>,
+    pub(crate) tenant_by_key: HashMap<[u8; 32], TenantIx>,
+}
+
+impl Config {
+    /// Load and validate a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parse and validate TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string(),
+        })?;
+        from_raw(raw, file)
+    }
+
+    /// The embedded default of DESIGN §6.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Self::parse(embedded::DEFAULT_TOML, "<embedded default>")
+    }
+
+    pub fn region_ix(&self, name: &str) -> Option<RegionIx> {
+        self.regions
+            .iter()
+            .position(|r| r.name == name)
+            .map(|i| RegionIx(i as u16))
+    }
+
+    pub fn region(&self, r: RegionIx) -> &Region {
+        &self.regions[r.0 as usize]
+    }
+
+    pub fn region_name(&self, r: RegionIx) -> &str {
+        &self.regions[r.0 as usize].name
+    }
+
+    pub fn model_ix(&self, id: &str) -> Option<ModelIx> {
+        self.model_by_id.get(id).copied()
+    }
+
+    pub fn profile_ix(&self, id: &str) -> Option<ProfileIx> {
+        self.profile_by_id.get(id).copied()
+    }
+
+    pub fn deployment(&self, model: ModelIx, region: RegionIx) -> Option<DeploymentIx> {
+        self.deployment_by.get(&(model, region)).copied()
+    }
+
+    pub fn tenant_by_key_hash(&self, hash: &[u8; 32]) -> Option<TenantIx> {
+        self.tenant_by_key.get(hash).copied()
+    }
+
+    pub fn rtt(&self, a: RegionIx, b: RegionIx) -> Duration {
+        self.rtt[a.0 as usize][b.0 as usize]
+    }
+
+    /// Candidates for a destination list seen from `source`, minus `denied` regions.
+    pub fn candidates(
+        &self,
+        model: ModelIx,
+        source: RegionIx,
+        destinations: &[RegionIx],
+        denied: &[RegionIx],
+    ) -> Vec<Candidate> {
+        destinations
+            .iter()
+            .filter(|r| !denied.contains(r))
+            .filter_map(|&region| {
+                self.deployment(model, region).map(|deployment| Candidate {
+                    deployment,
+                    region,
+                    rtt: self.rtt(source, region),
+                })
+            })
+            .collect()
+    }
+}

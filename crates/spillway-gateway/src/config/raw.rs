@@ -1,0 +1,185 @@
+//! The configuration file as written: plain serde structs, unknown keys rejected.
+//!
+//! Nothing here is trusted; [`super::validate`] turns a [`RawConfig`] into the immutable
+//! [`super::Config`] the gateway runs on, checking every cross-reference.
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub routing: RawRouting,
+    #[serde(default)]
+    pub state: RawState,
+    #[serde(default)]
+    pub regions: Vec<RawRegion>,
+    #[serde(default)]
+    pub rtt: Vec<RawRtt>,
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+    #[serde(default)]
+    pub deployments: Vec<RawDeployment>,
+    #[serde(default)]
+    pub profiles: Vec<RawProfile>,
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Largest accepted request body (default 4 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// How long in-flight requests may run on after SIGINT/SIGTERM (default 30 s).
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    pub max_attempts: Option<usize>,
+    pub connect_timeout_ms: Option<u64>,
+    pub first_byte_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub failure_threshold: Option<u32>,
+    pub base_ejection_ms: Option<u64>,
+    pub max_ejection_ms: Option<u64>,
+    pub retry_budget_ratio: Option<f64>,
+    pub retry_min_per_sec: Option<f64>,
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegion {
+    pub name: String,
+    pub geography: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRtt {
+    pub between: [String; 2],
+    pub ms: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub id: String,
+    #[serde(default)]
+    pub profile_only: bool,
+    /// Output-token burndown: `max_tokens` is reserved at this factor (default 1.0).
+    pub output_burndown: Option<f64>,
+    /// Output tokens reserved when a request sets no `max_tokens` (default 1024).
+    pub default_max_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    pub model: String,
+    pub region: String,
+    pub max_in_flight: u32,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    pub upstream: RawUpstream,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RawUpstream {
+    Openai(RawOpenAiUpstream),
+    Sim(RawSimUpstream),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpenAiUpstream {
+    /// e.g. `https://api.example.com/v1` (the gateway appends `/chat/completions`).
+    pub base_url: String,
+    /// The model name the upstream knows (default: the model id).
+    pub model: Option<String>,
+    /// Environment variable holding the upstream's API key.
+    pub api_key_env: Option<String>,
+    /// `bearer` (Authorization: Bearer, default) or `api-key` (Azure's `api-key` header).
+    pub auth: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSimUpstream {
+    /// An external `spillway sim`; without it the gateway runs the simulator in-process.
+    pub base_url: Option<String>,
+    pub concurrency: Option<u32>,
+    pub queue_limit: Option<u32>,
+    pub prefill_tokens_per_sec: Option<f64>,
+    pub decode_tokens_per_sec: Option<f64>,
+    pub rtt_ms: Option<f64>,
+    pub time_scale: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    /// `<geo>.<model-id>` or `global.<model-id>`.
+    pub id: String,
+    /// Destination set per source region, in preference order; replaces the derived ones for the
+    /// sources it names.
+    #[serde(default)]
+    pub sources: BTreeMap<String, Vec<String>>,
+    /// Source regions this profile may not be called from at all.
+    #[serde(default)]
+    pub disabled_sources: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub name: String,
+    #[serde(default)]
+    pub api_keys: Vec<RawApiKey>,
+    pub cross_region_multiplier: Option<f64>,
+    #[serde(default)]
+    pub denied_regions: Vec<String>,
+    #[serde(default)]
+    pub quotas: Vec<RawQuota>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum RawApiKey {
+    /// Hex SHA-256 of the key.
+    Sha256(String),
+    /// Name of an environment variable holding the key.
+    Env(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    pub model: String,
+    /// Source region; absent = every source region.
+    pub region: Option<String>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub bind: String,
+    pub region: String,
+}

@@ -1,0 +1,109 @@
+//! Validation of a deployment's `upstream` table.
+use std::time::Duration;
+
+use super::raw::RawUpstream;
+use super::validate::Ctx;
+use super::{ConfigError, Upstream, UpstreamAuth};
+
+pub(super) fn upstream(
+    cx: &Ctx<'_>,
+    key: &str,
+    u: &RawUpstream,
+    model_id: &str,
+    region: &str,
+) -> Result<Upstream, ConfigError> {
+    match u {
+        RawUpstream::Openai(o) => {
+            if !(o.base_url.starts_with("http://") || o.base_url.starts_with("https://")) {
+                return Err(cx.err(
+                    format!("{key}.base_url"),
+                    format!("expected an http:// or https:// URL, got {:?}", o.base_url),
+                ));
+            }
+            let auth = match o.auth.as_deref() {
+                None | Some("bearer") => UpstreamAuth::Bearer,
+                Some("api-key") => UpstreamAuth::ApiKeyHeader,
+                Some(other) => {
+                    return Err(cx.err(
+                        format!("{key}.auth"),
+                        format!("expected \"bearer\" or \"api-key\", got {other:?}"),
+                    ));
+                }
+            };
+            let api_key = match &o.api_key_env {
+                None => None,
+                Some(var) => Some(
+                    std::env::var(var)
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| {
+                            cx.err(
+                                format!("{key}.api_key_env"),
+                                format!("environment variable {var} is not set or empty"),
+                            )
+                        })?,
+                ),
+            };
+            Ok(Upstream::OpenAi {
+                base_url: o.base_url.trim_end_matches('/').to_string(),
+                model: o.model.clone().unwrap_or_else(|| model_id.to_string()),
+                api_key,
+                auth,
+            })
+        }
+        RawUpstream::Sim(s) => {
+            if let Some(url) = &s.base_url
+                && !url.starts_with("http://")
+            {
+                return Err(cx.err(
+                    format!("{key}.base_url"),
+                    format!("expected an http:// URL of a `spillway sim`, got {url:?}"),
+                ));
+            }
+            let d = spillway_sim::SimConfig::default();
+            let pos = |k: &str, v: Option<f64>, default: f64| -> Result<f64, ConfigError> {
+                let v = v.unwrap_or(default);
+                if v.is_finite() && v > 0.0 {
+                    Ok(v)
+                } else {
+                    Err(cx.err(
+                        format!("{key}.{k}"),
+                        format!("expected a positive number, got {v}"),
+                    ))
+                }
+            };
+            let rtt_ms = s.rtt_ms.unwrap_or(0.0);
+            if !(rtt_ms.is_finite() && (0.0..10_000.0).contains(&rtt_ms)) {
+                return Err(cx.err(
+                    format!("{key}.rtt_ms"),
+                    format!("expected 0 to 10000 ms, got {rtt_ms}"),
+                ));
+            }
+            let sim = spillway_sim::SimConfig {
+                region: region.to_string(),
+                concurrency: s.concurrency.unwrap_or(d.concurrency).max(1),
+                queue_limit: s.queue_limit.unwrap_or(d.queue_limit),
+                prefill_tokens_per_sec: pos(
+                    "prefill_tokens_per_sec",
+                    s.prefill_tokens_per_sec,
+                    d.prefill_tokens_per_sec,
+                )?,
+                decode_tokens_per_sec: pos(
+                    "decode_tokens_per_sec",
+                    s.decode_tokens_per_sec,
+                    d.decode_tokens_per_sec,
+                )?,
+                rtt: Duration::from_secs_f64(rtt_ms / 1000.0),
+                time_scale: pos("time_scale", s.time_scale, d.time_scale)?,
+                ..d
+            };
+            Ok(Upstream::Sim {
+                base_url: s
+                    .base_url
+                    .as_ref()
+                    .map(|u| u.trim_end_matches('/').to_string()),
+                sim,
+            })
+        }
+    }
+}

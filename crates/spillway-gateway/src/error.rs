@@ -1,0 +1,150 @@
+//! The edge error: everything a client can be told, rendered in the caller's API shape.
+//!
+//! Issue-specific detail stays in the message; nothing secret goes in (no keys, no upstream
+//! URLs, no upstream credentials). Upstream 4xx answers other than 429 are relayed as they came.
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use spillway_proto::OpenAiErrorBody;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("Missing or invalid API key. Pass it as `Authorization: Bearer <key>`.")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    #[error("{0}")]
+    NotCallableHere(String),
+    #[error(
+        "Invocation of model ID {0} with on-demand throughput isn't supported. Retry your request with the ID or ARN of an inference profile that contains this model."
+    )]
+    ProfileOnly(String),
+    #[error("Request body is larger than the limit of {0} bytes.")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    Throttled {
+        message: String,
+        retry_after: Duration,
+    },
+    #[error("upstream answered {status}")]
+    UpstreamClient { status: StatusCode, body: Bytes },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Timeout(String),
+}
+
+impl EdgeError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            EdgeError::Unauthorized => StatusCode::UNAUTHORIZED,
+            EdgeError::BadRequest(_)
+            | EdgeError::NotCallableHere(_)
+            | EdgeError::ProfileOnly(_) => StatusCode::BAD_REQUEST,
+            EdgeError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            EdgeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            EdgeError::Forbidden(_) => StatusCode::FORBIDDEN,
+            EdgeError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            EdgeError::UpstreamClient { status, .. } => *status,
+            EdgeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            EdgeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            EdgeError::Unauthorized => "unauthorized",
+            EdgeError::BadRequest(_)
+            | EdgeError::NotCallableHere(_)
+            | EdgeError::ProfileOnly(_) => "bad_request",
+            EdgeError::ModelNotFound(_) => "not_found",
+            EdgeError::PayloadTooLarge(_) => "too_large",
+            EdgeError::Forbidden(_) => "forbidden",
+            EdgeError::Throttled { .. } => "throttled",
+            EdgeError::UpstreamClient { .. } => "upstream_client_error",
+            EdgeError::Unavailable(_) => "unavailable",
+            EdgeError::Timeout(_) => "timeout",
+        }
+    }
+
+    /// OpenAI's `{"error": {"message", "type", "param", "code"}}`.
+    pub fn openai_body(&self) -> OpenAiErrorBody {
+        let (kind, code) = match self {
+            EdgeError::Unauthorized => ("authentication_error", Some("invalid_api_key")),
+            EdgeError::BadRequest(_) => ("invalid_request_error", None),
+            EdgeError::NotCallableHere(_) => (
+                "invalid_request_error",
+                Some("model_not_available_in_region"),
+            ),
+            EdgeError::ProfileOnly(_) => {
+                ("invalid_request_error", Some("inference_profile_required"))
+            }
+            EdgeError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            EdgeError::PayloadTooLarge(_) => ("invalid_request_error", Some("request_too_large")),
+            EdgeError::Forbidden(_) => ("permission_error", Some("region_denied")),
+            EdgeError::Throttled { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
+            EdgeError::UpstreamClient { .. } => ("invalid_request_error", None),
+            EdgeError::Unavailable(_) => ("server_error", Some("service_unavailable")),
+            EdgeError::Timeout(_) => ("server_error", Some("timeout")),
+        };
+        OpenAiErrorBody::new(self.to_string(), kind, code)
+    }
+
+    /// Render in OpenAI's shape (upstream 4xx bodies are relayed as they came).
+    pub fn into_openai_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            EdgeError::UpstreamClient { body, .. } if !body.is_empty() => body.clone(),
+            _ => Bytes::from(self.openai_body().to_json()),
+        };
+        let mut resp = (status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let EdgeError::Throttled { retry_after, .. } = &self {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            h.insert(
+                "retry-after-ms",
+                HeaderValue::from(retry_after.as_millis().max(1) as u64),
+            );
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttled_has_retry_after_in_whole_seconds() {
+        let r = EdgeError::Throttled {
+            message: "busy".into(),
+            retry_after: Duration::from_millis(1200),
+        }
+        .into_openai_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(r.headers()["retry-after-ms"], "1200");
+    }
+
+    #[test]
+    fn profile_only_text_is_bedrocks() {
+        let e = EdgeError::ProfileOnly("demo.x-v1:0".into());
+        assert_eq!(
+            e.to_string(),
+            "Invocation of model ID demo.x-v1:0 with on-demand throughput isn't supported. Retry your request with the ID or ARN of an inference profile that contains this model."
+        );
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+}

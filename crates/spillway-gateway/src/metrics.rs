@@ -1,0 +1,116 @@
+//! Prometheus metrics (`GET /metrics`), written in the source region's listener like Bedrock's.
+//!
+//! Per-request counters and latency histograms are updated on the request path; deployment
+//! gauges (in-flight, adaptive limit, health) are read from the routing core at scrape time.
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub source: String,
+    pub destination: String,
+    pub model: String,
+    pub outcome: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub source: String,
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub destination: String,
+    pub model: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeploymentLabels {
+    pub region: String,
+    pub model: String,
+}
+
+fn ttft_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.002, 2.0, 14))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub ttft: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub attempts: Family<AttemptLabels, Counter>,
+    pub in_flight: Family<DeploymentLabels, Gauge>,
+    pub limit: Family<DeploymentLabels, Gauge>,
+    pub healthy: Family<DeploymentLabels, Gauge>,
+}
+
+impl Metrics {
+    pub fn new(_cfg: &Config) -> Metrics {
+        let mut registry = Registry::with_prefix("spillway");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let ttft = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            ttft_histogram as fn() -> Histogram,
+        );
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        let in_flight = Family::<DeploymentLabels, Gauge>::default();
+        let limit = Family::<DeploymentLabels, Gauge>::default();
+        let healthy = Family::<DeploymentLabels, Gauge>::default();
+        registry.register(
+            "requests",
+            "Client requests by source, serving region, outcome and routing reason",
+            requests.clone(),
+        );
+        registry.register(
+            "ttft_seconds",
+            "Time to first byte of the upstream answer, as seen by the gateway",
+            ttft.clone(),
+        );
+        registry.register(
+            "upstream_attempts",
+            "Upstream attempts by destination and result",
+            attempts.clone(),
+        );
+        registry.register(
+            "deployment_in_flight",
+            "Requests in flight per deployment",
+            in_flight.clone(),
+        );
+        registry.register(
+            "deployment_limit",
+            "Adaptive concurrency limit per deployment",
+            limit.clone(),
+        );
+        registry.register(
+            "deployment_healthy",
+            "1 when the deployment is not ejected",
+            healthy.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            ttft,
+            attempts,
+            in_flight,
+            limit,
+            healthy,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,220 @@
+//! Shared state of one gateway process: the validated config, the routing core behind a lock,
+//! the tenant quota book, upstream targets and metrics (the `memory` state backend).
+//!
+//! The core is sans-IO: every call passes `now` (time since the gateway started) and the
+//! seeded RNG kept here. The lock is held only for the decision itself (a few microseconds),
+//! never across I/O.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use spillway_core::{
+    Admission, DeploymentIx, DeploymentSpec, Outcome, QuotaBucket, QuotaDenied, QuotaLimits,
+    RegionIx, Reservation, Router,
+};
+
+use crate::config::{Config, ModelIx, TenantIx};
+use crate::metrics::Metrics;
+use crate::upstream::UpstreamTarget;
+
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    pub http: reqwest::Client,
+    pub targets: Vec<UpstreamTarget>,
+    pub metrics: Metrics,
+    epoch: Instant,
+    router: Mutex<RouterCell>,
+    quotas: Mutex<HashMap<QuotaKey, QuotaBucket>>,
+}
+
+pub struct RouterCell {
+    pub router: Router,
+    pub rng: SmallRng,
+}
+
+/// Which quota a request draws on: a tenant's in-region quota (plain model id) or its
+/// cross-region quota (profile id), per model and source region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QuotaKey {
+    pub tenant: TenantIx,
+    pub model: ModelIx,
+    pub source: RegionIx,
+    pub cross_region: bool,
+}
+
+impl AppState {
+    pub fn new(cfg: Arc<Config>, targets: Vec<UpstreamTarget>) -> Result<AppState, reqwest::Error> {
+        let specs = cfg
+            .deployments
+            .iter()
+            .map(|d| DeploymentSpec {
+                region: d.region,
+                max_in_flight: d.max_in_flight,
+                rpm: d.rpm,
+                tpm: d.tpm,
+            })
+            .collect();
+        let router = Router::new(cfg.router.clone(), specs);
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.timeouts.connect)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()?;
+        let metrics = Metrics::new(&cfg);
+        Ok(AppState {
+            router: Mutex::new(RouterCell {
+                router,
+                rng: SmallRng::seed_from_u64(cfg.seed),
+            }),
+            quotas: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+            cfg,
+            http,
+            targets,
+            metrics,
+        })
+    }
+
+    /// Time since the gateway started: the core's clock.
+    pub fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    pub fn router(&self) -> MutexGuard<'_, RouterCell> {
+        self.router.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tenant's limits for this key: the in-region quota, times the multiplier for
+    /// cross-region calls. `None`: the tenant has no quota for this model and source.
+    pub fn quota_limits(&self, key: &QuotaKey) -> Option<QuotaLimits> {
+        let t = &self.cfg.tenants[key.tenant];
+        let base = t.quotas.get(&(key.model, key.source))?;
+        if !key.cross_region {
+            return Some(*base);
+        }
+        let scale = |v: u64| ((v as f64) * t.cross_region_multiplier).floor() as u64;
+        Some(QuotaLimits {
+            rpm: base.rpm.map(scale),
+            tpm: base.tpm.map(scale),
+        })
+    }
+
+    /// Reserve quota up front; the hold settles (or cancels) when dropped.
+    pub fn reserve(
+        self: &Arc<Self>,
+        key: QuotaKey,
+        est_tokens: u64,
+    ) -> Result<QuotaHold, QuotaDenied> {
+        let Some(limits) = self.quota_limits(&key) else {
+            return Ok(QuotaHold {
+                state: self.clone(),
+                key,
+                reservation: None,
+                used: None,
+            });
+        };
+        let now = self.now();
+        let mut book = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = book
+            .entry(key)
+            .or_insert_with(|| QuotaBucket::new(limits, now));
+        let r = bucket.reserve(est_tokens, now)?;
+        Ok(QuotaHold {
+            state: self.clone(),
+            key,
+            reservation: Some(r),
+            used: None,
+        })
+    }
+
+    fn settle_quota(&self, key: QuotaKey, r: Reservation, used: Option<u64>) {
+        let now = self.now();
+        let mut book = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = book.get_mut(&key) {
+            match used {
+                Some(tokens) => bucket.settle(r, tokens, now),
+                None => bucket.cancel(r, now),
+            }
+        }
+    }
+
+    /// Admit on a deployment; the hold releases the slot (as cancelled) if dropped unreported.
+    pub fn acquire(
+        self: &Arc<Self>,
+        d: DeploymentIx,
+        est_tokens: u64,
+    ) -> Result<AttemptHold, spillway_core::Rejection> {
+        let now = self.now();
+        let admission = self.router().router.try_acquire(d, est_tokens, now)?;
+        Ok(AttemptHold {
+            state: self.clone(),
+            admission: Some(admission),
+        })
+    }
+}
+
+/// A tenant-quota reservation. Settles to `used` tokens when dropped; with nothing marked used
+/// (the request never reached an upstream) the reservation is cancelled in full.
+pub struct QuotaHold {
+    state: Arc<AppState>,
+    key: QuotaKey,
+    reservation: Option<Reservation>,
+    used: Option<u64>,
+}
+
+impl QuotaHold {
+    /// Record usage so far (prompt tokens once an upstream has the request, then more).
+    pub fn set_used(&mut self, tokens: u64) {
+        self.used = Some(tokens);
+    }
+
+    /// Nothing was served after all: the reservation is cancelled in full when dropped.
+    pub fn clear_used(&mut self) {
+        self.used = None;
+    }
+
+    pub fn reserved_tokens(&self) -> Option<u64> {
+        self.reservation.map(|r| r.tokens)
+    }
+}
+
+impl Drop for QuotaHold {
+    fn drop(&mut self) {
+        if let Some(r) = self.reservation.take() {
+            self.state.settle_quota(self.key, r, self.used);
+        }
+    }
+}
+
+/// An admitted attempt on one deployment. Report its outcome with [`AttemptHold::finish`];
+/// dropped unreported (the client went away), it is released as cancelled.
+pub struct AttemptHold {
+    state: Arc<AppState>,
+    admission: Option<Admission>,
+}
+
+impl AttemptHold {
+    pub fn deployment(&self) -> Option<DeploymentIx> {
+        self.admission.as_ref().map(|a| a.deployment)
+    }
+
+    pub fn finish(mut self, outcome: Outcome) {
+        self.release(outcome);
+    }
+
+    fn release(&mut self, outcome: Outcome) {
+        if let Some(a) = self.admission.take() {
+            let now = self.state.now();
+            self.state.router().router.release(a, outcome, now);
+        }
+    }
+}
+
+impl Drop for AttemptHold {
+    fn drop(&mut self) {
+        self.release(Outcome::Failure(spillway_core::FailureKind::Cancelled));
+    }
+}

@@ -1,0 +1,343 @@
+//! The capacity model of one LLM engine, and the timing and content of one request.
+//!
+//! # Why this model
+//!
+//! A modern inference engine (vLLM, SGLang, TGI, llama.cpp server) does *continuous batching*: it
+//! decodes a fixed number of sequences together, one token of each per step, and admits a waiting
+//! request into the batch as soon as a sequence finishes. What a gateway observes from outside
+//! follows from that, and is what this module reproduces:
+//!
+//! * **Slots.** At most `concurrency` sequences run at once (a semaphore of that many permits).
+//!   A request holds its slot from the start of prefill until its last token is produced.
+//! * **Prefill ∝ input.** Before the first output token the engine reads the whole prompt:
+//!   `prompt_tokens / prefill_tokens_per_sec`. Long prompts have a long time-to-first-token.
+//! * **Decode per token.** Each sequence then produces `decode_tokens_per_sec` tokens per second
+//!   independently of the others, so the time per output token does not depend on load (the
+//!   batch absorbs it) while the time-to-first-token does (queueing).
+//! * **Bounded queue → 429.** A request that finds every slot busy waits (FIFO) for one; when
+//!   `queue_limit` requests are already waiting the engine refuses at once with 429 and a
+//!   `Retry-After` estimated from the running sequence that will finish first, which is when a
+//!   queue position opens. This is the back-pressure signal the gateway's routing and its
+//!   adaptive limits learn capacity from.
+//!
+//! Service times are multiplied by the brown-out factor ([`crate::Fault::slow_factor`]) and
+//! divided by `time_scale`, so a trace recorded over an hour replays in a minute with the same
+//! shape. Token deadlines are computed from the start of decode (`start + i × per_token`) rather
+//! than by sleeping per token, so timer granularity does not accumulate when a token takes less
+//! than a millisecond: late tokens are simply emitted together.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::time::Instant;
+
+use crate::{Fault, SimConfig};
+
+/// Longest output a request can ask for (a context window of sorts), so that a huge `max_tokens`
+/// cannot make the simulator allocate without bound.
+pub const MAX_OUTPUT_TOKENS: u64 = 1_000_000;
+
+/// Longest single wait the model computes (30 days); keeps `Instant` arithmetic from overflowing.
+const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The generated text is made of these words, one token each, cycled in order. Each is three
+/// letters, so a chunk (`" " + word`) is exactly four characters, which is one token by
+/// [`spillway_proto::tokens::text_tokens`]: the estimate of the text equals the reported count.
+const VOCAB: [&str; 16] = [
+    "the", "sea", "was", "red", "and", "all", "our", "old", "map", "got", "wet", "yet", "one",
+    "sun", "new", "day",
+];
+
+/// The content chunk of output token `i` (0-based): `" " + word`.
+pub fn token_text(i: u64) -> String {
+    let word = VOCAB[usize::try_from(i % VOCAB.len() as u64).unwrap_or(0)];
+    format!(" {word}")
+}
+
+/// The whole completion text for `n` output tokens (the concatenation of the stream's chunks).
+pub fn completion_text(n: u64) -> String {
+    (0..n).map(token_text).collect()
+}
+
+/// Seconds as a `Duration`, clamped to `[0, MAX_WAIT]`; NaN is zero.
+fn secs(s: f64) -> Duration {
+    if s.is_nan() || s <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(s).map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
+}
+
+/// The timing and length of one request, fixed when it is admitted.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// Output tokens to produce.
+    pub output_tokens: u64,
+    /// Whether the client set the cap (`finish_reason` is then `length`, else `stop`).
+    pub capped: bool,
+    pub prefill: Duration,
+    /// Seconds per output token, scaled.
+    per_token_secs: f64,
+    /// Abort after this many content tokens (only set when the response would reach them).
+    pub break_after: Option<u64>,
+}
+
+impl Plan {
+    pub(crate) fn new(
+        cfg: &SimConfig,
+        fault: &Fault,
+        cap: Option<u64>,
+        prompt_tokens: u64,
+    ) -> Self {
+        let scale = fault.service_multiplier() / cfg.time_scale;
+        let output_tokens = cap.unwrap_or(cfg.default_max_tokens).min(MAX_OUTPUT_TOKENS);
+        Plan {
+            output_tokens,
+            capped: cap.is_some(),
+            prefill: secs(prompt_tokens as f64 / cfg.prefill_tokens_per_sec * scale),
+            per_token_secs: scale / cfg.decode_tokens_per_sec,
+            break_after: fault.break_after_tokens.filter(|k| *k <= output_tokens),
+        }
+    }
+
+    /// Time to decode the first `tokens` output tokens.
+    pub(crate) fn decode_time(&self, tokens: u64) -> Duration {
+        secs(tokens as f64 * self.per_token_secs)
+    }
+
+    /// Prefill plus the whole decode: how long this request holds its slot.
+    pub(crate) fn service_time(&self) -> Duration {
+        self.prefill
+            .saturating_add(self.decode_time(self.output_tokens))
+    }
+
+    pub(crate) fn finish_reason(&self) -> &'static str {
+        if self.capped { "length" } else { "stop" }
+    }
+}
+
+/// Refused: the waiting queue is full. `retry_after` estimates when a queue position opens.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Throttled {
+    pub retry_after: Duration,
+}
+
+/// Slots, the waiting queue and the projected end of every running sequence.
+pub(crate) struct Engine {
+    queue_limit: u32,
+    slots: Arc<Semaphore>,
+    waiting: AtomicU32,
+    in_flight: AtomicU32,
+    running: Mutex<HashMap<u64, Instant>>,
+    next_id: AtomicU64,
+}
+
+/// Counts a request as in flight (queued or running) while it lives.
+struct InFlight(Arc<Engine>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A place in the waiting queue; given back when dropped (slot obtained or client gone).
+struct Waiting<'a>(&'a Engine);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A running sequence. Dropping it frees the slot (at the end of decode, or as soon as the
+/// request future or the response body is dropped because the client went away).
+pub(crate) struct Slot {
+    id: u64,
+    _permit: OwnedSemaphorePermit,
+    in_flight: InFlight,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let engine = &self.in_flight.0;
+        engine
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(cfg: &SimConfig) -> Arc<Self> {
+        Arc::new(Engine {
+            queue_limit: cfg.queue_limit,
+            slots: Arc::new(Semaphore::new(cfg.concurrency as usize)),
+            waiting: AtomicU32::new(0),
+            in_flight: AtomicU32::new(0),
+            running: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    /// Requests running or waiting for a slot right now.
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Gets a slot for a request that will hold it for `service`: at once if one is free, after
+    /// waiting in the queue if the queue has room, otherwise [`Throttled`].
+    pub(crate) async fn admit(self: &Arc<Self>, service: Duration) -> Result<Slot, Throttled> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let in_flight = InFlight(self.clone());
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => return Err(self.throttled(service)),
+            Err(TryAcquireError::NoPermits) => {
+                let joined = self
+                    .waiting
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                        (w < self.queue_limit).then_some(w + 1)
+                    });
+                if joined.is_err() {
+                    return Err(self.throttled(service));
+                }
+                let place = Waiting(self);
+                let permit = self.slots.clone().acquire_owned().await;
+                drop(place);
+                permit.map_err(|_| self.throttled(service))?
+            }
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let end = Instant::now() + service;
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, end);
+        Ok(Slot {
+            id,
+            _permit: permit,
+            in_flight,
+        })
+    }
+
+    /// When the running sequence that ends first will end (a queue position opens then); a
+    /// request's own service time if nothing is running (queue limit 0 with a free slot race).
+    fn throttled(&self, fallback: Duration) -> Throttled {
+        let now = Instant::now();
+        let earliest = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .min()
+            .copied();
+        let retry_after = earliest.map_or(fallback, |end| end.saturating_duration_since(now));
+        Throttled { retry_after }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(concurrency: u32, queue_limit: u32) -> SimConfig {
+        SimConfig {
+            concurrency,
+            queue_limit,
+            ..SimConfig::default()
+        }
+    }
+
+    #[test]
+    fn text_is_one_estimated_token_per_word() {
+        let text = completion_text(37);
+        assert_eq!(spillway_proto::tokens::text_tokens(&text), 37);
+        assert_eq!(completion_text(3), " the sea was");
+        assert_eq!(token_text(16), token_text(0));
+    }
+
+    #[test]
+    fn plan_times_scale_with_input_output_slowness_and_time_scale() {
+        let c = SimConfig {
+            time_scale: 2.0,
+            ..SimConfig::default()
+        };
+        let p = Plan::new(&c, &Fault::default(), None, 4000);
+        assert_eq!(p.prefill, Duration::from_millis(500));
+        assert_eq!(p.output_tokens, 16);
+        assert_eq!(p.finish_reason(), "stop");
+        assert_eq!(p.decode_time(16), Duration::from_millis(160));
+        let slow = Fault {
+            slow_factor: 3.0,
+            ..Fault::default()
+        };
+        let p = Plan::new(&c, &slow, Some(5), 4000);
+        assert_eq!(p.prefill, Duration::from_millis(1500));
+        assert_eq!(p.service_time(), Duration::from_millis(1500 + 150));
+        assert_eq!(p.finish_reason(), "length");
+    }
+
+    #[test]
+    fn break_only_when_the_response_reaches_it() {
+        let c = SimConfig::default();
+        let f = |k| Fault {
+            break_after_tokens: Some(k),
+            ..Fault::default()
+        };
+        assert_eq!(Plan::new(&c, &f(3), Some(5), 1).break_after, Some(3));
+        assert_eq!(Plan::new(&c, &f(5), Some(5), 1).break_after, Some(5));
+        assert_eq!(Plan::new(&c, &f(6), Some(5), 1).break_after, None);
+    }
+
+    #[test]
+    fn absurd_numbers_do_not_panic() {
+        assert_eq!(secs(f64::NAN), Duration::ZERO);
+        assert_eq!(secs(-1.0), Duration::ZERO);
+        assert_eq!(secs(f64::INFINITY), MAX_WAIT);
+        let c = SimConfig {
+            time_scale: f64::INFINITY,
+            ..SimConfig::default()
+        };
+        let p = Plan::new(&c, &Fault::default(), Some(u64::MAX), u64::MAX);
+        assert_eq!(p.output_tokens, MAX_OUTPUT_TOKENS);
+        assert_eq!(p.service_time(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn queue_then_throttle_with_retry_after_from_earliest_end() {
+        let e = Engine::new(&cfg(1, 1));
+        let first = e.admit(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(e.in_flight(), 1);
+        let e2 = e.clone();
+        let queued = tokio::spawn(async move { e2.admit(Duration::from_secs(1)).await.is_ok() });
+        while e.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(e.in_flight(), 2);
+        let refused = e.admit(Duration::from_secs(1)).await.err().unwrap();
+        assert!(refused.retry_after > Duration::from_secs(9), "{refused:?}");
+        assert_eq!(e.in_flight(), 2, "a refused request is not in flight");
+        drop(first);
+        assert!(queued.await.unwrap());
+        assert_eq!(e.in_flight(), 0);
+        assert_eq!(e.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_goes_away_gives_back_its_place() {
+        let e = Engine::new(&cfg(1, 1));
+        let _first = e.admit(Duration::from_secs(1)).await.unwrap();
+        let e2 = e.clone();
+        let queued = tokio::spawn(async move { e2.admit(Duration::from_secs(1)).await.is_ok() });
+        while e.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        queued.abort();
+        let _ = queued.await;
+        assert_eq!(e.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(e.in_flight(), 1);
+    }
+}

@@ -1,0 +1,317 @@
+//! HTTP routes: the OpenAI surface (`/v1/chat/completions`, `/v1/models`), the admin surface
+//! (`/admin/fault`, `/admin/served`) and `/healthz`. Every response carries `x-sim-region`.
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::map_response_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::{Map, json};
+use spillway_proto::tokens::prompt_tokens;
+use spillway_proto::{
+    ChatCompletion, ChatRequest, Choice, ModelList, ModelObject, OpenAiErrorBody, ResponseMessage,
+    Usage,
+};
+use tokio::time::Instant;
+
+use crate::Sim;
+use crate::engine::{Plan, completion_text};
+use crate::faults::Fault;
+use crate::record::{Outcome, ServedRecord, Ticket};
+use crate::stream::{self, ChunkMeta};
+
+/// The header naming the region that answered.
+pub const REGION_HEADER: &str = "x-sim-region";
+
+pub(crate) fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/admin/fault", get(get_fault).post(set_fault))
+        .route("/admin/served", get(get_served).delete(clear_served))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .layer(map_response_with_state(sim.clone(), region_header))
+        .with_state(sim)
+}
+
+/// JSON of a value whose serialisation cannot fail (structs of strings and numbers).
+pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "spillway-sim: serialising a response failed");
+        "{}".to_string()
+    })
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn openai_error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response {
+    json_response(status, OpenAiErrorBody::new(message, kind, code).to_json())
+}
+
+async fn region_header(State(sim): State<Arc<Sim>>, mut res: Response) -> Response {
+    if let Some(v) = &sim.region_header {
+        res.headers_mut()
+            .insert(HeaderName::from_static(REGION_HEADER), v.clone());
+    }
+    res
+}
+
+async fn not_found() -> Response {
+    openai_error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        Some("not_found"),
+        "no such route",
+    )
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    ["x-spillway-request-id", "x-request-id"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .map(str::to_string)
+}
+
+/// 429 with `Retry-After` in whole seconds (at least 1) and, as Azure OpenAI does,
+/// `retry-after-ms` with the unrounded estimate.
+fn throttled(retry_after: Duration) -> Response {
+    let ms = retry_after.as_millis().max(1);
+    let secs = ms.div_ceil(1000).max(1);
+    let mut res = openai_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        Some("rate_limit_exceeded"),
+        "the engine's queue is full; retry later",
+    );
+    let h = res.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+    h.insert(
+        HeaderName::from_static("retry-after-ms"),
+        HeaderValue::from(ms as u64),
+    );
+    res
+}
+
+fn unavailable(message: &str) -> Response {
+    openai_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        Some("service_unavailable"),
+        message,
+    )
+}
+
+/// Waits until the simulator shuts down (forever if it never does).
+async fn until_shutdown(sim: &Sim) {
+    let mut rx = sim.shutdown.clone();
+    if rx.wait_for(|down| *down).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn chat_completions(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut rec = ServedRecord {
+        request_id: request_id(&headers),
+        region: sim.cfg.region.clone(),
+        model: String::new(),
+        stream: false,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        outcome: String::new(),
+        at_ms: sim.recorder.now_ms(),
+    };
+    let req: ChatRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            Ticket::open(sim.recorder.clone(), rec).close(Outcome::Invalid);
+            let msg = format!("invalid chat-completions request: {e}");
+            return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, &msg);
+        }
+    };
+    let prompt = prompt_tokens(&req.messages);
+    rec.model = req.model.clone();
+    rec.stream = req.is_stream();
+    rec.prompt_tokens = prompt;
+    sim.note_model(&req.model);
+    let mut ticket = Ticket::open(sim.recorder.clone(), rec);
+
+    // The network, then the faults, then the engine.
+    if !sim.cfg.rtt.is_zero() {
+        tokio::time::sleep(sim.cfg.rtt).await;
+    }
+    let fault = sim.faults.get();
+    if *sim.shutdown.borrow() {
+        ticket.close(Outcome::Outage);
+        return unavailable("the simulator is shutting down");
+    }
+    if fault.outage {
+        ticket.close(Outcome::Outage);
+        return unavailable("region outage (injected)");
+    }
+    if sim.faults.sample_error(fault.error_rate) {
+        ticket.close(Outcome::Error);
+        return openai_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            Some("internal_error"),
+            "internal error (injected)",
+        );
+    }
+    if fault.hang {
+        // No byte until the client goes away (the ticket then records `cancelled`); only a
+        // shutdown ends it from this side, so that graceful shutdown can finish.
+        until_shutdown(&sim).await;
+        ticket.close(Outcome::Outage);
+        return unavailable("the simulator is shutting down");
+    }
+
+    let plan = Plan::new(&sim.cfg, &fault, req.output_cap(), prompt);
+    let slot = match sim.engine.admit(plan.service_time()).await {
+        Ok(slot) => slot,
+        Err(t) => {
+            ticket.close(Outcome::Throttled);
+            return throttled(t.retry_after);
+        }
+    };
+    let decode_start = Instant::now() + plan.prefill;
+    tokio::time::sleep_until(decode_start).await;
+
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    if req.is_stream() {
+        let meta = ChunkMeta {
+            id,
+            model: req.model.clone(),
+            created: unix_now(),
+            prompt_tokens: prompt,
+            include_usage: req.wants_stream_usage(),
+        };
+        let body = stream::body(meta, plan, decode_start, slot, ticket);
+        return (
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            Body::from_stream(body),
+        )
+            .into_response();
+    }
+
+    let produced = plan.break_after.unwrap_or(plan.output_tokens);
+    tokio::time::sleep_until(decode_start + plan.decode_time(produced)).await;
+    drop(slot);
+    ticket.set_completion_tokens(produced);
+    if plan.break_after.is_some() {
+        ticket.close(Outcome::Broken);
+        return aborted_response(produced);
+    }
+    ticket.close(Outcome::Ok);
+    let n = plan.output_tokens;
+    let completion = ChatCompletion {
+        id,
+        object: "chat.completion".to_string(),
+        created: unix_now(),
+        model: req.model.clone(),
+        choices: vec![Choice {
+            index: 0,
+            message: ResponseMessage {
+                role: "assistant".to_string(),
+                content: Some(completion_text(n)),
+                extra: Map::new(),
+            },
+            finish_reason: Some(plan.finish_reason().to_string()),
+            extra: Map::new(),
+        }],
+        usage: Some(Usage {
+            prompt_tokens: prompt,
+            completion_tokens: n,
+            total_tokens: prompt.saturating_add(n),
+        }),
+        extra: Map::new(),
+    };
+    json_response(StatusCode::OK, to_json(&completion))
+}
+
+/// A response whose body fails on its first poll: hyper then closes the connection before the
+/// buffered head is flushed, so the client sees the connection drop with no response at all.
+fn aborted_response(after_tokens: u64) -> Response {
+    let err = std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        format!("spillway-sim: break_after_tokens fault after {after_tokens} tokens"),
+    );
+    let body = futures_util::stream::once(async move { Err::<Bytes, _>(err) });
+    Response::new(Body::from_stream(body))
+}
+
+async fn models(State(sim): State<Arc<Sim>>) -> Response {
+    let data = sim
+        .models()
+        .into_iter()
+        .map(|id| ModelObject {
+            id,
+            object: "model".to_string(),
+            created: sim.created,
+            owned_by: "spillway-sim".to_string(),
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        to_json(&ModelList {
+            object: "list".to_string(),
+            data,
+        }),
+    )
+}
+
+async fn get_fault(State(sim): State<Arc<Sim>>) -> Response {
+    json_response(StatusCode::OK, to_json(&sim.faults.get()))
+}
+
+async fn set_fault(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let parsed = if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(Fault::default())
+    } else {
+        serde_json::from_slice::<Fault>(&body).map_err(|e| e.to_string())
+    };
+    match parsed.and_then(|f| f.validate().map(|()| f)) {
+        Ok(fault) => {
+            tracing::info!(region = %sim.cfg.region, ?fault, "spillway-sim: fault set");
+            sim.faults.set(fault.clone());
+            json_response(StatusCode::OK, to_json(&fault))
+        }
+        Err(e) => openai_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            &format!("invalid fault: {e}"),
+        ),
+    }
+}
+
+async fn get_served(State(sim): State<Arc<Sim>>) -> Response {
+    let body = json!({ "region": sim.cfg.region, "served": sim.recorder.snapshot() });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+async fn clear_served(State(sim): State<Arc<Sim>>) -> Response {
+    sim.recorder.clear();
+    let body = json!({ "region": sim.cfg.region, "served": [] });
+    json_response(StatusCode::OK, body.to_string())
+}

@@ -1,0 +1,272 @@
+//! The streamed (`stream: true`) response body: SSE chunks produced as the tokens are decoded.
+//!
+//! The body owns the request's [`Slot`] and [`Ticket`]. If the client disconnects, hyper drops
+//! the body, which frees the slot at once and records the request as `cancelled`.
+use std::io;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::Map;
+use spillway_proto::sse::{DONE, encode_data};
+use spillway_proto::{ChatChunk, ChunkChoice, Delta, Usage};
+use tokio::time::Instant;
+
+use crate::engine::{Plan, Slot, token_text};
+use crate::record::{Outcome, Ticket};
+
+/// What one completion's chunks share.
+pub(crate) struct ChunkMeta {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+    pub prompt_tokens: u64,
+    pub include_usage: bool,
+}
+
+impl ChunkMeta {
+    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> Bytes {
+        let chunk = ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_string(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+            extra: Map::new(),
+        };
+        encode_data(&crate::handlers::to_json(&chunk))
+    }
+
+    fn delta(&self, delta: Delta, finish_reason: Option<&str>) -> Bytes {
+        let choice = ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish_reason.map(str::to_string),
+            extra: Map::new(),
+        };
+        self.chunk(vec![choice], None)
+    }
+}
+
+enum Phase {
+    Role,
+    /// Content tokens sent so far.
+    Tokens(u64),
+    Finish,
+    Usage,
+    Done,
+    End,
+}
+
+struct State {
+    meta: ChunkMeta,
+    plan: Plan,
+    /// When decode started (the end of prefill); token `i` is due at `start + decode_time(i+1)`.
+    start: Instant,
+    /// Held until the last token is produced.
+    slot: Option<Slot>,
+    ticket: Ticket,
+    phase: Phase,
+}
+
+impl State {
+    async fn step(&mut self) -> Option<Result<Bytes, io::Error>> {
+        if matches!(self.phase, Phase::Tokens(sent) if sent >= self.plan.output_tokens
+            && self.plan.break_after != Some(sent))
+        {
+            self.phase = Phase::Finish;
+        }
+        match self.phase {
+            Phase::Role => {
+                self.phase = Phase::Tokens(0);
+                let delta = Delta {
+                    role: Some("assistant".into()),
+                    content: Some(String::new()),
+                    ..Delta::default()
+                };
+                Some(Ok(self.meta.delta(delta, None)))
+            }
+            Phase::Tokens(sent) if self.plan.break_after == Some(sent) => {
+                // Let hyper flush what it has buffered (headers, the role chunk, the tokens so
+                // far) before the error makes it drop the connection: the fault is a failure
+                // *after* the first byte reached the client.
+                tokio::task::yield_now().await;
+                self.phase = Phase::End;
+                self.slot = None;
+                self.ticket.close(Outcome::Broken);
+                Some(Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("spillway-sim: break_after_tokens fault after {sent} tokens"),
+                )))
+            }
+            Phase::Tokens(sent) => {
+                tokio::time::sleep_until(self.start + self.plan.decode_time(sent + 1)).await;
+                self.phase = Phase::Tokens(sent + 1);
+                self.ticket.set_completion_tokens(sent + 1);
+                let delta = Delta {
+                    content: Some(token_text(sent)),
+                    ..Delta::default()
+                };
+                Some(Ok(self.meta.delta(delta, None)))
+            }
+            Phase::Finish => {
+                // The sequence is done: its slot goes to the next request in the queue.
+                self.slot = None;
+                self.phase = if self.meta.include_usage {
+                    Phase::Usage
+                } else {
+                    Phase::Done
+                };
+                Some(Ok(self
+                    .meta
+                    .delta(Delta::default(), Some(self.plan.finish_reason()))))
+            }
+            Phase::Usage => {
+                self.phase = Phase::Done;
+                let n = self.plan.output_tokens;
+                let usage = Usage {
+                    prompt_tokens: self.meta.prompt_tokens,
+                    completion_tokens: n,
+                    total_tokens: self.meta.prompt_tokens.saturating_add(n),
+                };
+                Some(Ok(self.meta.chunk(Vec::new(), Some(usage))))
+            }
+            Phase::Done => {
+                self.phase = Phase::End;
+                self.ticket.close(Outcome::Ok);
+                Some(Ok(encode_data(DONE)))
+            }
+            Phase::End => None,
+        }
+    }
+}
+
+/// The body of a streamed completion whose prefill ended at `start`.
+pub(crate) fn body(
+    meta: ChunkMeta,
+    plan: Plan,
+    start: Instant,
+    slot: Slot,
+    ticket: Ticket,
+) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
+    let state = State {
+        meta,
+        plan,
+        start,
+        slot: Some(slot),
+        ticket,
+        phase: Phase::Role,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        let item = st.step().await?;
+        Some((item, st))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+    use crate::record::{Recorder, ServedRecord};
+    use crate::{Fault, SimConfig};
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+
+    struct Rig {
+        engine: Arc<Engine>,
+        recorder: Arc<Recorder>,
+    }
+
+    /// A body for `n` tokens at 50 tokens/s (20 ms each), decode starting now.
+    async fn body_for(
+        n: u64,
+        fault: Fault,
+        include_usage: bool,
+    ) -> (Rig, impl Stream<Item = Result<Bytes, io::Error>>) {
+        let cfg = SimConfig::default();
+        let plan = Plan::new(&cfg, &fault, Some(n), 10);
+        let engine = Engine::new(&cfg);
+        let slot = engine.admit(plan.service_time()).await.unwrap();
+        let recorder = Arc::new(Recorder::new());
+        let rec = ServedRecord {
+            request_id: None,
+            region: "r".into(),
+            model: "m".into(),
+            stream: true,
+            prompt_tokens: 10,
+            completion_tokens: 0,
+            outcome: String::new(),
+            at_ms: 0,
+        };
+        let ticket = Ticket::open(recorder.clone(), rec);
+        let meta = ChunkMeta {
+            id: "chatcmpl-x".into(),
+            model: "m".into(),
+            created: 0,
+            prompt_tokens: 10,
+            include_usage,
+        };
+        let body = body(meta, plan, Instant::now(), slot, ticket);
+        (Rig { engine, recorder }, body)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_arrive_on_schedule_and_the_slot_frees_at_the_last_token() {
+        let t0 = Instant::now();
+        let (rig, body) = body_for(3, Fault::default(), true).await;
+        let mut body = Box::pin(body);
+        let mut at = Vec::new();
+        while let Some(item) = body.next().await {
+            let bytes = item.unwrap();
+            at.push((t0.elapsed(), String::from_utf8(bytes.to_vec()).unwrap()));
+            if at.len() == 5 {
+                assert_eq!(
+                    rig.engine.in_flight(),
+                    0,
+                    "slot freed with the finish chunk"
+                );
+            }
+        }
+        let ms: Vec<u64> = at.iter().map(|(d, _)| d.as_millis() as u64).collect();
+        // role, 3 tokens every 20 ms, finish, usage, [DONE]
+        assert_eq!(ms, vec![0, 20, 40, 60, 60, 60, 60]);
+        assert!(at[1].1.contains(r#""content":" the""#), "{}", at[1].1);
+        assert!(at[5].1.contains(r#""choices":[]"#) && at[5].1.contains(r#""total_tokens":13"#));
+        assert_eq!(at[6].1, "data: [DONE]\n\n");
+        let rec = &rig.recorder.snapshot()[0];
+        assert_eq!((rec.outcome.as_str(), rec.completion_tokens), ("ok", 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_body_mid_stream_frees_the_slot_and_records_cancelled() {
+        let (rig, body) = body_for(100, Fault::default(), false).await;
+        let mut body = Box::pin(body);
+        for _ in 0..3 {
+            body.next().await.unwrap().unwrap();
+        }
+        assert_eq!(rig.engine.in_flight(), 1);
+        drop(body);
+        assert_eq!(rig.engine.in_flight(), 0);
+        let rec = &rig.recorder.snapshot()[0];
+        assert_eq!(
+            (rec.outcome.as_str(), rec.completion_tokens),
+            ("cancelled", 2)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn break_ends_the_body_with_an_error_after_k_tokens() {
+        let fault = Fault {
+            break_after_tokens: Some(2),
+            ..Fault::default()
+        };
+        let (rig, body) = body_for(5, fault, false).await;
+        let items: Vec<_> = body.collect().await;
+        assert_eq!(items.len(), 4, "role, two tokens, the error");
+        assert!(items[..3].iter().all(Result::is_ok));
+        assert!(items[3].is_err());
+        assert_eq!(rig.engine.in_flight(), 0);
+        let rec = &rig.recorder.snapshot()[0];
+        assert_eq!((rec.outcome.as_str(), rec.completion_tokens), ("broken", 2));
+    }
+}
