@@ -33,6 +33,10 @@ enum Command {
         /// Print the embedded default configuration and exit.
         #[arg(long)]
         print_default_config: bool,
+        /// Listen here instead of the configured address (only for a configuration with one
+        /// listener, such as the embedded default); `127.0.0.1:0` picks a free port.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
     },
     /// Show cross-region inference at work: a burst at about twice one region's capacity, run
     /// in-region, cross-region, and cross-region with a region taken down mid-run.
@@ -102,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", spillway_gateway::config::embedded::DEFAULT_TOML);
                 return Ok(());
             }
-            serve(config).await
+            serve(config, listen).await
         }
         Command::Demo(args) => demo::run(args).await,
         Command::Sim(args) => sim(args).await,
@@ -110,17 +114,20 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let cfg = match &config {
+async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let mut cfg = match &config {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default()?,
     };
+    if let Some(addr) = listen {
+        cfg.override_listen(addr)?;
+    }
     let grace = cfg.shutdown_grace;
     let gateway = Gateway::start(cfg).await.context("starting the gateway")?;
     for (region, addr) in gateway.listeners() {
         eprintln!("spillway: listening on http://{addr} as {region}");
     }
-    if config.is_none() {
+    if config.is_none() && listen.is_none() {
         eprintln!(
             "spillway: embedded default; try:\n  curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Authorization: Bearer spillway-demo-key' -H 'content-type: application/json' -d '{{\"model\":\"us.demo.chat-small-v1:0\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
         );

@@ -170,6 +170,30 @@ impl Config {
         from_raw(raw, file)
     }
 
+    /// Move the only listener to `addr` (`spillway serve --listen`). Loopback only while the
+    /// documented demo key is configured.
+    pub fn override_listen(&mut self, addr: SocketAddr) -> Result<(), ConfigError> {
+        let err = |message: String| ConfigError::Invalid {
+            file: self.source_name.clone(),
+            key: "listeners".into(),
+            message,
+        };
+        if self.listeners.len() != 1 {
+            return Err(err(format!(
+                "--listen needs exactly one listener in the configuration, found {}",
+                self.listeners.len()
+            )));
+        }
+        let demo = sha256(DEMO_API_KEY.as_bytes());
+        if !addr.ip().is_loopback() && self.tenants.iter().any(|t| t.key_hashes.contains(&demo)) {
+            return Err(err(format!(
+                "the documented demo key {DEMO_API_KEY:?} is configured, so the listener must stay on loopback, not {addr}"
+            )));
+        }
+        self.listeners[0].bind = addr;
+        Ok(())
+    }
+
     /// The embedded default of DESIGN §6.
     pub fn embedded_default() -> Result<Config, ConfigError> {
         Self::parse(embedded::DEFAULT_TOML, "<embedded default>")
