@@ -101,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve {
             config,
             print_default_config,
+            listen,
         } => {
             if print_default_config {
                 print!("{}", spillway_gateway::config::embedded::DEFAULT_TOML);
