@@ -3,6 +3,7 @@
 //! I/O and feeds outcomes back to it.
 #![forbid(unsafe_code)]
 
+pub mod attempt;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -12,19 +12,19 @@ use std::time::{Duration, Instant};
 
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
-use futures_util::StreamExt;
-use spillway_core::{FailureKind, Outcome, Plan, Reason, RegionIx, RouteRequest};
-use spillway_proto::{ChatCompletion, ChatRequest, StreamOptions};
+use spillway_core::{FailureKind, Plan, Reason, RegionIx, RouteRequest};
+use spillway_proto::{ChatRequest, StreamOptions};
 
+use crate::attempt::Attempt;
 use crate::config::TenantIx;
 use crate::error::EdgeError;
-use crate::metrics::{AttemptLabels, RequestLabels, RouteLabels};
-use crate::relay::Relay;
-use crate::resolve::{Target, resolve};
+use crate::metrics::{AttemptLabels, RequestLabels};
+use crate::relay::RelayInfo;
+use crate::resolve::resolve;
 use crate::state::{AppState, AttemptHold, QuotaHold, QuotaKey};
-use crate::upstream::{self, UpstreamFailure};
+use crate::upstream::UpstreamFailure;
 
 /// Everything known about one request as it moves through the phases.
 pub struct RequestCtx {
@@ -273,168 +273,6 @@ async fn run(
 fn drop_quota_unused(mut quota: QuotaHold) {
     quota.clear_used();
 }
-
-/// One upstream attempt; on failure gives the quota hold back for the next attempt.
-struct Attempt<'a> {
-    state: &'a Arc<AppState>,
-    ctx: &'a RequestCtx,
-    target: &'a Target,
-    deployment_region: RegionIx,
-    hold: AttemptHold,
-    started: Instant,
-}
-
-impl Attempt<'_> {
-    async fn run(
-        self,
-        req: &mut ChatRequest,
-        stream: bool,
-        wants_usage: bool,
-        prompt_tokens: u64,
-        quota: QuotaHold,
-    ) -> Result<Response, (UpstreamFailure, QuotaHold)> {
-        let state = self.state;
-        let cfg = &state.cfg;
-        let Some(d) = self.hold.deployment() else {
-            return Err((
-                UpstreamFailure {
-                    kind: FailureKind::ServerError,
-                    status: None,
-                    body: Bytes::new(),
-                },
-                quota,
-            ));
-        };
-        let upstream = &state.targets[d.0 as usize];
-        let client_model = std::mem::replace(&mut req.model, upstream.model.clone());
-        let body = serde_json::to_vec(&*req).map(Bytes::from);
-        req.model = client_model;
-        let Ok(body) = body else {
-            return Err((
-                UpstreamFailure {
-                    kind: FailureKind::ClientError,
-                    status: None,
-                    body: Bytes::new(),
-                },
-                quota,
-            ));
-        };
-        let resp = match upstream::send(
-            &state.http,
-            upstream,
-            body,
-            &self.ctx.id,
-            cfg.timeouts.first_byte,
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(f) => {
-                self.hold.finish(Outcome::Failure(f.kind));
-                return Err((f, quota));
-            }
-        };
-        let labels = RouteLabels {
-            source: cfg.region_name(self.ctx.source).to_string(),
-            destination: cfg.region_name(self.deployment_region).to_string(),
-        };
-        if stream {
-            let mut body = resp.bytes_stream().boxed();
-            // Wait for the first chunk before committing: until then the request can still move.
-            let first = match tokio::time::timeout(cfg.timeouts.first_byte, body.next()).await {
-                Ok(Some(Ok(chunk))) => chunk,
-                Ok(Some(Err(e))) => return Err(self.fail(upstream::classify_transport(&e), quota)),
-                Ok(None) => return Err(self.fail(FailureKind::ServerError, quota)),
-                Err(_) => return Err(self.fail(FailureKind::Timeout, quota)),
-            };
-            let ttft = self.started.elapsed();
-            state
-                .metrics
-                .ttft
-                .get_or_create(&labels)
-                .observe(ttft.as_secs_f64());
-            let relay = Relay::new(
-                state.clone(),
-                body,
-                first,
-                self.hold,
-                quota,
-                RelayInfo::new(
-                    self.ctx,
-                    self.target,
-                    wants_usage,
-                    prompt_tokens,
-                    self.started,
-                    ttft,
-                ),
-            );
-            let mut resp = axum::body::Body::from_stream(relay.into_stream()).into_response();
-            let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            return Ok(resp);
-        }
-        let bytes = match tokio::time::timeout(cfg.timeouts.request, resp.bytes()).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return Err(self.fail(upstream::classify_transport(&e), quota)),
-            Err(_) => return Err(self.fail(FailureKind::Timeout, quota)),
-        };
-        let ttft = self.started.elapsed();
-        state
-            .metrics
-            .ttft
-            .get_or_create(&labels)
-            .observe(ttft.as_secs_f64());
-        let usage = serde_json::from_slice::<ChatCompletion>(&bytes)
-            .ok()
-            .and_then(|c| c.usage);
-        let tokens = usage.map(|u| u.total_tokens).unwrap_or(prompt_tokens);
-        let mut quota = quota;
-        quota.set_used(tokens);
-        self.hold.finish(Outcome::Success {
-            ttft,
-            tpot: None,
-            tokens,
-        });
-        drop(quota);
-        record_served(
-            state,
-            &RelayInfo::new(
-                self.ctx,
-                self.target,
-                false,
-                prompt_tokens,
-                self.started,
-                ttft,
-            ),
-            "ok",
-            tokens,
-        );
-        let mut resp = (StatusCode::OK, bytes).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Ok(resp)
-    }
-
-    fn fail(self, kind: FailureKind, quota: QuotaHold) -> (UpstreamFailure, QuotaHold) {
-        self.hold.finish(Outcome::Failure(kind));
-        (
-            UpstreamFailure {
-                kind,
-                status: None,
-                body: Bytes::new(),
-            },
-            quota,
-        )
-    }
-}
-
-pub use crate::relay::RelayInfo;
 
 fn plan_and_admit(
     state: &Arc<AppState>,
