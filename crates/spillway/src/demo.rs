@@ -195,7 +195,7 @@ async fn scenario(
         let done = (t.as_secs_f64() / window.as_secs_f64()).min(1.0);
         let bar = (done * 30.0) as usize;
         eprintln!(
-            "  {name:<20} [{}{}] {:>3.0}%  sent {:>4}  ok {:>4}  throttled {:>4}  failed {:>3}",
+            "  {name:<20} [{}{}] {:>3.0}%  all traffic: sent {:>4}  ok {:>4}  throttled {:>4}  failed {:>3}",
             "#".repeat(bar),
             ".".repeat(30 - bar),
             done * 100.0,
