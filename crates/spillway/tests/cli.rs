@@ -31,10 +31,7 @@ fn refused(tag: &str, toml: &str, expected: &[&str]) -> String {
         "{tag}: stderr does not name the file {path}:\n{stderr}"
     );
     for e in expected {
-        assert!(
-            stderr.contains(e),
-            "{tag}: stderr lacks {e:?}:\n{stderr}"
-        );
+        assert!(stderr.contains(e), "{tag}: stderr lacks {e:?}:\n{stderr}");
     }
     assert!(
         !stderr.contains("panicked"),
@@ -104,7 +101,11 @@ fn check_config_accepts_the_small_test_config() {
 #[test]
 fn check_config_refuses_an_unknown_top_level_key() {
     let toml = format!("bogus = 1\n{}", small_config(&sha_key(), ""));
-    refused("unknown-key", &toml, &["unknown field `bogus`", "`listeners`"]);
+    refused(
+        "unknown-key",
+        &toml,
+        &["unknown field `bogus`", "`listeners`"],
+    );
 }
 
 #[test]
@@ -117,7 +118,11 @@ fn check_config_refuses_a_deployment_in_an_unknown_region() {
     refused(
         "unknown-region",
         &toml,
-        &["key `deployments[0].region`", "unknown region \"mars-1\"", "us-east-1"],
+        &[
+            "key `deployments[0].region`",
+            "unknown region \"mars-1\"",
+            "us-east-1",
+        ],
     );
 }
 
@@ -160,7 +165,10 @@ fn check_config_refuses_the_demo_key_on_a_public_listener() {
 
 #[test]
 fn check_config_refuses_a_toml_syntax_error() {
-    let toml = format!("{}\n[[regions]\nname = \"x\"\n", small_config(&sha_key(), ""));
+    let toml = format!(
+        "{}\n[[regions]\nname = \"x\"\n",
+        small_config(&sha_key(), "")
+    );
     refused("syntax", &toml, &["TOML parse error", "line"]);
 }
 
@@ -182,12 +190,22 @@ fn check_config_refuses_a_missing_file() {
 #[test]
 fn sim_serves_one_request_and_records_it() {
     let started = Instant::now();
-    let sim = Proc::spawn(bin().args(["sim", "--port", "0", "--region", "r1", "--time-scale", "100"]));
+    let sim = Proc::spawn(bin().args([
+        "sim",
+        "--port",
+        "0",
+        "--region",
+        "r1",
+        "--time-scale",
+        "100",
+    ]));
     let line = sim
         .stdout
         .wait_for(T, |l| l.starts_with("spillway-sim r1 listening on http://"))
         .unwrap_or_else(|| panic!("no listening line\n{}", sim.output()));
-    let base = line.trim_start_matches("spillway-sim r1 listening on ").to_string();
+    let base = line
+        .trim_start_matches("spillway-sim r1 listening on ")
+        .to_string();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let http = reqwest::Client::new();

@@ -77,9 +77,25 @@ async fn serve_embedded_default_routes_lists_models_and_exports_metrics() {
     let http = reqwest::Client::new();
 
     for stream in [false, true] {
-        chat_ok(&http, &base, DEMO_KEY, "us.demo.chat-small-v1:0", stream, &US).await;
+        chat_ok(
+            &http,
+            &base,
+            DEMO_KEY,
+            "us.demo.chat-small-v1:0",
+            stream,
+            &US,
+        )
+        .await;
         // A plain model id is served in the source region only.
-        chat_ok(&http, &base, DEMO_KEY, "demo.chat-small-v1:0", stream, &["us-east-1"]).await;
+        chat_ok(
+            &http,
+            &base,
+            DEMO_KEY,
+            "demo.chat-small-v1:0",
+            stream,
+            &["us-east-1"],
+        )
+        .await;
     }
 
     let resp = http
@@ -160,7 +176,9 @@ async fn serve_drains_a_stream_on_sigterm_and_exits_zero() {
     let signalled = Instant::now();
     server
         .stderr
-        .wait_for(Duration::from_secs(10), |l| l.starts_with("spillway: stopping"))
+        .wait_for(Duration::from_secs(10), |l| {
+            l.starts_with("spillway: stopping")
+        })
         .unwrap_or_else(|| panic!("no `stopping` line\n{}", server.output()));
 
     // New connections are refused while the stream drains.
@@ -206,7 +224,10 @@ async fn serve_drains_a_stream_on_sigterm_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_config_file_with_an_env_key() {
     let started = Instant::now();
-    let f = TempFile::new("serve", &small_config("{ env = \"SPILLWAY_TEST_KEY\" }", ""));
+    let f = TempFile::new(
+        "serve",
+        &small_config("{ env = \"SPILLWAY_TEST_KEY\" }", ""),
+    );
     let key = format!("sk-test-{}", std::process::id());
     let server = Proc::spawn(
         bin()
@@ -220,7 +241,15 @@ async fn serve_config_file_with_an_env_key() {
     let us = ["us-east-1", "us-east-2"];
     chat_ok(&http, &base, &key, "us.demo.chat-small-v1:0", false, &us).await;
     chat_ok(&http, &base, &key, "us.demo.chat-small-v1:0", true, &us).await;
-    chat_ok(&http, &base, &key, "demo.chat-small-v1:0", false, &["us-east-1"]).await;
+    chat_ok(
+        &http,
+        &base,
+        &key,
+        "demo.chat-small-v1:0",
+        false,
+        &["us-east-1"],
+    )
+    .await;
 
     for bad in ["wrong-key", DEMO_KEY] {
         let resp = http
@@ -235,14 +264,22 @@ async fn serve_config_file_with_an_env_key() {
         assert_eq!(v["error"]["type"], "authentication_error", "{v}");
         assert_eq!(v["error"]["code"], "invalid_api_key", "{v}");
         assert!(v["error"]["message"].is_string(), "{v}");
-        assert!(!v["error"]["message"].as_str().unwrap_or_default().contains(&key));
+        assert!(
+            !v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&key)
+        );
     }
     eprintln!("took {:?}", started.elapsed());
 }
 
 #[test]
 fn serve_refuses_a_config_whose_env_key_is_unset() {
-    let f = TempFile::new("nokey", &small_config("{ env = \"SPILLWAY_TEST_KEY_UNSET\" }", ""));
+    let f = TempFile::new(
+        "nokey",
+        &small_config("{ env = \"SPILLWAY_TEST_KEY_UNSET\" }", ""),
+    );
     let mut server = Proc::spawn(
         bin()
             .args(["serve", "--config", f.path().to_str().expect("path")])
@@ -261,9 +298,15 @@ fn serve_refuses_a_config_whose_env_key_is_unset() {
 fn serve_refuses_the_demo_key_on_a_public_address() {
     let mut server = Proc::spawn(bin().args(["serve", "--listen", "0.0.0.0:0"]));
     let status = server.wait_exit(T).unwrap_or_else(|| {
-        panic!("the embedded default is serving on 0.0.0.0\n{}", server.output())
+        panic!(
+            "the embedded default is serving on 0.0.0.0\n{}",
+            server.output()
+        )
     });
     assert!(!status.success());
     let err = server.stderr.text();
-    assert!(err.contains("key `listeners`") && err.contains("loopback"), "{err}");
+    assert!(
+        err.contains("key `listeners`") && err.contains("loopback"),
+        "{err}"
+    );
 }

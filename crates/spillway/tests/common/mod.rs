@@ -231,7 +231,11 @@ pub fn run(args: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
 /// e.g. `{ env = "VAR" }`), one listener on 127.0.0.1:0 as us-east-1. `extra` is appended.
 pub fn small_config(key_line: &str, extra: &str) -> String {
     let mut t = String::from("[routing]\nmax_attempts = 3\n\n");
-    for (r, g) in [("us-east-1", "us"), ("us-east-2", "us"), ("eu-west-1", "eu")] {
+    for (r, g) in [
+        ("us-east-1", "us"),
+        ("us-east-2", "us"),
+        ("eu-west-1", "eu"),
+    ] {
         t += &format!("[[regions]]\nname = \"{r}\"\ngeography = \"{g}\"\n\n");
     }
     t += "[[models]]\nid = \"demo.chat-small-v1:0\"\ndefault_max_tokens = 16\n\n";

@@ -1,0 +1,95 @@
+//! `spillway demo --json`: the three scenarios and the acceptance figures of cross-region
+//! inference (about 25 s).
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Proc, bin};
+use serde_json::Value;
+
+const KEYS: [&str; 11] = [
+    "name",
+    "offered",
+    "served",
+    "throttled",
+    "failed",
+    "goodput_rps",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "locality",
+    "spilled",
+    "residency_violations",
+];
+
+fn n(s: &Value, key: &str) -> f64 {
+    s[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {s}"))
+}
+
+#[test]
+fn demo_json_shows_spill_over_without_residency_violations_or_failures() {
+    let started = Instant::now();
+    let mut demo = Proc::spawn(bin().args(["demo", "--json", "--seconds", "6"]));
+    let status = demo
+        .wait_exit(Duration::from_secs(180))
+        .unwrap_or_else(|| panic!("demo still running after 180 s\n{}", demo.output()));
+    let elapsed = started.elapsed();
+    assert!(status.success(), "exit {status}\n{}", demo.output());
+    let lines = demo.stdout.snapshot();
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| panic!("no output\n{}", demo.output()));
+    let v: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}\n{}", demo.output()));
+    let scenarios = v["scenarios"].as_array().expect("scenarios array");
+    let names: Vec<&str> = scenarios
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["in-region", "cross-region", "cross-region-outage"],
+        "{v}"
+    );
+    for s in scenarios {
+        let obj = s.as_object().expect("scenario object");
+        for k in KEYS {
+            assert!(obj.contains_key(k), "{k} missing from {s}");
+        }
+        assert!(
+            n(s, "served") + n(s, "throttled") + n(s, "failed") <= n(s, "offered"),
+            "{s}"
+        );
+        assert!(n(s, "offered") > 0.0, "{s}");
+    }
+    // Print the figures so a failing or borderline run can be reported as it was.
+    eprintln!("demo took {elapsed:?}\n{}", demo.stdout.text());
+    let (inr, cross, outage) = (&scenarios[0], &scenarios[1], &scenarios[2]);
+
+    // The burst is about twice us-east-1's capacity: in-region throttles about half of it.
+    assert!(
+        n(inr, "throttled") > 0.0,
+        "in-region throttled nothing: {inr}"
+    );
+    assert_eq!(n(inr, "locality"), 1.0, "in-region left us-east-1: {inr}");
+    assert_eq!(n(inr, "spilled"), 0.0, "{inr}");
+    // Through the profile the same burst is served about twice over.
+    assert!(
+        n(cross, "served") >= 1.8 * n(inr, "served"),
+        "cross-region served {} vs in-region {}: less than 1.8x",
+        n(cross, "served"),
+        n(inr, "served")
+    );
+    assert!(n(cross, "spilled") > 0.0, "{cross}");
+    for s in scenarios {
+        assert_eq!(n(s, "residency_violations"), 0.0, "{s}");
+    }
+    assert_eq!(
+        n(outage, "failed"),
+        0.0,
+        "a region outage cost requests: {outage}"
+    );
+}
