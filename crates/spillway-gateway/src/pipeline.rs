@@ -313,15 +313,14 @@ fn next_admitted(
         .find_map(|(i, s)| state.acquire(s.deployment, est_tokens).ok().map(|h| (i, h)))
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<TenantIx, EdgeError> {
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<TenantIx, EdgeError> {
+    // `Authorization: Bearer <key>`; the scheme name is case-insensitive (RFC 9110 §11.1).
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
         .filter(|k| !k.is_empty())
         .ok_or(EdgeError::Unauthorized)?;
     // Keys are stored as SHA-256 hashes; looking up the hash of the presented key reveals

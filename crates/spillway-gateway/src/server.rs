@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Upstream};
-use crate::error::EdgeError;
 use crate::metrics::DeploymentLabels;
 use crate::state::AppState;
 use crate::upstream::UpstreamTarget;
@@ -206,18 +205,8 @@ async fn chat(
 }
 
 async fn models(State(ls): State<ListenerState>, headers: HeaderMap) -> Response {
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let known = key.is_some_and(|k| {
-        ls.app
-            .cfg
-            .tenant_by_key_hash(&crate::config::sha256(k.trim().as_bytes()))
-            .is_some()
-    });
-    if !known {
-        return EdgeError::Unauthorized.into_openai_response();
+    if let Err(e) = crate::pipeline::authenticate(&ls.app, &headers) {
+        return e.into_openai_response();
     }
     let data = crate::resolve::callable_ids(&ls.app.cfg, ls.region)
         .into_iter()

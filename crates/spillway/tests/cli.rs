@@ -245,3 +245,18 @@ fn sim_serves_one_request_and_records_it() {
     drop(sim); // killed by the guard
     eprintln!("took {:?}", started.elapsed());
 }
+
+#[test]
+fn check_config_names_a_read_error_once() {
+    let path = std::env::temp_dir().join(format!(
+        "spillway-test-{}-missing-once.toml",
+        std::process::id()
+    ));
+    let (status, _, stderr) = run(&["check-config", path.to_str().expect("path")], T);
+    assert!(!status.success());
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+}

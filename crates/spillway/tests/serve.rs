@@ -310,3 +310,29 @@ fn serve_refuses_the_demo_key_on_a_public_address() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_models_accepts_the_same_authorization_as_chat() {
+    let server = Proc::spawn(bin().args(["serve", "--listen", "127.0.0.1:0"]));
+    let base = format!("http://{}", server.wait_listening("us-east-1", T));
+    let http = reqwest::Client::new();
+    let auth = format!("bearer {DEMO_KEY}");
+    let chat = http
+        .post(format!("{base}/v1/chat/completions"))
+        .header("authorization", &auth)
+        .json(&chat_body("us.demo.chat-small-v1:0", false, 2))
+        .send()
+        .await
+        .expect("chat");
+    let models = http
+        .get(format!("{base}/v1/models"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .expect("models");
+    assert_eq!(
+        (chat.status().as_u16(), models.status().as_u16()),
+        (200, 200),
+        "chat and models disagree on `{auth}`"
+    );
+}
