@@ -91,12 +91,7 @@ impl Attempt<'_> {
                 Ok(None) => return Err(self.fail(FailureKind::ServerError, quota)),
                 Err(_) => return Err(self.fail(FailureKind::Timeout, quota)),
             };
-            let ttft = self.started.elapsed();
-            state
-                .metrics
-                .ttft
-                .get_or_create(&labels)
-                .observe(ttft.as_secs_f64());
+            let ttft = self.observe_ttft(&labels);
             let relay = Relay::new(
                 state.clone(),
                 body,
@@ -126,12 +121,7 @@ impl Attempt<'_> {
             Ok(Err(e)) => return Err(self.fail(upstream::classify_transport(&e), quota)),
             Err(_) => return Err(self.fail(FailureKind::Timeout, quota)),
         };
-        let ttft = self.started.elapsed();
-        state
-            .metrics
-            .ttft
-            .get_or_create(&labels)
-            .observe(ttft.as_secs_f64());
+        let ttft = self.observe_ttft(&labels);
         let usage = serde_json::from_slice::<ChatCompletion>(&bytes)
             .ok()
             .and_then(|c| c.usage);
@@ -163,6 +153,17 @@ impl Attempt<'_> {
             HeaderValue::from_static("application/json"),
         );
         Ok(resp)
+    }
+
+    /// Time to the upstream's first byte (streaming) or whole answer, into the TTFT histogram.
+    fn observe_ttft(&self, labels: &RouteLabels) -> std::time::Duration {
+        let ttft = self.started.elapsed();
+        self.state
+            .metrics
+            .ttft
+            .get_or_create(labels)
+            .observe(ttft.as_secs_f64());
+        ttft
     }
 
     fn fail(self, kind: FailureKind, quota: QuotaHold) -> (UpstreamFailure, QuotaHold) {
