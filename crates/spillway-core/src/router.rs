@@ -328,6 +328,19 @@ impl Router {
         })
     }
 
+    /// Charge `tokens` to a deployment's TPM after the fact: tokens an upstream produced for an
+    /// attempt that then failed or was cancelled (a stream that broke or lost its client), which
+    /// [`Router::release`] with a failure does not count.
+    pub fn charge_tokens(&mut self, d: DeploymentIx, tokens: u64, now: Duration) {
+        if let Some(b) = self
+            .deployments
+            .get_mut(d.0 as usize)
+            .and_then(|d| d.tpm.as_mut())
+        {
+            b.force_take(tokens, now);
+        }
+    }
+
     /// Give the admission back with the attempt's outcome: frees the in-flight slot, settles TPM
     /// to actual usage, feeds health, cooldown, adaptive limit and latency EWMAs.
     pub fn release(&mut self, admission: Admission, outcome: Outcome, now: Duration) {

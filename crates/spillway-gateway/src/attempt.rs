@@ -68,7 +68,12 @@ impl Attempt<'_> {
             upstream,
             body,
             &self.ctx.id,
-            cfg.timeouts.first_byte,
+            // A non-streamed answer's headers come only when generation is complete.
+            if stream {
+                cfg.timeouts.first_byte
+            } else {
+                cfg.timeouts.request
+            },
         )
         .await
         {

@@ -187,6 +187,9 @@ impl Relay {
                         self.output_tokens += 1;
                         self.quota
                             .set_used(self.info.prompt_tokens + self.output_tokens);
+                        if let Some(h) = self.hold.as_mut() {
+                            h.set_used(self.info.prompt_tokens + self.output_tokens);
+                        }
                     }
                 }
                 Err(_) if ev.data.contains("\"error\"") => {

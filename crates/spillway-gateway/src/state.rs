@@ -152,6 +152,7 @@ impl AppState {
         Ok(AttemptHold {
             state: self.clone(),
             admission: Some(admission),
+            used: 0,
         })
     }
 }
@@ -194,11 +195,18 @@ impl Drop for QuotaHold {
 pub struct AttemptHold {
     state: Arc<AppState>,
     admission: Option<Admission>,
+    /// Tokens the upstream produced so far (charged to the deployment even if the attempt fails).
+    used: u64,
 }
 
 impl AttemptHold {
     pub fn deployment(&self) -> Option<DeploymentIx> {
         self.admission.as_ref().map(|a| a.deployment)
+    }
+
+    /// Tokens the upstream has produced so far for this attempt.
+    pub fn set_used(&mut self, tokens: u64) {
+        self.used = tokens;
     }
 
     pub fn finish(mut self, outcome: Outcome) {
@@ -208,7 +216,12 @@ impl AttemptHold {
     fn release(&mut self, outcome: Outcome) {
         if let Some(a) = self.admission.take() {
             let now = self.state.now();
-            self.state.router().router.release(a, outcome, now);
+            let d = a.deployment;
+            let mut cell = self.state.router();
+            cell.router.release(a, outcome, now);
+            if matches!(outcome, Outcome::Failure(_)) && self.used > 0 {
+                cell.router.charge_tokens(d, self.used, now);
+            }
         }
     }
 }

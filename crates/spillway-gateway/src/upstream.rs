@@ -136,13 +136,16 @@ pub fn classify_transport(e: &reqwest::Error) -> FailureKind {
 }
 
 /// Non-2xx statuses: 429 (with Retry-After) and 5xx are retryable on another destination;
-/// 408 counts as a timeout; any other 4xx is the request's own fault.
+/// 408 counts as a timeout; 401 and 403 mean the upstream refused the gateway's own credentials
+/// (the client was already authenticated here), which is the deployment's failure, not the
+/// client's; any other 4xx is the request's own fault and is relayed as it came.
 pub fn classify_status(status: StatusCode, headers: &HeaderMap) -> FailureKind {
     match status.as_u16() {
         429 => FailureKind::Throttled {
             retry_after: retry_after(headers),
         },
         408 => FailureKind::Timeout,
+        401 | 403 => FailureKind::ServerError,
         500..=599 => FailureKind::ServerError,
         _ => FailureKind::ClientError,
     }
@@ -185,6 +188,11 @@ mod tests {
         assert_eq!(
             classify_status(StatusCode::BAD_REQUEST, &h),
             FailureKind::ClientError
+        );
+        assert_eq!(
+            classify_status(StatusCode::UNAUTHORIZED, &h),
+            FailureKind::ServerError,
+            "an upstream refusing the gateway's credentials is the deployment's failure"
         );
         assert_eq!(
             classify_status(StatusCode::REQUEST_TIMEOUT, &h),

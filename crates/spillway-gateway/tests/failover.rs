@@ -11,9 +11,15 @@ use spillway_sim::Fault;
 fn tried_source_then_elsewhere(h: &Harness, id: &str, outcome: &str) -> String {
     let recs = h.records_for(id);
     assert_eq!(recs.len(), 2, "{recs:?}");
-    let failed = recs.iter().find(|r| r.region == "us-east-1").expect("tried");
+    let failed = recs
+        .iter()
+        .find(|r| r.region == "us-east-1")
+        .expect("tried");
     assert_eq!(failed.outcome, outcome, "{recs:?}");
-    let ok = recs.iter().find(|r| r.region != "us-east-1").expect("served");
+    let ok = recs
+        .iter()
+        .find(|r| r.region != "us-east-1")
+        .expect("served");
     assert_eq!(ok.outcome, "ok", "{recs:?}");
     ok.region.clone()
 }
@@ -50,7 +56,9 @@ async fn injected_errors_fail_over_also_when_streaming() {
     assert_eq!(r.reason(), Some("failover:server_error"));
     tried_source_then_elsewhere(&h, &r.id, "error");
 
-    let (id, resp) = h.stream("us-east-1", stream_body(&format!("us.{M}"), 5)).await;
+    let (id, resp) = h
+        .stream("us-east-1", stream_body(&format!("us.{M}"), 5))
+        .await;
     assert_eq!(resp.status().as_u16(), 200);
     let header = |n: &str| {
         resp.headers()
@@ -72,7 +80,14 @@ async fn injected_errors_fail_over_also_when_streaming() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_region_times_out_and_fails_over() {
-    let h = Harness::start(Spec::standard().routing("first_byte_timeout_ms", "300")).await;
+    // A hung non-streamed call is bounded by request_timeout_ms (its headers come only when
+    // generation ends), a hung stream by first_byte_timeout_ms.
+    let h = Harness::start(
+        Spec::standard()
+            .routing("first_byte_timeout_ms", "300")
+            .routing("request_timeout_ms", "600"),
+    )
+    .await;
     h.sim("us-east-1").set_fault(Fault {
         hang: true,
         ..Fault::default()
@@ -82,9 +97,14 @@ async fn a_hung_region_times_out_and_fails_over() {
     assert_eq!(r.reason(), Some("failover:timeout"));
     assert_ne!(r.region(), Some("us-east-1"));
 
-    let (id, resp) = h.stream("us-east-1", stream_body(&format!("us.{M}"), 3)).await;
+    let (id, resp) = h
+        .stream("us-east-1", stream_body(&format!("us.{M}"), 3))
+        .await;
     let reason = resp.headers().get("x-spillway-route-reason").cloned();
-    assert_eq!(reason.as_ref().and_then(|v| v.to_str().ok()), Some("failover:timeout"));
+    assert_eq!(
+        reason.as_ref().and_then(|v| v.to_str().ok()),
+        Some("failover:timeout")
+    );
     let events = Sse::new(resp).rest().await;
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
 
@@ -101,8 +121,9 @@ async fn a_hung_region_times_out_and_fails_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_fails_over() {
+    let (url, _bound) = closed_port_url();
     let mut spec = Spec::standard();
-    spec.dep(M, "us-east-1").upstream = Upstream::OpenAi(closed_port_url());
+    spec.dep(M, "us-east-1").upstream = Upstream::OpenAi(url);
     let h = Harness::start(spec).await;
     for stream in [false, true] {
         let mut b = body(&format!("us.{M}"), 2);
@@ -137,15 +158,24 @@ async fn a_failing_region_is_ejected_and_stops_receiving_requests() {
     }
     // Three failures, then the region is out: no more attempts there.
     assert_eq!(h.records_in("us-east-1").len(), 3);
-    assert!(reasons[..3].iter().all(|r| r == "failover:server_error"), "{reasons:?}");
-    assert!(reasons[3..].iter().all(|r| r == "spill:unhealthy"), "{reasons:?}");
+    assert!(
+        reasons[..3].iter().all(|r| r == "failover:server_error"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[3..].iter().all(|r| r == "spill:unhealthy"),
+        "{reasons:?}"
+    );
 
     // The region is healthy again but stays ejected until its time is up; plain ids are
     // throttled with the ejection's Retry-After meanwhile.
     h.sim("us-east-1").set_fault(Fault::default());
     let r = h.chat("us-east-1", body(M, 2)).await;
     r.assert_throttled();
-    let secs: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let secs: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     assert!((2..=60).contains(&secs), "{r:?}");
     assert_eq!(h.records_in("us-east-1").len(), 3);
     h.assert_residency();
@@ -158,7 +188,9 @@ async fn a_break_after_the_first_byte_ends_the_stream_with_an_error_event() {
         break_after_tokens: Some(3),
         ..Fault::default()
     });
-    let (id, resp) = h.stream("us-east-1", stream_body(&format!("us.{M}"), 10)).await;
+    let (id, resp) = h
+        .stream("us-east-1", stream_body(&format!("us.{M}"), 10))
+        .await;
     assert_eq!(resp.status().as_u16(), 200);
     let mut sse = Sse::new(resp);
     let events = sse.rest().await;
@@ -173,7 +205,10 @@ async fn a_break_after_the_first_byte_ends_the_stream_with_an_error_event() {
     // No retry after bytes reached the client: one region only.
     let recs = h.records_for(&id);
     assert_eq!(recs.len(), 1, "{recs:?}");
-    assert_eq!((recs[0].region.as_str(), recs[0].outcome.as_str()), ("us-east-1", "broken"));
+    assert_eq!(
+        (recs[0].region.as_str(), recs[0].outcome.as_str()),
+        ("us-east-1", "broken")
+    );
 
     // Before the first byte (non-streamed: the connection drops) it is a retryable failure.
     let r = h.chat("us-east-1", body(&format!("us.{M}"), 10)).await;
@@ -196,7 +231,11 @@ async fn upstream_client_errors_are_relayed_as_they_came_without_failover() {
         assert_eq!(r.text, BODY);
         assert!(h.records_for(&r.id).is_empty(), "no other region was tried");
         let seen = hits.lock().expect("lock").last().cloned().expect("a hit");
-        assert_eq!(seen.0.as_deref(), Some(r.id.as_str()), "request id sent upstream");
+        assert_eq!(
+            seen.0.as_deref(),
+            Some(r.id.as_str()),
+            "request id sent upstream"
+        );
         assert_ne!(seen.1.as_deref(), Some(format!("Bearer {KEY}").as_str()));
     }
     assert_eq!(hits.lock().expect("lock").len(), 2);
@@ -222,5 +261,37 @@ async fn an_upstream_429_fails_over_and_cools_the_region_down() {
     assert_eq!(r.reason(), Some("spill:unhealthy"), "{r:?}");
     h.chat("us-east-1", body(M, 2)).await.assert_throttled();
     assert_eq!(hits.lock().expect("lock").len(), 1);
+    h.assert_residency();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_non_streamed_generation_is_not_a_first_byte_timeout() {
+    // A healthy upstream needs ~0.5 s to generate 5000 tokens; an OpenAI-compatible server sends
+    // the head of a non-streamed answer only when it is complete, so "first byte" is the end.
+    // The documented bound for a whole non-streamed response is request_timeout_ms (600 s).
+    let h = Harness::start(Spec::standard().routing("first_byte_timeout_ms", "200")).await;
+    let r = h.chat("us-east-1", body(M, 5000)).await;
+    r.assert_ok_in("us-east-1", "local");
+    let r = h.chat("us-east-1", body(&format!("us.{M}"), 5000)).await;
+    r.assert_ok_in("us-east-1", "local");
+    h.assert_residency();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_rejecting_the_gateways_credentials_is_the_deployments_fault() {
+    const BODY: &str = r#"{"error":{"message":"Incorrect API key provided: sk-upst**********wxyz.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;
+    let (url, _hits) = mock_upstream(401, BODY, &[]).await;
+    let mut spec = Spec::standard();
+    spec.dep(M, "us-east-1").upstream = Upstream::OpenAi(url);
+    let h = Harness::start(spec).await;
+    // Another region of the set can serve the profile call.
+    let r = h.chat("us-east-1", body(&format!("us.{M}"), 2)).await;
+    assert_eq!(r.status.as_u16(), 200, "{r:?}");
+    assert_ne!(r.region(), Some("us-east-1"));
+    // The plain id cannot move, but the client's key is fine: not a 401, and nothing of the
+    // upstream's credential in the answer.
+    let r = h.chat("us-east-1", body(M, 2)).await;
+    assert!(r.status.is_server_error(), "{r:?}");
+    assert!(!r.text.contains("sk-upst"), "{r:?}");
     h.assert_residency();
 }

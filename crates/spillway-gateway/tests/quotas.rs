@@ -17,10 +17,7 @@ fn spec_with(tenant: Tenant) -> Spec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_region_rpm_then_twice_as_much_through_a_profile() {
-    let h = Harness::start(spec_with(
-        Tenant::new("acme", KEY).quota(M, Some(5), None),
-    ))
-    .await;
+    let h = Harness::start(spec_with(Tenant::new("acme", KEY).quota(M, Some(5), None))).await;
     for _ in 0..5 {
         h.chat("us-east-1", body(M, 2))
             .await
@@ -28,8 +25,17 @@ async fn in_region_rpm_then_twice_as_much_through_a_profile() {
     }
     let r = h.chat("us-east-1", body(M, 2)).await;
     r.assert_throttled();
-    assert!(r.json["error"]["message"].as_str().unwrap_or_default().contains("in-region"), "{r:?}");
-    assert!(h.records_for(&r.id).is_empty(), "a throttled request reaches no upstream");
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("in-region"),
+        "{r:?}"
+    );
+    assert!(
+        h.records_for(&r.id).is_empty(),
+        "a throttled request reaches no upstream"
+    );
 
     // The cross-region quota is 2 × 5, and it is served in the source while it has headroom.
     let profile = format!("us.{M}");
@@ -40,7 +46,13 @@ async fn in_region_rpm_then_twice_as_much_through_a_profile() {
     }
     let r = h.chat("us-east-1", body(&profile, 2)).await;
     r.assert_throttled();
-    assert!(r.json["error"]["message"].as_str().unwrap_or_default().contains("cross-region"), "{r:?}");
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cross-region"),
+        "{r:?}"
+    );
     assert!(h.records_for(&r.id).is_empty());
 
     // Quotas are per source region: another source still has its own.
@@ -75,9 +87,11 @@ async fn a_configured_cross_region_multiplier_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpm_reserves_prompt_plus_max_tokens_times_burndown() {
-    let h = Harness::start(spec_with(
-        Tenant::new("acme", KEY).quota(BURN, None, Some(1000)),
-    ))
+    let h = Harness::start(spec_with(Tenant::new("acme", KEY).quota(
+        BURN,
+        None,
+        Some(1000),
+    )))
     .await;
     let p = prompt();
     // 5 + 100 × 10 = 1005 > 1000: refused before anything is sent upstream.
@@ -103,18 +117,20 @@ async fn tpm_reserves_prompt_plus_max_tokens_times_burndown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unused_part_of_a_reservation_is_given_back() {
     // Room for two reservations of 5 + 100 × 10 = 1005 tokens; each uses 105.
-    let h = Harness::start(spec_with(
-        Tenant::new("acme", KEY).quota(BURN, None, Some(2100)),
-    ))
+    let h = Harness::start(spec_with(Tenant::new("acme", KEY).quota(
+        BURN,
+        None,
+        Some(2100),
+    )))
     .await;
     for i in 0..4 {
         let r = h.chat("us-east-1", body(BURN, 100)).await;
         assert_eq!(r.status.as_u16(), 200, "request {i}: {r:?}");
         assert_eq!(r.json["usage"]["total_tokens"], prompt() + 100);
     }
-    // Two held at once do fill it.
-    let _a = h.hold("us-east-1", BURN, "us-east-1").await;
-    let _b = h.hold("us-east-1", BURN, "us-east-1").await;
+    // Without the settlements only two would have fitted: 420 used leaves ~1680, and while one
+    // full reservation is held in flight another does not fit next to it.
+    let _held = h.hold_n("us-east-1", BURN, "us-east-1", 100).await;
     h.chat("us-east-1", body(BURN, 100))
         .await
         .assert_throttled();
@@ -123,13 +139,16 @@ async fn the_unused_part_of_a_reservation_is_given_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_disconnect_mid_stream_settles_the_reservation_and_frees_the_slot() {
-    let h = Harness::start(spec_with(
-        Tenant::new("acme", KEY).quota(BURN, None, Some(2100)),
-    ))
+    let h = Harness::start(spec_with(Tenant::new("acme", KEY).quota(
+        BURN,
+        None,
+        Some(2100),
+    )))
     .await;
     let sim = h.sim_of(BURN, "us-east-1");
-    // Holds reserve 5 + 1000 × 10 = 10005 > 2100: use a profile-sized quota instead.
-    let (a, b) = (held(&h).await, held(&h).await);
+    // Two streams reserving 5 + 100 × 10 = 1005 tokens each, decoding slowly.
+    let a = h.hold_n("us-east-1", BURN, "us-east-1", 100).await;
+    let b = h.hold_n("us-east-1", BURN, "us-east-1", 100).await;
     assert_eq!(sim.in_flight(), 2);
     h.chat("us-east-1", body(BURN, 100))
         .await
@@ -149,20 +168,4 @@ async fn a_client_disconnect_mid_stream_settles_the_reservation_and_frees_the_sl
             .assert_ok_in("us-east-1", "local");
     }
     h.assert_residency();
-}
-
-/// A stream reserving 1005 tokens (max_tokens 100 at burndown 10), decoding at 5 tokens/s, with
-/// its first chunk read.
-async fn held(h: &Harness) -> Sse {
-    let sim = h.sim_of(BURN, "us-east-1");
-    sim.set_fault(spillway_sim::Fault {
-        slow_factor: 2000.0,
-        ..Default::default()
-    });
-    let (_, resp) = h.stream("us-east-1", stream_body(BURN, 100)).await;
-    assert_eq!(resp.status().as_u16(), 200);
-    let mut sse = Sse::new(resp);
-    assert!(sse.next().await.is_some());
-    sim.set_fault(spillway_sim::Fault::default());
-    sse
 }

@@ -184,3 +184,47 @@ async fn deployment_rpm_and_tpm_limit_requests_there() {
         .assert_ok_in("us-east-2", "local");
     h.assert_residency();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_stream_counts_against_the_deployment_tpm() {
+    let mut spec = Spec::standard();
+    spec.dep(M, "us-east-1").tpm = Some(2100);
+    let h = Harness::start(spec).await;
+    let (_, resp) = h.stream("us-east-1", stream_body(M, 500)).await;
+    let events = Sse::new(resp).rest().await;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    // 505 tokens used this minute: an estimate of the whole TPM does not fit (~14 s of refill).
+    let r = h.chat("us-east-1", body(M, 2100 - prompt())).await;
+    r.assert_throttled();
+    let r = h
+        .chat("us-east-1", body(&format!("us.{M}"), 2100 - prompt()))
+        .await;
+    assert_eq!(r.reason(), Some("spill:capacity"), "{r:?}");
+    h.assert_residency();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_streamed_before_a_break_count_against_the_deployment_tpm() {
+    let mut spec = Spec::standard();
+    spec.dep(M, "us-east-1").tpm = Some(2100);
+    let h = Harness::start(spec).await;
+    h.sim("us-east-1").set_fault(spillway_sim::Fault {
+        break_after_tokens: Some(500),
+        ..Default::default()
+    });
+    let (id, resp) = h.stream("us-east-1", stream_body(M, 1000)).await;
+    let events = Sse::new(resp).rest().await;
+    assert!(events.last().is_some_and(|e| e.contains("\"error\"")));
+    let rec = &h.records_for(&id)[0];
+    assert_eq!(
+        (rec.outcome.as_str(), rec.completion_tokens),
+        ("broken", 500)
+    );
+    h.sim("us-east-1").set_fault(spillway_sim::Fault::default());
+
+    // The upstream produced 505 tokens this minute; a request estimated at its whole TPM
+    // (5 + 2095 = 2100) cannot fit there for another ~14 s.
+    let r = h.chat("us-east-1", body(M, 2100 - prompt())).await;
+    r.assert_throttled();
+    h.assert_residency();
+}

@@ -6,7 +6,6 @@
 //! Nothing here sleeps to guess timing: waits are deadline loops on observable state.
 #![allow(dead_code)]
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,257 +21,17 @@ use spillway_gateway::{Config, Gateway};
 use spillway_proto::sse::SseDecoder;
 use spillway_sim::{Fault, ServedRecord, SimHandle};
 
+mod spec;
+
+#[allow(unused_imports)]
+pub use spec::{Dep, ModelSpec, Quota, Spec, Tenant, Upstream};
+
 pub const M: &str = "demo.chat-small-v1:0";
 pub const KEY: &str = "sk-test-acme";
 pub const US: [&str; 3] = ["us-east-1", "us-east-2", "us-west-2"];
 pub const EU: [&str; 2] = ["eu-central-1", "eu-west-1"];
 /// How long any single wait in a test may take before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone)]
-pub struct ModelSpec {
-    pub id: String,
-    pub profile_only: bool,
-    pub burndown: Option<f64>,
-    pub default_max_tokens: Option<u64>,
-}
-
-#[derive(Debug, Clone)]
-pub enum Upstream {
-    /// An in-process simulator: fast (prefill ~0, 10k tokens/s), 64 slots.
-    Sim,
-    /// An OpenAI-compatible server at this base URL (`.../v1`).
-    OpenAi(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct Dep {
-    pub model: String,
-    pub region: String,
-    pub max_in_flight: u32,
-    pub rpm: Option<u32>,
-    pub tpm: Option<u64>,
-    pub upstream: Upstream,
-}
-
-#[derive(Debug, Clone)]
-pub struct Quota {
-    pub model: String,
-    pub rpm: Option<u64>,
-    pub tpm: Option<u64>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Tenant {
-    pub name: String,
-    pub key: String,
-    pub multiplier: Option<f64>,
-    pub denied: Vec<String>,
-    pub quotas: Vec<Quota>,
-}
-
-impl Tenant {
-    pub fn new(name: &str, key: &str) -> Tenant {
-        Tenant {
-            name: name.into(),
-            key: key.into(),
-            multiplier: None,
-            denied: Vec::new(),
-            quotas: Vec::new(),
-        }
-    }
-
-    pub fn quota(mut self, model: &str, rpm: Option<u64>, tpm: Option<u64>) -> Tenant {
-        self.quotas.push(Quota {
-            model: model.into(),
-            rpm,
-            tpm,
-        });
-        self
-    }
-}
-
-/// What a test's gateway looks like; [`Spec::standard`] is three `us` and two `eu` regions, `M`
-/// deployed everywhere with room to spare, one tenant (`KEY`) without quotas.
-#[derive(Debug, Clone)]
-pub struct Spec {
-    pub regions: Vec<(String, String)>,
-    pub models: Vec<ModelSpec>,
-    pub deployments: Vec<Dep>,
-    pub tenants: Vec<Tenant>,
-    pub routing: Vec<(String, String)>,
-    pub max_body_bytes: Option<usize>,
-}
-
-impl Spec {
-    pub fn standard() -> Spec {
-        let mut s = Spec {
-            regions: US
-                .iter()
-                .map(|r| (r.to_string(), "us".to_string()))
-                .chain(EU.iter().map(|r| (r.to_string(), "eu".to_string())))
-                .collect(),
-            models: Vec::new(),
-            deployments: Vec::new(),
-            tenants: vec![Tenant::new("acme", KEY)],
-            routing: Vec::new(),
-            max_body_bytes: None,
-        };
-        s.add_model(M, false, None);
-        s
-    }
-
-    /// Adds a model deployed on a simulator in every region.
-    pub fn add_model(&mut self, id: &str, profile_only: bool, burndown: Option<f64>) {
-        self.models.push(ModelSpec {
-            id: id.into(),
-            profile_only,
-            burndown,
-            default_max_tokens: None,
-        });
-        for (r, _) in self.regions.clone() {
-            self.deployments.push(Dep {
-                model: id.into(),
-                region: r,
-                max_in_flight: 32,
-                rpm: None,
-                tpm: None,
-                upstream: Upstream::Sim,
-            });
-        }
-    }
-
-    pub fn dep(&mut self, model: &str, region: &str) -> &mut Dep {
-        self.deployments
-            .iter_mut()
-            .find(|d| d.model == model && d.region == region)
-            .expect("no such deployment in the spec")
-    }
-
-    pub fn routing(mut self, key: &str, value: &str) -> Spec {
-        self.routing.push((key.into(), value.into()));
-        self
-    }
-
-    pub fn geography(&self, region: &str) -> &str {
-        self.regions
-            .iter()
-            .find(|(r, _)| r == region)
-            .map(|(_, g)| g.as_str())
-            .expect("unknown region")
-    }
-
-    /// The regions a request may be served in, by the rules (not by the gateway's own tables):
-    /// a plain id only in its source; `<geo>.` profiles only in that geography; `global.`
-    /// anywhere; never in a region the tenant denied.
-    pub fn allowed(&self, key: &str, source: &str, model: &str) -> Vec<String> {
-        let denied: Vec<String> = self
-            .tenants
-            .iter()
-            .find(|t| t.key == key)
-            .map(|t| t.denied.clone())
-            .unwrap_or_default();
-        let set: Vec<String> = match model.split_once('.') {
-            Some(("global", _)) => self.regions.iter().map(|(r, _)| r.clone()).collect(),
-            Some((geo, _)) if self.regions.iter().any(|(_, g)| g == geo) => self
-                .regions
-                .iter()
-                .filter(|(_, g)| g == geo)
-                .map(|(r, _)| r.clone())
-                .collect(),
-            _ => vec![source.to_string()],
-        };
-        set.into_iter().filter(|r| !denied.contains(r)).collect()
-    }
-
-    /// The model id behind a profile id (`us.<id>` → `<id>`); a model id as it is.
-    pub fn base_model<'a>(&self, name: &'a str) -> &'a str {
-        match name.split_once('.') {
-            Some((p, m)) if p == "global" || self.regions.iter().any(|(_, g)| g == p) => m,
-            _ => name,
-        }
-    }
-
-    pub fn to_toml(&self) -> String {
-        let mut t = String::new();
-        if let Some(b) = self.max_body_bytes {
-            let _ = writeln!(t, "[server]\nmax_body_bytes = {b}\n");
-        }
-        let _ = writeln!(t, "[routing]\nseed = 7");
-        for (k, v) in &self.routing {
-            let _ = writeln!(t, "{k} = {v}");
-        }
-        for (name, geo) in &self.regions {
-            let _ = writeln!(t, "\n[[regions]]\nname = {name:?}\ngeography = {geo:?}");
-        }
-        for m in &self.models {
-            let _ = writeln!(
-                t,
-                "\n[[models]]\nid = {:?}\nprofile_only = {}",
-                m.id, m.profile_only
-            );
-            if let Some(b) = m.burndown {
-                let _ = writeln!(t, "output_burndown = {b:?}");
-            }
-            if let Some(n) = m.default_max_tokens {
-                let _ = writeln!(t, "default_max_tokens = {n}");
-            }
-        }
-        for d in &self.deployments {
-            let _ = writeln!(
-                t,
-                "\n[[deployments]]\nmodel = {:?}\nregion = {:?}\nmax_in_flight = {}",
-                d.model, d.region, d.max_in_flight
-            );
-            if let Some(v) = d.rpm {
-                let _ = writeln!(t, "rpm = {v}");
-            }
-            if let Some(v) = d.tpm {
-                let _ = writeln!(t, "tpm = {v}");
-            }
-            let _ = match &d.upstream {
-                Upstream::Sim => writeln!(
-                    t,
-                    "upstream = {{ kind = \"sim\", concurrency = 64, queue_limit = 64, \
-                     prefill_tokens_per_sec = 1000000000.0, decode_tokens_per_sec = 10000.0 }}"
-                ),
-                Upstream::OpenAi(url) => {
-                    writeln!(t, "upstream = {{ kind = \"openai\", base_url = {url:?} }}")
-                }
-            };
-        }
-        for tn in &self.tenants {
-            let hash: String = spillway_gateway::config::sha256(tn.key.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            let _ = writeln!(
-                t,
-                "\n[[tenants]]\nname = {:?}\napi_keys = [{{ sha256 = {hash:?} }}]\ndenied_regions = {:?}",
-                tn.name, tn.denied
-            );
-            if let Some(m) = tn.multiplier {
-                let _ = writeln!(t, "cross_region_multiplier = {m:?}");
-            }
-            for q in &tn.quotas {
-                let _ = writeln!(t, "\n[[tenants.quotas]]\nmodel = {:?}", q.model);
-                if let Some(v) = q.rpm {
-                    let _ = writeln!(t, "rpm = {v}");
-                }
-                if let Some(v) = q.tpm {
-                    let _ = writeln!(t, "tpm = {v}");
-                }
-            }
-        }
-        for (name, _) in &self.regions {
-            let _ = writeln!(
-                t,
-                "\n[[listeners]]\nbind = \"127.0.0.1:0\"\nregion = {name:?}"
-            );
-        }
-        t
-    }
-}
 
 /// A request body: one short user message (see [`prompt`]), `max_tokens` output tokens.
 pub fn body(model: &str, max_tokens: u64) -> Value {
@@ -408,6 +167,15 @@ impl Harness {
         self.sim_of(M, region)
     }
 
+    /// Registers a request id sent by hand: where it may be served.
+    pub fn register(&self, id: &str, source: &str, key: &str, model: &str) {
+        let allowed = self.spec.allowed(key, source, model);
+        self.sent
+            .lock()
+            .expect("lock")
+            .insert(id.to_string(), (source.to_string(), allowed));
+    }
+
     /// Sends raw bytes to `/v1/chat/completions` on `source`'s listener, tagged with a fresh
     /// request id, and registers where that id may be served (`model`: None = nowhere).
     pub async fn post(
@@ -468,12 +236,17 @@ impl Harness {
     /// the serving simulator decodes at 5 tokens/s for this request only, and this returns once
     /// the first chunk reached the client. Drop the result to end it.
     pub async fn hold(&self, source: &str, model: &str, serving: &str) -> Sse {
+        self.hold_n(source, model, serving, 1000).await
+    }
+
+    /// [`Harness::hold`] with `max_tokens` output tokens (at 5 tokens/s).
+    pub async fn hold_n(&self, source: &str, model: &str, serving: &str, max_tokens: u64) -> Sse {
         let sim = self.sim_of(self.spec.base_model(model), serving);
         sim.set_fault(Fault {
             slow_factor: 2000.0,
             ..Fault::default()
         });
-        let (id, resp) = self.stream(source, stream_body(model, 1000)).await;
+        let (id, resp) = self.stream(source, stream_body(model, max_tokens)).await;
         assert_eq!(resp.status(), StatusCode::OK, "hold {id} was not admitted");
         assert_eq!(
             resp.headers()
@@ -618,12 +391,16 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// An `http://127.0.0.1:<port>/v1` where nothing listens (the port was just free).
-pub fn closed_port_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    drop(l);
-    format!("http://127.0.0.1:{port}/v1")
+/// An `http://127.0.0.1:<port>/v1` where nothing listens. The port stays bound (without
+/// listening) while the returned socket lives, so no other server of the test process can be
+/// given it in the meantime: connections to it are refused.
+pub fn closed_port_url() -> (String, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    (format!("http://127.0.0.1:{port}/v1"), socket)
 }
 
 /// What an [`mock_upstream`] saw: one entry per request, (x-spillway-request-id, authorization).

@@ -1,0 +1,249 @@
+//! What a test's gateway looks like, as data, and its TOML.
+use std::fmt::Write as _;
+
+use super::{EU, KEY, M, US};
+
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub id: String,
+    pub profile_only: bool,
+    pub burndown: Option<f64>,
+    pub default_max_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// An in-process simulator: fast (prefill ~0, 10k tokens/s), 64 slots.
+    Sim,
+    /// An OpenAI-compatible server at this base URL (`.../v1`).
+    OpenAi(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Dep {
+    pub model: String,
+    pub region: String,
+    pub max_in_flight: u32,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    pub upstream: Upstream,
+}
+
+#[derive(Debug, Clone)]
+pub struct Quota {
+    pub model: String,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: String,
+    pub key: String,
+    pub multiplier: Option<f64>,
+    pub denied: Vec<String>,
+    pub quotas: Vec<Quota>,
+}
+
+impl Tenant {
+    pub fn new(name: &str, key: &str) -> Tenant {
+        Tenant {
+            name: name.into(),
+            key: key.into(),
+            multiplier: None,
+            denied: Vec::new(),
+            quotas: Vec::new(),
+        }
+    }
+
+    pub fn quota(mut self, model: &str, rpm: Option<u64>, tpm: Option<u64>) -> Tenant {
+        self.quotas.push(Quota {
+            model: model.into(),
+            rpm,
+            tpm,
+        });
+        self
+    }
+}
+
+/// What a test's gateway looks like; [`Spec::standard`] is three `us` and two `eu` regions, `M`
+/// deployed everywhere with room to spare, one tenant (`KEY`) without quotas.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub regions: Vec<(String, String)>,
+    pub models: Vec<ModelSpec>,
+    pub deployments: Vec<Dep>,
+    pub tenants: Vec<Tenant>,
+    pub routing: Vec<(String, String)>,
+    pub max_body_bytes: Option<usize>,
+}
+
+impl Spec {
+    pub fn standard() -> Spec {
+        let mut s = Spec {
+            regions: US
+                .iter()
+                .map(|r| (r.to_string(), "us".to_string()))
+                .chain(EU.iter().map(|r| (r.to_string(), "eu".to_string())))
+                .collect(),
+            models: Vec::new(),
+            deployments: Vec::new(),
+            tenants: vec![Tenant::new("acme", KEY)],
+            routing: Vec::new(),
+            max_body_bytes: None,
+        };
+        s.add_model(M, false, None);
+        s
+    }
+
+    /// Adds a model deployed on a simulator in every region.
+    pub fn add_model(&mut self, id: &str, profile_only: bool, burndown: Option<f64>) {
+        self.models.push(ModelSpec {
+            id: id.into(),
+            profile_only,
+            burndown,
+            default_max_tokens: None,
+        });
+        for (r, _) in self.regions.clone() {
+            self.deployments.push(Dep {
+                model: id.into(),
+                region: r,
+                max_in_flight: 32,
+                rpm: None,
+                tpm: None,
+                upstream: Upstream::Sim,
+            });
+        }
+    }
+
+    pub fn dep(&mut self, model: &str, region: &str) -> &mut Dep {
+        self.deployments
+            .iter_mut()
+            .find(|d| d.model == model && d.region == region)
+            .expect("no such deployment in the spec")
+    }
+
+    pub fn routing(mut self, key: &str, value: &str) -> Spec {
+        self.routing.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn geography(&self, region: &str) -> &str {
+        self.regions
+            .iter()
+            .find(|(r, _)| r == region)
+            .map(|(_, g)| g.as_str())
+            .expect("unknown region")
+    }
+
+    /// The regions a request may be served in, by the rules (not by the gateway's own tables):
+    /// a plain id only in its source; `<geo>.` profiles only in that geography; `global.`
+    /// anywhere; never in a region the tenant denied.
+    pub fn allowed(&self, key: &str, source: &str, model: &str) -> Vec<String> {
+        let denied: Vec<String> = self
+            .tenants
+            .iter()
+            .find(|t| t.key == key)
+            .map(|t| t.denied.clone())
+            .unwrap_or_default();
+        let set: Vec<String> = match model.split_once('.') {
+            Some(("global", _)) => self.regions.iter().map(|(r, _)| r.clone()).collect(),
+            Some((geo, _)) if self.regions.iter().any(|(_, g)| g == geo) => self
+                .regions
+                .iter()
+                .filter(|(_, g)| g == geo)
+                .map(|(r, _)| r.clone())
+                .collect(),
+            _ => vec![source.to_string()],
+        };
+        set.into_iter().filter(|r| !denied.contains(r)).collect()
+    }
+
+    /// The model id behind a profile id (`us.<id>` → `<id>`); a model id as it is.
+    pub fn base_model<'a>(&self, name: &'a str) -> &'a str {
+        match name.split_once('.') {
+            Some((p, m)) if p == "global" || self.regions.iter().any(|(_, g)| g == p) => m,
+            _ => name,
+        }
+    }
+
+    pub fn to_toml(&self) -> String {
+        let mut t = String::new();
+        if let Some(b) = self.max_body_bytes {
+            let _ = writeln!(t, "[server]\nmax_body_bytes = {b}\n");
+        }
+        let _ = writeln!(t, "[routing]\nseed = 7");
+        for (k, v) in &self.routing {
+            let _ = writeln!(t, "{k} = {v}");
+        }
+        for (name, geo) in &self.regions {
+            let _ = writeln!(t, "\n[[regions]]\nname = {name:?}\ngeography = {geo:?}");
+        }
+        for m in &self.models {
+            let _ = writeln!(
+                t,
+                "\n[[models]]\nid = {:?}\nprofile_only = {}",
+                m.id, m.profile_only
+            );
+            if let Some(b) = m.burndown {
+                let _ = writeln!(t, "output_burndown = {b:?}");
+            }
+            if let Some(n) = m.default_max_tokens {
+                let _ = writeln!(t, "default_max_tokens = {n}");
+            }
+        }
+        for d in &self.deployments {
+            let _ = writeln!(
+                t,
+                "\n[[deployments]]\nmodel = {:?}\nregion = {:?}\nmax_in_flight = {}",
+                d.model, d.region, d.max_in_flight
+            );
+            if let Some(v) = d.rpm {
+                let _ = writeln!(t, "rpm = {v}");
+            }
+            if let Some(v) = d.tpm {
+                let _ = writeln!(t, "tpm = {v}");
+            }
+            let _ = match &d.upstream {
+                Upstream::Sim => writeln!(
+                    t,
+                    "upstream = {{ kind = \"sim\", concurrency = 64, queue_limit = 64, \
+                     prefill_tokens_per_sec = 1000000000.0, decode_tokens_per_sec = 10000.0 }}"
+                ),
+                Upstream::OpenAi(url) => {
+                    writeln!(t, "upstream = {{ kind = \"openai\", base_url = {url:?} }}")
+                }
+            };
+        }
+        for tn in &self.tenants {
+            let hash: String = spillway_gateway::config::sha256(tn.key.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let _ = writeln!(
+                t,
+                "\n[[tenants]]\nname = {:?}\napi_keys = [{{ sha256 = {hash:?} }}]\ndenied_regions = {:?}",
+                tn.name, tn.denied
+            );
+            if let Some(m) = tn.multiplier {
+                let _ = writeln!(t, "cross_region_multiplier = {m:?}");
+            }
+            for q in &tn.quotas {
+                let _ = writeln!(t, "\n[[tenants.quotas]]\nmodel = {:?}", q.model);
+                if let Some(v) = q.rpm {
+                    let _ = writeln!(t, "rpm = {v}");
+                }
+                if let Some(v) = q.tpm {
+                    let _ = writeln!(t, "tpm = {v}");
+                }
+            }
+        }
+        for (name, _) in &self.regions {
+            let _ = writeln!(
+                t,
+                "\n[[listeners]]\nbind = \"127.0.0.1:0\"\nregion = {name:?}"
+            );
+        }
+        t
+    }
+}
