@@ -4,19 +4,22 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use spillway_core::{FailureKind, Outcome, RegionIx};
-use spillway_proto::{ChatCompletion, ChatRequest};
+use spillway_proto::bedrock::{ConverseResponse, converse_to_chat_completion};
+use spillway_proto::{ChatCompletion, ChatRequest, Usage};
+
+use crate::codec::{UpstreamDecoder, render_completion};
 
 use crate::metrics::RouteLabels;
 use crate::pipeline::{RequestCtx, record_served};
 use crate::relay::{Relay, RelayInfo};
 use crate::resolve::Target;
 use crate::state::{AppState, AttemptHold, QuotaHold};
-use crate::upstream::{self, UpstreamFailure};
+use crate::upstream::{self, Protocol, UpstreamFailure};
 
 /// One upstream attempt; on failure gives the quota hold back for the next attempt.
 pub(crate) struct Attempt<'a> {
@@ -31,7 +34,7 @@ pub(crate) struct Attempt<'a> {
 impl Attempt<'_> {
     pub async fn run(
         self,
-        req: &mut ChatRequest,
+        req: &ChatRequest,
         stream: bool,
         wants_usage: bool,
         prompt_tokens: u64,
@@ -40,40 +43,29 @@ impl Attempt<'_> {
         let state = self.state;
         let cfg = &state.cfg;
         let Some(d) = self.hold.deployment() else {
-            return Err((
-                UpstreamFailure {
-                    kind: FailureKind::ServerError,
-                    status: None,
-                    body: Bytes::new(),
-                },
-                quota,
-            ));
+            return Err(self.fail(FailureKind::ServerError, quota));
         };
         let upstream = &state.targets[d.0 as usize];
-        let client_model = std::mem::replace(&mut req.model, upstream.model.clone());
-        let body = serde_json::to_vec(&*req).map(Bytes::from);
-        req.model = client_model;
-        let Ok(body) = body else {
-            return Err((
-                UpstreamFailure {
-                    kind: FailureKind::ClientError,
-                    status: None,
-                    body: Bytes::new(),
-                },
-                quota,
-            ));
+        let (url, body) = match upstream.request(req) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(request_id = %self.ctx.id, error = %e, "the request cannot be sent to this upstream");
+                return Err(self.fail(FailureKind::ClientError, quota));
+            }
+        };
+        // A non-streamed answer's headers come only when generation is complete.
+        let header_timeout = if stream {
+            cfg.timeouts.first_byte
+        } else {
+            cfg.timeouts.request
         };
         let resp = match upstream::send(
             &state.http,
             upstream,
+            url,
             body,
             &self.ctx.id,
-            // A non-streamed answer's headers come only when generation is complete.
-            if stream {
-                cfg.timeouts.first_byte
-            } else {
-                cfg.timeouts.request
-            },
+            header_timeout,
         )
         .await
         {
@@ -87,6 +79,7 @@ impl Attempt<'_> {
             source: cfg.region_name(self.ctx.source).to_string(),
             destination: cfg.region_name(self.deployment_region).to_string(),
         };
+        let bedrock = matches!(upstream.protocol, Protocol::Bedrock { .. });
         if stream {
             let mut body = resp.bytes_stream().boxed();
             // Wait for the first chunk before committing: until then the request can still move.
@@ -97,27 +90,24 @@ impl Attempt<'_> {
                 Err(_) => return Err(self.fail(FailureKind::Timeout, quota)),
             };
             let ttft = self.observe_ttft(&labels);
-            let relay = Relay::new(
-                state.clone(),
-                body,
-                first,
-                self.hold,
-                quota,
-                RelayInfo::new(
-                    self.ctx,
-                    self.target,
-                    wants_usage,
-                    prompt_tokens,
-                    self.started,
-                    ttft,
-                ),
+            let decoder = if bedrock {
+                UpstreamDecoder::converse_stream(&self.ctx.model_name, &self.ctx.id, unix_now())
+            } else {
+                UpstreamDecoder::sse()
+            };
+            let info = RelayInfo::new(
+                self.ctx,
+                self.target,
+                wants_usage,
+                prompt_tokens,
+                self.started,
+                ttft,
             );
+            let relay = Relay::new(state.clone(), body, first, self.hold, quota, info, decoder);
+            let content_type = relay.content_type();
             let mut resp = axum::body::Body::from_stream(relay.into_stream()).into_response();
             let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             return Ok(resp);
         }
@@ -127,37 +117,56 @@ impl Attempt<'_> {
             Err(_) => return Err(self.fail(FailureKind::Timeout, quota)),
         };
         let ttft = self.observe_ttft(&labels);
-        let usage = serde_json::from_slice::<ChatCompletion>(&bytes)
-            .ok()
-            .and_then(|c| c.usage);
-        let tokens = usage.map(|u| u.total_tokens).unwrap_or(prompt_tokens);
+        // The canonical answer: as the upstream sent it, or translated from Bedrock's Converse.
+        let (raw, parsed) = if bedrock {
+            match serde_json::from_slice::<ConverseResponse>(&bytes) {
+                Ok(c) => {
+                    let canonical = converse_to_chat_completion(
+                        &c,
+                        &self.ctx.model_name,
+                        &self.ctx.id,
+                        unix_now(),
+                    );
+                    let raw = serde_json::to_vec(&canonical)
+                        .map(Bytes::from)
+                        .unwrap_or_default();
+                    (raw, Some(canonical))
+                }
+                Err(_) => return Err(self.fail(FailureKind::ServerError, quota)),
+            }
+        } else {
+            let parsed = serde_json::from_slice::<ChatCompletion>(&bytes).ok();
+            (bytes, parsed)
+        };
+        let usage = parsed.as_ref().and_then(|c| c.usage).unwrap_or(Usage {
+            prompt_tokens,
+            completion_tokens: 0,
+            total_tokens: prompt_tokens,
+        });
         let mut quota = quota;
-        quota.set_used(tokens);
+        quota.set_used(usage.total_tokens);
         self.hold.finish(Outcome::Success {
             ttft,
             tpot: None,
-            tokens,
+            tokens: usage.total_tokens,
         });
         drop(quota);
-        record_served(
-            state,
-            &RelayInfo::new(
-                self.ctx,
-                self.target,
-                false,
-                prompt_tokens,
-                self.started,
-                ttft,
-            ),
-            "ok",
-            tokens,
+        let info = RelayInfo::new(
+            self.ctx,
+            self.target,
+            false,
+            prompt_tokens,
+            self.started,
+            ttft,
         );
-        let mut resp = (StatusCode::OK, bytes).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Ok(resp)
+        record_served(state, &info, "ok", &usage);
+        let latency_ms = self.ctx.started.elapsed().as_millis() as u64;
+        Ok(render_completion(
+            self.ctx.api,
+            raw,
+            parsed.as_ref(),
+            latency_ms,
+        ))
     }
 
     /// Time to the upstream's first byte (streaming) or whole answer, into the TTFT histogram.
@@ -182,4 +191,11 @@ impl Attempt<'_> {
             quota,
         )
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -38,6 +38,17 @@ pub enum EdgeError {
     Unavailable(String),
     #[error("{0}")]
     Timeout(String),
+    /// A SigV4 or Bedrock API key failure, with Bedrock's error type.
+    #[error("{message}")]
+    AwsAuth {
+        error_type: &'static str,
+        message: String,
+    },
+    /// A control-plane resource that does not exist (or is not the caller's).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl EdgeError {
@@ -54,6 +65,9 @@ impl EdgeError {
             EdgeError::UpstreamClient { status, .. } => *status,
             EdgeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             EdgeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            EdgeError::AwsAuth { .. } => StatusCode::UNAUTHORIZED,
+            EdgeError::NotFound(_) => StatusCode::NOT_FOUND,
+            EdgeError::Conflict(_) => StatusCode::CONFLICT,
         }
     }
 
@@ -71,6 +85,9 @@ impl EdgeError {
             EdgeError::UpstreamClient { .. } => "upstream_client_error",
             EdgeError::Unavailable(_) => "unavailable",
             EdgeError::Timeout(_) => "timeout",
+            EdgeError::AwsAuth { .. } => "unauthorized",
+            EdgeError::NotFound(_) => "not_found",
+            EdgeError::Conflict(_) => "conflict",
         }
     }
 
@@ -93,8 +110,73 @@ impl EdgeError {
             EdgeError::UpstreamClient { .. } => ("invalid_request_error", None),
             EdgeError::Unavailable(_) => ("server_error", Some("service_unavailable")),
             EdgeError::Timeout(_) => ("server_error", Some("timeout")),
+            EdgeError::AwsAuth { .. } => ("authentication_error", Some("invalid_api_key")),
+            EdgeError::NotFound(_) => ("invalid_request_error", Some("not_found")),
+            EdgeError::Conflict(_) => ("invalid_request_error", Some("conflict")),
         };
         OpenAiErrorBody::new(self.to_string(), kind, code)
+    }
+
+    /// Render in the shape of the API the client called.
+    pub fn into_response_for(self, api: crate::codec::Api) -> Response {
+        match api {
+            crate::codec::Api::OpenAi => self.into_openai_response(),
+            _ => self.into_bedrock_response(),
+        }
+    }
+
+    /// Bedrock's status and `x-amzn-ErrorType`.
+    pub fn bedrock_type(&self) -> (StatusCode, &'static str) {
+        match self {
+            EdgeError::Unauthorized => (StatusCode::FORBIDDEN, "UnrecognizedClientException"),
+            EdgeError::AwsAuth { error_type, .. } => (StatusCode::FORBIDDEN, error_type),
+            EdgeError::BadRequest(_)
+            | EdgeError::NotCallableHere(_)
+            | EdgeError::ProfileOnly(_)
+            | EdgeError::PayloadTooLarge(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
+            EdgeError::ModelNotFound(_) | EdgeError::NotFound(_) => {
+                (StatusCode::NOT_FOUND, "ResourceNotFoundException")
+            }
+            EdgeError::Forbidden(_) => (StatusCode::FORBIDDEN, "AccessDeniedException"),
+            EdgeError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "ThrottlingException"),
+            EdgeError::UpstreamClient { status, .. } => (*status, "ValidationException"),
+            EdgeError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+            ),
+            EdgeError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "ModelTimeoutException"),
+            EdgeError::Conflict(_) => (StatusCode::CONFLICT, "ConflictException"),
+        }
+    }
+
+    /// Bedrock's shape: the status, `x-amzn-ErrorType`, and `{"message": ...}`. An upstream 4xx
+    /// body is not relayed as is (it is in the upstream's shape); its message is.
+    pub fn into_bedrock_response(self) -> Response {
+        let (status, error_type) = self.bedrock_type();
+        let message = match &self {
+            EdgeError::ModelNotFound(m) => {
+                format!("The model {m} does not exist or you do not have access to it.")
+            }
+            EdgeError::UpstreamClient { body, .. } => {
+                serde_json::from_slice::<OpenAiErrorBody>(body)
+                    .map(|b| b.error.message)
+                    .unwrap_or_else(|_| "The model rejected the request.".to_string())
+            }
+            other => other.to_string(),
+        };
+        let body = serde_json::json!({ "message": message }).to_string();
+        let mut resp = (status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert("x-amzn-ErrorType", HeaderValue::from_static(error_type));
+        if let EdgeError::Throttled { retry_after, .. } = &self {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     }
 
     /// Render in OpenAI's shape (upstream 4xx bodies are relayed as they came).

@@ -3,14 +3,21 @@
 //! I/O and feeds outcomes back to it.
 #![forbid(unsafe_code)]
 
+pub mod app_profiles;
 pub mod attempt;
+pub mod audit;
+pub mod bedrock_api;
+pub mod bedrock_sign;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod pipeline;
+pub mod profiles_api;
 pub mod relay;
 pub mod resolve;
 pub mod server;
+pub mod sigv4;
 pub mod state;
 pub mod upstream;
 

@@ -18,11 +18,12 @@ use spillway_core::{FailureKind, Plan, Reason, RegionIx, RouteRequest};
 use spillway_proto::{ChatRequest, StreamOptions};
 
 use crate::attempt::Attempt;
+use crate::codec::Api;
 use crate::config::TenantIx;
 use crate::error::EdgeError;
 use crate::metrics::{AttemptLabels, RequestLabels};
 use crate::relay::RelayInfo;
-use crate::resolve::resolve;
+use crate::resolve::{Target, resolve};
 use crate::state::{AppState, AttemptHold, QuotaHold, QuotaKey};
 use crate::upstream::UpstreamFailure;
 
@@ -36,13 +37,20 @@ pub struct RequestCtx {
     pub served_in: Option<RegionIx>,
     pub reason: Option<Reason>,
     pub attempts: u32,
+    /// The API the client called (errors and answers are rendered in its shape).
+    pub api: Api,
+    /// For the audit record: the profile ARN the request named, and its application profile's
+    /// tags.
+    pub profile_arn: Option<String>,
+    pub tags: Vec<(String, String)>,
 }
 
 impl RequestCtx {
-    fn new(source: RegionIx, headers: &HeaderMap) -> Self {
+    pub fn new(source: RegionIx, headers: &HeaderMap, api: Api) -> Self {
         // Keep a caller's request id when it is short and printable; otherwise make one.
         let id = headers
             .get("x-request-id")
+            .or_else(|| headers.get("x-amzn-requestid"))
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_string)
@@ -56,6 +64,9 @@ impl RequestCtx {
             served_in: None,
             reason: None,
             attempts: 0,
+            api,
+            profile_arn: None,
+            tags: Vec::new(),
         }
     }
 }
@@ -67,21 +78,32 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut ctx = RequestCtx::new(source, &headers);
+    let mut ctx = RequestCtx::new(source, &headers, Api::OpenAi);
     let result = run(&state, &mut ctx, &headers, body).await;
+    finish(&state, &ctx, result)
+}
+
+/// Turn a pipeline result into the client's response: errors in the client's API shape, and
+/// the routing headers on every answer.
+pub fn finish(state: &AppState, ctx: &RequestCtx, result: Result<Response, EdgeError>) -> Response {
     let cfg = &state.cfg;
+    let source = ctx.source;
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
-            record(&state, &ctx, e.outcome());
+            record(state, ctx, e.outcome());
             tracing::info!(request_id = %ctx.id, source = cfg.region_name(source), model = %ctx.model_name,
-                status = e.status().as_u16(), outcome = e.outcome(), "request refused");
-            e.into_openai_response()
+                api = ctx.api.as_str(), status = e.status().as_u16(), outcome = e.outcome(), "request refused");
+            crate::audit::refused(state, ctx, e.outcome());
+            e.into_response_for(ctx.api)
         }
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
-        h.insert("x-request-id", v);
+        h.insert("x-request-id", v.clone());
+        if ctx.api != Api::OpenAi {
+            h.insert("x-amzn-RequestId", v);
+        }
     }
     if let Ok(v) = HeaderValue::from_str(cfg.region_name(source)) {
         h.insert("x-spillway-source-region", v);
@@ -120,7 +142,7 @@ async fn run(
             rej.body_text()
         )),
     })?;
-    let mut req: ChatRequest = serde_json::from_slice(&body)
+    let req: ChatRequest = serde_json::from_slice(&body)
         .map_err(|e| EdgeError::BadRequest(format!("Invalid request body: {e}")))?;
     ctx.model_name = req.model.clone();
     if req.messages.is_empty() {
@@ -136,16 +158,29 @@ async fn run(
 
     // Phase 3: resolve the model or profile, and the candidate destinations.
     let target = resolve(&cfg, ctx.source, &req.model)?;
+    serve(state, ctx, tenant, target, req).await
+}
+
+/// Phases 4 to 7, whatever API the request came in: reserve quota, route, call upstream with
+/// failover, and answer (the answer is rendered for `ctx.api`).
+pub async fn serve(
+    state: &Arc<AppState>,
+    ctx: &mut RequestCtx,
+    tenant: TenantIx,
+    target: Target,
+    mut req: ChatRequest,
+) -> Result<Response, EdgeError> {
+    let cfg = state.cfg.clone();
+    ctx.tenant = Some(tenant);
     let denied = &cfg.tenants[tenant].denied_regions;
     let candidates = cfg.candidates(target.model, ctx.source, &target.destinations, denied);
     if candidates.is_empty() {
         return Err(EdgeError::Forbidden(format!(
             "None of the regions that serve {} from {} is allowed for your account.",
-            req.model,
+            ctx.model_name,
             cfg.region_name(ctx.source)
         )));
     }
-
     // Phase 4: reserve tenant quota up front: input tokens + max_tokens x burndown.
     let model = &cfg.models[target.model];
     let prompt_tokens = spillway_proto::tokens::prompt_tokens(&req.messages);
@@ -160,7 +195,7 @@ async fn run(
     let mut quota = state.reserve(key, est_tokens).map_err(|d| EdgeError::Throttled {
         message: format!(
             "Too many requests or tokens for {} from {}; your {} quota is exhausted. Retry after the indicated time.",
-            req.model,
+            ctx.model_name,
             cfg.region_name(ctx.source),
             if target.cross_region { "cross-region" } else { "in-region" }
         ),
@@ -174,7 +209,7 @@ async fn run(
         return Err(EdgeError::Throttled {
             message: format!(
                 "No region of {} has capacity for this request right now. Retry after the indicated time.",
-                req.model
+                ctx.model_name
             ),
             retry_after: plan.retry_after.unwrap_or(Duration::from_secs(1)),
         });
@@ -208,7 +243,7 @@ async fn run(
             started: Instant::now(),
         };
         match attempt
-            .run(&mut req, stream, wants_usage, prompt_tokens, quota)
+            .run(&req, stream, wants_usage, prompt_tokens, quota)
             .await
         {
             Ok(resp) => return Ok(resp),
@@ -228,7 +263,7 @@ async fn run(
                     failure = failure.kind.as_str(), status = failure.status.map(|s| s.as_u16()), "upstream attempt failed");
                 if !failure.kind.is_retryable() {
                     quota.set_used(prompt_tokens);
-                    return Err(final_error(failure, &req.model));
+                    return Err(final_error(failure, &ctx.model_name));
                 }
                 reason = Reason::Failover(failure.kind);
                 last = failure;
@@ -262,12 +297,12 @@ async fn run(
         return Err(EdgeError::Throttled {
             message: format!(
                 "No region of {} has capacity for this request right now. Retry after the indicated time.",
-                req.model
+                ctx.model_name
             ),
             retry_after,
         });
     }
-    Err(final_error(last, &req.model))
+    Err(final_error(last, &ctx.model_name))
 }
 
 fn drop_quota_unused(mut quota: QuotaHold) {
@@ -380,7 +415,12 @@ pub(crate) fn record(state: &AppState, ctx: &RequestCtx, outcome: &str) {
         .inc();
 }
 
-pub(crate) fn record_served(state: &AppState, info: &RelayInfo, outcome: &str, tokens: u64) {
+pub(crate) fn record_served(
+    state: &AppState,
+    info: &RelayInfo,
+    outcome: &str,
+    usage: &spillway_proto::Usage,
+) {
     let cfg = &state.cfg;
     let (source, destination) = (
         cfg.region_name(info.source),
@@ -398,7 +438,8 @@ pub(crate) fn record_served(state: &AppState, info: &RelayInfo, outcome: &str, t
         })
         .inc();
     tracing::info!(request_id = %info.id, tenant = info.tenant.map(|t| cfg.tenants[t].name.as_str()).unwrap_or(""),
-        source, destination, model = %info.model_name, reason = info.reason.as_str(),
-        cross_region = info.cross_region, attempts = info.attempts, tokens, outcome,
+        api = info.api.as_str(), source, destination, model = %info.model_name, reason = info.reason.as_str(),
+        cross_region = info.cross_region, attempts = info.attempts, tokens = usage.total_tokens, outcome,
         latency_ms = info.request_started.elapsed().as_millis() as u64, "request served");
+    crate::audit::served(state, info, outcome, usage);
 }

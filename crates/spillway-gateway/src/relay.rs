@@ -15,8 +15,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use spillway_core::{FailureKind, Outcome, Reason, RegionIx};
-use spillway_proto::sse::{self, SseDecoder};
-use spillway_proto::{ChatChunk, OpenAiErrorBody, Usage};
+use spillway_proto::Usage;
+
+use crate::codec::{ClientEncoder, UpstreamDecoder, UpstreamEvent};
 
 use crate::config::TenantIx;
 use crate::pipeline::{RequestCtx, record_served};
@@ -26,6 +27,10 @@ use crate::state::{AppState, AttemptHold, QuotaHold};
 /// What the relay needs to know about the request, owned (the stream outlives the handler).
 #[derive(Debug, Clone)]
 pub struct RelayInfo {
+    pub api: crate::codec::Api,
+    pub model: crate::config::ModelIx,
+    pub profile_arn: Option<String>,
+    pub tags: Vec<(String, String)>,
     pub id: String,
     pub source: RegionIx,
     pub served_in: RegionIx,
@@ -51,6 +56,10 @@ impl RelayInfo {
         ttft: Duration,
     ) -> Self {
         RelayInfo {
+            api: ctx.api,
+            model: target.model,
+            profile_arn: ctx.profile_arn.clone(),
+            tags: ctx.tags.clone(),
             id: ctx.id.clone(),
             source: ctx.source,
             served_in: ctx.served_in.unwrap_or(ctx.source),
@@ -72,7 +81,8 @@ pub struct Relay {
     state: Arc<AppState>,
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
     pending: Option<Bytes>,
-    decoder: SseDecoder,
+    decoder: UpstreamDecoder,
+    encoder: ClientEncoder,
     hold: Option<AttemptHold>,
     quota: QuotaHold,
     info: RelayInfo,
@@ -91,12 +101,15 @@ impl Relay {
         hold: AttemptHold,
         quota: QuotaHold,
         info: RelayInfo,
+        decoder: UpstreamDecoder,
     ) -> Relay {
+        let encoder = ClientEncoder::new(info.api, info.wants_usage);
         Relay {
             state,
             upstream,
             pending: Some(first),
-            decoder: SseDecoder::new(),
+            decoder,
+            encoder,
             hold: Some(hold),
             quota,
             info,
@@ -106,6 +119,11 @@ impl Relay {
             first_token_at: None,
             done: false,
         }
+    }
+
+    /// The `content-type` of the client's stream.
+    pub fn content_type(&self) -> &'static str {
+        self.encoder.content_type()
     }
 
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
@@ -163,18 +181,21 @@ impl Relay {
             if self.done {
                 break;
             }
-            if ev.data == sse::DONE {
-                out.extend_from_slice(&sse::encode_data(sse::DONE));
-                self.finish_ok();
-                continue;
-            }
-            match serde_json::from_str::<ChatChunk>(&ev.data) {
-                Ok(chunk) => {
+            match ev {
+                UpstreamEvent::Done => {
+                    self.finish_ok();
+                    let latency = self.info.request_started.elapsed().as_millis() as u64;
+                    self.encoder.done(latency, &mut out);
+                }
+                UpstreamEvent::Error(detail) => {
+                    // The upstream reported an error inside the stream: end with an error.
+                    tracing::warn!(request_id = %self.info.id, detail = %detail, "upstream error inside a stream");
+                    self.finish_failed(FailureKind::ServerError);
+                    out.extend_from_slice(&self.encoder.error("The model stopped with an error. The response is incomplete; retry the request."));
+                }
+                UpstreamEvent::Chunk(chunk, raw) => {
                     if let Some(u) = chunk.usage {
                         self.usage = Some(u);
-                        if chunk.choices.is_empty() && !self.info.wants_usage {
-                            continue;
-                        }
                     }
                     let has_text = chunk
                         .choices
@@ -185,24 +206,25 @@ impl Relay {
                         self.first_token_at.get_or_insert(now);
                         self.last_token_at = Some(now);
                         self.output_tokens += 1;
-                        self.quota
-                            .set_used(self.info.prompt_tokens + self.output_tokens);
+                        let used = self.info.prompt_tokens + self.output_tokens;
+                        self.quota.set_used(used);
                         if let Some(h) = self.hold.as_mut() {
-                            h.set_used(self.info.prompt_tokens + self.output_tokens);
+                            h.set_used(used);
                         }
                     }
+                    self.encoder.chunk(&chunk, raw.as_deref(), &mut out);
                 }
-                Err(_) if ev.data.contains("\"error\"") => {
-                    // The upstream reported an error inside the stream: relay it and stop.
-                    out.extend_from_slice(&sse::encode_data(&ev.data));
-                    self.finish_failed(FailureKind::ServerError);
-                    continue;
-                }
-                Err(_) => {}
             }
-            out.extend_from_slice(&sse::encode_data(&ev.data));
         }
         out.freeze()
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage.unwrap_or(Usage {
+            prompt_tokens: self.info.prompt_tokens,
+            completion_tokens: self.output_tokens,
+            total_tokens: self.info.prompt_tokens + self.output_tokens,
+        })
     }
 
     fn tokens(&self) -> u64 {
@@ -228,7 +250,7 @@ impl Relay {
                 tokens,
             });
         }
-        record_served(&self.state, &self.info, "ok", tokens);
+        record_served(&self.state, &self.info, "ok", &self.usage());
     }
 
     fn finish_failed(&mut self, kind: FailureKind) {
@@ -237,18 +259,15 @@ impl Relay {
         if let Some(h) = self.hold.take() {
             h.finish(Outcome::Failure(kind));
         }
-        record_served(&self.state, &self.info, "broken", self.tokens());
+        record_served(&self.state, &self.info, "broken", &self.usage());
     }
 
-    /// The upstream failed after the client got bytes: end with an OpenAI error event.
+    /// The upstream failed after the client got bytes: end with an error in the client's shape.
     fn finish_broken(&mut self, kind: FailureKind, message: &str) -> Bytes {
         self.finish_failed(kind);
-        let body = OpenAiErrorBody::new(
-            format!("{message} The response is incomplete; retry the request."),
-            "server_error",
-            Some("upstream_stream_error"),
-        );
-        sse::encode_data(&body.to_json())
+        self.encoder.error(&format!(
+            "{message} The response is incomplete; retry the request."
+        ))
     }
 }
 
@@ -257,7 +276,7 @@ impl Drop for Relay {
         if !self.done {
             // The client went away mid-stream: the hold releases as cancelled, the quota settles
             // to the tokens seen so far.
-            record_served(&self.state, &self.info, "cancelled", self.tokens());
+            record_served(&self.state, &self.info, "cancelled", &self.usage());
         }
     }
 }

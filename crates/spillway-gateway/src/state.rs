@@ -24,6 +24,11 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub targets: Vec<UpstreamTarget>,
     pub metrics: Metrics,
+    pub audit: crate::audit::AuditLog,
+    /// Application inference profiles (the memory state backend keeps them here).
+    pub app_profiles: crate::app_profiles::AppProfiles,
+    /// Wall-clock start (system profiles' `createdAt`).
+    pub started_at: std::time::SystemTime,
     epoch: Instant,
     router: Mutex<RouterCell>,
     quotas: Mutex<HashMap<QuotaKey, QuotaBucket>>,
@@ -71,6 +76,9 @@ impl AppState {
             }),
             quotas: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            audit: crate::audit::AuditLog::start(&cfg.audit),
+            app_profiles: crate::app_profiles::AppProfiles::default(),
+            started_at: std::time::SystemTime::now(),
             cfg,
             http,
             targets,

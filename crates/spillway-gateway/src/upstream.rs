@@ -1,20 +1,67 @@
 //! Upstream clients: where each deployment's requests go, how they are authenticated, and the
 //! one place where an upstream answer is classified as success, retryable or not.
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
 use spillway_core::FailureKind;
 
+use spillway_proto::ChatRequest;
+
+use crate::bedrock_sign::AwsCredentials;
 use crate::config::{Config, Upstream, UpstreamAuth};
 
 /// Where one deployment's chat completions go.
 #[derive(Debug, Clone)]
 pub struct UpstreamTarget {
+    /// `…/chat/completions` for OpenAI-compatible upstreams; the runtime base URL for Bedrock.
     pub url: String,
     /// The model name the upstream knows.
     pub model: String,
     auth: Option<(HeaderName, HeaderValue)>,
+    pub protocol: Protocol,
+}
+
+/// The wire an upstream speaks.
+#[derive(Debug, Clone)]
+pub enum Protocol {
+    /// OpenAI chat completions (and SSE).
+    OpenAi,
+    /// Bedrock Converse / ConverseStream, SigV4-signed.
+    Bedrock {
+        signing_region: String,
+        credentials: AwsCredentials,
+    },
+}
+
+impl UpstreamTarget {
+    /// The URL and body of one attempt for `req` (the canonical request; its `model` is replaced
+    /// by the upstream's own name).
+    pub fn request(&self, req: &ChatRequest) -> Result<(String, Bytes), String> {
+        match &self.protocol {
+            Protocol::OpenAi => {
+                let mut req = req.clone();
+                req.model = self.model.clone();
+                let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+                Ok((self.url.clone(), Bytes::from(body)))
+            }
+            Protocol::Bedrock { .. } => {
+                let (converse, stream) =
+                    spillway_proto::bedrock::chat_to_converse(req).map_err(|e| e.to_string())?;
+                let body = serde_json::to_vec(&converse).map_err(|e| e.to_string())?;
+                let op = if stream {
+                    "converse-stream"
+                } else {
+                    "converse"
+                };
+                let id = percent_encoding::utf8_percent_encode(
+                    &self.model,
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
+                Ok((format!("{}/model/{id}/{op}", self.url), Bytes::from(body)))
+            }
+        }
+    }
 }
 
 impl UpstreamTarget {
@@ -34,10 +81,12 @@ impl UpstreamTarget {
                         auth,
                     } => {
                         let auth = api_key.as_ref().and_then(|k| match auth {
-                            UpstreamAuth::Bearer => HeaderValue::from_str(&format!("Bearer {k}"))
-                                .ok()
-                                .map(|v| (axum::http::header::AUTHORIZATION, v)),
-                            UpstreamAuth::ApiKeyHeader => HeaderValue::from_str(k)
+                            UpstreamAuth::Bearer => {
+                                HeaderValue::from_str(&format!("Bearer {}", k.expose()))
+                                    .ok()
+                                    .map(|v| (axum::http::header::AUTHORIZATION, v))
+                            }
+                            UpstreamAuth::ApiKeyHeader => HeaderValue::from_str(k.expose())
                                 .ok()
                                 .map(|v| (HeaderName::from_static("api-key"), v)),
                         });
@@ -49,8 +98,33 @@ impl UpstreamTarget {
                             url: format!("{base_url}/chat/completions"),
                             model: model.clone(),
                             auth,
+                            protocol: Protocol::OpenAi,
                         }
                     }
+                    Upstream::Bedrock {
+                        base_url,
+                        model,
+                        signing_region,
+                        credentials,
+                    } => UpstreamTarget {
+                        url: base_url.clone(),
+                        model: model.clone(),
+                        auth: None,
+                        protocol: Protocol::Bedrock {
+                            signing_region: signing_region.clone(),
+                            credentials: AwsCredentials {
+                                access_key_id: credentials.access_key_id.clone(),
+                                secret_access_key: credentials
+                                    .secret_access_key
+                                    .expose()
+                                    .to_string(),
+                                session_token: credentials
+                                    .session_token
+                                    .as_ref()
+                                    .map(|t| t.expose().to_string()),
+                            },
+                        },
+                    },
                     Upstream::Sim { base_url, .. } => {
                         let base = base_url
                             .clone()
@@ -60,6 +134,7 @@ impl UpstreamTarget {
                             url: format!("{base}/chat/completions"),
                             model: model_id,
                             auth: None,
+                            protocol: Protocol::OpenAi,
                         }
                     }
                 }
@@ -81,19 +156,39 @@ pub struct UpstreamFailure {
 pub async fn send(
     http: &reqwest::Client,
     target: &UpstreamTarget,
+    url: String,
     body: Bytes,
     request_id: &str,
-    first_byte_timeout: Duration,
+    header_timeout: Duration,
 ) -> Result<reqwest::Response, UpstreamFailure> {
     let mut req = http
-        .post(&target.url)
+        .post(url)
         .header(axum::http::header::CONTENT_TYPE, "application/json")
         .header("x-spillway-request-id", request_id)
         .body(body);
     if let Some((name, value)) = &target.auth {
         req = req.header(name, value);
     }
-    let resp = match tokio::time::timeout(first_byte_timeout, req.send()).await {
+    let mut req = match req.build() {
+        Ok(r) => r,
+        Err(_) => return Err(failure(FailureKind::ClientError, None)),
+    };
+    if let Protocol::Bedrock {
+        signing_region,
+        credentials,
+    } = &target.protocol
+        && let Err(e) = crate::bedrock_sign::sign_request(
+            &mut req,
+            credentials,
+            signing_region,
+            "bedrock",
+            SystemTime::now(),
+        )
+    {
+        tracing::error!(error = %e, "cannot sign the Bedrock upstream request");
+        return Err(failure(FailureKind::ServerError, None));
+    }
+    let resp = match tokio::time::timeout(header_timeout, http.execute(req)).await {
         Err(_) => return Err(failure(FailureKind::Timeout, None)),
         Ok(Err(e)) => return Err(failure(classify_transport(&e), None)),
         Ok(Ok(r)) => r,
@@ -104,7 +199,7 @@ pub async fn send(
     }
     let kind = classify_status(status, resp.headers());
     // Keep a bounded amount of the error body: enough to relay a 4xx, never a whole stream.
-    let body = match tokio::time::timeout(first_byte_timeout, resp.bytes()).await {
+    let body = match tokio::time::timeout(header_timeout, resp.bytes()).await {
         Ok(Ok(b)) if b.len() <= 64 * 1024 => b,
         _ => Bytes::new(),
     };

@@ -1,5 +1,8 @@
 //! Spillway's wire formats.
 //!
+//! * [`bedrock`]: Amazon Bedrock's Converse / ConverseStream and InvokeModel(WithResponseStream)
+//!   shapes, the `application/vnd.amazon.eventstream` codec, model-id / ARN parsing, and the
+//!   conversion between Converse and the canonical OpenAI model, both ways.
 //! * [`openai`]: the OpenAI chat-completions request, response and stream-chunk shapes. Unknown
 //!   fields are kept (`extra`) so that a request relayed to an OpenAI-compatible upstream loses
 //!   nothing the client sent.
@@ -10,6 +13,7 @@
 //!   reports as its exact usage, so that both sides count the same way.
 #![forbid(unsafe_code)]
 
+pub mod bedrock;
 pub mod error;
 pub mod openai;
 pub mod sse;

@@ -14,10 +14,11 @@ use spillway_core::{Candidate, DeploymentIx, QuotaLimits, RegionIx, RouterConfig
 pub mod embedded;
 mod profiles;
 pub mod raw;
+mod tenants;
 mod upstreams;
 mod validate;
 
-pub use validate::{DEMO_API_KEY, from_raw, sha256};
+pub use validate::{DEMO_ACCESS_KEY_ID, DEMO_API_KEY, from_raw, sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -32,6 +33,22 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+}
+
+/// A secret (upstream API key, SigV4 secret access key) whose `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 pub type ModelIx = usize;
@@ -57,14 +74,29 @@ pub enum Upstream {
     OpenAi {
         base_url: String,
         model: String,
-        api_key: Option<String>,
+        api_key: Option<Secret>,
         auth: UpstreamAuth,
+    },
+    /// A regional Bedrock runtime endpoint, SigV4-signed.
+    Bedrock {
+        base_url: String,
+        model: String,
+        signing_region: String,
+        credentials: BedrockCredentials,
     },
     /// A simulator: external (`base_url`) or run in-process by the gateway (`base_url` None).
     Sim {
         base_url: Option<String>,
         sim: spillway_sim::SimConfig,
     },
+}
+
+/// SigV4 credentials for a Bedrock upstream, read from the environment at load.
+#[derive(Debug, Clone)]
+pub struct BedrockCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +135,22 @@ pub struct Tenant {
     pub denied_regions: Vec<RegionIx>,
     /// (model, source region) → in-region limits. Absent: no limit.
     pub quotas: HashMap<(ModelIx, RegionIx), QuotaLimits>,
+    /// The 12-digit account id in this tenant's ARNs.
+    pub account_id: String,
+}
+
+/// A model's price in a region, per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    Off,
+    Stdout,
+    File(std::path::PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -141,10 +189,14 @@ pub struct Config {
     pub profiles: Vec<Profile>,
     pub tenants: Vec<Tenant>,
     pub listeners: Vec<Listener>,
+    pub prices: HashMap<(ModelIx, RegionIx), Price>,
+    pub audit: AuditSink,
     pub(crate) model_by_id: HashMap<String, ModelIx>,
     pub(crate) profile_by_id: HashMap<String, ProfileIx>,
     pub(crate) deployment_by: HashMap<(ModelIx, RegionIx), DeploymentIx>,
     pub(crate) tenant_by_key: HashMap<[u8; 32], TenantIx>,
+    /// SigV4 access key id → (tenant, secret access key).
+    pub(crate) tenant_by_access_key: HashMap<String, (TenantIx, Secret)>,
 }
 
 impl Config {
@@ -182,9 +234,11 @@ impl Config {
             )));
         }
         let demo = sha256(DEMO_API_KEY.as_bytes());
-        if !addr.ip().is_loopback() && self.tenants.iter().any(|t| t.key_hashes.contains(&demo)) {
+        let demo_in_use = self.tenants.iter().any(|t| t.key_hashes.contains(&demo))
+            || self.tenant_by_access_key.contains_key(DEMO_ACCESS_KEY_ID);
+        if !addr.ip().is_loopback() && demo_in_use {
             return Err(err(format!(
-                "the documented demo key {DEMO_API_KEY:?} is configured, so the listener must stay on loopback, not {addr}"
+                "the documented demo key {DEMO_API_KEY:?} (or access key {DEMO_ACCESS_KEY_ID}) is configured, so the listener must stay on loopback, not {addr}"
             )));
         }
         self.listeners[0].bind = addr;
@@ -225,6 +279,16 @@ impl Config {
 
     pub fn tenant_by_key_hash(&self, hash: &[u8; 32]) -> Option<TenantIx> {
         self.tenant_by_key.get(hash).copied()
+    }
+
+    /// The tenant and secret of a SigV4 access key id.
+    pub fn access_key(&self, id: &str) -> Option<(TenantIx, &Secret)> {
+        self.tenant_by_access_key.get(id).map(|(t, s)| (*t, s))
+    }
+
+    /// The price of `model` in `region`, if configured.
+    pub fn price(&self, model: ModelIx, region: RegionIx) -> Option<Price> {
+        self.prices.get(&(model, region)).copied()
     }
 
     pub fn rtt(&self, a: RegionIx, b: RegionIx) -> Duration {

@@ -29,6 +29,29 @@ pub struct RawConfig {
     pub tenants: Vec<RawTenant>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub prices: Vec<RawPrice>,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// Where the audit log (one JSON line per request) goes.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// `"stdout"`, `"off"` (default), or a file path to append to.
+    pub sink: Option<String>,
+}
+
+/// A model's on-demand price in one region, per million tokens. Usage is billed at the source
+/// region's price, whichever region served it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub model: String,
+    pub region: String,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -103,6 +126,24 @@ pub struct RawDeployment {
 pub enum RawUpstream {
     Openai(RawOpenAiUpstream),
     Sim(RawSimUpstream),
+    Bedrock(RawBedrockUpstream),
+}
+
+/// A regional Bedrock runtime endpoint, called with SigV4.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBedrockUpstream {
+    /// Default `https://bedrock-runtime.<region>.amazonaws.com`.
+    pub base_url: Option<String>,
+    /// The model id (or ARN) Bedrock knows there (default: the model id).
+    pub model: Option<String>,
+    /// Signing region (default: the deployment's region).
+    pub region: Option<String>,
+    /// Environment variables holding the credentials (default `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+    pub access_key_id_env: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub session_token_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +197,21 @@ pub struct RawTenant {
     pub denied_regions: Vec<String>,
     #[serde(default)]
     pub quotas: Vec<RawQuota>,
+    /// SigV4 access key pairs for the Bedrock API.
+    #[serde(default)]
+    pub access_keys: Vec<RawAccessKey>,
+    /// The 12-digit account id in this tenant's ARNs (default 000000000000).
+    pub account_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessKey {
+    pub id: String,
+    /// The secret access key itself, or ...
+    pub secret: Option<String>,
+    /// ... the environment variable holding it.
+    pub secret_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use super::raw::RawUpstream;
 use super::validate::Ctx;
-use super::{ConfigError, Upstream, UpstreamAuth};
+use super::{BedrockCredentials, ConfigError, Secret, Upstream, UpstreamAuth};
 
 pub(super) fn upstream(
     cx: &Ctx<'_>,
@@ -47,8 +47,62 @@ pub(super) fn upstream(
             Ok(Upstream::OpenAi {
                 base_url: o.base_url.trim_end_matches('/').to_string(),
                 model: o.model.clone().unwrap_or_else(|| model_id.to_string()),
-                api_key,
+                api_key: api_key.map(Secret),
                 auth,
+            })
+        }
+        RawUpstream::Bedrock(b) => {
+            let base_url = b
+                .base_url
+                .clone()
+                .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
+            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                return Err(cx.err(
+                    format!("{key}.base_url"),
+                    format!("expected an http:// or https:// URL, got {base_url:?}"),
+                ));
+            }
+            let env = |k: &str,
+                       var: &Option<String>,
+                       default: &str,
+                       required: bool|
+             -> Result<Option<String>, ConfigError> {
+                let name = var.as_deref().unwrap_or(default);
+                match std::env::var(name).ok().filter(|v| !v.is_empty()) {
+                    Some(v) => Ok(Some(v)),
+                    None if required => Err(cx.err(format!("{key}.{k}"), format!("environment variable {name} (the Bedrock upstream's credentials) is not set or empty"))),
+                    None => Ok(None),
+                }
+            };
+            let access_key_id = env(
+                "access_key_id_env",
+                &b.access_key_id_env,
+                "AWS_ACCESS_KEY_ID",
+                true,
+            )?
+            .unwrap_or_default();
+            let secret = env(
+                "secret_access_key_env",
+                &b.secret_access_key_env,
+                "AWS_SECRET_ACCESS_KEY",
+                true,
+            )?
+            .unwrap_or_default();
+            let token = env(
+                "session_token_env",
+                &b.session_token_env,
+                "AWS_SESSION_TOKEN",
+                false,
+            )?;
+            Ok(Upstream::Bedrock {
+                base_url: base_url.trim_end_matches('/').to_string(),
+                model: b.model.clone().unwrap_or_else(|| model_id.to_string()),
+                signing_region: b.region.clone().unwrap_or_else(|| region.to_string()),
+                credentials: BedrockCredentials {
+                    access_key_id,
+                    secret_access_key: Secret(secret),
+                    session_token: token.map(Secret),
+                },
             })
         }
         RawUpstream::Sim(s) => {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use spillway_core::{
-    AimdConfig, DeploymentIx, HealthConfig, QuotaLimits, RegionIx, RetryBudgetConfig, RouterConfig,
+    AimdConfig, DeploymentIx, HealthConfig, RegionIx, RetryBudgetConfig, RouterConfig,
 };
 
 use super::raw::*;
@@ -12,6 +12,9 @@ use super::*;
 
 /// The documented key of the embedded default's demo tenant; refused on non-loopback listeners.
 pub const DEMO_API_KEY: &str = "spillway-demo-key";
+/// The documented SigV4 access key id of the embedded default's demo tenant; refused on
+/// non-loopback listeners too.
+pub const DEMO_ACCESS_KEY_ID: &str = "AKIASPILLWAYDEMO0001";
 
 pub(super) struct Ctx<'a> {
     file: &'a str,
@@ -207,106 +210,27 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         profile_by_id.insert(p.id.clone(), i);
     }
 
-    // Tenants.
-    let mut tenants = Vec::new();
-    let mut tenant_by_key = HashMap::new();
-    let demo_hash = sha256(DEMO_API_KEY.as_bytes());
-    let mut demo_key_in_use = false;
-    for (i, t) in raw.tenants.iter().enumerate() {
-        let key = format!("tenants[{i}]");
-        if t.name.is_empty() || tenants.iter().any(|x: &Tenant| x.name == t.name) {
-            return Err(cx.err(
-                format!("{key}.name"),
-                format!("expected a unique, non-empty tenant name, got {:?}", t.name),
-            ));
-        }
-        if t.api_keys.is_empty() {
-            return Err(cx.err(
-                format!("{key}.api_keys"),
-                "expected at least one key ({ sha256 = \"<hex>\" } or { env = \"VAR\" })",
-            ));
-        }
-        let mut key_hashes = Vec::new();
-        for (j, k) in t.api_keys.iter().enumerate() {
-            let kkey = format!("{key}.api_keys[{j}]");
-            let hash = match k {
-                RawApiKey::Sha256(hex_str) => {
-                    let bytes = hex::decode(hex_str)
-                        .ok()
-                        .filter(|b| b.len() == 32)
-                        .ok_or_else(|| {
-                            cx.err(
-                                format!("{kkey}.sha256"),
-                                "expected 64 hex digits (the SHA-256 of the key)",
-                            )
-                        })?;
-                    let mut h = [0u8; 32];
-                    h.copy_from_slice(&bytes);
-                    h
-                }
-                RawApiKey::Env(var) => {
-                    let v = std::env::var(var)
-                        .ok()
-                        .filter(|v| !v.is_empty())
-                        .ok_or_else(|| {
-                            cx.err(
-                                format!("{kkey}.env"),
-                                format!("environment variable {var} is not set or empty"),
-                            )
-                        })?;
-                    sha256(v.as_bytes())
-                }
-            };
-            demo_key_in_use |= hash == demo_hash;
-            if tenant_by_key.insert(hash, tenants.len()).is_some() {
-                return Err(cx.err(
-                    kkey,
-                    "this key is already given to another tenant (or twice)",
-                ));
-            }
-            key_hashes.push(hash);
-        }
-        let multiplier = t.cross_region_multiplier.unwrap_or(2.0);
-        if !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier)) {
-            return Err(cx.err(
-                format!("{key}.cross_region_multiplier"),
-                format!("expected a factor between 1.0 and 100, got {multiplier}"),
-            ));
-        }
-        let mut denied_regions = Vec::new();
-        for (j, r) in t.denied_regions.iter().enumerate() {
-            denied_regions.push(region_ix(&format!("{key}.denied_regions[{j}]"), r)?);
-        }
-        let mut quotas = HashMap::new();
-        for (j, q) in t.quotas.iter().enumerate() {
-            let qkey = format!("{key}.quotas[{j}]");
-            let model = model_ix(&format!("{qkey}.model"), &q.model)?;
-            if q.rpm == Some(0) || q.tpm == Some(0) {
-                return Err(cx.err(qkey, "expected positive rpm/tpm (omit a key for no limit)"));
-            }
-            let limits = QuotaLimits {
-                rpm: q.rpm,
-                tpm: q.tpm,
-            };
-            let sources: Vec<RegionIx> = match &q.region {
-                Some(r) => vec![region_ix(&format!("{qkey}.region"), r)?],
-                None => (0..regions.len()).map(|i| RegionIx(i as u16)).collect(),
-            };
-            for s in sources {
-                // A region-specific entry wins over an all-regions one, whatever the order.
-                if q.region.is_some() || !quotas.contains_key(&(model, s)) {
-                    quotas.insert((model, s), limits);
-                }
-            }
-        }
-        tenants.push(Tenant {
-            name: t.name.clone(),
-            key_hashes,
-            cross_region_multiplier: multiplier,
-            denied_regions,
-            quotas,
-        });
-    }
+    let region_lookup = |key: &str, name: &str| region_ix(key, name);
+    let model_lookup = |key: &str, id: &str| model_ix(key, id);
+    let tenants::Tenants {
+        tenants,
+        tenant_by_key,
+        tenant_by_access_key,
+        demo_key_in_use,
+    } = tenants::validate(
+        &cx,
+        &raw.tenants,
+        regions.len(),
+        &region_lookup,
+        &model_lookup,
+    )?;
+    let prices = tenants::prices(&cx, &raw.prices, &region_lookup, &model_lookup)?;
+    let audit = match raw.audit.sink.as_deref() {
+        None | Some("off") => AuditSink::Off,
+        Some("stdout") => AuditSink::Stdout,
+        Some("") => return Err(cx.err("audit.sink", "expected \"stdout\", \"off\" or a file path")),
+        Some(path) => AuditSink::File(path.into()),
+    };
 
     // Listeners.
     if raw.listeners.is_empty() {
@@ -334,7 +258,7 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             ));
         }
         if demo_key_in_use && !bind.ip().is_loopback() {
-            return Err(cx.err(format!("{key}.bind"), format!("the documented demo key {DEMO_API_KEY:?} is configured, so every listener must be on loopback; remove that key to listen on {bind}")));
+            return Err(cx.err(format!("{key}.bind"), format!("the documented demo key {DEMO_API_KEY:?} (or access key {DEMO_ACCESS_KEY_ID}) is configured, so every listener must be on loopback; remove that key to listen on {bind}")));
         }
         let region = region_ix(&format!("{key}.region"), &l.region)?;
         listeners.push(Listener { bind, region });
@@ -432,10 +356,13 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         profiles,
         tenants,
         listeners,
+        prices,
+        audit,
         model_by_id,
         profile_by_id,
         deployment_by,
         tenant_by_key,
+        tenant_by_access_key,
     })
 }
 

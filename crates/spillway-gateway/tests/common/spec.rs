@@ -17,6 +17,13 @@ pub enum Upstream {
     Sim,
     /// An OpenAI-compatible server at this base URL (`.../v1`).
     OpenAi(String),
+    /// A regional Bedrock runtime at `base_url`, with SigV4 credentials read from these
+    /// environment variables.
+    Bedrock {
+        base_url: String,
+        access_key_id_env: String,
+        secret_access_key_env: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +50,19 @@ pub struct Tenant {
     pub multiplier: Option<f64>,
     pub denied: Vec<String>,
     pub quotas: Vec<Quota>,
+    /// SigV4 access key pairs (id, secret) for the Bedrock API.
+    pub access_keys: Vec<(String, String)>,
+    /// The 12-digit account id of the tenant's ARNs.
+    pub account_id: Option<String>,
+}
+
+/// A model's price in one region, per million tokens.
+#[derive(Debug, Clone)]
+pub struct Price {
+    pub model: String,
+    pub region: String,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
 }
 
 impl Tenant {
@@ -53,7 +73,20 @@ impl Tenant {
             multiplier: None,
             denied: Vec::new(),
             quotas: Vec::new(),
+            access_keys: Vec::new(),
+            account_id: None,
         }
+    }
+
+    /// Adds a SigV4 access key pair.
+    pub fn access_key(mut self, id: &str, secret: &str) -> Tenant {
+        self.access_keys.push((id.into(), secret.into()));
+        self
+    }
+
+    pub fn account(mut self, account_id: &str) -> Tenant {
+        self.account_id = Some(account_id.into());
+        self
     }
 
     pub fn quota(mut self, model: &str, rpm: Option<u64>, tpm: Option<u64>) -> Tenant {
@@ -76,6 +109,9 @@ pub struct Spec {
     pub tenants: Vec<Tenant>,
     pub routing: Vec<(String, String)>,
     pub max_body_bytes: Option<usize>,
+    pub prices: Vec<Price>,
+    /// `[audit] sink` (`"stdout"`, `"off"` or a file path); absent = not written.
+    pub audit: Option<String>,
 }
 
 impl Spec {
@@ -91,6 +127,8 @@ impl Spec {
             tenants: vec![Tenant::new("acme", KEY)],
             routing: Vec::new(),
             max_body_bytes: None,
+            prices: Vec::new(),
+            audit: None,
         };
         s.add_model(M, false, None);
         s
@@ -121,6 +159,16 @@ impl Spec {
             .iter_mut()
             .find(|d| d.model == model && d.region == region)
             .expect("no such deployment in the spec")
+    }
+
+    /// Sets the price of `model` in `region`, per million tokens.
+    pub fn price(&mut self, model: &str, region: &str, input_per_mtok: f64, output_per_mtok: f64) {
+        self.prices.push(Price {
+            model: model.into(),
+            region: region.into(),
+            input_per_mtok,
+            output_per_mtok,
+        });
     }
 
     pub fn routing(mut self, key: &str, value: &str) -> Spec {
@@ -213,6 +261,16 @@ impl Spec {
                 Upstream::OpenAi(url) => {
                     writeln!(t, "upstream = {{ kind = \"openai\", base_url = {url:?} }}")
                 }
+                Upstream::Bedrock {
+                    base_url,
+                    access_key_id_env,
+                    secret_access_key_env,
+                } => writeln!(
+                    t,
+                    "upstream = {{ kind = \"bedrock\", base_url = {base_url:?}, \
+                     access_key_id_env = {access_key_id_env:?}, \
+                     secret_access_key_env = {secret_access_key_env:?} }}"
+                ),
             };
         }
         for tn in &self.tenants {
@@ -227,6 +285,17 @@ impl Spec {
             );
             if let Some(m) = tn.multiplier {
                 let _ = writeln!(t, "cross_region_multiplier = {m:?}");
+            }
+            if !tn.access_keys.is_empty() {
+                let keys: Vec<String> = tn
+                    .access_keys
+                    .iter()
+                    .map(|(id, secret)| format!("{{ id = {id:?}, secret = {secret:?} }}"))
+                    .collect();
+                let _ = writeln!(t, "access_keys = [{}]", keys.join(", "));
+            }
+            if let Some(a) = &tn.account_id {
+                let _ = writeln!(t, "account_id = {a:?}");
             }
             for q in &tn.quotas {
                 let _ = writeln!(t, "\n[[tenants.quotas]]\nmodel = {:?}", q.model);
@@ -243,6 +312,16 @@ impl Spec {
                 t,
                 "\n[[listeners]]\nbind = \"127.0.0.1:0\"\nregion = {name:?}"
             );
+        }
+        for p in &self.prices {
+            let _ = writeln!(
+                t,
+                "\n[[prices]]\nmodel = {:?}\nregion = {:?}\ninput_per_mtok = {:?}\noutput_per_mtok = {:?}",
+                p.model, p.region, p.input_per_mtok, p.output_per_mtok
+            );
+        }
+        if let Some(sink) = &self.audit {
+            let _ = writeln!(t, "\n[audit]\nsink = {sink:?}");
         }
         t
     }

@@ -1,0 +1,328 @@
+//! The Bedrock runtime API on every listener: `POST /model/{modelId}/converse`,
+//! `/converse-stream`, `/invoke` and `/invoke-with-response-stream`, for the unchanged AWS SDKs.
+//!
+//! The edge phases are Bedrock's own (SigV4 or Bedrock API key, `modelId` as a model id, a
+//! profile id or an ARN, Converse bodies translated to the canonical request); from quota on,
+//! the request goes through the same [`pipeline::serve`] as an OpenAI one, and the answer and
+//! every error come back in Bedrock's shape.
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use bytes::Bytes;
+use spillway_proto::ChatRequest;
+use spillway_proto::bedrock::{ConverseRequest, ModelRef, converse_to_chat, parse_model_ref};
+
+use crate::app_profiles::CopySource;
+use crate::codec::Api;
+use crate::config::TenantIx;
+use crate::error::EdgeError;
+use crate::pipeline::{self, RequestCtx};
+use crate::resolve::{Target, resolve};
+use crate::state::AppState;
+use spillway_core::RegionIx;
+
+/// Which runtime operation a route is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Converse,
+    ConverseStream,
+    Invoke,
+    InvokeStream,
+}
+
+impl Operation {
+    fn api(self) -> Api {
+        match self {
+            Operation::Converse | Operation::ConverseStream => Api::Converse,
+            Operation::Invoke | Operation::InvokeStream => Api::Invoke,
+        }
+    }
+    fn stream(self) -> bool {
+        matches!(self, Operation::ConverseStream | Operation::InvokeStream)
+    }
+}
+
+/// One request from the incoming HTTP exchange, as the handlers get it.
+pub struct Incoming {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+}
+
+/// `POST /model/{modelId}/<operation>` on the listener of region `source`.
+pub async fn runtime(
+    state: Arc<AppState>,
+    source: RegionIx,
+    op: Operation,
+    model_id: String,
+    inc: Incoming,
+) -> Response {
+    let mut ctx = RequestCtx::new(source, &inc.headers, op.api());
+    let result = run(&state, &mut ctx, op, &model_id, &inc).await;
+    pipeline::finish(&state, &ctx, result)
+}
+
+async fn run(
+    state: &Arc<AppState>,
+    ctx: &mut RequestCtx,
+    op: Operation,
+    model_id: &str,
+    inc: &Incoming,
+) -> Result<Response, EdgeError> {
+    let cfg = state.cfg.clone();
+    // Phase 1: authenticate (SigV4 over the exact bytes received, or a Bedrock API key).
+    let body = read_body(state, &inc.body)?;
+    let tenant = authenticate(state, ctx.source, inc, &body)?;
+    ctx.tenant = Some(tenant);
+
+    // Phase 2: parse and normalise into the canonical request.
+    ctx.model_name = percent_encoding::percent_decode_str(model_id)
+        .decode_utf8_lossy()
+        .into_owned();
+    require_json(&inc.headers)?;
+    let req: ChatRequest = match op {
+        Operation::Converse | Operation::ConverseStream => {
+            let conv: ConverseRequest = serde_json::from_slice(&body)
+                .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))?;
+            converse_to_chat(&ctx.model_name, &conv, op.stream())
+                .map_err(|e| EdgeError::BadRequest(e.to_string()))?
+        }
+        Operation::Invoke | Operation::InvokeStream => {
+            invoke_body(&ctx.model_name, &body, op.stream())?
+        }
+    };
+    if req.messages.is_empty() {
+        return Err(EdgeError::BadRequest(
+            "The request must contain at least one message.".into(),
+        ));
+    }
+    if req.output_cap() == Some(0) {
+        return Err(EdgeError::BadRequest(
+            "maxTokens must be at least 1.".into(),
+        ));
+    }
+
+    // Phase 3: resolve the model id, profile id or ARN.
+    let target = resolve_ref(state, ctx, tenant, model_id)?;
+    let _ = &cfg;
+    pipeline::serve(state, ctx, tenant, target, req).await
+}
+
+pub(crate) fn read_body(
+    state: &AppState,
+    body: &Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, EdgeError> {
+    match body {
+        Ok(b) => Ok(b.clone()),
+        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(EdgeError::PayloadTooLarge(state.cfg.max_body_bytes))
+        }
+        Err(rej) => Err(EdgeError::BadRequest(format!(
+            "Could not read the request body: {}",
+            rej.body_text()
+        ))),
+    }
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), EdgeError> {
+    match headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        None => Ok(()),
+        Some(ct)
+            if ct
+                .trim()
+                .to_ascii_lowercase()
+                .starts_with("application/json") =>
+        {
+            Ok(())
+        }
+        Some(ct) => Err(EdgeError::BadRequest(format!(
+            "Unsupported content type {ct:?}; expected application/json."
+        ))),
+    }
+}
+
+/// InvokeModel bodies are OpenAI chat requests here (the model comes from the path).
+fn invoke_body(model: &str, body: &[u8], stream: bool) -> Result<ChatRequest, EdgeError> {
+    let mut v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(EdgeError::BadRequest(
+            "Malformed input request: expected a JSON object.".into(),
+        ));
+    };
+    obj.insert("model".into(), serde_json::Value::String(model.to_string()));
+    obj.insert("stream".into(), serde_json::Value::Bool(stream));
+    serde_json::from_value(v)
+        .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))
+}
+
+/// SigV4 (`AWS4-HMAC-SHA256`, scoped to this listener's region and the `bedrock` signing name)
+/// or a Bedrock API key (`Authorization: Bearer`).
+pub(crate) fn authenticate(
+    state: &AppState,
+    source: RegionIx,
+    inc: &Incoming,
+    body: &[u8],
+) -> Result<TenantIx, EdgeError> {
+    let cfg = &state.cfg;
+    let auth = inc
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if auth.starts_with("AWS4-HMAC-SHA256") {
+        let verified = crate::sigv4::verify(
+            &inc.method,
+            &inc.uri,
+            &inc.headers,
+            body,
+            SystemTime::now(),
+            cfg.region_name(source),
+            "bedrock",
+            |id| {
+                cfg.access_key(id)
+                    .map(|(_, secret)| secret.expose().to_string())
+            },
+        )
+        .map_err(|e| EdgeError::AwsAuth {
+            error_type: e.error_type(),
+            message: e.to_string(),
+        })?;
+        return cfg
+            .access_key(&verified.access_key_id)
+            .map(|(t, _)| t)
+            .ok_or(EdgeError::AwsAuth {
+                error_type: "UnrecognizedClientException",
+                message: "The security token included in the request is invalid.".into(),
+            });
+    }
+    if auth.is_empty() {
+        return Err(EdgeError::AwsAuth {
+            error_type: "MissingAuthenticationTokenException",
+            message: "Missing Authentication Token".into(),
+        });
+    }
+    pipeline::authenticate(state, &inc.headers).map_err(|_| EdgeError::AwsAuth {
+        error_type: "UnrecognizedClientException",
+        message: "The security token included in the request is invalid.".into(),
+    })
+}
+
+/// `modelId` → the target, recording the profile ARN and tags for the audit record.
+fn resolve_ref(
+    state: &AppState,
+    ctx: &mut RequestCtx,
+    tenant: TenantIx,
+    raw: &str,
+) -> Result<Target, EdgeError> {
+    let cfg = &state.cfg;
+    let src = cfg.region_name(ctx.source).to_string();
+    let account = &cfg.tenants[tenant].account_id;
+    let wrong_region = |region: &str| {
+        EdgeError::BadRequest(format!(
+            "The ARN names region {region}, but this endpoint is {src}; call the endpoint of {region} or use an ARN of {src}."
+        ))
+    };
+    match parse_model_ref(raw).map_err(|e| EdgeError::BadRequest(e.to_string()))? {
+        ModelRef::Id(id) => {
+            let target = resolve(cfg, ctx.source, &id)?;
+            if target.profile.is_some() {
+                ctx.profile_arn = Some(format!(
+                    "arn:aws:bedrock:{src}:{account}:inference-profile/{id}"
+                ));
+            }
+            Ok(target)
+        }
+        ModelRef::FoundationModelArn { region, model_id } => {
+            if region != src {
+                return Err(wrong_region(&region));
+            }
+            if cfg.profile_ix(&model_id).is_some() {
+                return Err(EdgeError::BadRequest(format!(
+                    "{model_id} is an inference profile, not a foundation model."
+                )));
+            }
+            resolve(cfg, ctx.source, &model_id)
+        }
+        ModelRef::InferenceProfileArn {
+            region,
+            account: arn_account,
+            profile_id,
+        } => {
+            if region != src {
+                return Err(wrong_region(&region));
+            }
+            if &arn_account != account {
+                return Err(EdgeError::Forbidden(format!(
+                    "You are not authorized to use inference profiles of account {arn_account}."
+                )));
+            }
+            if cfg.profile_ix(&profile_id).is_none() {
+                return Err(EdgeError::ModelNotFound(profile_id));
+            }
+            ctx.profile_arn = Some(format!(
+                "arn:aws:bedrock:{src}:{account}:inference-profile/{profile_id}"
+            ));
+            resolve(cfg, ctx.source, &profile_id)
+        }
+        ModelRef::ApplicationProfileArn {
+            region,
+            account: _,
+            id,
+        } => {
+            let Some(app) = state.app_profiles.get(tenant, &id) else {
+                return Err(EdgeError::NotFound(format!(
+                    "The application inference profile {id} does not exist."
+                )));
+            };
+            if region != src || app.region != ctx.source {
+                return Err(wrong_region(&region));
+            }
+            ctx.profile_arn = Some(app.arn.clone());
+            ctx.tags = app.tags.clone();
+            match app.source {
+                CopySource::Model { model, region } => {
+                    if cfg.deployment(model, region).is_none() {
+                        return Err(EdgeError::Unavailable(format!(
+                            "{} is no longer served in {}.",
+                            cfg.models[model].id,
+                            cfg.region_name(region)
+                        )));
+                    }
+                    Ok(Target {
+                        model,
+                        profile: None,
+                        destinations: vec![region],
+                        cross_region: false,
+                    })
+                }
+                CopySource::Profile(p) => {
+                    let profile = &cfg.profiles[p];
+                    let destinations =
+                        profile
+                            .destinations
+                            .get(&ctx.source)
+                            .cloned()
+                            .ok_or_else(|| {
+                                EdgeError::NotCallableHere(format!(
+                                    "The inference profile {} cannot be called from region {src}.",
+                                    profile.id
+                                ))
+                            })?;
+                    Ok(Target {
+                        model: profile.model,
+                        profile: Some(p),
+                        destinations,
+                        cross_region: true,
+                    })
+                }
+            }
+        }
+    }
+}

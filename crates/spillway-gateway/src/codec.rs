@@ -1,0 +1,231 @@
+//! The two ends of a relayed response, around the canonical model (OpenAI chat chunks):
+//!
+//! * [`UpstreamDecoder`]: what an upstream streams (SSE from `openai`/`sim` upstreams,
+//!   `application/vnd.amazon.eventstream` ConverseStream frames from `bedrock` upstreams) →
+//!   canonical events;
+//! * [`ClientEncoder`]: canonical events → what the client's API streams (OpenAI SSE, Bedrock
+//!   ConverseStream frames, or InvokeModelWithResponseStream `chunk` frames), including the
+//!   error that ends a stream which broke after it started;
+//! * [`render_completion`]: a whole non-streamed answer in the client's API.
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use spillway_proto::bedrock::{self, ChunksToConverse, ConverseToChunks, FrameDecoder};
+use spillway_proto::sse::{self, SseDecoder};
+use spillway_proto::{ChatChunk, ChatCompletion, OpenAiErrorBody};
+
+/// The API a client called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    OpenAi,
+    Converse,
+    Invoke,
+}
+
+impl Api {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Api::OpenAi => "openai",
+            Api::Converse => "converse",
+            Api::Invoke => "invoke",
+        }
+    }
+}
+
+/// One canonical event from an upstream stream.
+#[derive(Debug)]
+pub enum UpstreamEvent {
+    /// A chunk, with the upstream's own JSON when it was OpenAI-shaped (relayed unchanged to
+    /// OpenAI clients).
+    Chunk(Box<ChatChunk>, Option<String>),
+    Done,
+    /// The upstream reported an error inside the stream.
+    Error(String),
+}
+
+pub enum UpstreamDecoder {
+    Sse(SseDecoder),
+    EventStream(FrameDecoder, Box<ConverseToChunks>),
+}
+
+impl UpstreamDecoder {
+    pub fn sse() -> Self {
+        UpstreamDecoder::Sse(SseDecoder::new())
+    }
+
+    pub fn converse_stream(model: &str, id: &str, created: u64) -> Self {
+        UpstreamDecoder::EventStream(
+            FrameDecoder::new(),
+            Box::new(ConverseToChunks::new(model, id, created)),
+        )
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<UpstreamEvent> {
+        match self {
+            UpstreamDecoder::Sse(d) => d
+                .feed(bytes)
+                .into_iter()
+                .filter_map(|ev| {
+                    if ev.data == sse::DONE {
+                        return Some(UpstreamEvent::Done);
+                    }
+                    match serde_json::from_str::<ChatChunk>(&ev.data) {
+                        Ok(c) => Some(UpstreamEvent::Chunk(Box::new(c), Some(ev.data))),
+                        Err(_) if ev.data.contains("\"error\"") => {
+                            Some(UpstreamEvent::Error(ev.data))
+                        }
+                        Err(_) => None,
+                    }
+                })
+                .collect(),
+            UpstreamDecoder::EventStream(frames, conv) => {
+                let frames = match frames.feed(bytes) {
+                    Ok(f) => f,
+                    Err(e) => return vec![UpstreamEvent::Error(e.to_string())],
+                };
+                let mut out = Vec::new();
+                for f in frames {
+                    match f.message_type() {
+                        Some("exception") | Some("error") => {
+                            let kind = f
+                                .exception_type()
+                                .or(f.header(":error-code"))
+                                .unwrap_or("error")
+                                .to_string();
+                            out.push(UpstreamEvent::Error(kind));
+                        }
+                        _ => {
+                            let Some(t) = f.event_type() else { continue };
+                            let Ok(ev) = bedrock::ConverseStreamEvent::from_frame(t, &f.payload)
+                            else {
+                                continue;
+                            };
+                            let is_metadata =
+                                matches!(ev, bedrock::ConverseStreamEvent::Metadata { .. });
+                            for c in conv.on_event(&ev) {
+                                out.push(UpstreamEvent::Chunk(Box::new(c), None));
+                            }
+                            // Bedrock ends a ConverseStream with `metadata`.
+                            if is_metadata {
+                                out.push(UpstreamEvent::Done);
+                            }
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Canonical events → the client's stream format.
+pub enum ClientEncoder {
+    OpenAi { wants_usage: bool },
+    Converse(Box<ChunksToConverse>),
+    Invoke { wants_usage: bool },
+}
+
+impl ClientEncoder {
+    pub fn new(api: Api, wants_usage: bool) -> Self {
+        match api {
+            Api::OpenAi => ClientEncoder::OpenAi { wants_usage },
+            Api::Converse => ClientEncoder::Converse(Box::new(ChunksToConverse::new())),
+            Api::Invoke => ClientEncoder::Invoke { wants_usage },
+        }
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            ClientEncoder::OpenAi { .. } => "text/event-stream",
+            _ => "application/vnd.amazon.eventstream",
+        }
+    }
+
+    /// Encode one chunk (nothing for a usage-only chunk the client did not ask for).
+    pub fn chunk(&mut self, c: &ChatChunk, raw: Option<&str>, out: &mut BytesMut) {
+        let usage_only = c.choices.is_empty() && c.usage.is_some();
+        match self {
+            ClientEncoder::OpenAi { wants_usage } | ClientEncoder::Invoke { wants_usage }
+                if usage_only && !*wants_usage => {}
+            ClientEncoder::OpenAi { .. } => match raw {
+                Some(r) => out.extend_from_slice(&sse::encode_data(r)),
+                None => out.extend_from_slice(&sse::encode_data(&json(c))),
+            },
+            ClientEncoder::Invoke { .. } => {
+                let body = raw.map(|r| r.to_string()).unwrap_or_else(|| json(c));
+                out.extend_from_slice(&bedrock::encode_invoke_chunk(body.as_bytes()));
+            }
+            ClientEncoder::Converse(conv) => {
+                for ev in conv.on_chunk(c) {
+                    out.extend_from_slice(&bedrock::encode_event(
+                        ev.event_type(),
+                        ev.payload().to_string().as_bytes(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The end of a complete stream.
+    pub fn done(&mut self, latency_ms: u64, out: &mut BytesMut) {
+        match self {
+            ClientEncoder::OpenAi { .. } => out.extend_from_slice(&sse::encode_data(sse::DONE)),
+            ClientEncoder::Invoke { .. } => {}
+            ClientEncoder::Converse(conv) => {
+                for ev in conv.finish(latency_ms) {
+                    out.extend_from_slice(&bedrock::encode_event(
+                        ev.event_type(),
+                        ev.payload().to_string().as_bytes(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The end of a stream that broke after it started.
+    pub fn error(&mut self, message: &str) -> Bytes {
+        match self {
+            ClientEncoder::OpenAi { .. } => {
+                let body =
+                    OpenAiErrorBody::new(message, "server_error", Some("upstream_stream_error"));
+                sse::encode_data(&body.to_json())
+            }
+            ClientEncoder::Converse(_) | ClientEncoder::Invoke { .. } => {
+                bedrock::encode_exception("modelStreamErrorException", message)
+            }
+        }
+    }
+}
+
+fn json(c: &ChatChunk) -> String {
+    serde_json::to_string(c).unwrap_or_default()
+}
+
+/// A whole non-streamed answer in the client's API. OpenAI and Invoke clients get the canonical
+/// (OpenAI) body as the upstream sent it; Converse clients get Bedrock's Converse response.
+pub fn render_completion(
+    api: Api,
+    raw: Bytes,
+    parsed: Option<&ChatCompletion>,
+    latency_ms: u64,
+) -> Response {
+    let body = match (api, parsed) {
+        (Api::Converse, Some(c)) => {
+            let conv = bedrock::chat_completion_to_converse(c, latency_ms);
+            Bytes::from(serde_json::to_vec(&conv).unwrap_or_default())
+        }
+        (Api::Converse, None) => {
+            return crate::error::EdgeError::Unavailable(
+                "The model's answer could not be read.".into(),
+            )
+            .into_response_for(api);
+        }
+        _ => raw,
+    };
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
