@@ -260,3 +260,42 @@ fn check_config_names_a_read_error_once() {
         "{stderr}"
     );
 }
+
+/// The commented example in `examples/` is a valid configuration (with the environment
+/// variables it names set), and its profiles stay inside their geographies.
+#[test]
+fn the_example_configuration_is_valid() {
+    let example =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/spillway.toml");
+    let out = bin()
+        .args(["check-config", example.to_str().expect("utf-8 path")])
+        .env("PROVIDER_API_KEY", "p")
+        .env("EU_GPU_KEY", "e")
+        .env("SEARCH_TEAM_KEY", "s")
+        .env("SEARCH_TEAM_AWS_SECRET", "a")
+        .env("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEUPSTREAM1")
+        .env("AWS_SECRET_ACCESS_KEY", "u")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("us.meta.llama3-1-8b-instruct-v1:0"),
+        "{stdout}"
+    );
+    let mut profile = "";
+    for line in stdout.lines() {
+        if line.starts_with("  ") && !line.starts_with("    ") {
+            profile = line.trim();
+        } else if line.starts_with("    ") && profile.starts_with("us.") {
+            assert!(
+                !line.contains("eu-"),
+                "{profile} leaves its geography: {line}"
+            );
+        }
+    }
+}
