@@ -46,7 +46,8 @@ impl Attempt<'_> {
             return Err(self.fail(FailureKind::ServerError, quota));
         };
         let upstream = &state.targets[d.0 as usize];
-        let (url, body) = match upstream.request(req) {
+        let passthrough = self.ctx.invoke_passthrough.as_ref();
+        let (url, body) = match upstream.request(req, passthrough) {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(request_id = %self.ctx.id, error = %e, "the request cannot be sent to this upstream");
@@ -90,7 +91,9 @@ impl Attempt<'_> {
                 Err(_) => return Err(self.fail(FailureKind::Timeout, quota)),
             };
             let ttft = self.observe_ttft(&labels);
-            let decoder = if bedrock {
+            let decoder = if bedrock && passthrough.is_some() {
+                UpstreamDecoder::Passthrough(spillway_proto::bedrock::FrameDecoder::new())
+            } else if bedrock {
                 UpstreamDecoder::converse_stream(&self.ctx.model_name, &self.ctx.id, unix_now())
             } else {
                 UpstreamDecoder::sse()
@@ -111,6 +114,24 @@ impl Attempt<'_> {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             return Ok(resp);
         }
+        // A native Invoke answer reports its usage in headers.
+        let header_count = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let native_usage = match (
+            header_count("x-amzn-bedrock-input-token-count"),
+            header_count("x-amzn-bedrock-output-token-count"),
+        ) {
+            (Some(i), Some(o)) => Some(Usage {
+                prompt_tokens: i,
+                completion_tokens: o,
+                total_tokens: i + o,
+            }),
+            _ => None,
+        };
         let bytes = match tokio::time::timeout(cfg.timeouts.request, resp.bytes()).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => return Err(self.fail(upstream::classify_transport(&e), quota)),
@@ -118,7 +139,9 @@ impl Attempt<'_> {
         };
         let ttft = self.observe_ttft(&labels);
         // The canonical answer: as the upstream sent it, or translated from Bedrock's Converse.
-        let (raw, parsed) = if bedrock {
+        let (raw, parsed) = if bedrock && passthrough.is_some() {
+            (bytes, None)
+        } else if bedrock {
             match serde_json::from_slice::<ConverseResponse>(&bytes) {
                 Ok(c) => {
                     let canonical = converse_to_chat_completion(
@@ -138,11 +161,15 @@ impl Attempt<'_> {
             let parsed = serde_json::from_slice::<ChatCompletion>(&bytes).ok();
             (bytes, parsed)
         };
-        let usage = parsed.as_ref().and_then(|c| c.usage).unwrap_or(Usage {
-            prompt_tokens,
-            completion_tokens: 0,
-            total_tokens: prompt_tokens,
-        });
+        let usage = parsed
+            .as_ref()
+            .and_then(|c| c.usage)
+            .or(native_usage)
+            .unwrap_or(Usage {
+                prompt_tokens,
+                completion_tokens: 0,
+                total_tokens: prompt_tokens,
+            });
         let mut quota = quota;
         quota.set_used(usage.total_tokens);
         self.hold.finish(Outcome::Success {

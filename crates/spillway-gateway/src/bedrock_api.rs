@@ -91,7 +91,24 @@ async fn run(
                 .map_err(|e| EdgeError::BadRequest(e.to_string()))?
         }
         Operation::Invoke | Operation::InvokeStream => {
-            invoke_body(&ctx.model_name, &body, op.stream())?
+            // Phase 3 first for Invoke: a model served only by Bedrock upstreams takes its own
+            // native body, passed through unchanged.
+            let target = resolve_ref(state, ctx, tenant, model_id)?;
+            let all_bedrock = target.destinations.iter().all(|r| {
+                cfg.deployment(target.model, *r).is_some_and(|d| {
+                    matches!(
+                        cfg.deployments[d.0 as usize].upstream,
+                        crate::config::Upstream::Bedrock { .. }
+                    )
+                })
+            });
+            let req = if all_bedrock {
+                ctx.invoke_passthrough = Some(body.clone());
+                native_invoke_request(&ctx.model_name, &body, op.stream())?
+            } else {
+                invoke_body(&ctx.model_name, &body, op.stream())?
+            };
+            return pipeline::serve(state, ctx, tenant, target, req).await;
         }
     };
     if req.messages.is_empty() {
@@ -107,7 +124,6 @@ async fn run(
 
     // Phase 3: resolve the model id, profile id or ARN.
     let target = resolve_ref(state, ctx, tenant, model_id)?;
-    let _ = &cfg;
     pipeline::serve(state, ctx, tenant, target, req).await
 }
 
@@ -160,6 +176,35 @@ fn invoke_body(model: &str, body: &[u8], stream: bool) -> Result<ChatRequest, Ed
     obj.insert("stream".into(), serde_json::Value::Bool(stream));
     serde_json::from_value(v)
         .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))
+}
+
+/// The canonical stand-in for a native Invoke body (it is sent as it came): its size estimates
+/// the input tokens, and a `max_tokens`-like field, if the model family has one, the output.
+fn native_invoke_request(model: &str, body: &[u8], stream: bool) -> Result<ChatRequest, EdgeError> {
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))?;
+    let cap = [
+        "max_tokens",
+        "maxTokens",
+        "max_gen_len",
+        "max_new_tokens",
+        "maxTokenCount",
+    ]
+    .iter()
+    .find_map(|k| {
+        v.get(*k)
+            .or_else(|| v.get("textGenerationConfig").and_then(|c| c.get(*k)))
+            .and_then(|x| x.as_u64())
+    });
+    let text = String::from_utf8_lossy(body).into_owned();
+    let mut req: ChatRequest = serde_json::from_value(serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "stream": stream,
+    }))
+    .map_err(|e| EdgeError::BadRequest(e.to_string()))?;
+    req.max_tokens = cap;
+    Ok(req)
 }
 
 /// SigV4 (`AWS4-HMAC-SHA256`, scoped to this listener's region and the `bedrock` signing name)

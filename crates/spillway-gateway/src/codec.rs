@@ -41,11 +41,16 @@ pub enum UpstreamEvent {
     Done,
     /// The upstream reported an error inside the stream.
     Error(String),
+    /// An InvokeModelWithResponseStream frame relayed unchanged (Bedrock upstream, Invoke
+    /// client), with the usage its `amazon-bedrock-invocationMetrics` carry, if any.
+    Raw(Bytes, Option<spillway_proto::Usage>),
 }
 
 pub enum UpstreamDecoder {
     Sse(SseDecoder),
     EventStream(FrameDecoder, Box<ConverseToChunks>),
+    /// InvokeModelWithResponseStream frames passed through; the stream's end is its end.
+    Passthrough(FrameDecoder),
 }
 
 impl UpstreamDecoder {
@@ -60,8 +65,31 @@ impl UpstreamDecoder {
         )
     }
 
+    /// Whether the end of the upstream body ends the stream normally (Invoke streams carry no
+    /// end marker).
+    pub fn ends_at_eof(&self) -> bool {
+        matches!(self, UpstreamDecoder::Passthrough(_))
+    }
+
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<UpstreamEvent> {
         match self {
+            UpstreamDecoder::Passthrough(frames) => match frames.feed(bytes) {
+                Err(e) => vec![UpstreamEvent::Error(e.to_string())],
+                Ok(frames) => frames
+                    .into_iter()
+                    .map(|f| match f.message_type() {
+                        Some("exception") | Some("error") => {
+                            UpstreamEvent::Error(f.exception_type().unwrap_or("error").to_string())
+                        }
+                        _ => {
+                            let usage = bedrock::decode_invoke_chunk(&f.payload)
+                                .ok()
+                                .and_then(|b| invocation_usage(&b));
+                            UpstreamEvent::Raw(f.encode(), usage)
+                        }
+                    })
+                    .collect(),
+            },
             UpstreamDecoder::Sse(d) => d
                 .feed(bytes)
                 .into_iter()
@@ -142,6 +170,11 @@ impl ClientEncoder {
     }
 
     /// Encode one chunk (nothing for a usage-only chunk the client did not ask for).
+    /// Relay a passed-through frame unchanged.
+    pub fn raw(&mut self, frame: &[u8], out: &mut BytesMut) {
+        out.extend_from_slice(frame);
+    }
+
     pub fn chunk(&mut self, c: &ChatChunk, raw: Option<&str>, out: &mut BytesMut) {
         let usage_only = c.choices.is_empty() && c.usage.is_some();
         match self {
@@ -195,6 +228,19 @@ impl ClientEncoder {
             }
         }
     }
+}
+
+/// `amazon-bedrock-invocationMetrics` in a native Invoke chunk or body: the usage Bedrock reports.
+pub fn invocation_usage(json: &[u8]) -> Option<spillway_proto::Usage> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let m = v.get("amazon-bedrock-invocationMetrics")?;
+    let input = m.get("inputTokenCount")?.as_u64()?;
+    let output = m.get("outputTokenCount")?.as_u64()?;
+    Some(spillway_proto::Usage {
+        prompt_tokens: input,
+        completion_tokens: output,
+        total_tokens: input + output,
+    })
 }
 
 fn json(c: &ChatChunk) -> String {

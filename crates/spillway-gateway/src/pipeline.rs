@@ -43,6 +43,8 @@ pub struct RequestCtx {
     /// tags.
     pub profile_arn: Option<String>,
     pub tags: Vec<(String, String)>,
+    /// An InvokeModel body passed through unchanged to Bedrock upstreams.
+    pub invoke_passthrough: Option<Bytes>,
 }
 
 impl RequestCtx {
@@ -67,6 +69,7 @@ impl RequestCtx {
             api,
             profile_arn: None,
             tags: Vec::new(),
+            invoke_passthrough: None,
         }
     }
 }

@@ -164,6 +164,10 @@ impl Relay {
                         if r.done {
                             return None;
                         }
+                        if r.decoder.ends_at_eof() {
+                            r.finish_ok();
+                            return None;
+                        }
                         let out = r.finish_broken(
                             FailureKind::ServerError,
                             "The upstream stream ended early.",
@@ -192,6 +196,18 @@ impl Relay {
                     tracing::warn!(request_id = %self.info.id, detail = %detail, "upstream error inside a stream");
                     self.finish_failed(FailureKind::ServerError);
                     out.extend_from_slice(&self.encoder.error("The model stopped with an error. The response is incomplete; retry the request."));
+                }
+                UpstreamEvent::Raw(frame, usage) => {
+                    if let Some(u) = usage {
+                        self.usage = Some(u);
+                    }
+                    self.output_tokens += 1;
+                    let used = self.info.prompt_tokens + self.output_tokens;
+                    self.quota.set_used(used);
+                    if let Some(h) = self.hold.as_mut() {
+                        h.set_used(used);
+                    }
+                    self.encoder.raw(&frame, &mut out);
                 }
                 UpstreamEvent::Chunk(chunk, raw) => {
                     if let Some(u) = chunk.usage {

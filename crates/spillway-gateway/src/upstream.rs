@@ -37,7 +37,29 @@ pub enum Protocol {
 impl UpstreamTarget {
     /// The URL and body of one attempt for `req` (the canonical request; its `model` is replaced
     /// by the upstream's own name).
-    pub fn request(&self, req: &ChatRequest) -> Result<(String, Bytes), String> {
+    pub fn request(
+        &self,
+        req: &ChatRequest,
+        passthrough: Option<&Bytes>,
+    ) -> Result<(String, Bytes), String> {
+        match (&self.protocol, passthrough) {
+            (Protocol::Bedrock { .. }, Some(body)) => {
+                let op = if req.is_stream() {
+                    "invoke-with-response-stream"
+                } else {
+                    "invoke"
+                };
+                let id = percent_encoding::utf8_percent_encode(
+                    &self.model,
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
+                return Ok((format!("{}/model/{id}/{op}", self.url), body.clone()));
+            }
+            (_, Some(_)) => {
+                return Err("a native InvokeModel body can only go to a bedrock upstream".into());
+            }
+            _ => {}
+        }
         match &self.protocol {
             Protocol::OpenAi => {
                 let mut req = req.clone();
