@@ -53,7 +53,12 @@ pub fn spec() -> Spec {
 
 /// The official SDK's runtime client for `region`'s listener (no retries: every answer is the
 /// gateway's own).
-pub fn runtime(h: &Harness, region: &str, ak: &str, secret: &str) -> aws_sdk_bedrockruntime::Client {
+pub fn runtime(
+    h: &Harness,
+    region: &str,
+    ak: &str,
+    secret: &str,
+) -> aws_sdk_bedrockruntime::Client {
     let conf = aws_sdk_bedrockruntime::Config::builder()
         .endpoint_url(h.url(region, ""))
         .region(Region::new(region.to_string()))
@@ -115,7 +120,12 @@ pub struct Conversed {
     pub latency_ms: i64,
 }
 
-pub async fn converse(c: &aws_sdk_bedrockruntime::Client, id: &str, model_id: &str, n: i32) -> Conversed {
+pub async fn converse(
+    c: &aws_sdk_bedrockruntime::Client,
+    id: &str,
+    model_id: &str,
+    n: i32,
+) -> Conversed {
     let out = c
         .converse()
         .model_id(model_id)
@@ -126,10 +136,18 @@ pub async fn converse(c: &aws_sdk_bedrockruntime::Client, id: &str, model_id: &s
         .send()
         .await
         .unwrap_or_else(|e| panic!("converse {model_id}: {e:?}"));
-    let msg = out.output().and_then(|o| o.as_message().ok()).expect("a message");
+    let msg = out
+        .output()
+        .and_then(|o| o.as_message().ok())
+        .expect("a message");
     assert_eq!(msg.role(), &ConversationRole::Assistant);
     Conversed {
-        text: msg.content().iter().filter_map(|b| b.as_text().ok()).cloned().collect(),
+        text: msg
+            .content()
+            .iter()
+            .filter_map(|b| b.as_text().ok())
+            .cloned()
+            .collect(),
         stop: out.stop_reason().clone(),
         usage: out.usage().expect("usage").clone(),
         latency_ms: out.metrics().expect("metrics").latency_ms(),
@@ -146,7 +164,12 @@ pub struct Streamed {
     pub usage: Option<TokenUsage>,
 }
 
-pub async fn converse_stream(c: &aws_sdk_bedrockruntime::Client, id: &str, model_id: &str, n: i32) -> Streamed {
+pub async fn converse_stream(
+    c: &aws_sdk_bedrockruntime::Client,
+    id: &str,
+    model_id: &str,
+    n: i32,
+) -> Streamed {
     let mut out = c
         .converse_stream()
         .model_id(model_id)
@@ -157,7 +180,12 @@ pub async fn converse_stream(c: &aws_sdk_bedrockruntime::Client, id: &str, model
         .send()
         .await
         .unwrap_or_else(|e| panic!("converse_stream {model_id}: {e:?}"));
-    let mut s = Streamed { text: String::new(), kinds: Vec::new(), stop: None, usage: None };
+    let mut s = Streamed {
+        text: String::new(),
+        kinds: Vec::new(),
+        stop: None,
+        usage: None,
+    };
     loop {
         let ev = tokio::time::timeout(DEADLINE, out.stream.recv())
             .await
@@ -215,7 +243,12 @@ pub async fn invoke(c: &aws_sdk_bedrockruntime::Client, id: &str, model_id: &str
 }
 
 /// InvokeModelWithResponseStream (usage asked for): every chunk's payload as JSON.
-pub async fn invoke_stream(c: &aws_sdk_bedrockruntime::Client, id: &str, model_id: &str, n: u64) -> Vec<Value> {
+pub async fn invoke_stream(
+    c: &aws_sdk_bedrockruntime::Client,
+    id: &str,
+    model_id: &str,
+    n: u64,
+) -> Vec<Value> {
     let mut out = c
         .invoke_model_with_response_stream()
         .model_id(model_id)
@@ -256,7 +289,9 @@ pub fn chunk_text(chunks: &[Value]) -> String {
 pub fn encode_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -272,12 +307,23 @@ pub struct Signer<'a> {
 
 impl<'a> Signer<'a> {
     pub fn new(ak: &'a str, secret: &'a str, region: &'a str) -> Self {
-        Signer { ak, secret, region, time: SystemTime::now() }
+        Signer {
+            ak,
+            secret,
+            region,
+            time: SystemTime::now(),
+        }
     }
 
     /// The headers `aws-sigv4` adds (`authorization`, `x-amz-date`) for this request, signed the
     /// way the SDKs sign (double-encoded path, payload hash in the canonical request).
-    pub fn headers(&self, method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<(String, String)> {
+    pub fn headers(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Vec<(String, String)> {
         use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
         let identity = Credentials::new(self.ak, self.secret, None, None, "test").into();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
@@ -289,10 +335,19 @@ impl<'a> Signer<'a> {
             .build()
             .expect("signing params")
             .into();
-        let signable = SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body)).expect("signable");
+        let signable = SignableRequest::new(
+            method,
+            url,
+            headers.iter().copied(),
+            SignableBody::Bytes(body),
+        )
+        .expect("signable");
         let (instructions, _) = sign(signable, &params).expect("signed").into_parts();
         let (headers, _) = instructions.into_parts();
-        headers.into_iter().map(|h| (h.name().to_string(), h.value().to_string())).collect()
+        headers
+            .into_iter()
+            .map(|h| (h.name().to_string(), h.value().to_string()))
+            .collect()
     }
 }
 
@@ -364,7 +419,13 @@ impl<'a> RawReq<'a> {
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { id: self.id.unwrap_or_default(), status, headers, text, json }
+        Reply {
+            id: self.id.unwrap_or_default(),
+            status,
+            headers,
+            text,
+            json,
+        }
     }
 }
 
@@ -372,15 +433,28 @@ impl<'a> RawReq<'a> {
 pub fn assert_bedrock_error(r: &Reply, status: u16, kind: &str) {
     assert_eq!(r.status.as_u16(), status, "{r:?}");
     assert_eq!(r.header("x-amzn-errortype"), Some(kind), "{r:?}");
-    assert!(r.json["message"].as_str().is_some_and(|m| !m.is_empty()), "{r:?}");
-    assert_eq!(r.json.as_object().map(|o| o.len()), Some(1), "only `message`: {r:?}");
+    assert!(
+        r.json["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.json.as_object().map(|o| o.len()),
+        Some(1),
+        "only `message`: {r:?}"
+    );
     assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
 }
 
 /// A fresh path for an audit log file (removed by [`remove`]).
 pub fn audit_path(name: &str) -> PathBuf {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    std::env::temp_dir().join(format!("spillway-audit-{name}-{}-{nanos}.jsonl", std::process::id()))
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!(
+        "spillway-audit-{name}-{}-{nanos}.jsonl",
+        std::process::id()
+    ))
 }
 
 pub fn remove(path: &Path) {
@@ -401,7 +475,11 @@ pub async fn audit_record(path: &Path, id: &str) -> Value {
             assert_eq!(found.len(), 1, "one audit record per request: {found:?}");
             return v.clone();
         }
-        assert!(Instant::now() < deadline, "no audit record for {id} in {}:\n{text}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "no audit record for {id} in {}:\n{text}",
+            path.display()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
