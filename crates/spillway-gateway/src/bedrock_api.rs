@@ -44,12 +44,35 @@ impl Operation {
     }
 }
 
-/// One request from the incoming HTTP exchange, as the handlers get it.
+/// One request from the incoming HTTP exchange, as the handlers get it: SigV4 needs the method,
+/// the raw URI, the headers as received and the exact body bytes.
 pub struct Incoming {
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
     pub body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Incoming {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let (method, uri, headers) = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        );
+        // The body limit travels in the parts' extensions, so it still applies here.
+        let body =
+            Bytes::from_request(axum::extract::Request::from_parts(parts, body), state).await;
+        Ok(Incoming {
+            method,
+            uri,
+            headers,
+            body,
+        })
+    }
 }
 
 /// `POST /model/{modelId}/<operation>` on the listener of region `source`.

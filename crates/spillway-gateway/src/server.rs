@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -187,20 +187,49 @@ fn router(ls: ListenerState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
-        .route("/model/{model_id}/converse", post(converse))
-        .route("/model/{model_id}/converse-stream", post(converse_stream))
-        .route("/model/{model_id}/invoke", post(invoke))
+        .route(
+            "/model/{model_id}/converse",
+            post(|State(ls): State<ListenerState>, inc: Incoming| {
+                runtime_op(ls, Operation::Converse, inc)
+            }),
+        )
+        .route(
+            "/model/{model_id}/converse-stream",
+            post(|State(ls): State<ListenerState>, inc: Incoming| {
+                runtime_op(ls, Operation::ConverseStream, inc)
+            }),
+        )
+        .route(
+            "/model/{model_id}/invoke",
+            post(|State(ls): State<ListenerState>, inc: Incoming| {
+                runtime_op(ls, Operation::Invoke, inc)
+            }),
+        )
         .route(
             "/model/{model_id}/invoke-with-response-stream",
-            post(invoke_stream),
+            post(|State(ls): State<ListenerState>, inc: Incoming| {
+                runtime_op(ls, Operation::InvokeStream, inc)
+            }),
         )
         .route(
             "/inference-profiles",
-            get(list_profiles).post(create_profile),
+            get(|State(ls): State<ListenerState>, inc: Incoming| {
+                control(ls, inc, |uri| Call::List {
+                    query: uri.query().map(str::to_string),
+                })
+            })
+            .post(|State(ls): State<ListenerState>, inc: Incoming| {
+                control(ls, inc, |_| Call::Create)
+            }),
         )
         .route(
             "/inference-profiles/{id}",
-            get(get_profile).delete(delete_profile),
+            get(|State(ls): State<ListenerState>, inc: Incoming| {
+                control(ls, inc, |uri| Call::Get(raw_segment(uri, 2)))
+            })
+            .delete(|State(ls): State<ListenerState>, inc: Incoming| {
+                control(ls, inc, |uri| Call::Delete(raw_segment(uri, 2)))
+            }),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
@@ -231,122 +260,14 @@ fn raw_segment(uri: &Uri, index: usize) -> String {
         .to_string()
 }
 
-async fn runtime_op(
-    ls: ListenerState,
-    op: Operation,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let model_id = raw_segment(&uri, 2);
-    let inc = Incoming {
-        method,
-        uri,
-        headers,
-        body,
-    };
+async fn runtime_op(ls: ListenerState, op: Operation, inc: Incoming) -> Response {
+    let model_id = raw_segment(&inc.uri, 2);
     crate::bedrock_api::runtime(ls.app, ls.region, op, model_id, inc).await
 }
 
-async fn converse(
-    State(ls): State<ListenerState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    runtime_op(ls, Operation::Converse, method, uri, headers, body).await
-}
-
-async fn converse_stream(
-    State(ls): State<ListenerState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    runtime_op(ls, Operation::ConverseStream, method, uri, headers, body).await
-}
-
-async fn invoke(
-    State(ls): State<ListenerState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    runtime_op(ls, Operation::Invoke, method, uri, headers, body).await
-}
-
-async fn invoke_stream(
-    State(ls): State<ListenerState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    runtime_op(ls, Operation::InvokeStream, method, uri, headers, body).await
-}
-
-async fn control(
-    ls: ListenerState,
-    call: Call,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let inc = Incoming {
-        method,
-        uri,
-        headers,
-        body,
-    };
+async fn control(ls: ListenerState, inc: Incoming, call: impl FnOnce(&Uri) -> Call) -> Response {
+    let call = call(&inc.uri);
     crate::profiles_api::handle(ls.app, ls.region, call, inc).await
-}
-
-async fn list_profiles(
-    State(ls): State<ListenerState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let query = uri.query().map(str::to_string);
-    control(ls, Call::List { query }, method, uri, headers, body).await
-}
-
-async fn create_profile(
-    State(ls): State<ListenerState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    control(ls, Call::Create, method, uri, headers, body).await
-}
-
-async fn get_profile(
-    State(ls): State<ListenerState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let id = raw_segment(&uri, 2);
-    control(ls, Call::Get(id), method, uri, headers, body).await
-}
-
-async fn delete_profile(
-    State(ls): State<ListenerState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let id = raw_segment(&uri, 2);
-    control(ls, Call::Delete(id), method, uri, headers, body).await
 }
 
 async fn models(State(ls): State<ListenerState>, headers: HeaderMap) -> Response {
