@@ -86,5 +86,5 @@ pub use quota::{QuotaBucket, QuotaDenied, QuotaLimits, Reservation, TokenBucket}
 pub use retry::{RetryBudget, RetryBudgetConfig};
 pub use router::{
     Admission, Candidate, DeploymentIx, DeploymentSpec, DeploymentView, FailureKind, Outcome, Plan,
-    Reason, RegionIx, Rejection, RouteRequest, Router, RouterConfig, Step,
+    Policy, Reason, RegionIx, Rejection, RouteRequest, Router, RouterConfig, Step,
 };

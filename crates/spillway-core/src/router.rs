@@ -51,6 +51,8 @@ pub struct DeploymentIx(pub u32);
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
+    /// How the first step is chosen among the destinations with headroom.
+    pub policy: Policy,
     /// Upper bound on the number of steps in a plan (first try + failovers). >= 1.
     pub max_attempts: usize,
     pub health: HealthConfig,
@@ -69,6 +71,7 @@ pub struct RouterConfig {
 impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
+            policy: Policy::Spillway,
             max_attempts: 3,
             health: HealthConfig {
                 failure_threshold: 3,
@@ -88,6 +91,30 @@ impl Default for RouterConfig {
             near_equal_slack: Duration::from_millis(5),
             prior_service_ttft: Duration::from_millis(50),
             ewma_alpha: 0.2,
+        }
+    }
+}
+
+/// The choice among destinations with headroom. Every policy keeps the hard rules (never outside
+/// the candidates; only destinations with headroom; failover along the rest of the plan); they
+/// differ in the first step, which is what the benchmark compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Source first; otherwise the lowest expected TTFT, p2c among near-equals.
+    #[default]
+    Spillway,
+    /// Rotate over the destinations, ignoring the source (a baseline).
+    RoundRobin,
+    /// The destination with the lowest utilisation, ignoring the source (a baseline).
+    LeastLoaded,
+}
+
+impl Policy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Policy::Spillway => "spillway",
+            Policy::RoundRobin => "round-robin",
+            Policy::LeastLoaded => "least-loaded",
         }
     }
 }
@@ -277,6 +304,8 @@ pub struct Router {
     prior_ns: f64,
     /// Reused by `plan` so that planning allocates nothing but the returned steps.
     scratch: Vec<Entry>,
+    /// The round-robin policy's counter.
+    rr: usize,
 }
 
 impl Router {
@@ -293,6 +322,7 @@ impl Router {
             alpha,
             prior_ns: cfg.prior_service_ttft.as_nanos() as f64,
             scratch: Vec::with_capacity(16),
+            rr: 0,
             cfg,
         }
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 use rand::{Rng, RngCore};
 
 use super::deployment::Entry;
-use super::{MINUTE, Plan, Reason, Rejection, RouteRequest, Router, Step};
+use super::{MINUTE, Plan, Policy, Reason, Rejection, RouteRequest, Router, Step};
 
 impl Router {
     /// Build the ordered plan (does not admit; call `try_acquire` for the step you use).
@@ -43,9 +43,21 @@ impl Router {
             }
         } else {
             eligible.sort_unstable_by(|a, b| a.score.total_cmp(&b.score).then(a.pos.cmp(&b.pos)));
-            let first = match eligible.iter().position(|e| e.local) {
-                Some(i) => i,
-                None => self.spill_choice(&eligible, rng),
+            let first = match self.cfg.policy {
+                Policy::Spillway => match eligible.iter().position(|e| e.local) {
+                    Some(i) => i,
+                    None => self.spill_choice(&eligible, rng),
+                },
+                Policy::RoundRobin => {
+                    eligible.sort_unstable_by_key(|e| e.pos);
+                    self.rr = self.rr.wrapping_add(1);
+                    self.rr % eligible.len()
+                }
+                Policy::LeastLoaded => {
+                    eligible
+                        .sort_unstable_by(|a, b| a.util.total_cmp(&b.util).then(a.pos.cmp(&b.pos)));
+                    0
+                }
             };
             let spill = if source_unhealthy {
                 Reason::SpillUnhealthy

@@ -334,3 +334,74 @@ fn router_can_be_shared_across_threads() {
     fn assert_send_sync<T: Send + Sync + 'static>() {}
     assert_send_sync::<Router>();
 }
+
+mod policies {
+    use super::*;
+    use crate::Policy;
+
+    fn router(policy: Policy) -> Router {
+        let cfg = RouterConfig {
+            policy,
+            ..RouterConfig::default()
+        };
+        let specs = (0..3)
+            .map(|r| DeploymentSpec {
+                region: RegionIx(r),
+                max_in_flight: 10,
+                rpm: None,
+                tpm: None,
+            })
+            .collect();
+        Router::new(cfg, specs)
+    }
+
+    fn cands() -> Vec<Candidate> {
+        (0..3)
+            .map(|r| Candidate {
+                deployment: DeploymentIx(r),
+                region: RegionIx(r as u16),
+                rtt: Duration::from_millis(1 + 10 * u64::from(r)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_rotates_and_ignores_the_source() {
+        let mut r = router(Policy::RoundRobin);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let c = cands();
+        let req = RouteRequest {
+            source: RegionIx(0),
+            candidates: &c,
+            est_tokens: 1,
+        };
+        let firsts: Vec<u16> = (0..6)
+            .map(|_| r.plan(&req, Duration::ZERO, &mut rng).steps[0].region.0)
+            .collect();
+        let mut seen = firsts.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, vec![0, 1, 2], "{firsts:?}");
+    }
+
+    #[test]
+    fn least_loaded_picks_the_emptiest() {
+        let mut r = router(Policy::LeastLoaded);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let c = cands();
+        let _a = r.try_acquire(DeploymentIx(0), 1, Duration::ZERO).unwrap();
+        let _b = r.try_acquire(DeploymentIx(2), 1, Duration::ZERO).unwrap();
+        let req = RouteRequest {
+            source: RegionIx(0),
+            candidates: &c,
+            est_tokens: 1,
+        };
+        let plan = r.plan(&req, Duration::ZERO, &mut rng);
+        assert_eq!(plan.steps[0].region, RegionIx(1));
+        assert!(
+            plan.steps
+                .iter()
+                .all(|s| c.iter().any(|x| x.deployment == s.deployment))
+        );
+    }
+}

@@ -66,6 +66,8 @@ pub struct RawServer {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouting {
+    /// `spillway` (default), or the baselines `round-robin` and `least-loaded`.
+    pub policy: Option<String>,
     pub max_attempts: Option<usize>,
     pub connect_timeout_ms: Option<u64>,
     pub first_byte_timeout_ms: Option<u64>,

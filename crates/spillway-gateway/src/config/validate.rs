@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use spillway_core::{
-    AimdConfig, DeploymentIx, HealthConfig, RegionIx, RetryBudgetConfig, RouterConfig,
+    AimdConfig, DeploymentIx, HealthConfig, Policy, RegionIx, RetryBudgetConfig, RouterConfig,
 };
 
 use super::raw::*;
@@ -310,7 +310,21 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             "expected at least routing.base_ejection_ms",
         ));
     }
+    let policy = match r.policy.as_deref() {
+        None | Some("spillway") => Policy::Spillway,
+        Some("round-robin") => Policy::RoundRobin,
+        Some("least-loaded") => Policy::LeastLoaded,
+        Some(other) => {
+            return Err(cx.err(
+                "routing.policy",
+                format!(
+                    "expected \"spillway\", \"round-robin\" or \"least-loaded\", got {other:?}"
+                ),
+            ));
+        }
+    };
     let router = RouterConfig {
+        policy,
         max_attempts,
         health: HealthConfig {
             failure_threshold: r.failure_threshold.unwrap_or(3).max(1),
