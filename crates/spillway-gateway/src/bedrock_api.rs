@@ -105,7 +105,11 @@ async fn run(
     ctx.model_name = percent_encoding::percent_decode_str(model_id)
         .decode_utf8_lossy()
         .into_owned();
-    require_json(&inc.headers)?;
+    if matches!(op, Operation::Converse | Operation::ConverseStream) {
+        // InvokeModel bodies are whatever the model takes (the SDKs may label them
+        // application/octet-stream); Converse is always JSON.
+        require_json(&inc.headers)?;
+    }
     let req: ChatRequest = match op {
         Operation::Converse | Operation::ConverseStream => {
             let conv: ConverseRequest = serde_json::from_slice(&body)

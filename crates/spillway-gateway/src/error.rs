@@ -32,7 +32,7 @@ pub enum EdgeError {
         message: String,
         retry_after: Duration,
     },
-    #[error("upstream answered {status}")]
+    #[error("{}", upstream_message(body))]
     UpstreamClient { status: StatusCode, body: Bytes },
     #[error("{0}")]
     Unavailable(String),
@@ -49,6 +49,18 @@ pub enum EdgeError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+}
+
+/// The message of an upstream's error body, in OpenAI's or Bedrock's shape.
+fn upstream_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Bedrock {
+        message: String,
+    }
+    serde_json::from_slice::<OpenAiErrorBody>(body)
+        .map(|b| b.error.message)
+        .or_else(|_| serde_json::from_slice::<Bedrock>(body).map(|b| b.message))
+        .unwrap_or_else(|_| "The model rejected the request.".to_string())
 }
 
 impl EdgeError {
@@ -157,11 +169,7 @@ impl EdgeError {
             EdgeError::ModelNotFound(m) => {
                 format!("The model {m} does not exist or you do not have access to it.")
             }
-            EdgeError::UpstreamClient { body, .. } => {
-                serde_json::from_slice::<OpenAiErrorBody>(body)
-                    .map(|b| b.error.message)
-                    .unwrap_or_else(|_| "The model rejected the request.".to_string())
-            }
+            EdgeError::UpstreamClient { body, .. } => upstream_message(body),
             other => other.to_string(),
         };
         let body = serde_json::json!({ "message": message }).to_string();
@@ -183,7 +191,16 @@ impl EdgeError {
     pub fn into_openai_response(self) -> Response {
         let status = self.status();
         let body = match &self {
-            EdgeError::UpstreamClient { body, .. } if !body.is_empty() => body.clone(),
+            // An OpenAI-shaped upstream error goes back as it came; any other shape (a Bedrock
+            // upstream's `{"message"}`) is rewrapped in OpenAI's shape.
+            EdgeError::UpstreamClient { body, .. }
+                if serde_json::from_slice::<OpenAiErrorBody>(body).is_ok() =>
+            {
+                body.clone()
+            }
+            EdgeError::UpstreamClient { .. } => Bytes::from(
+                OpenAiErrorBody::new(self.to_string(), "invalid_request_error", None).to_json(),
+            ),
             _ => Bytes::from(self.openai_body().to_json()),
         };
         let mut resp = (status, body).into_response();

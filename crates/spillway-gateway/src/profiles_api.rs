@@ -32,10 +32,14 @@ pub enum Call {
 }
 
 pub async fn handle(state: Arc<AppState>, source: RegionIx, call: Call, inc: Incoming) -> Response {
-    match run(&state, source, call, &inc) {
+    let mut resp = match run(&state, source, call, &inc) {
         Ok(resp) => resp,
         Err(e) => e.into_bedrock_response(),
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        resp.headers_mut().insert("x-amzn-RequestId", v);
     }
+    resp
 }
 
 fn run(
@@ -178,11 +182,22 @@ fn lookup(
             })
             .ok_or_else(not_found),
         ModelRef::InferenceProfileArn {
-            region, profile_id, ..
+            region,
+            account,
+            profile_id,
         } if region == cfg.region_name(source) => {
+            if account != cfg.tenants[tenant].account_id {
+                return Err(EdgeError::Forbidden(format!(
+                    "You are not authorized to use inference profiles of account {account}."
+                )));
+            }
             system(&profile_id).map(Found::System).ok_or_else(not_found)
         }
-        ModelRef::ApplicationProfileArn { region, id, .. } if region == cfg.region_name(source) => {
+        ModelRef::ApplicationProfileArn {
+            region,
+            account,
+            id,
+        } if region == cfg.region_name(source) && account == cfg.tenants[tenant].account_id => {
             state
                 .app_profiles
                 .get(tenant, &id)

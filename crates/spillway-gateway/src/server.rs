@@ -326,7 +326,25 @@ async fn metrics(State(ls): State<ListenerState>) -> Response {
         .into_response()
 }
 
-async fn not_found() -> Response {
+async fn not_found(uri: Uri) -> Response {
+    let path = uri.path();
+    if path.starts_with("/model/") || path.starts_with("/inference-profiles") {
+        // A Bedrock client: answer in Bedrock's shape so its SDK can read the error code.
+        let body =
+            serde_json::json!({ "message": format!("Unknown operation {path}.") }).to_string();
+        return (
+            StatusCode::NOT_FOUND,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (
+                    header::HeaderName::from_static("x-amzn-errortype"),
+                    "UnknownOperationException",
+                ),
+            ],
+            body,
+        )
+            .into_response();
+    }
     let body = spillway_proto::OpenAiErrorBody::new(
         "Unknown route.",
         "invalid_request_error",

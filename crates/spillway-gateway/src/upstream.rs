@@ -11,6 +11,14 @@ use spillway_proto::ChatRequest;
 use crate::bedrock_sign::AwsCredentials;
 use crate::config::{Config, Upstream, UpstreamAuth};
 
+/// How the AWS SDKs encode a model id in a runtime path: everything but unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`), so `:` is `%3A` and an ARN's `/` is `%2F`.
+const MODEL_ID_ENCODE_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Where one deployment's chat completions go.
 #[derive(Debug, Clone)]
 pub struct UpstreamTarget {
@@ -35,6 +43,12 @@ pub enum Protocol {
 }
 
 impl UpstreamTarget {
+    /// `{base}/model/{encoded model id}/{op}` on a Bedrock runtime endpoint.
+    fn runtime_url(&self, op: &str) -> String {
+        let id = percent_encoding::utf8_percent_encode(&self.model, MODEL_ID_ENCODE_SET);
+        format!("{}/model/{id}/{op}", self.url)
+    }
+
     /// The URL and body of one attempt for `req` (the canonical request; its `model` is replaced
     /// by the upstream's own name).
     pub fn request(
@@ -49,11 +63,7 @@ impl UpstreamTarget {
                 } else {
                     "invoke"
                 };
-                let id = percent_encoding::utf8_percent_encode(
-                    &self.model,
-                    percent_encoding::NON_ALPHANUMERIC,
-                );
-                return Ok((format!("{}/model/{id}/{op}", self.url), body.clone()));
+                return Ok((self.runtime_url(op), body.clone()));
             }
             (_, Some(_)) => {
                 return Err("a native InvokeModel body can only go to a bedrock upstream".into());
@@ -76,11 +86,7 @@ impl UpstreamTarget {
                 } else {
                     "converse"
                 };
-                let id = percent_encoding::utf8_percent_encode(
-                    &self.model,
-                    percent_encoding::NON_ALPHANUMERIC,
-                );
-                Ok((format!("{}/model/{id}/{op}", self.url), Bytes::from(body)))
+                Ok((self.runtime_url(op), Bytes::from(body)))
             }
         }
     }

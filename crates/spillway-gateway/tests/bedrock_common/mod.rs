@@ -5,6 +5,7 @@
 //!
 //! Used next to `common` (`mod common; mod bedrock_common;` in the test file).
 #![allow(dead_code)]
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
@@ -482,4 +483,34 @@ pub async fn audit_record(path: &Path, id: &str) -> Value {
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+/// The error code of a failed SDK call (`ResourceNotFoundException`, …); panics if it succeeded.
+pub fn code<T: std::fmt::Debug, E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
+    r: Result<T, E>,
+) -> String {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.code().unwrap_or("<no code>").to_string(),
+    }
+}
+
+/// The model ARNs of a profile, as a set.
+pub fn model_arns(models: &[aws_sdk_bedrock::types::InferenceProfileModel]) -> BTreeSet<String> {
+    models
+        .iter()
+        .filter_map(|m| m.model_arn())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The model ARNs a profile should list for `profile` from `source`: one per region of its
+/// destination set, by the rules (not by the gateway's own tables).
+pub fn expected_model_arns(h: &Harness, source: &str, profile: &str) -> BTreeSet<String> {
+    let base = h.spec.base_model(profile);
+    h.spec
+        .allowed(KEY, source, profile)
+        .iter()
+        .map(|r| format!("arn:aws:bedrock:{r}::foundation-model/{base}"))
+        .collect()
 }
