@@ -17,6 +17,7 @@ pub mod profiles_api;
 pub mod relay;
 pub mod resolve;
 pub mod server;
+pub mod shared_quota;
 pub mod sigv4;
 pub mod state;
 pub mod upstream;

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub in_flight: Family<DeploymentLabels, Gauge>,
     pub limit: Family<DeploymentLabels, Gauge>,
     pub healthy: Family<DeploymentLabels, Gauge>,
+    /// 1 while the shared state answers (always 1 with the memory backend).
+    pub shared_state_up: Gauge,
 }
 
 impl Metrics {
@@ -94,7 +96,15 @@ impl Metrics {
             "1 when the deployment is not ejected",
             healthy.clone(),
         );
+        let shared_state_up = Gauge::default();
+        shared_state_up.set(1);
+        registry.register(
+            "shared_state_up",
+            "1 while the shared state (Redis) answers; 0 while quotas run on local shares",
+            shared_state_up.clone(),
+        );
         Metrics {
+            shared_state_up,
             registry,
             requests,
             ttft,

@@ -195,7 +195,7 @@ pub async fn serve(
         source: ctx.source,
         cross_region: target.cross_region,
     };
-    let mut quota = state.reserve(key, est_tokens).map_err(|d| EdgeError::Throttled {
+    let mut quota = state.reserve(key, est_tokens).await.map_err(|d| EdgeError::Throttled {
         message: format!(
             "Too many requests or tokens for {} from {}; your {} quota is exhausted. Retry after the indicated time.",
             ctx.model_name,

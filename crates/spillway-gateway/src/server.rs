@@ -42,6 +42,8 @@ pub enum GatewayError {
     },
     #[error("cannot build the upstream HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
 }
 
 /// A running gateway: its listeners, its in-process simulators, and a way to stop it.
@@ -94,6 +96,7 @@ impl Gateway {
             .collect();
         let targets = UpstreamTarget::for_config(&cfg, &sim_urls);
         let state = Arc::new(AppState::new(cfg.clone(), targets)?);
+        state.start_shared().await;
         let (stop, stop_rx) = watch::channel(false);
         let mut listeners = Vec::new();
         let mut tasks = Vec::new();
@@ -175,6 +178,7 @@ impl Gateway {
         let _ = self.stop.send(true);
         let all = futures_util::future::join_all(self.tasks);
         let clean = tokio::time::timeout(grace, all).await.is_ok();
+        self.state.flush_shared().await;
         for s in self.sims.iter().flatten() {
             s.shutdown();
         }
@@ -232,7 +236,7 @@ fn router(ls: ListenerState) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
@@ -240,6 +244,19 @@ fn router(ls: ListenerState) -> Router {
             panic_response,
         ))
         .with_state(ls)
+}
+
+/// 503 while the shared state is configured but unreachable (quotas run on local shares).
+async fn readyz(State(ls): State<ListenerState>) -> Response {
+    if ls.app.shared_state_up() {
+        "ready".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded: shared state unreachable",
+        )
+            .into_response()
+    }
 }
 
 async fn chat(

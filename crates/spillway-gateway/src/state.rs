@@ -1,5 +1,7 @@
 //! Shared state of one gateway process: the validated config, the routing core behind a lock,
-//! the tenant quota book, upstream targets and metrics (the `memory` state backend).
+//! the tenant quota book, upstream targets and metrics (the `memory` state backend). With
+//! `[state] kind = "redis"` tenant quotas are shared with the other instances instead
+//! ([`crate::shared_quota`]).
 //!
 //! The core is sans-IO: every call passes `now` (time since the gateway started) and the
 //! seeded RNG kept here. The lock is held only for the decision itself (a few microseconds),
@@ -15,8 +17,9 @@ use spillway_core::{
     RegionIx, Reservation, Router,
 };
 
-use crate::config::{Config, ModelIx, TenantIx};
+use crate::config::{Config, ModelIx, StateKind, TenantIx};
 use crate::metrics::Metrics;
+use crate::shared_quota::{SharedQuotas, Via};
 use crate::upstream::UpstreamTarget;
 
 pub struct AppState {
@@ -32,6 +35,8 @@ pub struct AppState {
     epoch: Instant,
     router: Mutex<RouterCell>,
     quotas: Mutex<HashMap<QuotaKey, QuotaBucket>>,
+    /// Tenant quotas shared through Redis (`[state] kind = "redis"`).
+    shared: Option<Arc<SharedQuotas>>,
 }
 
 pub struct RouterCell {
@@ -50,7 +55,7 @@ pub struct QuotaKey {
 }
 
 impl AppState {
-    pub fn new(cfg: Arc<Config>, targets: Vec<UpstreamTarget>) -> Result<AppState, reqwest::Error> {
+    pub fn new(cfg: Arc<Config>, targets: Vec<UpstreamTarget>) -> Result<AppState, StateError> {
         let specs = cfg
             .deployments
             .iter()
@@ -69,7 +74,16 @@ impl AppState {
             .tcp_nodelay(true)
             .build()?;
         let metrics = Metrics::new(&cfg);
+        let shared = match &cfg.state {
+            StateKind::Memory => None,
+            StateKind::Redis(r) => Some(Arc::new(SharedQuotas::new(
+                cfg.clone(),
+                r.clone(),
+                metrics.shared_state_up.clone(),
+            )?)),
+        };
         Ok(AppState {
+            shared,
             router: Mutex::new(RouterCell {
                 router,
                 rng: SmallRng::seed_from_u64(cfg.seed),
@@ -84,6 +98,27 @@ impl AppState {
             targets,
             metrics,
         })
+    }
+
+    /// Connect the shared state (if any) and start its background task; call once, on the
+    /// runtime, before serving. Waits at most a few hundred milliseconds: Redis being
+    /// unreachable is not an error (the gateway serves on local shares until it answers).
+    pub async fn start_shared(&self) {
+        if let Some(sq) = &self.shared {
+            SharedQuotas::start(sq).await;
+        }
+    }
+
+    /// False while the shared state (Redis) is configured but unreachable (`/readyz` degraded).
+    pub fn shared_state_up(&self) -> bool {
+        self.shared.as_ref().is_none_or(|sq| sq.is_up())
+    }
+
+    /// Give every quota lease back to the shared state (shutdown).
+    pub async fn flush_shared(&self) {
+        if let Some(sq) = &self.shared {
+            sq.flush_all().await;
+        }
     }
 
     /// Time since the gateway started: the core's clock.
@@ -110,8 +145,9 @@ impl AppState {
         })
     }
 
-    /// Reserve quota up front; the hold settles (or cancels) when dropped.
-    pub fn reserve(
+    /// Reserve quota up front; the hold settles (or cancels) when dropped. With shared state
+    /// this awaits Redis only when this instance's lease does not cover the request.
+    pub async fn reserve(
         self: &Arc<Self>,
         key: QuotaKey,
         est_tokens: u64,
@@ -121,9 +157,20 @@ impl AppState {
                 state: self.clone(),
                 key,
                 reservation: None,
+                via: None,
                 used: None,
             });
         };
+        if let Some(sq) = &self.shared {
+            let via = sq.reserve(key, limits, est_tokens).await?;
+            return Ok(QuotaHold {
+                state: self.clone(),
+                key,
+                reservation: Some(Reservation { tokens: est_tokens }),
+                via: Some(via),
+                used: None,
+            });
+        }
         let now = self.now();
         let mut book = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = book
@@ -134,11 +181,15 @@ impl AppState {
             state: self.clone(),
             key,
             reservation: Some(r),
+            via: None,
             used: None,
         })
     }
 
-    fn settle_quota(&self, key: QuotaKey, r: Reservation, used: Option<u64>) {
+    fn settle_quota(&self, key: QuotaKey, via: Option<Via>, r: Reservation, used: Option<u64>) {
+        if let (Some(sq), Some(via)) = (&self.shared, via) {
+            return sq.settle(key, via, r, used);
+        }
         let now = self.now();
         let mut book = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(bucket) = book.get_mut(&key) {
@@ -165,12 +216,22 @@ impl AppState {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot set up the shared state: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
 /// A tenant-quota reservation. Settles to `used` tokens when dropped; with nothing marked used
 /// (the request never reached an upstream) the reservation is cancelled in full.
 pub struct QuotaHold {
     state: Arc<AppState>,
     key: QuotaKey,
     reservation: Option<Reservation>,
+    /// Where a shared-state reservation came from (`None`: the memory book).
+    via: Option<Via>,
     used: Option<u64>,
 }
 
@@ -193,7 +254,7 @@ impl QuotaHold {
 impl Drop for QuotaHold {
     fn drop(&mut self) {
         if let Some(r) = self.reservation.take() {
-            self.state.settle_quota(self.key, r, self.used);
+            self.state.settle_quota(self.key, self.via, r, self.used);
         }
     }
 }

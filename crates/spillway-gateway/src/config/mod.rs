@@ -14,6 +14,7 @@ use spillway_core::{Candidate, DeploymentIx, QuotaLimits, RegionIx, RouterConfig
 pub mod embedded;
 mod profiles;
 pub mod raw;
+mod state;
 mod tenants;
 mod upstreams;
 mod validate;
@@ -166,9 +167,37 @@ pub struct Timeouts {
     pub request: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StateKind {
     Memory,
+    /// Tenant quotas shared by several instances through Redis (see [`crate::shared_quota`]).
+    Redis(RedisState),
+}
+
+/// `[state] kind = "redis"`.
+#[derive(Clone, PartialEq)]
+pub struct RedisState {
+    pub url: String,
+    /// How many instances share the quotas: while Redis is unreachable each serves
+    /// `limit / instances` (rounded up).
+    pub instances: u32,
+    /// Lease chunk as a fraction of each per-minute limit (at least 1 request or token).
+    pub lease_fraction: f64,
+    pub key_prefix: String,
+}
+
+impl std::fmt::Debug for RedisState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: show only what follows the last '@'.
+        let (scheme, rest) = self.url.split_once("://").unwrap_or(("", &self.url));
+        let host = rest.rsplit('@').next().unwrap_or_default();
+        f.debug_struct("RedisState")
+            .field("url", &format_args!("{scheme}://{host}"))
+            .field("instances", &self.instances)
+            .field("lease_fraction", &self.lease_fraction)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
 }
 
 /// The validated, immutable configuration.

@@ -83,7 +83,18 @@ pub struct RawRouting {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
+    /// `memory` (default) or `redis`.
     pub kind: Option<String>,
+    /// `redis://[user:pass@]host:port[/db]` (kind = "redis"), or ...
+    pub url: Option<String>,
+    /// ... the environment variable holding it.
+    pub url_env: Option<String>,
+    /// How many gateway instances share the quotas (each one's share while Redis is down).
+    pub instances: Option<u32>,
+    /// Lease chunk as a fraction of each per-minute limit (at least 1).
+    pub lease_fraction: Option<f64>,
+    /// Prefix of every Redis key (default `spillway`).
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

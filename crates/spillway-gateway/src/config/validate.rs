@@ -264,12 +264,7 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         listeners.push(Listener { bind, region });
     }
 
-    let state = match raw.state.kind.as_deref() {
-        None | Some("memory") => StateKind::Memory,
-        Some(other) => {
-            return Err(cx.err("state.kind", format!("expected \"memory\", got {other:?}")));
-        }
-    };
+    let state = super::state::state(&cx, &raw.state)?;
 
     let r = &raw.routing;
     let max_attempts = r.max_attempts.unwrap_or(3);
