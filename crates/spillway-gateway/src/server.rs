@@ -11,6 +11,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use bytes::Bytes;
 use spillway_core::RegionIx;
 use spillway_proto::{ModelList, ModelObject};
@@ -120,7 +121,16 @@ impl Gateway {
                 let shutdown = async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 };
-                if let Err(e) = axum::serve(tcp, app).with_graceful_shutdown(shutdown).await {
+                if let Err(e) = axum::serve(
+                    tcp.tap_io(|s| {
+                        // Stream chunks go out as they are written: no Nagle delay on small SSE events.
+                        let _ = s.set_nodelay(true);
+                    }),
+                    app,
+                )
+                .with_graceful_shutdown(shutdown)
+                .await
+                {
                     tracing::error!(%addr, error = %e, "listener failed");
                 }
             }));
