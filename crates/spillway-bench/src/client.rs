@@ -35,6 +35,10 @@ pub struct RequestResult {
     pub output_chunks: u64,
     /// The stream completed with `[DONE]` and no error event.
     pub complete: bool,
+    /// How long after its due time the request was handed to the HTTP client (the load
+    /// generator falling behind: a sign that the machine, not the system under test, is the
+    /// bottleneck). Zero when sent with [`LoadClient::one`].
+    pub late: Duration,
 }
 
 impl RequestResult {
@@ -87,8 +91,10 @@ impl LoadClient {
                 let me = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep_until(start + spec.at).await;
+                    let late = start.elapsed().saturating_sub(spec.at);
                     me.progress.sent.fetch_add(1, Ordering::Relaxed);
-                    let r = me.one(&spec).await;
+                    let mut r = me.one(&spec).await;
+                    r.late = late;
                     let counter = if r.ok() {
                         &me.progress.ok
                     } else if r.throttled() {
@@ -122,6 +128,7 @@ impl LoadClient {
             e2e: Duration::ZERO,
             output_chunks: 0,
             complete: false,
+            late: Duration::ZERO,
         };
         let body = serde_json::json!({
             "model": spec.model,

@@ -3,12 +3,24 @@
 //!
 //! Open loop means requests are sent at their arrival times whatever happened to earlier ones,
 //! as real traffic is; a closed loop would slow down when the gateway does and hide throttling.
+//!
+//! `spillway bench` is built from these parts: [`traces`] and [`arrivals`] say when requests
+//! arrive, [`client`] sends them and measures each, [`oracle`] computes the bound no router can
+//! beat on the same arrivals, [`report`] turns the results into the figures of each policy, and
+//! [`html`] draws them; [`workload`] assembles the offered load.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod arrivals;
 pub mod client;
+pub mod html;
+pub mod oracle;
+pub mod overhead;
+pub mod report;
 pub mod summary;
+pub mod traces;
+pub mod workload;
 
-pub use arrivals::poisson;
+pub use arrivals::{gamma, poisson};
 pub use client::{LoadClient, RequestResult, RequestSpec};
 pub use summary::{Summary, percentile};

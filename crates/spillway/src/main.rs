@@ -1,4 +1,4 @@
-//! `spillway`: serve, demo, sim, check-config.
+//! `spillway`: serve, demo, bench, sim, check-config.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -9,7 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use spillway_gateway::{Config, Gateway};
 
+mod bench_cmd;
 mod demo;
+mod overhead;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +43,9 @@ enum Command {
     /// Show cross-region inference at work: a burst at about twice one region's capacity, run
     /// in-region, cross-region, and cross-region with a region taken down mid-run.
     Demo(demo::DemoArgs),
+    /// Compare routing policies side by side on the same arrivals (a trace replay, Poisson or
+    /// gamma bursts) against the oracle bound; `bench overhead` measures the gateway's own cost.
+    Bench(Box<bench_cmd::BenchArgs>),
     /// Run one simulated region (an OpenAI-compatible LLM backend with a capacity model and
     /// fault injection).
     Sim(SimArgs),
@@ -87,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo prints its own progress and table; the server logs every request.
     let default_filter = match cli.command {
-        Command::Demo(_) => "warn",
+        Command::Demo(_) | Command::Bench(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -110,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
             serve(config, listen).await
         }
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench_cmd::run(*args).await,
         Command::Sim(args) => sim(args).await,
         Command::CheckConfig { file } => check_config(&file),
     }

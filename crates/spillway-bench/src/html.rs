@@ -1,0 +1,507 @@
+//! The HTML report: one self-contained page (no script, no external resource) with the table
+//! and inline SVG charts drawn here:
+//!
+//! * for each policy, the requests served per region over time (stacked areas, bucketed by
+//!   arrival in trace time), with the offered load as a dashed line: how much of each burst was
+//!   served, and where;
+//! * the TTFT CDFs of every policy on one chart (log-scale time axis, trace time): the share of
+//!   served requests whose first token came within a given time.
+use std::fmt::Write as _;
+
+use crate::report::{BenchReport, PolicyReport, Timeline};
+
+const REGION_COLORS: [&str; 8] = [
+    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f",
+];
+const POLICY_COLORS: [&str; 6] = [
+    "#7f7f7f", "#e15759", "#f28e2b", "#4e79a7", "#59a14f", "#b07aa1",
+];
+const W: f64 = 720.0;
+const H: f64 = 220.0;
+/// Left, right, top, bottom margins.
+const M: (f64, f64, f64, f64) = (56.0, 150.0, 16.0, 36.0);
+
+/// Escapes text for HTML and SVG.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The whole page.
+pub fn render(r: &BenchReport) -> String {
+    let mut h = String::new();
+    h.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>spillway bench</title>\n<style>\n");
+    h.push_str("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}th:first-child,td:first-child{text-align:left}svg{display:block;margin:0.5em 0 1.5em}svg text{font-size:11px;fill:#333}.note{color:#555;font-size:13px;max-width:60em}\n");
+    h.push_str("</style>\n</head>\n<body>\n<h1>spillway bench</h1>\n");
+    let s = &r.setup;
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">{} from {}; {} regions with {} slots each ({}), {:.1} req/s per region at a mean service time of {:.0} ms; time scale {}; window {:.0} s; SLO: TTFT ≤ {} ms, TPOT ≤ {} ms. Latencies are in trace time (measured × time scale, plus the RTT between the source and the serving region).</p>",
+        esc(&s.arrivals),
+        esc(&s.sources.join(", ")),
+        s.regions.len(),
+        s.concurrency,
+        esc(&s.concurrency_from),
+        s.region_capacity_rps,
+        s.mean_service_ms,
+        s.time_scale,
+        s.window_secs,
+        s.slo_ttft_ms,
+        s.slo_tpot_ms
+    );
+    table(&mut h, r);
+    h.push_str("<h2>TTFT distribution</h2>\n");
+    cdf_chart(&mut h, &r.policies, r.setup.slo_ttft_ms);
+    h.push_str("<h2>Served per region over time</h2>\n");
+    let peak = r
+        .policies
+        .iter()
+        .flat_map(|p| p.timeline.offered.iter())
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    for p in &r.policies {
+        let _ = writeln!(h, "<h3>{}</h3>", esc(&p.name));
+        area_chart(&mut h, &p.timeline, nice_ceil(f64::from(peak)));
+    }
+    h.push_str("</body>\n</html>\n");
+    h
+}
+
+fn table(h: &mut String, r: &BenchReport) {
+    h.push_str("<table>\n<tr><th>policy</th><th>offered</th><th>served</th><th>throttled</th><th>failed</th><th>goodput req/s</th><th>goodput tok/s</th><th>vs oracle</th><th>TTFT p50</th><th>TTFT p90</th><th>TTFT p99</th><th>TPOT p50</th><th>e2e p50</th><th>e2e p90</th><th>e2e p99</th><th>locality</th><th>spilled</th><th>residency violations</th></tr>\n");
+    for p in &r.policies {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.1}</td><td>{:.1}%</td><td>{:.0} ms</td><td>{:.0} ms</td><td>{:.0} ms</td><td>{:.1} ms</td><td>{:.0} ms</td><td>{:.0} ms</td><td>{:.0} ms</td><td>{:.1}%</td><td>{:.1}%</td><td>{}</td></tr>",
+            esc(&p.name),
+            p.offered,
+            p.served,
+            p.throttled,
+            p.failed,
+            p.goodput_rps,
+            p.goodput_tps,
+            p.goodput_vs_oracle * 100.0,
+            p.ttft_p50_ms,
+            p.ttft_p90_ms,
+            p.ttft_p99_ms,
+            p.tpot_p50_ms,
+            p.e2e_p50_ms,
+            p.e2e_p90_ms,
+            p.e2e_p99_ms,
+            p.locality * 100.0,
+            p.spilled * 100.0,
+            p.residency_violations
+        );
+    }
+    let o = &r.oracle;
+    let _ = writeln!(
+        h,
+        "<tr><td>oracle</td><td>{:.0}</td><td>{:.0}</td><td></td><td></td><td>{:.2}</td><td></td><td>100%</td><td colspan=\"10\" style=\"text-align:left\">max-flow per {} s bucket under per-region capacity and the 2× cross-region cap</td></tr>\n</table>",
+        o.offered, o.served, o.goodput_rps, o.bucket_secs
+    );
+}
+
+/// The smallest round number (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 × 10^k) at or above `v`: the top
+/// of an axis.
+fn nice_ceil(v: f64) -> f64 {
+    if !(v > 0.0 && v.is_finite()) {
+        return 1.0;
+    }
+    let base = 10f64.powf(v.log10().floor());
+    [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
+        .iter()
+        .map(|m| m * base)
+        .find(|c| *c >= v - 1e-9)
+        .unwrap_or(10.0 * base)
+}
+
+/// Plot-area coordinates.
+fn px(fx: f64) -> f64 {
+    M.0 + fx * (W - M.0 - M.1)
+}
+fn py(fy: f64) -> f64 {
+    H - M.3 - fy * (H - M.2 - M.3)
+}
+
+fn svg_open(h: &mut String, label: &str) {
+    let _ = writeln!(
+        h,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}\">",
+        esc(label)
+    );
+    let _ = writeln!(
+        h,
+        "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" stroke=\"#999\"/>",
+        M.0,
+        M.2,
+        W - M.0 - M.1,
+        H - M.2 - M.3
+    );
+}
+
+fn text(h: &mut String, x: f64, y: f64, anchor: &str, s: &str) {
+    let _ = writeln!(
+        h,
+        "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"{anchor}\">{}</text>",
+        esc(s)
+    );
+}
+
+fn legend(h: &mut String, i: usize, color: &str, label: &str, dashed: bool) {
+    let y = M.2 + 8.0 + 16.0 * i as f64;
+    let x = W - M.1 + 10.0;
+    let dash = if dashed {
+        " stroke-dasharray=\"4 3\""
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        h,
+        "<line x1=\"{x:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"{color}\" stroke-width=\"3\"{dash}/>",
+        x + 18.0
+    );
+    text(h, x + 24.0, y + 4.0, "start", label);
+}
+
+/// Stacked areas of served per region, and the offered line, on a shared y scale.
+fn area_chart(h: &mut String, t: &Timeline, y_max: f64) {
+    svg_open(h, "served per region over time");
+    let n = t.offered.len().max(1);
+    let x = |i: usize| px(i as f64 / n as f64);
+    let y = |v: f64| py((v / y_max).min(1.0));
+    // Steps: each bucket is flat over [i, i+1).
+    let mut below = vec![0.0f64; n];
+    for (ri, region) in t.regions.iter().enumerate() {
+        let above: Vec<f64> = (0..n)
+            .map(|b| {
+                below[b]
+                    + f64::from(
+                        t.served
+                            .get(b)
+                            .and_then(|v| v.get(ri))
+                            .copied()
+                            .unwrap_or(0),
+                    )
+            })
+            .collect();
+        if above.iter().zip(&below).any(|(a, b)| a > b) {
+            let mut d = String::new();
+            for (b, top) in above.iter().enumerate() {
+                let _ = write!(
+                    d,
+                    "{}{:.1},{:.1} L{:.1},{:.1} ",
+                    if b == 0 { "M" } else { "L" },
+                    x(b),
+                    y(*top),
+                    x(b + 1),
+                    y(*top)
+                );
+            }
+            for b in (0..n).rev() {
+                let _ = write!(
+                    d,
+                    "L{:.1},{:.1} L{:.1},{:.1} ",
+                    x(b + 1),
+                    y(below[b]),
+                    x(b),
+                    y(below[b])
+                );
+            }
+            let color = REGION_COLORS[ri % REGION_COLORS.len()];
+            let _ = writeln!(
+                h,
+                "<path d=\"{}Z\" fill=\"{color}\" fill-opacity=\"0.85\" stroke=\"none\"/>",
+                d
+            );
+        }
+        legend(
+            h,
+            ri,
+            REGION_COLORS[ri % REGION_COLORS.len()],
+            region,
+            false,
+        );
+        below = above;
+    }
+    let mut pts = String::new();
+    for (b, v) in t.offered.iter().enumerate() {
+        let _ = write!(
+            pts,
+            "{:.1},{:.1} {:.1},{:.1} ",
+            x(b),
+            y(f64::from(*v)),
+            x(b + 1),
+            y(f64::from(*v))
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"#222\" stroke-width=\"1\" stroke-dasharray=\"4 3\"/>",
+        pts.trim_end()
+    );
+    legend(h, t.regions.len(), "#222", "offered", true);
+    // Axes: requests per bucket, trace time in seconds.
+    for k in 0..=4 {
+        let v = y_max * f64::from(k) / 4.0;
+        text(
+            h,
+            M.0 - 6.0,
+            y(v) + 4.0,
+            "end",
+            &format!("{}", (v * 10.0).round() / 10.0),
+        );
+        let secs = t.bucket_secs * n as f64 * f64::from(k) / 4.0;
+        text(
+            h,
+            px(f64::from(k) / 4.0),
+            H - M.3 + 14.0,
+            "middle",
+            &format!("{secs:.0} s"),
+        );
+    }
+    text(
+        h,
+        px(0.5),
+        H - 4.0,
+        "middle",
+        &format!(
+            "trace time (requests per {:.0} s bucket, by arrival)",
+            t.bucket_secs
+        ),
+    );
+    h.push_str("</svg>\n");
+}
+
+/// TTFT CDFs of every policy, log-scale x.
+fn cdf_chart(h: &mut String, policies: &[PolicyReport], slo_ms: f64) {
+    svg_open(h, "TTFT CDF");
+    let all = policies.iter().flat_map(|p| p.ttft_ms.iter()).copied();
+    let lo = all.clone().fold(f64::INFINITY, f64::min).max(0.1);
+    let hi = all.fold(0.0f64, f64::max).max(lo * 10.0);
+    let (l0, l1) = (lo.log10().floor(), hi.log10().ceil());
+    let x = |ms: f64| px(((ms.max(lo)).log10() - l0) / (l1 - l0).max(1e-9));
+    for (pi, p) in policies.iter().enumerate() {
+        let color = POLICY_COLORS[pi % POLICY_COLORS.len()];
+        legend(h, pi, color, &p.name, false);
+        let n = p.ttft_ms.len();
+        if n == 0 {
+            continue;
+        }
+        // At most ~400 points: every k-th order statistic, and the last.
+        let step = (n / 400).max(1);
+        let mut pts = String::new();
+        let mut i = 0;
+        while i < n {
+            let _ = write!(
+                pts,
+                "{:.1},{:.1} ",
+                x(p.ttft_ms[i]),
+                py((i + 1) as f64 / n as f64)
+            );
+            i = if i + step >= n && i != n - 1 {
+                n - 1
+            } else {
+                i + step
+            };
+        }
+        let _ = writeln!(
+            h,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+            pts.trim_end()
+        );
+    }
+    if slo_ms > 0.0 && slo_ms >= 10f64.powf(l0) && slo_ms <= 10f64.powf(l1) {
+        let sx = x(slo_ms);
+        let _ = writeln!(
+            h,
+            "<line x1=\"{sx:.1}\" y1=\"{:.1}\" x2=\"{sx:.1}\" y2=\"{:.1}\" stroke=\"#900\" stroke-dasharray=\"2 3\"/>",
+            py(0.0),
+            py(1.0)
+        );
+        text(h, sx + 3.0, py(1.0) + 12.0, "start", "SLO");
+    }
+    let mut e = l0;
+    while e <= l1 {
+        text(
+            h,
+            x(10f64.powf(e)),
+            H - M.3 + 14.0,
+            "middle",
+            &format!("{} ms", 10f64.powf(e)),
+        );
+        e += 1.0;
+    }
+    for k in 0..=4 {
+        let f = f64::from(k) / 4.0;
+        text(
+            h,
+            M.0 - 6.0,
+            py(f) + 4.0,
+            "end",
+            &format!("{:.0}%", f * 100.0),
+        );
+    }
+    text(
+        h,
+        px(0.5),
+        H - 4.0,
+        "middle",
+        "time to first token (trace time, log scale)",
+    );
+    h.push_str("</svg>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oracle::Oracle;
+    use crate::report::Setup;
+    use std::collections::BTreeMap;
+
+    fn policy(name: &str, ttft: Vec<f64>) -> PolicyReport {
+        PolicyReport {
+            name: name.into(),
+            offered: 4,
+            served: 3,
+            throttled: 1,
+            failed: 0,
+            goodput_rps: 1.0,
+            goodput_tps: 10.0,
+            goodput_vs_oracle: 0.9,
+            throttled_share: 0.25,
+            failed_share: 0.0,
+            ttft_p50_ms: 1.0,
+            ttft_p90_ms: 2.0,
+            ttft_p99_ms: 3.0,
+            tpot_p50_ms: 1.0,
+            tpot_p90_ms: 1.0,
+            tpot_p99_ms: 1.0,
+            e2e_p50_ms: 1.0,
+            e2e_p90_ms: 1.0,
+            e2e_p99_ms: 1.0,
+            locality: 1.0,
+            spilled: 0.0,
+            residency_violations: 0,
+            send_lag_p99_ms: 0.0,
+            served_by_region: BTreeMap::new(),
+            timeline: Timeline {
+                bucket_secs: 1.0,
+                regions: vec!["us-east-1".into(), "us-east-2".into()],
+                served: vec![vec![2, 0], vec![0, 1]],
+                offered: vec![3, 1],
+            },
+            ttft_ms: ttft,
+        }
+    }
+
+    fn tiny() -> BenchReport {
+        BenchReport {
+            policies: vec![
+                policy("in-region", vec![12.0, 40.0, 900.0]),
+                policy("<odd & name>", vec![]),
+            ],
+            oracle: Oracle {
+                goodput_rps: 2.0,
+                served: 4.0,
+                in_region_served: 3.0,
+                offered: 4.0,
+                bucket_secs: 1.0,
+                buckets: 2,
+            },
+            setup: Setup {
+                arrivals: "poisson 1/s".into(),
+                sources: vec!["us-east-1".into()],
+                regions: vec!["us-east-1".into(), "us-east-2".into()],
+                concurrency: 2,
+                concurrency_from: "--concurrency".into(),
+                region_capacity_rps: 1.0,
+                mean_service_ms: 1000.0,
+                time_scale: 1.0,
+                window_secs: 2.0,
+                slo_ttft_ms: 2000.0,
+                slo_tpot_ms: 200.0,
+                max_input_tokens: 4096,
+                max_output_tokens: 512,
+            },
+        }
+    }
+
+    /// Open and close tags balance (self-closing `<x/>` and `<!…>` aside), in nesting order.
+    fn balanced(html: &str) -> Result<(), String> {
+        const VOID: [&str; 2] = ["meta", "br"];
+        let mut stack: Vec<String> = Vec::new();
+        let mut rest = html;
+        while let Some(i) = rest.find('<') {
+            let end = rest[i..].find('>').ok_or("unclosed <")? + i;
+            let tag = &rest[i + 1..end];
+            rest = &rest[end + 1..];
+            if tag.starts_with('!') || tag.ends_with('/') {
+                continue;
+            }
+            let name: String = tag
+                .trim_start_matches('/')
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            if VOID.contains(&name.as_str()) {
+                continue;
+            }
+            if tag.starts_with('/') {
+                match stack.pop() {
+                    Some(open) if open == name => {}
+                    other => return Err(format!("</{name}> closes {other:?}")),
+                }
+            } else {
+                stack.push(name);
+            }
+        }
+        if stack.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("left open: {stack:?}"))
+        }
+    }
+
+    #[test]
+    fn page_is_well_formed_with_charts_and_escaped_names() {
+        let html = render(&tiny());
+        balanced(&html).unwrap();
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        // The CDF chart and one area chart per policy.
+        assert_eq!(html.matches("<svg").count(), 3);
+        assert!(html.contains("&lt;odd &amp; name&gt;"));
+        assert!(!html.contains("<odd"));
+        assert!(!html.contains("<script"));
+        assert!(html.contains("<polyline"));
+        assert!(html.contains("<path d=\"M"));
+        assert!(!html.contains("NaN") && !html.contains("inf"));
+    }
+
+    #[test]
+    fn axis_tops_are_round() {
+        assert_eq!(nice_ceil(39.0), 40.0);
+        assert_eq!(nice_ceil(665.0), 800.0);
+        assert_eq!(nice_ceil(20.0), 20.0);
+        assert_eq!(nice_ceil(101.0), 150.0);
+        assert_eq!(nice_ceil(0.0), 1.0);
+    }
+
+    #[test]
+    fn the_checker_catches_unbalanced_tags() {
+        assert!(balanced("<svg><g></svg></g>").is_err());
+        assert!(balanced("<p><b></b>").is_err());
+        assert!(balanced("<p><br><img/></p>").is_ok());
+    }
+}

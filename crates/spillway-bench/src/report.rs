@@ -1,0 +1,494 @@
+//! The bench report: the figures of each policy, the oracle, and how they were obtained.
+//!
+//! Per policy ([`PolicyReport`]):
+//!
+//! * `offered`: requests sent; each ends as exactly one of `served` (HTTP 200 and a stream that
+//!   ended with `[DONE]` and no error event), `throttled` (HTTP 429 to the client) or `failed`
+//!   (anything else: another status, a broken stream, no response);
+//! * `goodput_rps`: served requests that met the SLO (TTFT ≤ `ttft_ms` and TPOT ≤ `tpot_ms`),
+//!   per second of the window (the trace time from the first arrival to the end of the last
+//!   one-second bucket); `goodput_tps` is the same in output tokens per second;
+//!   `goodput_vs_oracle` is `goodput_rps` over the oracle's (see [`crate::oracle`]);
+//! * `ttft_*`, `tpot_*`, `e2e_*`: percentiles (nearest rank) over served requests of the time to
+//!   first token, time per output token (`(e2e − ttft) / output tokens`) and end-to-end time;
+//! * `locality`: share of served requests served in their source region; `spilled` the rest;
+//! * `residency_violations`: requests that any simulator outside their allowed set saw, counted
+//!   from the simulators' own records (not from the gateway's headers); must be 0.
+//!
+//! **Latencies are in trace time.** A replay at `--time-scale X` runs the simulators' service
+//! times X times faster, so the measured wall-clock latency is multiplied by X to read as it
+//! would on the original time line. The network is not compressed: the simulators inject no
+//! RTT of their own (an in-process simulator has one RTT for every source, while a source
+//! region's RTT depends on where the request is served), and the RTT between the source region
+//! and the region that served the request (DESIGN §7's table, 1 ms inside a region) is added
+//! once, uncompressed, to TTFT and end-to-end time. The gateway's own processing time is
+//! multiplied by X with the rest, so at high X it weighs more than it would in reality.
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::client::RequestResult;
+use crate::oracle::Oracle;
+use crate::summary::percentile;
+
+/// The service-level objective a served request must meet to count as goodput.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slo {
+    pub ttft_ms: f64,
+    pub tpot_ms: f64,
+}
+
+impl Default for Slo {
+    fn default() -> Self {
+        Slo {
+            ttft_ms: 2000.0,
+            tpot_ms: 200.0,
+        }
+    }
+}
+
+impl std::str::FromStr for Slo {
+    type Err = String;
+    /// `ttft_ms=2000,tpot_ms=200`; a key left out keeps its default.
+    fn from_str(s: &str) -> Result<Slo, String> {
+        let mut slo = Slo::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("expected key=value, got {part:?}"))?;
+            let v: f64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v > 0.0)
+                .ok_or_else(|| format!("{k}: expected a positive number of ms, got {v:?}"))?;
+            match k.trim() {
+                "ttft_ms" => slo.ttft_ms = v,
+                "tpot_ms" => slo.tpot_ms = v,
+                other => return Err(format!("unknown SLO key {other:?} (ttft_ms, tpot_ms)")),
+            }
+        }
+        Ok(slo)
+    }
+}
+
+/// What was sent for one request (trace time).
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub source: String,
+    pub at: Duration,
+    pub output_tokens: u64,
+}
+
+/// How wall-clock measurements become trace time (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Scale {
+    pub time_scale: f64,
+    /// RTT in ms between two regions, either order; a region and itself: `local_rtt_ms`.
+    pub rtt_ms: HashMap<(String, String), f64>,
+    pub local_rtt_ms: f64,
+}
+
+impl Scale {
+    pub fn rtt(&self, a: &str, b: &str) -> f64 {
+        if a == b {
+            return self.local_rtt_ms;
+        }
+        let key = |x: &str, y: &str| (x.to_string(), y.to_string());
+        self.rtt_ms
+            .get(&key(a, b))
+            .or_else(|| self.rtt_ms.get(&key(b, a)))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    fn ms(&self, wall: Duration) -> f64 {
+        wall.as_secs_f64() * 1000.0 * self.time_scale
+    }
+}
+
+/// Served requests per region over time, bucketed by arrival (trace time).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Timeline {
+    pub bucket_secs: f64,
+    pub regions: Vec<String>,
+    /// `served[bucket][region]`.
+    pub served: Vec<Vec<u32>>,
+    /// Requests offered per bucket.
+    pub offered: Vec<u32>,
+}
+
+/// The figures of one policy (see the module docs).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReport {
+    pub name: String,
+    pub offered: u64,
+    pub served: u64,
+    pub throttled: u64,
+    pub failed: u64,
+    pub goodput_rps: f64,
+    pub goodput_tps: f64,
+    pub goodput_vs_oracle: f64,
+    pub throttled_share: f64,
+    pub failed_share: f64,
+    pub ttft_p50_ms: f64,
+    pub ttft_p90_ms: f64,
+    pub ttft_p99_ms: f64,
+    pub tpot_p50_ms: f64,
+    pub tpot_p90_ms: f64,
+    pub tpot_p99_ms: f64,
+    pub e2e_p50_ms: f64,
+    pub e2e_p90_ms: f64,
+    pub e2e_p99_ms: f64,
+    pub locality: f64,
+    pub spilled: f64,
+    pub residency_violations: u64,
+    /// 99th percentile of how late requests were sent (wall clock ms, not scaled): above a few
+    /// ms the machine running the bench was saturated, and the latencies (multiplied by the time
+    /// scale) include its queueing.
+    pub send_lag_p99_ms: f64,
+    pub served_by_region: BTreeMap<String, u64>,
+    pub timeline: Timeline,
+    /// Sorted TTFTs of served requests (ms), for the CDF chart.
+    #[serde(skip)]
+    pub ttft_ms: Vec<f64>,
+}
+
+/// What every policy's report shares.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// By request id.
+    pub sent: &'a HashMap<String, Sent>,
+    pub window_secs: f64,
+    pub slo: Slo,
+    pub scale: Scale,
+    pub oracle_rps: f64,
+    /// Regions of the timeline, in chart order.
+    pub regions: Vec<String>,
+    pub timeline_buckets: usize,
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    if x.is_finite() {
+        (x * p).round() / p
+    } else {
+        0.0
+    }
+}
+
+/// The report of one policy from its results and the residency violations counted for it.
+pub fn policy_report(
+    name: &str,
+    results: &[RequestResult],
+    violations: u64,
+    cx: &Context<'_>,
+) -> PolicyReport {
+    let nb = cx.timeline_buckets.max(1);
+    let bucket_secs = cx.window_secs.max(1e-9) / nb as f64;
+    let mut timeline = Timeline {
+        bucket_secs,
+        regions: cx.regions.clone(),
+        served: vec![vec![0; cx.regions.len()]; nb],
+        offered: vec![0; nb],
+    };
+    let (mut ttft, mut tpot, mut e2e) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut good, mut good_tokens, mut local) = (0u64, 0u64, 0u64);
+    let mut by_region: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut served, mut throttled, mut failed) = (0u64, 0u64, 0u64);
+    for r in results {
+        let sent = cx.sent.get(&r.id);
+        let b = sent.map_or(0, |s| {
+            ((s.at.as_secs_f64() / bucket_secs) as usize).min(nb - 1)
+        });
+        timeline.offered[b] += 1;
+        if r.throttled() {
+            throttled += 1;
+        } else if r.failed() {
+            failed += 1;
+        }
+        if !r.ok() {
+            continue;
+        }
+        served += 1;
+        let region = r.served_region.as_deref().unwrap_or(&r.source);
+        let rtt = cx.scale.rtt(&r.source, region);
+        *by_region.entry(region.to_string()).or_default() += 1;
+        if let Some(i) = cx.regions.iter().position(|x| x == region) {
+            timeline.served[b][i] += 1;
+        }
+        if region == r.source {
+            local += 1;
+        }
+        let first = r.ttft.map(|t| cx.scale.ms(t) + rtt);
+        let per_token = r
+            .ttft
+            .filter(|_| r.output_chunks > 0)
+            .map(|t| cx.scale.ms(r.e2e.saturating_sub(t)) / r.output_chunks as f64);
+        e2e.push(cx.scale.ms(r.e2e) + rtt);
+        if let Some(t) = first {
+            ttft.push(t);
+        }
+        if let Some(t) = per_token {
+            tpot.push(t);
+        }
+        let meets = first.is_some_and(|t| t <= cx.slo.ttft_ms)
+            && per_token.is_none_or(|t| t <= cx.slo.tpot_ms);
+        if meets {
+            good += 1;
+            good_tokens += sent.map_or(0, |s| s.output_tokens);
+        }
+    }
+    let mut lag: Vec<f64> = results
+        .iter()
+        .map(|r| r.late.as_secs_f64() * 1000.0)
+        .collect();
+    for v in [&mut ttft, &mut tpot, &mut e2e, &mut lag] {
+        v.sort_by(f64::total_cmp);
+    }
+    let offered = results.len() as u64;
+    let share = |n: u64, of: u64| {
+        if of == 0 {
+            0.0
+        } else {
+            round(n as f64 / of as f64, 4)
+        }
+    };
+    let window = cx.window_secs.max(1e-9);
+    let goodput_rps = good as f64 / window;
+    let p = |v: &[f64], q: f64| round(percentile(v, q), 1);
+    PolicyReport {
+        name: name.to_string(),
+        offered,
+        served,
+        throttled,
+        failed,
+        goodput_rps: round(goodput_rps, 3),
+        goodput_tps: round(good_tokens as f64 / window, 1),
+        goodput_vs_oracle: if cx.oracle_rps > 0.0 {
+            round(goodput_rps / cx.oracle_rps, 4)
+        } else {
+            0.0
+        },
+        throttled_share: share(throttled, offered),
+        failed_share: share(failed, offered),
+        ttft_p50_ms: p(&ttft, 50.0),
+        ttft_p90_ms: p(&ttft, 90.0),
+        ttft_p99_ms: p(&ttft, 99.0),
+        tpot_p50_ms: p(&tpot, 50.0),
+        tpot_p90_ms: p(&tpot, 90.0),
+        tpot_p99_ms: p(&tpot, 99.0),
+        e2e_p50_ms: p(&e2e, 50.0),
+        e2e_p90_ms: p(&e2e, 90.0),
+        e2e_p99_ms: p(&e2e, 99.0),
+        locality: share(local, served),
+        spilled: share(served - local, served),
+        residency_violations: violations,
+        send_lag_p99_ms: round(percentile(&lag, 99.0), 2),
+        served_by_region: by_region,
+        timeline,
+        ttft_ms: ttft,
+    }
+}
+
+/// How the run was set up, for the reader of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Setup {
+    /// The arrival process, e.g. `trace azure_llm_2023_code.csv`.
+    pub arrivals: String,
+    pub sources: Vec<String>,
+    /// Every region with a deployment (the idle ones too).
+    pub regions: Vec<String>,
+    pub concurrency: u32,
+    /// How `concurrency` was chosen.
+    pub concurrency_from: String,
+    pub region_capacity_rps: f64,
+    pub mean_service_ms: f64,
+    pub time_scale: f64,
+    pub window_secs: f64,
+    pub slo_ttft_ms: f64,
+    pub slo_tpot_ms: f64,
+    pub max_input_tokens: u64,
+    pub max_output_tokens: u64,
+}
+
+/// The whole report, as written by `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub policies: Vec<PolicyReport>,
+    pub oracle: Oracle,
+    pub setup: Setup,
+}
+
+/// Send lag (p99, wall ms) above which the table warns that the machine was saturated.
+pub const LAG_WARN_MS: f64 = 5.0;
+
+/// The terminal table.
+pub fn table(r: &BenchReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<13} {:>7} {:>7} {:>6} {:>6} {:>9} {:>7} {:>24} {:>8} {:>24} {:>7} {:>7} {:>5}",
+        "policy",
+        "offered",
+        "served",
+        "thrtl",
+        "failed",
+        "goodput/s",
+        "/oracle",
+        "TTFT p50/p90/p99 ms",
+        "TPOT p50",
+        "e2e p50/p90/p99 ms",
+        "local",
+        "spilled",
+        "resid"
+    );
+    for p in &r.policies {
+        let tri = |a: f64, b: f64, c: f64| format!("{a:.0}/{b:.0}/{c:.0}");
+        let _ = writeln!(
+            out,
+            "{:<13} {:>7} {:>7} {:>6} {:>6} {:>9.2} {:>6.1}% {:>24} {:>8.1} {:>24} {:>6.1}% {:>6.1}% {:>5}",
+            p.name,
+            p.offered,
+            p.served,
+            p.throttled,
+            p.failed,
+            p.goodput_rps,
+            p.goodput_vs_oracle * 100.0,
+            tri(p.ttft_p50_ms, p.ttft_p90_ms, p.ttft_p99_ms),
+            p.tpot_p50_ms,
+            tri(p.e2e_p50_ms, p.e2e_p90_ms, p.e2e_p99_ms),
+            p.locality * 100.0,
+            p.spilled * 100.0,
+            p.residency_violations
+        );
+    }
+    let o = &r.oracle;
+    let _ = writeln!(
+        out,
+        "{:<13} {:>7.0} {:>7.0} {:>6} {:>6} {:>9.2} {:>7}   (max-flow per {} s bucket; in-region under the same model: {:.0})",
+        "oracle",
+        o.offered,
+        o.served,
+        "",
+        "",
+        o.goodput_rps,
+        "100.0%",
+        o.bucket_secs,
+        o.in_region_served
+    );
+    let lag = r
+        .policies
+        .iter()
+        .map(|p| p.send_lag_p99_ms)
+        .fold(0.0, f64::max);
+    if lag > LAG_WARN_MS {
+        let _ = writeln!(
+            out,
+            "\nnote: the load generator fell behind its schedule by up to {lag:.1} ms (p99, wall clock): this machine was saturated, and at time scale {} its queueing weighs {}x in the latencies; a lower --time-scale measures the gateway rather than the machine.",
+            r.setup.time_scale, r.setup.time_scale
+        );
+    }
+    let s = &r.setup;
+    let _ = writeln!(
+        out,
+        "\n{} | {} regions x {} slots ({}) = {:.1} req/s each, mean service {:.0} ms | time scale {} | window {:.0} s | SLO TTFT {} ms, TPOT {} ms | latencies in trace time",
+        s.arrivals,
+        s.sources.len(),
+        s.concurrency,
+        s.concurrency_from,
+        s.region_capacity_rps,
+        s.mean_service_ms,
+        s.time_scale,
+        s.window_secs,
+        s.slo_ttft_ms,
+        s.slo_tpot_ms
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slo_parses_with_defaults_and_rejects_nonsense() {
+        assert_eq!("".parse::<Slo>().unwrap(), Slo::default());
+        let s: Slo = "ttft_ms=500, tpot_ms=50".parse().unwrap();
+        assert_eq!((s.ttft_ms, s.tpot_ms), (500.0, 50.0));
+        let s: Slo = "tpot_ms=10".parse().unwrap();
+        assert_eq!((s.ttft_ms, s.tpot_ms), (2000.0, 10.0));
+        for bad in ["ttft=5", "ttft_ms", "ttft_ms=-1", "ttft_ms=abc"] {
+            assert!(bad.parse::<Slo>().is_err(), "{bad}");
+        }
+    }
+
+    fn result(
+        id: &str,
+        source: &str,
+        served: Option<&str>,
+        status: u16,
+        ttft_ms: u64,
+    ) -> RequestResult {
+        RequestResult {
+            id: id.into(),
+            source: source.into(),
+            status,
+            served_region: served.map(str::to_string),
+            ttft: (status == 200).then(|| Duration::from_millis(ttft_ms)),
+            e2e: Duration::from_millis(ttft_ms + 10),
+            output_chunks: 10,
+            complete: status == 200,
+            late: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn figures_are_in_trace_time_with_the_rtt_added() {
+        let sent: HashMap<String, Sent> = ["a", "b", "c", "d"]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let s = Sent {
+                    source: "east".into(),
+                    at: Duration::from_secs(i as u64),
+                    output_tokens: 10,
+                };
+                (id.to_string(), s)
+            })
+            .collect();
+        let cx = Context {
+            sent: &sent,
+            window_secs: 4.0,
+            slo: "ttft_ms=1000".parse().unwrap(),
+            scale: Scale {
+                time_scale: 10.0,
+                rtt_ms: HashMap::from([(("west".into(), "east".into()), 70.0)]),
+                local_rtt_ms: 1.0,
+            },
+            oracle_rps: 1.0,
+            regions: vec!["east".into(), "west".into()],
+            timeline_buckets: 2,
+        };
+        let results = [
+            result("a", "east", Some("east"), 200, 20),
+            result("b", "east", Some("west"), 200, 95),
+            result("c", "east", None, 429, 0),
+            result("d", "east", None, 500, 0),
+        ];
+        let p = policy_report("x", &results, 0, &cx);
+        assert_eq!((p.offered, p.served, p.throttled, p.failed), (4, 2, 1, 1));
+        // a: 200 + 1 ms; b: 950 + 70 ms, over the 1000 ms SLO.
+        assert_eq!(p.ttft_ms, vec![201.0, 1020.0]);
+        assert_eq!(p.goodput_rps, 0.25);
+        assert_eq!(p.goodput_tps, 2.5);
+        assert_eq!(p.goodput_vs_oracle, 0.25);
+        assert_eq!(p.tpot_p50_ms, 10.0);
+        assert_eq!((p.locality, p.spilled), (0.5, 0.5));
+        assert_eq!(p.timeline.served, vec![vec![1, 1], vec![0, 0]]);
+        assert_eq!(p.timeline.offered, vec![2, 2]);
+        assert_eq!(p.served_by_region["west"], 1);
+    }
+}

@@ -1,0 +1,415 @@
+//! Request traces: when each request arrived and how many tokens it read and wrote.
+//!
+//! Two formats, chosen by the file's extension:
+//!
+//! * **Azure CSV** (`.csv`), as in the Azure LLM inference trace 2023: a header naming
+//!   `TIMESTAMP` (e.g. `2023-11-16 18:17:03.9799600`, no time zone), `ContextTokens` and
+//!   `GeneratedTokens`, then one request per line. Columns are found by name, in any order.
+//! * **JSONL** (`.jsonl`, `.ndjson`): one object per line with `timestamp` in milliseconds,
+//!   `input_length` and `output_length`.
+//!
+//! Times are made relative to the earliest request and the requests sorted by time. A trace has
+//! no region: [`Trace::shifted`] replays it from an offset, wrapping around, so one trace can feed
+//! several source regions with decorrelated bursts.
+use std::path::Path;
+use std::time::Duration;
+
+/// One request of a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceRequest {
+    /// Offset from the first request of the trace (trace time, not replay time).
+    pub at: Duration,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl TraceRequest {
+    /// The same request with its token counts capped (and at least one output token), so that
+    /// a replay stays quick and no request asks for nothing.
+    pub fn capped(self, max_input: u64, max_output: u64) -> TraceRequest {
+        TraceRequest {
+            input_tokens: self.input_tokens.min(max_input),
+            output_tokens: self.output_tokens.clamp(1, max_output.max(1)),
+            ..self
+        }
+    }
+}
+
+/// Why a trace could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("{file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: {msg}")]
+    Malformed {
+        file: String,
+        line: usize,
+        msg: String,
+    },
+    #[error("{file}: {msg}")]
+    Unsupported { file: String, msg: String },
+    #[error("{file}: the trace holds no request")]
+    Empty { file: String },
+}
+
+/// A parsed trace, sorted by arrival time, starting at zero.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    pub requests: Vec<TraceRequest>,
+}
+
+impl Trace {
+    fn new(mut requests: Vec<TraceRequest>, file: &str) -> Result<Trace, TraceError> {
+        if requests.is_empty() {
+            return Err(TraceError::Empty { file: file.into() });
+        }
+        requests.sort_by_key(|r| r.at);
+        let t0 = requests[0].at;
+        for r in &mut requests {
+            r.at -= t0;
+        }
+        Ok(Trace { requests })
+    }
+
+    /// Time from the first request to the last.
+    pub fn span(&self) -> Duration {
+        self.requests.last().map_or(Duration::ZERO, |r| r.at)
+    }
+
+    /// The period a wrapped replay repeats with: the span plus one mean gap, so the last request
+    /// and the first do not land on the same instant.
+    pub fn period(&self) -> Duration {
+        let n = self.requests.len().max(1) as u32;
+        self.span() + self.span() / n
+    }
+
+    /// The trace replayed from `offset` on: request times are `(at - offset) mod period`, sorted.
+    pub fn shifted(&self, offset: Duration) -> Vec<TraceRequest> {
+        let period = self.period();
+        if period.is_zero() {
+            return self.requests.clone();
+        }
+        let p = period.as_nanos();
+        let off = offset.as_nanos() % p;
+        let mut out: Vec<TraceRequest> = self
+            .requests
+            .iter()
+            .map(|r| {
+                let t = (r.at.as_nanos() + p - off) % p;
+                TraceRequest {
+                    at: Duration::from_nanos(u64::try_from(t).unwrap_or(u64::MAX)),
+                    ..*r
+                }
+            })
+            .collect();
+        out.sort_by_key(|r| r.at);
+        out
+    }
+}
+
+/// Reads a trace, choosing the format by extension (`.csv`, `.jsonl` or `.ndjson`).
+pub fn load(path: &Path) -> Result<Trace, TraceError> {
+    let file = path.display().to_string();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let parse: fn(&str, &str) -> Result<Trace, TraceError> = match ext.as_deref() {
+        Some("csv") => parse_azure_csv,
+        Some("jsonl" | "ndjson") => parse_jsonl,
+        _ => {
+            return Err(TraceError::Unsupported {
+                file,
+                msg: "expected a .csv (Azure) or .jsonl trace".into(),
+            });
+        }
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&text, &file)
+}
+
+/// Parses the Azure CSV format (see the module docs); `file` names the source in errors.
+pub fn parse_azure_csv(text: &str, file: &str) -> Result<Trace, TraceError> {
+    let bad = |line: usize, msg: String| TraceError::Malformed {
+        file: file.into(),
+        line,
+        msg,
+    };
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((hline, header)) = lines.next() else {
+        return Err(TraceError::Empty { file: file.into() });
+    };
+    let names: Vec<String> = header
+        .split(',')
+        .map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    let col = |name: &str| {
+        names.iter().position(|n| n == name).ok_or_else(|| {
+            bad(
+                hline + 1,
+                format!("the header has no {name} column (expected TIMESTAMP,ContextTokens,GeneratedTokens)"),
+            )
+        })
+    };
+    let (ts, ctx, gen_) = (
+        col("timestamp")?,
+        col("contexttokens")?,
+        col("generatedtokens")?,
+    );
+    let mut out = Vec::new();
+    for (i, line) in lines {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        if cells.len() != names.len() {
+            return Err(bad(
+                i + 1,
+                format!("expected {} columns, found {}", names.len(), cells.len()),
+            ));
+        }
+        let at = parse_timestamp(cells[ts]).map_err(|m| bad(i + 1, m))?;
+        let count = |c: usize, what: &str| {
+            cells[c]
+                .parse::<u64>()
+                .map_err(|_| bad(i + 1, format!("{what} {:?} is not a token count", cells[c])))
+        };
+        out.push(TraceRequest {
+            at,
+            input_tokens: count(ctx, "ContextTokens")?,
+            output_tokens: count(gen_, "GeneratedTokens")?,
+        });
+    }
+    Trace::new(out, file)
+}
+
+/// Parses the JSONL format (see the module docs); `file` names the source in errors.
+pub fn parse_jsonl(text: &str, file: &str) -> Result<Trace, TraceError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |msg: String| TraceError::Malformed {
+            file: file.into(),
+            line: i + 1,
+            msg,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let ms = v
+            .get("timestamp")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .ok_or_else(|| {
+                bad("`timestamp` (milliseconds, >= 0) is missing or not a number".into())
+            })?;
+        let count = |key: &str| {
+            v.get(key)
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| bad(format!("`{key}` is missing or not a token count")))
+        };
+        out.push(TraceRequest {
+            at: Duration::try_from_secs_f64(ms / 1000.0)
+                .map_err(|_| bad(format!("timestamp {ms} is out of range")))?,
+            input_tokens: count("input_length")?,
+            output_tokens: count("output_length")?,
+        });
+    }
+    Trace::new(out, file)
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.fraction]` (or with `T`) as time since 1970-01-01 (no time zone: only
+/// differences matter).
+fn parse_timestamp(s: &str) -> Result<Duration, String> {
+    let err = || format!("timestamp {s:?} is not YYYY-MM-DD HH:MM:SS[.fraction]");
+    let (date, time) = s.split_once([' ', 'T']).ok_or_else(err)?;
+    let d: Vec<&str> = date.split('-').collect();
+    let t: Vec<&str> = time.split(':').collect();
+    if d.len() != 3 || t.len() != 3 {
+        return Err(err());
+    }
+    let num = |x: &str| x.parse::<i64>().map_err(|_| err());
+    let (y, mo, day) = (num(d[0])?, num(d[1])?, num(d[2])?);
+    let (h, mi) = (num(t[0])?, num(t[1])?);
+    let (sec, frac) = t[2].split_once('.').unwrap_or((t[2], ""));
+    let sec = num(sec)?;
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
+        return Err(err());
+    }
+    if !frac.chars().all(|c| c.is_ascii_digit()) {
+        return Err(err());
+    }
+    // Nanoseconds from the first nine digits of the fraction.
+    let nanos = frac
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(9)
+        .collect::<String>()
+        .parse::<u32>()
+        .map_err(|_| err())?;
+    let days = days_from_civil(y, mo, day);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
+    let secs = u64::try_from(secs).map_err(|_| err())?;
+    Ok(Duration::new(secs, nanos))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CSV: &str = "TIMESTAMP,ContextTokens,GeneratedTokens\n\
+        2023-11-16 18:17:04.0319600,3180,8\n\
+        2023-11-16 18:17:03.9799600,4808,10\n\
+        \n\
+        2023-11-17 00:00:00,110,27\n";
+
+    #[test]
+    fn azure_csv_is_relative_sorted_and_exact() {
+        let t = parse_azure_csv(CSV, "t.csv").unwrap();
+        assert_eq!(t.requests.len(), 3);
+        assert_eq!(t.requests[0].at, Duration::ZERO);
+        assert_eq!(
+            (t.requests[0].input_tokens, t.requests[0].output_tokens),
+            (4808, 10)
+        );
+        assert_eq!(t.requests[1].at, Duration::from_millis(52));
+        // Across midnight: 18:17:03.97996 -> 00:00:00 next day.
+        assert_eq!(t.requests[2].at, Duration::new(20_576, 20_040_000));
+        assert_eq!(t.span(), t.requests[2].at);
+    }
+
+    #[test]
+    fn azure_csv_columns_by_name_in_any_order() {
+        let t = parse_azure_csv(
+            "GeneratedTokens,TIMESTAMP,ContextTokens\n5,2023-01-01 00:00:01.5,7\n",
+            "x.csv",
+        )
+        .unwrap();
+        assert_eq!(
+            t.requests,
+            vec![TraceRequest {
+                at: Duration::ZERO,
+                input_tokens: 7,
+                output_tokens: 5
+            }]
+        );
+    }
+
+    #[test]
+    fn malformed_csv_lines_are_named() {
+        let cases = [
+            (
+                "TIMESTAMP,ContextTokens\n",
+                "t.csv:1: the header has no generatedtokens",
+            ),
+            (
+                "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,1\n",
+                "t.csv:2: expected 3 columns, found 2",
+            ),
+            (
+                "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,1,2\nyesterday,1,2\n",
+                "t.csv:3: timestamp \"yesterday\"",
+            ),
+            (
+                "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,-4,2\n",
+                "t.csv:2: ContextTokens \"-4\" is not a token count",
+            ),
+            (
+                "TIMESTAMP,ContextTokens,GeneratedTokens\n",
+                "t.csv: the trace holds no request",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse_azure_csv(text, "t.csv").unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e:?} does not start with {want:?}");
+        }
+    }
+
+    #[test]
+    fn jsonl_parses_and_rejects_clearly() {
+        let t = parse_jsonl(
+            "{\"timestamp\": 1500, \"input_length\": 10, \"output_length\": 3}\n\n\
+             {\"timestamp\": 1000.5, \"input_length\": 20, \"output_length\": 4}\n",
+            "t.jsonl",
+        )
+        .unwrap();
+        assert_eq!(t.requests.len(), 2);
+        assert_eq!(t.requests[0].input_tokens, 20);
+        assert_eq!(t.requests[1].at, Duration::from_micros(499_500));
+        let cases = [
+            (
+                "{\"timestamp\": 1}\n",
+                "t.jsonl:1: `input_length` is missing",
+            ),
+            ("nope\n", "t.jsonl:1: not JSON"),
+            (
+                "{\"timestamp\": 0, \"input_length\": 1, \"output_length\": 1}\n{\"timestamp\": \"x\", \"input_length\": 1, \"output_length\": 1}\n",
+                "t.jsonl:2: `timestamp`",
+            ),
+            ("\n", "t.jsonl: the trace holds no request"),
+        ];
+        for (text, want) in cases {
+            let e = parse_jsonl(text, "t.jsonl").unwrap_err().to_string();
+            assert!(e.starts_with(want), "{e:?} does not start with {want:?}");
+        }
+    }
+
+    #[test]
+    fn load_picks_the_format_by_extension() {
+        let e = load(Path::new("/nonexistent/trace.txt")).unwrap_err();
+        assert!(matches!(e, TraceError::Unsupported { .. }), "{e}");
+        let e = load(Path::new("/nonexistent/trace.csv")).unwrap_err();
+        assert!(matches!(e, TraceError::Io { .. }), "{e}");
+    }
+
+    #[test]
+    fn shift_wraps_around_and_keeps_every_request() {
+        let reqs = (0..4)
+            .map(|i| TraceRequest {
+                at: Duration::from_secs(i),
+                input_tokens: i,
+                output_tokens: 1,
+            })
+            .collect();
+        let t = Trace { requests: reqs };
+        // Span 3 s, period 3.75 s; from 2 s on: 2→0, 3→1, then 0→1.75, 1→2.75.
+        let s = t.shifted(Duration::from_secs(2));
+        let got: Vec<(u64, u128)> = s
+            .iter()
+            .map(|r| (r.input_tokens, r.at.as_millis()))
+            .collect();
+        assert_eq!(got, vec![(2, 0), (3, 1000), (0, 1750), (1, 2750)]);
+        assert_eq!(t.shifted(Duration::ZERO), t.requests);
+        assert_eq!(t.shifted(t.period()), t.requests);
+    }
+
+    #[test]
+    fn caps_bound_tokens_and_keep_one_output_token() {
+        let r = TraceRequest {
+            at: Duration::ZERO,
+            input_tokens: 9000,
+            output_tokens: 0,
+        };
+        let c = r.capped(4096, 512);
+        assert_eq!((c.input_tokens, c.output_tokens), (4096, 1));
+    }
+}

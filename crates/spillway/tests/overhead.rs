@@ -1,0 +1,141 @@
+//! `spillway bench overhead`, run as the binary a user would run, with small settings: the
+//! JSON report's shape, no failed request on either path, and the figures consistent with
+//! each other.
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::run;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(120);
+
+const KEYS: [&str; 8] = [
+    "rps",
+    "direct_p50_ms",
+    "direct_p99_ms",
+    "gateway_p50_ms",
+    "gateway_p99_ms",
+    "added_p50_ms",
+    "added_p99_ms",
+    "max_rps",
+];
+
+/// A path under the temp dir no other test (or run) uses; removed on drop.
+struct Out(PathBuf);
+
+impl Out {
+    fn new(name: &str) -> Out {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Out(std::env::temp_dir().join(format!(
+            "spillway-overhead-test-{}-{nanos}-{name}",
+            std::process::id()
+        )))
+    }
+    fn s(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn n(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {v}"))
+}
+
+#[test]
+fn small_run_reports_both_cases_side_by_side_with_no_errors() {
+    let out = Out::new("overhead.json");
+    let (status, stdout, stderr) = run(
+        &[
+            "bench",
+            "overhead",
+            "--rps",
+            "200",
+            "--seconds",
+            "2",
+            "--warmup",
+            "0.5",
+            "--ramp-seconds",
+            "1",
+            "--ramp-max-rps",
+            "400",
+            "--ramp-bisect",
+            "1",
+            "--json",
+            out.s(),
+        ],
+        T,
+    );
+    assert!(status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("added p99"), "no table:\n{stdout}");
+    let text = std::fs::read_to_string(&out.0).expect("the JSON report was written");
+    let report: Value = serde_json::from_str(&text).expect("the report is JSON");
+    let cases = report["cases"].as_array().expect("cases is an array");
+    let names: Vec<&str> = cases.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, ["non-streaming", "streaming"], "{report}");
+    for c in cases {
+        for key in KEYS {
+            assert!(n(c, key).is_finite(), "{key} in {c}");
+        }
+        assert_eq!(n(c, "rps"), 200.0);
+        assert_eq!(n(c, "errors"), 0.0, "a request failed: {c}");
+        for path in ["direct", "gateway"] {
+            let s = &c[path];
+            assert_eq!(n(s, "requests"), 400.0, "{path} sent 200/s for 2 s: {s}");
+            assert_eq!(n(s, "errors"), 0.0, "{path}: {s}");
+            assert!(
+                n(s, "p50_ms") > 0.0 && n(s, "p50_ms") <= n(s, "p99_ms"),
+                "{s}"
+            );
+            assert_eq!(n(c, &format!("{path}_p99_ms")), round3(n(s, "p99_ms")));
+        }
+        for (added, gw, direct) in [
+            ("added_p50_ms", "gateway_p50_ms", "direct_p50_ms"),
+            ("added_p99_ms", "gateway_p99_ms", "direct_p99_ms"),
+        ] {
+            let want = n(c, gw) - n(c, direct);
+            assert!((n(c, added) - want).abs() < 0.002, "{added} in {c}");
+        }
+        // The ramp starts at --rps and never goes past its ceiling; max_rps is a rate that
+        // passed (or 0 when none did); no step saw a failed request.
+        let ramp = c["ramp"].as_array().expect("ramp is an array");
+        assert!(!ramp.is_empty(), "{c}");
+        assert_eq!(n(&ramp[0], "rps"), 200.0);
+        let max = n(c, "max_rps");
+        assert!(
+            max == 0.0
+                || ramp
+                    .iter()
+                    .any(|s| n(s, "rps") == max && s["passed"] == Value::Bool(true)),
+            "{c}"
+        );
+        for s in ramp {
+            assert!(n(s, "rps") <= 400.0, "{s}");
+            assert_eq!(n(s, "errors"), 0.0, "{s}");
+        }
+    }
+}
+
+#[test]
+fn nonsense_settings_are_refused_clearly() {
+    let (status, _, stderr) = run(&["bench", "overhead", "--rps", "0"], T);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("--rps must be a positive number"),
+        "{stderr}"
+    );
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
