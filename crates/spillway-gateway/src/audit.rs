@@ -71,6 +71,10 @@ impl AuditLog {
         AuditLog { tx: Some(tx) }
     }
 
+    pub fn is_on(&self) -> bool {
+        self.tx.is_some()
+    }
+
     fn write(&self, record: &AuditRecord<'_>) {
         if let Some(tx) = &self.tx
             && let Ok(mut line) = serde_json::to_string(record)
@@ -147,6 +151,9 @@ fn tags(t: &[(String, String)]) -> Map<String, Value> {
 
 /// A request that reached an upstream: served, broken or cancelled.
 pub fn served(state: &AppState, info: &RelayInfo, outcome: &str, usage: &Usage) {
+    if !state.audit.is_on() {
+        return;
+    }
     let cfg = &state.cfg;
     let rerouted = info.served_in != info.source;
     state.audit.write(&AuditRecord {
@@ -171,6 +178,9 @@ pub fn served(state: &AppState, info: &RelayInfo, outcome: &str, usage: &Usage) 
 
 /// A request answered with an error before or instead of being served.
 pub fn refused(state: &AppState, ctx: &RequestCtx, outcome: &str) {
+    if !state.audit.is_on() {
+        return;
+    }
     let cfg = &state.cfg;
     state.audit.write(&AuditRecord {
         timestamp: now(),

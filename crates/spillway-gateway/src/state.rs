@@ -72,6 +72,9 @@ impl AppState {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
+            // An upstream that redirects is misconfigured; following it would also re-parse URLs
+            // on the hot path.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let metrics = Metrics::new(&cfg);
         let shared = match &cfg.state {

@@ -239,6 +239,14 @@ impl Engine {
     }
 }
 
+/// Sleep until `deadline`, but not at all when it has passed: tokio rounds every sleep up to its
+/// next 1 ms tick, which would put a 1 ms floor under a zero service time.
+pub(crate) async fn sleep_until(deadline: tokio::time::Instant) {
+    if deadline > tokio::time::Instant::now() {
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,7 +192,7 @@ async fn chat_completions(
         }
     };
     let decode_start = Instant::now() + plan.prefill;
-    tokio::time::sleep_until(decode_start).await;
+    crate::engine::sleep_until(decode_start).await;
 
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     if req.is_stream() {
@@ -215,7 +215,7 @@ async fn chat_completions(
     }
 
     let produced = plan.break_after.unwrap_or(plan.output_tokens);
-    tokio::time::sleep_until(decode_start + plan.decode_time(produced)).await;
+    crate::engine::sleep_until(decode_start + plan.decode_time(produced)).await;
     drop(slot);
     ticket.set_completion_tokens(produced);
     if plan.break_after.is_some() {

@@ -100,7 +100,7 @@ impl State {
                 )))
             }
             Phase::Tokens(sent) => {
-                tokio::time::sleep_until(self.start + self.plan.decode_time(sent + 1)).await;
+                crate::engine::sleep_until(self.start + self.plan.decode_time(sent + 1)).await;
                 self.phase = Phase::Tokens(sent + 1);
                 self.ticket.set_completion_tokens(sent + 1);
                 let delta = Delta {
