@@ -201,8 +201,15 @@ fn invoke_body(model: &str, body: &[u8], stream: bool) -> Result<ChatRequest, Ed
     };
     obj.insert("model".into(), serde_json::Value::String(model.to_string()));
     obj.insert("stream".into(), serde_json::Value::Bool(stream));
-    serde_json::from_value(v)
-        .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))
+    let req: ChatRequest = serde_json::from_value(v)
+        .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))?;
+    if req.messages.is_empty() || req.output_cap() == Some(0) {
+        return Err(EdgeError::BadRequest(
+            "The request must contain at least one message, and max_tokens must be at least 1."
+                .into(),
+        ));
+    }
+    Ok(req)
 }
 
 /// The canonical stand-in for a native Invoke body (it is sent as it came): its size estimates
