@@ -24,7 +24,7 @@ use crate::error::EdgeError;
 use crate::metrics::{AttemptLabels, RequestLabels};
 use crate::relay::RelayInfo;
 use crate::resolve::{Target, resolve};
-use crate::state::{AppState, AttemptHold, QuotaHold, QuotaKey};
+use crate::state::{AppState, AttemptHold, QuotaKey};
 use crate::upstream::UpstreamFailure;
 
 /// Everything known about one request as it moves through the phases.
@@ -286,7 +286,7 @@ pub async fn serve(
         }
     }
     // Nothing was served: the quota reservation is cancelled in full.
-    drop_quota_unused(quota);
+    quota.clear_used();
     // Destinations that were never tried lacked headroom: as Bedrock does, a request that no
     // destination can take is throttled (429), not failed.
     let untried = candidates.len() > ctx.attempts as usize;
@@ -306,10 +306,6 @@ pub async fn serve(
         });
     }
     Err(final_error(last, &ctx.model_name))
-}
-
-fn drop_quota_unused(mut quota: QuotaHold) {
-    quota.clear_used();
 }
 
 fn plan_and_admit(

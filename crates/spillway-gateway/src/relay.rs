@@ -243,15 +243,9 @@ impl Relay {
         })
     }
 
-    fn tokens(&self) -> u64 {
-        self.usage
-            .map(|u| u.total_tokens)
-            .unwrap_or(self.info.prompt_tokens + self.output_tokens)
-    }
-
     fn finish_ok(&mut self) {
         self.done = true;
-        let tokens = self.tokens();
+        let tokens = self.usage().total_tokens;
         let tpot = match (self.first_token_at, self.last_token_at) {
             (Some(a), Some(b)) if self.output_tokens > 1 => {
                 Some((b - a) / (self.output_tokens - 1) as u32)
@@ -271,7 +265,7 @@ impl Relay {
 
     fn finish_failed(&mut self, kind: FailureKind) {
         self.done = true;
-        self.quota.set_used(self.tokens());
+        self.quota.set_used(self.usage().total_tokens);
         if let Some(h) = self.hold.take() {
             h.finish(Outcome::Failure(kind));
         }

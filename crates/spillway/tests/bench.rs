@@ -2,10 +2,9 @@
 //! shape and invariants, the HTML page, a JSONL trace, and a malformed trace refused clearly.
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::run;
+use common::{TempFile, run};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(120);
@@ -27,30 +26,6 @@ const KEYS: [&str; 14] = [
     "residency_violations",
 ];
 
-/// A path under the temp dir no other test (or run) uses; removed on drop.
-struct Out(PathBuf);
-
-impl Out {
-    fn new(name: &str) -> Out {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        Out(std::env::temp_dir().join(format!(
-            "spillway-bench-test-{}-{nanos}-{name}",
-            std::process::id()
-        )))
-    }
-    fn s(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for Out {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn n(p: &Value, key: &str) -> f64 {
     p[key]
         .as_f64()
@@ -58,7 +33,7 @@ fn n(p: &Value, key: &str) -> f64 {
 }
 
 /// Runs the bench with `args` plus `--json`; returns the report and stdout.
-fn bench(args: &[&str], json: &Out) -> (Value, String) {
+fn bench(args: &[&str], json: &TempFile) -> (Value, String) {
     let mut all = vec!["bench", "--self-contained", "--json", json.s()];
     all.extend_from_slice(args);
     let (status, stdout, stderr) = run(&all, T);
@@ -104,7 +79,10 @@ fn check_invariants(v: &Value, policies: &[&str]) {
 
 #[test]
 fn poisson_run_reports_every_policy_and_draws_the_charts() {
-    let (json, html) = (Out::new("poisson.json"), Out::new("poisson.html"));
+    let (json, html) = (
+        TempFile::named("poisson.json"),
+        TempFile::named("poisson.html"),
+    );
     let (v, stdout) = bench(
         &[
             "--poisson",
@@ -139,7 +117,7 @@ fn poisson_run_reports_every_policy_and_draws_the_charts() {
 
 #[test]
 fn jsonl_trace_replays_across_regions() {
-    let trace = Out::new("trace.jsonl");
+    let trace = TempFile::named("trace.jsonl");
     let mut lines = String::new();
     for i in 0..40u64 {
         // A burst in the first second, then a trickle.
@@ -155,7 +133,7 @@ fn jsonl_trace_replays_across_regions() {
         );
     }
     std::fs::write(&trace.0, lines).expect("write the trace");
-    let json = Out::new("trace.json");
+    let json = TempFile::named("trace.json");
     let (v, _) = bench(
         &[
             "--trace",
@@ -181,7 +159,7 @@ fn jsonl_trace_replays_across_regions() {
 
 #[test]
 fn malformed_trace_is_refused_with_its_line() {
-    let trace = Out::new("bad.csv");
+    let trace = TempFile::named("bad.csv");
     std::fs::write(
         &trace.0,
         "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9,10,2\n2023-11-16 18:17:04,ten,2\n",

@@ -3,10 +3,9 @@
 //! each other.
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::run;
+use common::{TempFile, run};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(120);
@@ -22,30 +21,6 @@ const KEYS: [&str; 8] = [
     "max_rps",
 ];
 
-/// A path under the temp dir no other test (or run) uses; removed on drop.
-struct Out(PathBuf);
-
-impl Out {
-    fn new(name: &str) -> Out {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        Out(std::env::temp_dir().join(format!(
-            "spillway-overhead-test-{}-{nanos}-{name}",
-            std::process::id()
-        )))
-    }
-    fn s(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for Out {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn n(v: &Value, key: &str) -> f64 {
     v[key]
         .as_f64()
@@ -54,7 +29,7 @@ fn n(v: &Value, key: &str) -> f64 {
 
 #[test]
 fn small_run_reports_both_cases_side_by_side_with_no_errors() {
-    let out = Out::new("overhead.json");
+    let out = TempFile::named("overhead.json");
     let (status, stdout, stderr) = run(
         &[
             "bench",

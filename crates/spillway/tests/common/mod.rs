@@ -38,24 +38,35 @@ pub fn default_toml() -> PathBuf {
 pub struct TempFile(pub PathBuf);
 
 impl TempFile {
-    pub fn new(tag: &str, contents: &str) -> TempFile {
+    /// A unique path under the temp dir, ending in `tag`, not created (for a file a command
+    /// writes); removed on drop if it exists by then.
+    pub fn named(tag: &str) -> TempFile {
         static N: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let name = format!(
-            "spillway-test-{}-{}-{}-{tag}.toml",
+            "spillway-test-{}-{}-{}-{tag}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed),
             nanos
         );
-        let path = std::env::temp_dir().join(name);
-        std::fs::write(&path, contents).expect("write temp file");
-        TempFile(path)
+        TempFile(std::env::temp_dir().join(name))
+    }
+
+    /// A unique `.toml` file holding `contents`.
+    pub fn new(tag: &str, contents: &str) -> TempFile {
+        let f = TempFile::named(&format!("{tag}.toml"));
+        std::fs::write(&f.0, contents).expect("write temp file");
+        f
     }
 
     pub fn path(&self) -> &std::path::Path {
         &self.0
+    }
+
+    pub fn s(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
     }
 }
 
