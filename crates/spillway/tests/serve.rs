@@ -191,7 +191,15 @@ async fn serve_drains_a_stream_on_sigterm_and_exits_zero() {
             Ok(_) => panic!("still accepting connections 5 s after SIGTERM"),
         }
     };
-    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    // A SYN that races the listener's close is answered with a reset
+    // instead of a refusal; both mean the connection was not accepted.
+    assert!(
+        matches!(
+            refused.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+        ),
+        "unexpected connect error {refused:?}"
+    );
 
     let rest = async {
         while let Some(chunk) = body.next().await {
