@@ -14,6 +14,7 @@ pub mod error;
 pub mod metrics;
 pub mod pipeline;
 pub mod profiles_api;
+pub mod redis_link;
 pub mod relay;
 pub mod resolve;
 pub mod server;

@@ -38,15 +38,13 @@
 //! admit up to one more limit; Redis coming back empty (restarted without persistence) starts
 //! the global buckets full again.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::gauge::Gauge;
-use redis::aio::ConnectionManager;
 use spillway_core::{QuotaBucket, QuotaDenied, QuotaLimits, Reservation};
 
-use crate::config::{Config, RedisState};
+use crate::config::Config;
+use crate::redis_link::RedisLink;
 use crate::state::QuotaKey;
 
 mod lua;
@@ -56,17 +54,7 @@ mod upkeep;
 pub const TICK: Duration = Duration::from_millis(100);
 /// A lease unused this long is given back to Redis.
 pub const LEASE_IDLE: Duration = Duration::from_secs(1);
-/// Longest a request waits on a Redis call before serving on the local share.
-const OP_TIMEOUT: Duration = Duration::from_millis(300);
-/// Reconnection back-off while Redis is down: doubles from the first to the second.
-const PROBE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
-/// With no other traffic to Redis for this long, the background task pings it.
-const HEARTBEAT: Duration = Duration::from_millis(500);
 const MINUTE: Duration = Duration::from_secs(60);
-
-const UNKNOWN: u8 = 0;
-const UP: u8 = 1;
-const DOWN: u8 = 2;
 
 /// Where a reservation was taken from, so it settles back there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,21 +80,17 @@ struct Lease {
 }
 
 struct Fallback {
+    /// The link generation these buckets belong to: a reconnection makes them stale.
     generation: u64,
     buckets: HashMap<QuotaKey, QuotaBucket>,
 }
 
 pub struct SharedQuotas {
     cfg: Arc<Config>,
-    redis: RedisState,
-    client: redis::Client,
-    conn: Mutex<Option<ConnectionManager>>,
-    state: AtomicU8,
-    last_ok: Mutex<Instant>,
+    link: Arc<RedisLink>,
     leases: Mutex<HashMap<QuotaKey, Lease>>,
     fallback: Mutex<Fallback>,
     scripts: lua::Scripts,
-    gauge: Gauge,
     epoch: Instant,
 }
 
@@ -121,42 +105,28 @@ enum Take {
 }
 
 impl SharedQuotas {
-    pub fn new(
-        cfg: Arc<Config>,
-        redis: RedisState,
-        gauge: Gauge,
-    ) -> Result<SharedQuotas, redis::RedisError> {
-        let client = redis::Client::open(redis.url.as_str())?;
-        gauge.set(0);
-        Ok(SharedQuotas {
+    pub fn new(cfg: Arc<Config>, link: Arc<RedisLink>) -> SharedQuotas {
+        SharedQuotas {
             cfg,
-            redis,
-            client,
-            conn: Mutex::new(None),
-            state: AtomicU8::new(UNKNOWN),
-            last_ok: Mutex::new(Instant::now()),
+            link,
             leases: Mutex::new(HashMap::new()),
             fallback: Mutex::new(Fallback {
                 generation: 0,
                 buckets: HashMap::new(),
             }),
             scripts: lua::Scripts::new(),
-            gauge,
             epoch: Instant::now(),
-        })
+        }
     }
 
-    /// Connect (waiting at most a few hundred milliseconds; unreachable is fine, it is retried)
-    /// and start the background task, which stops when `this` is dropped.
-    pub async fn start(this: &Arc<SharedQuotas>) {
-        this.probe().await;
-        let weak = Arc::downgrade(this);
-        tokio::spawn(upkeep::background(weak));
+    /// Start the background task that gives leases back; it stops when `this` is dropped.
+    pub fn start(this: &Arc<SharedQuotas>) {
+        tokio::spawn(upkeep::background(Arc::downgrade(this)));
     }
 
     /// Redis answers: quotas are global.
     pub fn is_up(&self) -> bool {
-        self.state.load(Ordering::Acquire) == UP
+        self.link.is_up()
     }
 
     /// Reserve one request and `est` tokens: from the lease, else one take from Redis, else
@@ -205,12 +175,12 @@ impl SharedQuotas {
             0
         };
         let want_r = if need_r > 0 {
-            need_r.max(chunk(limits.rpm, self.redis.lease_fraction))
+            need_r.max(chunk(limits.rpm, self.link.cfg.lease_fraction))
         } else {
             0
         };
         let want_t = if need_t > 0 {
-            need_t.max(chunk(limits.tpm, self.redis.lease_fraction))
+            need_t.max(chunk(limits.tpm, self.link.cfg.lease_fraction))
         } else {
             0
         };
@@ -260,7 +230,7 @@ impl SharedQuotas {
                 let Some(limits) = self.limits_of(key) else {
                     return;
                 };
-                let fraction = self.redis.lease_fraction;
+                let fraction = self.link.cfg.lease_fraction;
                 let mut leases = lock(&self.leases);
                 let l = lease_entry(&mut leases, key, limits);
                 l.last_used = Instant::now();
@@ -319,14 +289,19 @@ impl SharedQuotas {
         limits: QuotaLimits,
         est: u64,
     ) -> Result<Via, QuotaDenied> {
-        let n = u64::from(self.redis.instances.max(1));
+        let n = u64::from(self.link.cfg.instances.max(1));
         let share = QuotaLimits {
             rpm: limits.rpm.map(|v| v.div_ceil(n)),
             tpm: limits.tpm.map(|v| v.div_ceil(n)),
         };
         let now = self.epoch.elapsed();
         let mut fb = lock(&self.fallback);
-        let generation = fb.generation;
+        let generation = self.link.generation();
+        if fb.generation != generation {
+            // Redis came back since these local shares were made: they are gone.
+            fb.generation = generation;
+            fb.buckets.clear();
+        }
         let b = fb
             .buckets
             .entry(key)
@@ -340,16 +315,12 @@ impl SharedQuotas {
         let cfg = &self.cfg;
         format!(
             "{}:{{q:{}:{}:{}:{}}}:b",
-            self.redis.key_prefix,
+            self.link.cfg.key_prefix,
             escape(&cfg.tenants[key.tenant].name),
             escape(&cfg.models[key.model].id),
             escape(cfg.region_name(key.source)),
             if key.cross_region { "x" } else { "in" },
         )
-    }
-
-    fn conn(&self) -> Option<ConnectionManager> {
-        lock(&self.conn).clone()
     }
 
     async fn take(
@@ -359,22 +330,15 @@ impl SharedQuotas {
         want: (u64, u64),
         need: (u64, u64),
     ) -> Result<Take, ()> {
-        let Some(mut conn) = self.conn() else {
-            self.mark(false, "not connected");
-            return Err(());
-        };
         let rkey = self.redis_key(key);
+        let scripts = &self.scripts;
         let reply = self
-            .scripts
-            .take(&mut conn, &rkey, limits, want, need, OP_TIMEOUT)
+            .link
+            .call(async |c| scripts.take(c, &rkey, limits, want, need).await)
             .await;
         match reply {
-            Ok((1, g_r, g_t, _)) => {
-                self.mark(true, "");
-                Ok(Take::Granted(g_r.max(0) as u64, g_t.max(0) as u64))
-            }
+            Ok((1, g_r, g_t, _)) => Ok(Take::Granted(g_r.max(0) as u64, g_t.max(0) as u64)),
             Ok((_, _, _, wait_ms)) => {
-                self.mark(true, "");
                 let retry_after = if wait_ms < 0 {
                     MINUTE
                 } else {
@@ -382,10 +346,7 @@ impl SharedQuotas {
                 };
                 Ok(Take::Denied(retry_after))
             }
-            Err(e) => {
-                self.mark(false, &e);
-                Err(())
-            }
+            Err(_) => Err(()),
         }
     }
 }

@@ -19,6 +19,7 @@ use spillway_core::{
 
 use crate::config::{Config, ModelIx, StateKind, TenantIx};
 use crate::metrics::Metrics;
+use crate::redis_link::RedisLink;
 use crate::shared_quota::{SharedQuotas, Via};
 use crate::upstream::UpstreamTarget;
 
@@ -35,7 +36,9 @@ pub struct AppState {
     epoch: Instant,
     router: Mutex<RouterCell>,
     quotas: Mutex<HashMap<QuotaKey, QuotaBucket>>,
-    /// Tenant quotas shared through Redis (`[state] kind = "redis"`).
+    /// The link to the shared state (`[state] kind = "redis"`).
+    link: Option<Arc<RedisLink>>,
+    /// Tenant quotas shared through Redis.
     shared: Option<Arc<SharedQuotas>>,
 }
 
@@ -77,15 +80,18 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let metrics = Metrics::new(&cfg);
-        let shared = match &cfg.state {
+        let link = match &cfg.state {
             StateKind::Memory => None,
-            StateKind::Redis(r) => Some(Arc::new(SharedQuotas::new(
-                cfg.clone(),
+            StateKind::Redis(r) => Some(Arc::new(RedisLink::new(
                 r.clone(),
                 metrics.shared_state_up.clone(),
             )?)),
         };
+        let shared = link
+            .as_ref()
+            .map(|l| Arc::new(SharedQuotas::new(cfg.clone(), l.clone())));
         Ok(AppState {
+            link,
             shared,
             router: Mutex::new(RouterCell {
                 router,
@@ -107,14 +113,17 @@ impl AppState {
     /// runtime, before serving. Waits at most a few hundred milliseconds: Redis being
     /// unreachable is not an error (the gateway serves on local shares until it answers).
     pub async fn start_shared(&self) {
+        if let Some(link) = &self.link {
+            RedisLink::start(link).await;
+        }
         if let Some(sq) = &self.shared {
-            SharedQuotas::start(sq).await;
+            SharedQuotas::start(sq);
         }
     }
 
     /// False while the shared state (Redis) is configured but unreachable (`/readyz` degraded).
     pub fn shared_state_up(&self) -> bool {
-        self.shared.as_ref().is_none_or(|sq| sq.is_up())
+        self.link.as_ref().is_none_or(|l| l.is_up())
     }
 
     /// Give every quota lease back to the shared state (shutdown).

@@ -4,10 +4,9 @@
 //! and `ts` (Redis `TIME` of the last refill, in microseconds). An absent bucket is full. Each
 //! script refills by the elapsed Redis time (`limit` per 60 s, capped at the limit), applies its
 //! change and sets the key to expire once it would be full again (then absent = full).
-use std::time::Duration;
-
 use redis::Script;
-use redis::aio::ConnectionManager;
+
+use crate::redis_link::Conn;
 use spillway_core::QuotaLimits;
 
 /// Shared by both scripts: `level(cap, h, i, elapsed)` and `store(key, cap, level, now)`.
@@ -104,17 +103,6 @@ fn cap(limit: Option<u64>) -> i64 {
     limit.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-async fn within<T>(
-    timeout: Duration,
-    fut: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {timeout:?}")),
-    }
-}
-
 impl Scripts {
     pub(super) fn new() -> Scripts {
         Scripts {
@@ -126,13 +114,12 @@ impl Scripts {
     /// Take between `need` and `want` (requests, tokens) from the bucket at `key`.
     pub(super) async fn take(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         key: &str,
         limits: QuotaLimits,
         want: (u64, u64),
         need: (u64, u64),
-        timeout: Duration,
-    ) -> Result<(i64, i64, i64, i64), String> {
+    ) -> redis::RedisResult<(i64, i64, i64, i64)> {
         let mut inv = self.take.prepare_invoke();
         inv.key(key)
             .arg(cap(limits.rpm))
@@ -141,27 +128,24 @@ impl Scripts {
             .arg(want.1)
             .arg(need.0)
             .arg(need.1);
-        within(timeout, inv.invoke_async(conn)).await
+        inv.invoke_async(conn).await
     }
 
     /// Give back `r` requests and `t` tokens (`t` negative: charge a debt).
     pub(super) async fn give(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         key: &str,
         limits: QuotaLimits,
         r: u64,
         t: i64,
-        timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> redis::RedisResult<()> {
         let mut inv = self.give.prepare_invoke();
         inv.key(key)
             .arg(cap(limits.rpm))
             .arg(cap(limits.tpm))
             .arg(r)
             .arg(t);
-        within(timeout, inv.invoke_async::<i64>(conn))
-            .await
-            .map(|_| ())
+        inv.invoke_async::<i64>(conn).await.map(|_| ())
     }
 }

@@ -1,0 +1,200 @@
+//! One gateway instance's link to the shared state (`[state] kind = "redis"`): the connection,
+//! whether Redis answers (with its gauge and one log line per change), connecting and
+//! reconnecting with back-off, and the heartbeat.
+//!
+//! Everything that keeps state in Redis ([`crate::shared_quota`] and the rest) holds the same
+//! `Arc<RedisLink>`, takes [`RedisLink::conn`] for each call (a cheap clone of a multiplexed
+//! connection), bounds every call with [`OP_TIMEOUT`], and reports the result with
+//! [`RedisLink::mark`]. A failed call marks the link down: callers then serve on local state
+//! and the background task probes until Redis answers again. Every down → up transition bumps
+//! [`RedisLink::generation`], so local state kept during an outage can be recognised as stale
+//! and resynchronised.
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::gauge::Gauge;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::RedisState;
+
+/// Longest a request waits on a Redis call before serving on local state.
+pub const OP_TIMEOUT: Duration = Duration::from_millis(300);
+/// Reconnection back-off while Redis is down: doubles from the first to the second.
+const PROBE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+/// With no other traffic to Redis for this long, the background task pings it.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How often the background task looks at the link.
+const TICK: Duration = Duration::from_millis(100);
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// A connection to the shared state: multiplexed, cheap to clone.
+pub type Conn = ConnectionManager;
+
+pub struct RedisLink {
+    pub cfg: RedisState,
+    client: redis::Client,
+    conn: Mutex<Option<Conn>>,
+    state: AtomicU8,
+    generation: AtomicU64,
+    last_ok: Mutex<Instant>,
+    gauge: Gauge,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RedisLink {
+    pub fn new(cfg: RedisState, gauge: Gauge) -> Result<RedisLink, redis::RedisError> {
+        let client = redis::Client::open(cfg.url.as_str())?;
+        gauge.set(0);
+        Ok(RedisLink {
+            cfg,
+            client,
+            conn: Mutex::new(None),
+            state: AtomicU8::new(UNKNOWN),
+            generation: AtomicU64::new(0),
+            last_ok: Mutex::new(Instant::now()),
+            gauge,
+        })
+    }
+
+    /// Connect (waiting at most [`OP_TIMEOUT`]; unreachable is fine, it is retried) and start
+    /// the background task, which stops when `this` is dropped.
+    pub async fn start(this: &Arc<RedisLink>) {
+        this.probe().await;
+        tokio::spawn(background(Arc::downgrade(this)));
+    }
+
+    /// Redis answered the last call.
+    pub fn is_up(&self) -> bool {
+        self.state.load(Ordering::Acquire) == UP
+    }
+
+    /// Bumped on every reconnection: state kept locally under an older generation is stale.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current connection, if any (`None`: not connected yet).
+    pub fn conn(&self) -> Option<Conn> {
+        lock(&self.conn).clone()
+    }
+
+    /// Record the result of a call: the gauge, and one log line per change of state.
+    pub fn mark(&self, up: bool, error: &str) {
+        if up {
+            *lock(&self.last_ok) = Instant::now();
+        }
+        let new = if up { UP } else { DOWN };
+        let old = self.state.swap(new, Ordering::AcqRel);
+        if old == new {
+            return;
+        }
+        self.gauge.set(i64::from(up));
+        let url = format!("{:?}", self.cfg);
+        match (old, up) {
+            (UNKNOWN, true) => tracing::info!(state = %url, "shared state (Redis) connected"),
+            (_, true) => {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                tracing::warn!(state = %url, "shared state (Redis) reachable again; quotas, capacity and health are global again")
+            }
+            (_, false) => {
+                tracing::warn!(state = %url, %error, "shared state (Redis) unreachable; serving on this instance's local state and share of each quota")
+            }
+        }
+    }
+
+    /// Run one call with [`OP_TIMEOUT`] and mark the link by its result.
+    pub async fn call<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>,
+    ) -> Result<T, String> {
+        let Some(mut conn) = self.conn() else {
+            self.mark(false, "not connected");
+            return Err("not connected".into());
+        };
+        match tokio::time::timeout(OP_TIMEOUT, f(&mut conn)).await {
+            Ok(Ok(v)) => {
+                self.mark(true, "");
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                let e = e.to_string();
+                self.mark(false, &e);
+                Err(e)
+            }
+            Err(_) => {
+                let e = format!("no answer within {OP_TIMEOUT:?}");
+                self.mark(false, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Connect afresh and ping; marks the state either way.
+    async fn probe(&self) {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(OP_TIMEOUT))
+            .set_response_timeout(Some(OP_TIMEOUT))
+            .set_number_of_retries(0);
+        let connect = ConnectionManager::new_with_config(self.client.clone(), config);
+        let result = match tokio::time::timeout(OP_TIMEOUT, connect).await {
+            Ok(Ok(mut conn)) => {
+                let cmd = redis::cmd("PING");
+                let ping = cmd.query_async::<String>(&mut conn);
+                match tokio::time::timeout(OP_TIMEOUT, ping).await {
+                    Ok(Ok(_)) => Ok(conn),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("timed out".to_string()),
+                }
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("connect timed out".to_string()),
+        };
+        match result {
+            Ok(conn) => {
+                *lock(&self.conn) = Some(conn);
+                self.mark(true, "");
+            }
+            Err(e) => self.mark(false, &e),
+        }
+    }
+
+    /// Ping over the current connection (heartbeat while up).
+    async fn ping(&self) {
+        let _ = self
+            .call(async |c| redis::cmd("PING").query_async::<String>(c).await)
+            .await;
+    }
+}
+
+/// The background task: heartbeats while up, reconnects with back-off while down.
+async fn background(weak: Weak<RedisLink>) {
+    let mut backoff = PROBE_BACKOFF.0;
+    let mut next_probe = Instant::now();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(link) = weak.upgrade() else {
+            return;
+        };
+        if link.is_up() {
+            backoff = PROBE_BACKOFF.0;
+            if lock(&link.last_ok).elapsed() >= HEARTBEAT {
+                link.ping().await;
+            }
+        } else if Instant::now() >= next_probe {
+            link.probe().await;
+            if !link.is_up() {
+                next_probe = Instant::now() + backoff;
+                backoff = (backoff * 2).min(PROBE_BACKOFF.1);
+            }
+        }
+    }
+}
