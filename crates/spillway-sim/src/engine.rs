@@ -24,7 +24,9 @@
 //! divided by `time_scale`, so a trace recorded over an hour replays in a minute with the same
 //! shape. Token deadlines are computed from the start of decode (`start + i × per_token`) rather
 //! than by sleeping per token, so timer granularity does not accumulate when a token takes less
-//! than a millisecond: late tokens are simply emitted together.
+//! than a millisecond (tokio's timer ticks every 1 ms; at 50 tokens/s and time scale 30 a token
+//! is due every 0.67 ms): each wake-up emits every token that has come due, in one write
+//! ([`Plan::tokens_due`]), and a non-streamed response sleeps once, to the end of its decode.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -104,6 +106,30 @@ impl Plan {
     /// Time to decode the first `tokens` output tokens.
     pub(crate) fn decode_time(&self, tokens: u64) -> Duration {
         secs(tokens as f64 * self.per_token_secs)
+    }
+
+    /// Output tokens due by `now` when decode started at `start`: the largest `k` (at most
+    /// `output_tokens`) with `start + decode_time(k) <= now`. Due times are always computed from
+    /// `start`, never by adding up per-token sleeps, so a late wake-up (tokio's timer has a 1 ms
+    /// tick; a token at 50 tokens/s and time scale 30 is due every 0.67 ms) delays tokens but
+    /// never slows the decode down: the wake-up emits every token that has come due.
+    pub(crate) fn tokens_due(&self, start: Instant, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(start);
+        let n = self.output_tokens;
+        if self.per_token_secs <= 0.0 || self.per_token_secs.is_nan() {
+            return n;
+        }
+        // A guess from the division, then corrected against `decode_time` itself so that the
+        // rounding agrees with the deadlines the stream sleeps to.
+        let guess = (elapsed.as_secs_f64() / self.per_token_secs).floor();
+        let mut k = if guess >= n as f64 { n } else { guess as u64 };
+        while k > 0 && self.decode_time(k) > elapsed {
+            k -= 1;
+        }
+        while k < n && self.decode_time(k + 1) <= elapsed {
+            k += 1;
+        }
+        k
     }
 
     /// Prefill plus the whole decode: how long this request holds its slot.
@@ -239,6 +265,12 @@ impl Engine {
     }
 }
 
+/// Waits until the first `tokens` output tokens of a decode that started at `start` are done
+/// (a non-streamed response): one sleep to the absolute deadline, never one per token.
+pub(crate) async fn decode(plan: &Plan, start: Instant, tokens: u64) {
+    sleep_until(start + plan.decode_time(tokens)).await;
+}
+
 /// Sleep until `deadline`, but not at all when it has passed: tokio rounds every sleep up to its
 /// next 1 ms tick, which would put a 1 ms floor under a zero service time.
 pub(crate) async fn sleep_until(deadline: tokio::time::Instant) {
@@ -347,5 +379,48 @@ mod tests {
         let _ = queued.await;
         assert_eq!(e.waiting.load(Ordering::SeqCst), 0);
         assert_eq!(e.in_flight(), 1);
+    }
+
+    #[test]
+    fn tokens_due_agrees_with_the_deadlines() {
+        let c = SimConfig {
+            time_scale: 30.0,
+            ..SimConfig::default()
+        };
+        let p = Plan::new(&c, &Fault::default(), Some(200), 10);
+        let start = Instant::now();
+        for k in [0u64, 1, 2, 3, 99, 150, 199, 200] {
+            let at = start + p.decode_time(k);
+            assert_eq!(p.tokens_due(start, at), k, "at token {k}'s deadline");
+            if k > 0 {
+                let before = at - Duration::from_nanos(1);
+                assert_eq!(p.tokens_due(start, before), k - 1, "just before token {k}");
+            }
+        }
+        assert_eq!(p.tokens_due(start, start + Duration::from_secs(9)), 200);
+        assert_eq!(p.tokens_due(start + Duration::from_secs(1), start), 0);
+        let instant = SimConfig {
+            time_scale: f64::INFINITY,
+            ..SimConfig::default()
+        };
+        let p = Plan::new(&instant, &Fault::default(), Some(7), 10);
+        assert_eq!(p.tokens_due(start, start), 7);
+    }
+
+    /// A non-streamed 200-token decode at 50 tokens/s and time scale 30: 133.3 ms, one sleep.
+    #[tokio::test(start_paused = true)]
+    async fn non_streamed_decode_keeps_the_configured_rate() {
+        let c = SimConfig {
+            time_scale: 30.0,
+            ..SimConfig::default()
+        };
+        let p = Plan::new(&c, &Fault::default(), Some(200), 10);
+        let start = Instant::now();
+        decode(&p, start, 200).await;
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_micros(133_333) && took <= Duration::from_millis(135),
+            "decode took {took:?}"
+        );
     }
 }

@@ -215,7 +215,7 @@ async fn chat_completions(
     }
 
     let produced = plan.break_after.unwrap_or(plan.output_tokens);
-    crate::engine::sleep_until(decode_start + plan.decode_time(produced)).await;
+    crate::engine::decode(&plan, decode_start, produced).await;
     drop(slot);
     ticket.set_completion_tokens(produced);
     if plan.break_after.is_some() {

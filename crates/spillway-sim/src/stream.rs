@@ -4,7 +4,7 @@
 //! the body, which frees the slot at once and records the request as `cancelled`.
 use std::io;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use serde_json::Map;
 use spillway_proto::sse::{DONE, encode_data};
@@ -13,6 +13,10 @@ use tokio::time::Instant;
 
 use crate::engine::{Plan, Slot, token_text};
 use crate::record::{Outcome, Ticket};
+
+/// Most tokens sent in one write, so that a stream with no decode time (infinite time scale)
+/// does not build its whole output in one buffer.
+const MAX_TOKENS_PER_WRITE: u64 = 256;
 
 /// What one completion's chunks share.
 pub(crate) struct ChunkMeta {
@@ -101,13 +105,25 @@ impl State {
             }
             Phase::Tokens(sent) => {
                 crate::engine::sleep_until(self.start + self.plan.decode_time(sent + 1)).await;
-                self.phase = Phase::Tokens(sent + 1);
-                self.ticket.set_completion_tokens(sent + 1);
-                let delta = Delta {
-                    content: Some(token_text(sent)),
-                    ..Delta::default()
-                };
-                Some(Ok(self.meta.delta(delta, None)))
+                // Every token due by now goes out in this wake-up, one SSE event each, in one
+                // write: a token takes less than tokio's 1 ms timer tick at high time scales.
+                let end = self.plan.break_after.unwrap_or(self.plan.output_tokens);
+                let due = self
+                    .plan
+                    .tokens_due(self.start, Instant::now())
+                    .clamp(sent + 1, end.max(sent + 1))
+                    .min(sent + MAX_TOKENS_PER_WRITE);
+                let mut out = BytesMut::new();
+                for i in sent..due {
+                    let delta = Delta {
+                        content: Some(token_text(i)),
+                        ..Delta::default()
+                    };
+                    out.extend_from_slice(&self.meta.delta(delta, None));
+                }
+                self.phase = Phase::Tokens(due);
+                self.ticket.set_completion_tokens(due);
+                Some(Ok(out.freeze()))
             }
             Phase::Finish => {
                 // The sequence is done: its slot goes to the next request in the queue.
@@ -171,6 +187,7 @@ mod tests {
     use crate::{Fault, SimConfig};
     use futures_util::StreamExt;
     use std::sync::Arc;
+    use std::time::Duration;
 
     struct Rig {
         engine: Arc<Engine>,
@@ -183,7 +200,15 @@ mod tests {
         fault: Fault,
         include_usage: bool,
     ) -> (Rig, impl Stream<Item = Result<Bytes, io::Error>>) {
-        let cfg = SimConfig::default();
+        body_with(SimConfig::default(), n, fault, include_usage).await
+    }
+
+    async fn body_with(
+        cfg: SimConfig,
+        n: u64,
+        fault: Fault,
+        include_usage: bool,
+    ) -> (Rig, impl Stream<Item = Result<Bytes, io::Error>>) {
         let plan = Plan::new(&cfg, &fault, Some(n), 10);
         let engine = Engine::new(&cfg);
         let slot = engine.admit(plan.service_time()).await.unwrap();
@@ -268,5 +293,38 @@ mod tests {
         assert_eq!(rig.engine.in_flight(), 0);
         let rec = &rig.recorder.snapshot()[0];
         assert_eq!((rec.outcome.as_str(), rec.completion_tokens), ("broken", 2));
+    }
+
+    /// At time scale 30 a token at 50 tokens/s is due every 0.67 ms, under tokio's 1 ms timer
+    /// tick: the decode must still take 200 / 50 / 30 s = 133.3 ms, not one tick per token.
+    #[tokio::test(start_paused = true)]
+    async fn sub_millisecond_tokens_keep_the_configured_decode_rate() {
+        let cfg = SimConfig {
+            time_scale: 30.0,
+            ..SimConfig::default()
+        };
+        let t0 = Instant::now();
+        let (rig, body) = body_with(cfg, 200, Fault::default(), false).await;
+        let mut body = Box::pin(body);
+        let (mut writes, mut tokens, mut last_token_at) = (0, 0, t0);
+        while let Some(item) = body.next().await {
+            let text = String::from_utf8(item.unwrap().to_vec()).unwrap();
+            let n = text.matches(r#""content":" "#).count();
+            if n > 0 {
+                writes += 1;
+                tokens += n;
+                last_token_at = Instant::now();
+                assert_eq!(text.matches("data: ").count(), n, "one SSE event per token");
+            }
+        }
+        let took = last_token_at - t0;
+        assert_eq!(tokens, 200);
+        assert!(
+            took >= Duration::from_micros(133_333) && took <= Duration::from_millis(135),
+            "decode took {took:?}"
+        );
+        assert!(writes < 200, "late tokens share a write ({writes} writes)");
+        let rec = &rig.recorder.snapshot()[0];
+        assert_eq!((rec.outcome.as_str(), rec.completion_tokens), ("ok", 200));
     }
 }
