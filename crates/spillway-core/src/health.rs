@@ -20,6 +20,16 @@
 //! The transition from Open to HalfOpen is lazy: it is decided by comparing `now` with the end
 //! of the ejection, so no timer is needed. Outcomes of requests that were already in flight when
 //! the circuit opened ("stragglers") do not move an ejection that is still running.
+//!
+//! # Ejections learned from other gateway instances
+//!
+//! With shared state, an ejection decided by another instance reaches this one as
+//! [`Health::eject_until`]: the circuit opens until the same instant (an ejection that already
+//! runs longer is kept), and the half-open probe then happens locally, as for an ejection of our
+//! own. The remaining length seeds the back-off, so a probe that fails here doubles from it. A
+//! recovery seen elsewhere (another instance's probe succeeded) arrives as
+//! [`Health::end_ejection`], which closes the circuit only if its ejection began before the
+//! news was asked for: an ejection this instance decided afterwards is newer evidence and stays.
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -50,6 +60,8 @@ pub struct Health {
     state: State,
     /// Length of the last ejection; `None` when the next ejection is the base one.
     ejection: Option<Duration>,
+    /// When the current (or last) ejection began.
+    ejected_at: Duration,
 }
 
 impl Default for Health {
@@ -63,6 +75,7 @@ impl Health {
         Health {
             state: State::Closed { failures: 0 },
             ejection: None,
+            ejected_at: Duration::ZERO,
         }
     }
 
@@ -143,8 +156,34 @@ impl Health {
         }
     }
 
+    /// Another instance ejected the deployment until `until`: open the circuit until then
+    /// unless it is already open at least that long. Returns whether anything changed.
+    pub fn eject_until(&mut self, until: Duration, now: Duration) -> bool {
+        if until <= now || matches!(self.state, State::Open { until: u } if u >= until) {
+            return false;
+        }
+        let length = until - now;
+        self.ejection = Some(self.ejection.map_or(length, |e| e.max(length)));
+        self.ejected_at = now;
+        self.state = State::Open { until };
+        true
+    }
+
+    /// Another instance's probe succeeded: close the circuit if it is open or probing and its
+    /// ejection began at or before `ejected_before` (when the news was asked for). Returns
+    /// whether anything changed.
+    pub fn end_ejection(&mut self, ejected_before: Duration) -> bool {
+        if self.is_closed() || self.ejected_at > ejected_before {
+            return false;
+        }
+        self.state = State::Closed { failures: 0 };
+        self.ejection = None;
+        true
+    }
+
     fn eject(&mut self, length: Duration, now: Duration) {
         self.ejection = Some(length);
+        self.ejected_at = now;
         self.state = State::Open {
             until: now.saturating_add(length),
         };
@@ -240,6 +279,52 @@ mod tests {
         h.on_attempt(s(2));
         h.on_failure(&c, s(2));
         assert_eq!(h.ejected_until(s(2)), Some(s(4)));
+    }
+
+    #[test]
+    fn remote_ejection_opens_until_the_same_instant_and_probes_locally() {
+        let c = cfg();
+        let mut h = Health::new();
+        assert!(!h.eject_until(s(1), s(1)), "already over");
+        assert!(h.eject_until(s(4), s(1)));
+        assert_eq!(h.ejected_until(s(1)), Some(s(4)));
+        assert!(
+            !h.eject_until(s(3), s(2)),
+            "a shorter one does not shorten it"
+        );
+        assert!(h.eject_until(s(5), s(2)), "a longer one extends it");
+        assert_eq!(h.ejected_until(s(2)), Some(s(5)));
+        // Half-open locally at the same instant; a failed probe backs off from the 3 s learned.
+        assert!(h.is_available(s(5)));
+        h.on_attempt(s(5));
+        assert!(h.is_probing());
+        h.on_failure(&c, s(5));
+        assert_eq!(h.ejected_until(s(5)), Some(s(10)), "min(2 x 3 s, max 5 s)");
+    }
+
+    #[test]
+    fn remote_recovery_closes_only_older_ejections() {
+        let c = cfg();
+        let mut h = Health::new();
+        assert!(!h.end_ejection(s(9)), "closed: nothing to end");
+        for _ in 0..3 {
+            h.on_failure(&c, s(2));
+        }
+        assert!(
+            !h.end_ejection(s(1)),
+            "ejected after the news was asked for"
+        );
+        assert_eq!(h.ejected_until(s(2)), Some(s(3)));
+        assert!(h.end_ejection(s(2)));
+        assert!(h.is_closed() && h.is_available(s(2)));
+        // The back-off starts over: the next ejection is the base one.
+        for _ in 0..3 {
+            h.on_failure(&c, s(4));
+        }
+        assert_eq!(h.ejected_until(s(4)), Some(s(5)));
+        // A probe in flight is ended too.
+        h.on_attempt(s(5));
+        assert!(h.end_ejection(s(5)) && h.is_closed());
     }
 
     #[test]

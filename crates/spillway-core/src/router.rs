@@ -36,7 +36,8 @@
 //! ```
 use std::time::Duration;
 
-use self::deployment::{Deployment, Entry, ewma};
+use self::deployment::{Deployment, Entry, ewma, signed};
+pub use self::shared::{DeploymentEvent, Load};
 use crate::{AimdConfig, HealthConfig, RetryBudget, RetryBudgetConfig};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -66,6 +67,16 @@ pub struct RouterConfig {
     pub prior_service_ttft: Duration,
     /// EWMA weight of a new TTFT / TPOT observation (0 < alpha <= 1).
     pub ewma_alpha: f64,
+    /// `Policy::Spillway` only: when no destination has headroom, a request may still go to the
+    /// source deployment, to wait in its engine's own queue, while the source has fewer than
+    /// `limit × (1 + source_queue)` requests in flight (see `Router::plan`). 0 throttles
+    /// instead; negative or NaN is 0, more than 1 is 1.
+    pub source_queue: f64,
+    /// `Policy::Spillway` only: while the source has fewer than `limit × (1 + source_wait)` in
+    /// flight (and `source_wait <= source_queue`), a request waits in its queue even when another
+    /// region has headroom: a short wait for a local slot rather than a cross-region trip.
+    /// Default 0: spill as soon as the source is full (see the `plan` module for the trade).
+    pub source_wait: f64,
 }
 
 impl Default for RouterConfig {
@@ -91,6 +102,8 @@ impl Default for RouterConfig {
             near_equal_slack: Duration::from_millis(5),
             prior_service_ttft: Duration::from_millis(50),
             ewma_alpha: 0.2,
+            source_queue: 0.0,
+            source_wait: 0.0,
         }
     }
 }
@@ -306,6 +319,12 @@ pub struct Router {
     scratch: Vec<Entry>,
     /// The round-robin policy's counter.
     rr: usize,
+    /// The source deployment the last plan queued a request on beyond its limit: the next
+    /// `try_acquire` may admit over the limit there, once.
+    queued: Option<DeploymentIx>,
+    /// Health and cooldown changes for other instances (`None`: not recorded; see
+    /// [`Router::record_events`]).
+    events: Option<Vec<DeploymentEvent>>,
 }
 
 impl Router {
@@ -323,6 +342,8 @@ impl Router {
             prior_ns: cfg.prior_service_ttft.as_nanos() as f64,
             scratch: Vec::with_capacity(16),
             rr: 0,
+            queued: None,
+            events: None,
             cfg,
         }
     }
@@ -339,12 +360,20 @@ impl Router {
         est_tokens: u64,
         now: Duration,
     ) -> Result<Admission, Rejection> {
+        // A queue grant is good for the very next admission only.
+        let granted = self.queued.take() == Some(d);
+        let source_queue = self.cfg.source_queue;
         let dep = self
             .deployments
             .get_mut(d.0 as usize)
             .ok_or(Rejection::Unavailable)?;
-        dep.check(est_tokens, now)?;
+        match dep.check(est_tokens, now) {
+            Err(Rejection::InFlight)
+                if granted && plan::can_queue(dep, est_tokens, now, source_queue) => {}
+            r => r?,
+        }
         dep.in_flight += 1;
+        dep.window.add(1, signed(est_tokens), now);
         if let Some(b) = dep.rpm.as_mut() {
             b.force_take(1, now); // checked above: never goes into debt here
         }
@@ -362,11 +391,11 @@ impl Router {
     /// attempt that then failed or was cancelled (a stream that broke or lost its client), which
     /// [`Router::release`] with a failure does not count.
     pub fn charge_tokens(&mut self, d: DeploymentIx, tokens: u64, now: Duration) {
-        if let Some(b) = self
-            .deployments
-            .get_mut(d.0 as usize)
-            .and_then(|d| d.tpm.as_mut())
-        {
+        let Some(d) = self.deployments.get_mut(d.0 as usize) else {
+            return;
+        };
+        d.window.add(0, signed(tokens), now);
+        if let Some(b) = d.tpm.as_mut() {
             b.force_take(tokens, now);
         }
     }
@@ -380,6 +409,11 @@ impl Router {
         };
         d.in_flight = d.in_flight.saturating_sub(1);
         let est = admission.est_tokens;
+        let before = (
+            d.health.is_closed(),
+            d.health.ejected_until(now),
+            d.cooldown_until,
+        );
         match outcome {
             Outcome::Success { ttft, tpot, tokens } => {
                 d.health.on_success(now);
@@ -419,6 +453,14 @@ impl Router {
                     FailureKind::ClientError | FailureKind::Cancelled => d.health.on_neutral(now),
                 }
             }
+        }
+        let tokens = match outcome {
+            Outcome::Success { tokens, .. } => signed(tokens) - signed(est),
+            Outcome::Failure(_) => -signed(est),
+        };
+        d.window.add(0, tokens, now);
+        if let Some(events) = self.events.as_mut() {
+            shared::note(events, admission.deployment, d, before, now);
         }
     }
 
@@ -473,6 +515,7 @@ impl Router {
 
 mod deployment;
 mod plan;
+mod shared;
 
 #[cfg(test)]
 mod tests;

@@ -45,7 +45,8 @@ async fn profile_calls_are_served_in_the_source_region_while_it_has_headroom() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_source_spills_within_the_geography_and_plain_ids_are_throttled() {
-    let mut spec = Spec::standard();
+    // No waiting in the source's queue: a full region is full (that wait is unit-tested in core).
+    let mut spec = Spec::standard().routing("source_queue", "0");
     spec.dep(M, "us-east-1").max_in_flight = 2;
     spec.dep(M, "us-east-2").max_in_flight = 1;
     spec.dep(M, "us-west-2").max_in_flight = 1;

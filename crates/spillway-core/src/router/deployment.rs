@@ -1,7 +1,19 @@
 //! Per-deployment state and the checks the planner and the admission share.
+//!
+//! Besides this instance's own state, a deployment carries the [`Load`] of the *other* gateway
+//! instances (set by [`Router::set_remote_load`](super::Router::set_remote_load) when state is
+//! shared) and a [`UsageWindow`] of this instance's own requests and tokens over the last
+//! 60 s, which is what it publishes. The checks then hold against the global figures:
+//!
+//! * in flight: `local + remote < limit` (the adaptive limit, at most `max_in_flight`);
+//! * RPM / TPM: the local bucket has room, and, when the other instances used any, `local
+//!   window + remote window + this request <= limit` over the sliding 60 s.
+//!
+//! The remote figures are as fresh as the last sync, so the global bounds are eventually
+//! consistent; the gateway's `shared_deployments` module states by how much they can be exceeded.
 use std::time::Duration;
 
-use super::{DeploymentSpec, MINUTE, Rejection};
+use super::{DeploymentSpec, Load, MINUTE, Rejection};
 use crate::{AdaptiveLimit, Health, TokenBucket};
 
 /// Per-deployment state.
@@ -19,6 +31,10 @@ pub(super) struct Deployment {
     pub(super) ewma_ttft: Option<f64>,
     /// EWMA time per output token, in nanoseconds.
     pub(super) ewma_tpot: Option<f64>,
+    /// The other gateway instances' in-flight requests and 60 s usage (zero when not shared).
+    pub(super) remote: Load,
+    /// This instance's requests and tokens over the last 60 s.
+    pub(super) window: UsageWindow,
 }
 
 impl Deployment {
@@ -36,22 +52,52 @@ impl Deployment {
                 .map(|c| TokenBucket::new(c, MINUTE, Duration::ZERO)),
             ewma_ttft: None,
             ewma_tpot: None,
+            remote: Load::default(),
+            window: UsageWindow::default(),
             spec,
         }
+    }
+
+    /// In flight here and at the other instances.
+    pub(super) fn total_in_flight(&self) -> u32 {
+        self.in_flight.saturating_add(self.remote.in_flight)
+    }
+
+    /// The sliding-window checks against the other instances' usage: (RPM refuses one more
+    /// request, TPM refuses `est_tokens` more). Both false while nothing is shared.
+    fn over_remote(&mut self, est_tokens: u64, now: Duration) -> (bool, bool) {
+        let (requests, tokens) = self.window.totals(now);
+        let over = |limit: Option<u64>, local: u64, remote: u64, need: u64| {
+            remote > 0
+                && limit.is_some_and(|l| local.saturating_add(remote).saturating_add(need) > l)
+        };
+        (
+            over(
+                self.spec.rpm.map(u64::from),
+                requests,
+                self.remote.requests,
+                1,
+            ),
+            over(self.spec.tpm, tokens, self.remote.tokens, est_tokens),
+        )
     }
 
     /// Headroom check: health, cooldown, in-flight vs. adaptive limit, RPM, TPM (in that order).
     pub(super) fn check(&mut self, est_tokens: u64, now: Duration) -> Result<(), Rejection> {
         if !self.health.is_available(now) || now < self.cooldown_until {
-            Err(Rejection::Unavailable)
-        } else if self.in_flight >= self.limit.current() {
-            Err(Rejection::InFlight)
-        } else if self.rpm.as_mut().is_some_and(|b| b.available(now) < 1) {
+            return Err(Rejection::Unavailable);
+        }
+        if self.total_in_flight() >= self.limit.current() {
+            return Err(Rejection::InFlight);
+        }
+        let (rpm_over, tpm_over) = self.over_remote(est_tokens, now);
+        if rpm_over || self.rpm.as_mut().is_some_and(|b| b.available(now) < 1) {
             Err(Rejection::Rpm)
-        } else if self
-            .tpm
-            .as_mut()
-            .is_some_and(|b| b.available(now) < est_tokens)
+        } else if tpm_over
+            || self
+                .tpm
+                .as_mut()
+                .is_some_and(|b| b.available(now) < est_tokens)
         {
             Err(Rejection::Tpm)
         } else {
@@ -65,8 +111,14 @@ impl Deployment {
         if let Some(until) = self.health.ejected_until(now) {
             wait = wait.max(until.saturating_sub(now));
         }
-        if self.health.is_probing() || self.in_flight >= self.limit.current() {
-            // Bound by requests in flight: we cannot know when they end; guess a second.
+        let (rpm_over, tpm_over) = self.over_remote(est_tokens, now);
+        if self.health.is_probing()
+            || self.total_in_flight() >= self.limit.current()
+            || rpm_over
+            || tpm_over
+        {
+            // Bound by requests in flight (or other instances' usage): we cannot know when they
+            // end; guess a second.
             wait = wait.max(Duration::from_secs(1));
         }
         if let Some(b) = self.rpm.as_mut() {
@@ -82,7 +134,7 @@ impl Deployment {
     pub(super) fn score(&self, rtt: Duration, prior_ns: f64) -> (f64, f64) {
         let rtt = rtt.as_nanos() as f64;
         let service = self.ewma_ttft.map_or(prior_ns, |t| (t - rtt).max(0.0));
-        let util = f64::from(self.in_flight) / f64::from(self.limit.current().max(1));
+        let util = f64::from(self.total_in_flight()) / f64::from(self.limit.current().max(1));
         (rtt + service * (1.0 + util), util)
     }
 }
@@ -103,4 +155,64 @@ pub(super) fn ewma(slot: &mut Option<f64>, x: Duration, alpha: f64) {
         Some(prev) => prev + alpha * (x - prev),
         None => x,
     });
+}
+
+/// Requests and tokens per second over the last 60 s: 60 one-second slots and running totals.
+/// Late adjustments (a settle to the actual tokens, a refund) land in the current slot, so a
+/// slot may be negative; the totals are reported clamped at zero.
+#[derive(Debug, Clone)]
+pub(super) struct UsageWindow {
+    slots: [(i64, i64); 60],
+    /// The second (since the epoch of `now`) the newest slot stands for.
+    head: u64,
+    totals: (i64, i64),
+}
+
+impl Default for UsageWindow {
+    fn default() -> Self {
+        UsageWindow {
+            slots: [(0, 0); 60],
+            head: 0,
+            totals: (0, 0),
+        }
+    }
+}
+
+impl UsageWindow {
+    /// Forget the slots older than 60 s.
+    fn advance(&mut self, now: Duration) {
+        let sec = now.as_secs();
+        if sec <= self.head {
+            return;
+        }
+        for s in (self.head + 1..=sec).take(60) {
+            let slot = &mut self.slots[(s % 60) as usize];
+            self.totals.0 -= slot.0;
+            self.totals.1 -= slot.1;
+            *slot = (0, 0);
+        }
+        self.head = sec;
+    }
+
+    /// Add (or, negative, take back) requests and tokens now.
+    pub(super) fn add(&mut self, requests: i64, tokens: i64, now: Duration) {
+        self.advance(now);
+        let slot = &mut self.slots[(self.head % 60) as usize];
+        slot.0 = slot.0.saturating_add(requests);
+        slot.1 = slot.1.saturating_add(tokens);
+        self.totals.0 = self.totals.0.saturating_add(requests);
+        self.totals.1 = self.totals.1.saturating_add(tokens);
+    }
+
+    /// (requests, tokens) over the last 60 s.
+    pub(super) fn totals(&mut self, now: Duration) -> (u64, u64) {
+        self.advance(now);
+        let clamp = |v: i64| u64::try_from(v).unwrap_or(0);
+        (clamp(self.totals.0), clamp(self.totals.1))
+    }
+}
+
+/// Tokens as a signed adjustment.
+pub(super) fn signed(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }

@@ -405,3 +405,5 @@ mod policies {
         );
     }
 }
+
+mod source_queue;

@@ -77,6 +77,12 @@ pub struct RawRouting {
     pub max_ejection_ms: Option<u64>,
     pub retry_budget_ratio: Option<f64>,
     pub retry_min_per_sec: Option<f64>,
+    /// How far beyond its in-flight limit the source may queue requests when no destination has
+    /// headroom, as a fraction of the limit (0 to 1, default 0: throttle instead).
+    pub source_queue: Option<f64>,
+    /// `spillway` policy: while the source's queue is shorter than this fraction of its limit,
+    /// a request waits there rather than spill (0 to `source_queue`, default 0).
+    pub source_wait: Option<f64>,
     pub seed: Option<u64>,
 }
 
@@ -87,8 +93,12 @@ pub struct RawState {
     pub kind: Option<String>,
     /// `redis://[user:pass@]host:port[/db]` (kind = "redis"), or ...
     pub url: Option<String>,
-    /// ... the environment variable holding it.
+    /// ... the environment variable holding it (with `cluster`: one or more, comma-separated), or
+    /// (with `cluster`) several seed nodes.
     pub url_env: Option<String>,
+    pub urls: Option<Vec<String>>,
+    /// The URLs name nodes of a Redis Cluster (seed nodes; the rest are discovered).
+    pub cluster: Option<bool>,
     /// How many gateway instances share the quotas (each one's share while Redis is down).
     pub instances: Option<u32>,
     /// Lease chunk as a fraction of each per-minute limit (at least 1).

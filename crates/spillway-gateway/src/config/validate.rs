@@ -297,6 +297,20 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             format!("expected a non-negative rate, got {min_per_sec}"),
         ));
     }
+    let source_queue = r.source_queue.unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&source_queue) {
+        return Err(cx.err(
+            "routing.source_queue",
+            format!("expected 0 to 1 (a fraction of the in-flight limit), got {source_queue}"),
+        ));
+    }
+    let source_wait = r.source_wait.unwrap_or(0.0);
+    if !(0.0..=source_queue).contains(&source_wait) {
+        return Err(cx.err(
+            "routing.source_wait",
+            format!("expected 0 to routing.source_queue ({source_queue}), got {source_wait}"),
+        ));
+    }
     let base_ejection = ms("base_ejection_ms", r.base_ejection_ms, 1000)?;
     let max_ejection = ms("max_ejection_ms", r.max_ejection_ms, 30_000)?;
     if max_ejection < base_ejection {
@@ -335,6 +349,8 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             min_per_sec,
             max_balance: (min_per_sec * 10.0).max(10.0),
         },
+        source_queue,
+        source_wait,
         ..RouterConfig::default()
     };
     let timeouts = Timeouts {

@@ -82,6 +82,9 @@ fn run(
 ) -> Result<Vec<Plan>, TestCaseError> {
     let cfg = RouterConfig {
         max_attempts,
+        // As deep as the queue itself, so that small limits exercise waiting in the source.
+        source_queue: 0.5,
+        source_wait: 0.5,
         ..RouterConfig::default()
     };
     let mut r = Router::new(cfg, world.iter().map(|(s, _)| s.clone()).collect());
@@ -118,14 +121,25 @@ fn run(
                 };
                 // Oracle: what would admit right now.
                 let admits = |r: &Router, c: &Candidate| {
-                    r.clone().try_acquire(c.deployment, *est, now).is_ok()
+                    let mut r = r.clone();
+                    r.queued = None; // a queue grant is the plan's, not the oracle's
+                    r.try_acquire(c.deployment, *est, now).is_ok()
                 };
                 let eligible: Vec<&Candidate> = cands.iter().filter(|c| admits(&r, c)).collect();
                 r.record_request(now);
                 let p = r.plan(&req, now, &mut rng);
 
                 prop_assert!(p.steps.len() <= max_attempts);
-                prop_assert_eq!(p.steps.len(), eligible.len().min(max_attempts));
+                // Waiting in the (full) source: it comes first, then what has headroom.
+                let queued = p.steps.first().is_some_and(|s| {
+                    s.region == req.source && !eligible.iter().any(|c| c.deployment == s.deployment)
+                });
+                if queued {
+                    prop_assert_eq!(p.steps[0].reason, Reason::Local);
+                    prop_assert_eq!(p.steps.len(), (1 + eligible.len()).min(max_attempts));
+                } else {
+                    prop_assert_eq!(p.steps.len(), eligible.len().min(max_attempts));
+                }
                 for (i, s) in p.steps.iter().enumerate() {
                     let c = Candidate {
                         deployment: s.deployment,
@@ -138,7 +152,9 @@ fn run(
                             .any(|x| x.deployment == c.deployment && x.region == c.region)
                     );
                     prop_assert!(!is_denied(&c), "denied region {:?} in plan", s.region);
-                    prop_assert!(eligible.iter().any(|x| x.deployment == s.deployment));
+                    prop_assert!(
+                        (queued && i == 0) || eligible.iter().any(|x| x.deployment == s.deployment)
+                    );
                     prop_assert!(p.steps[..i].iter().all(|t| t.deployment != s.deployment));
                     prop_assert_eq!(s.reason == Reason::Local, s.region == req.source);
                 }
