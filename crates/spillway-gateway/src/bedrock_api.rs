@@ -100,6 +100,8 @@ async fn run(
     let body = read_body(state, &inc.body)?;
     let tenant = authenticate(state, ctx.source, inc, &body)?;
     ctx.tenant = Some(tenant);
+    // An application profile created through another instance: known here before resolving.
+    state.app_profiles.prefetch(model_id).await;
 
     // Phase 2: parse and normalise into the canonical request.
     ctx.model_name = percent_encoding::percent_decode_str(model_id)

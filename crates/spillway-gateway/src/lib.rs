@@ -18,6 +18,7 @@ pub mod redis_link;
 pub mod relay;
 pub mod resolve;
 pub mod server;
+pub mod shared_deployments;
 pub mod shared_quota;
 pub mod sigv4;
 pub mod state;

@@ -32,7 +32,7 @@ pub enum Call {
 }
 
 pub async fn handle(state: Arc<AppState>, source: RegionIx, call: Call, inc: Incoming) -> Response {
-    let mut resp = match run(&state, source, call, &inc) {
+    let mut resp = match run(&state, source, call, &inc).await {
         Ok(resp) => resp,
         Err(e) => e.into_bedrock_response(),
     };
@@ -42,7 +42,7 @@ pub async fn handle(state: Arc<AppState>, source: RegionIx, call: Call, inc: Inc
     resp
 }
 
-fn run(
+async fn run(
     state: &AppState,
     source: RegionIx,
     call: Call,
@@ -52,21 +52,26 @@ fn run(
     let tenant = authenticate(state, source, inc, &body)?;
     let cfg = &state.cfg;
     match call {
-        Call::List { query } => list(state, source, tenant, query.as_deref()),
+        Call::List { query } => list(state, source, tenant, query.as_deref()).await,
         Call::Get(id) => {
-            let v = match lookup(state, source, tenant, &id)? {
+            let v = match lookup(state, source, tenant, &id).await? {
                 Found::System(p) => system_json(cfg, source, tenant, p, state.started_at),
                 Found::App(a) => app_json(cfg, &a),
             };
             Ok(ok(StatusCode::OK, v))
         }
-        Call::Create => create(state, source, tenant, &body),
-        Call::Delete(id) => match lookup(state, source, tenant, &id)? {
+        Call::Create => create(state, source, tenant, &body).await,
+        Call::Delete(id) => match lookup(state, source, tenant, &id).await? {
             Found::System(_) => Err(EdgeError::BadRequest(
                 "System-defined inference profiles cannot be deleted.".into(),
             )),
             Found::App(a) => {
-                state.app_profiles.delete(tenant, &a.id);
+                if !state.app_profiles.delete(tenant, &a.id).await? {
+                    // Deleted through another instance meanwhile.
+                    return Err(EdgeError::NotFound(format!(
+                        "The inference profile {id} does not exist."
+                    )));
+                }
                 Ok(ok(StatusCode::OK, json!({})))
             }
         },
@@ -158,7 +163,7 @@ enum Found {
 }
 
 /// An id or ARN of a system profile callable here, or of the tenant's application profile.
-fn lookup(
+async fn lookup(
     state: &AppState,
     source: RegionIx,
     tenant: TenantIx,
@@ -171,16 +176,18 @@ fn lookup(
             .filter(|p| cfg.profiles[*p].destinations.contains_key(&source))
     };
     match parse_model_ref(raw).map_err(|e| EdgeError::BadRequest(e.to_string()))? {
-        ModelRef::Id(id) => system(&id)
-            .map(Found::System)
-            .or_else(|| {
-                state
-                    .app_profiles
-                    .get(tenant, &id)
-                    .filter(|a| a.region == source)
-                    .map(Found::App)
-            })
-            .ok_or_else(not_found),
+        ModelRef::Id(id) => {
+            if let Some(p) = system(&id) {
+                return Ok(Found::System(p));
+            }
+            state
+                .app_profiles
+                .lookup(tenant, &id)
+                .await
+                .filter(|a| a.region == source)
+                .map(Found::App)
+                .ok_or_else(not_found)
+        }
         ModelRef::InferenceProfileArn {
             region,
             account,
@@ -200,7 +207,8 @@ fn lookup(
         } if region == cfg.region_name(source) && account == cfg.tenants[tenant].account_id => {
             state
                 .app_profiles
-                .get(tenant, &id)
+                .lookup(tenant, &id)
+                .await
                 .map(Found::App)
                 .ok_or_else(not_found)
         }
@@ -208,7 +216,7 @@ fn lookup(
     }
 }
 
-fn list(
+async fn list(
     state: &AppState,
     source: RegionIx,
     tenant: TenantIx,
@@ -258,6 +266,7 @@ fn list(
             state
                 .app_profiles
                 .list(tenant, source)
+                .await
                 .iter()
                 .map(|a| app_json(cfg, a)),
         );
@@ -308,7 +317,7 @@ struct Tag {
     value: String,
 }
 
-fn create(
+async fn create(
     state: &AppState,
     source: RegionIx,
     tenant: TenantIx,
@@ -375,17 +384,20 @@ fn create(
             )));
         }
     };
-    let profile = state.app_profiles.create(NewAppProfile {
-        name,
-        description: req.description,
-        tenant,
-        account_id: cfg.tenants[tenant].account_id.clone(),
-        region: source,
-        region_name: src.to_string(),
-        source: copy,
-        tags: req.tags.into_iter().map(|t| (t.key, t.value)).collect(),
-        client_request_token: req.client_request_token,
-    })?;
+    let profile = state
+        .app_profiles
+        .create(NewAppProfile {
+            name,
+            description: req.description,
+            tenant,
+            account_id: cfg.tenants[tenant].account_id.clone(),
+            region: source,
+            region_name: src.to_string(),
+            source: copy,
+            tags: req.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+            client_request_token: req.client_request_token,
+        })
+        .await?;
     Ok(ok(
         StatusCode::CREATED,
         json!({ "inferenceProfileArn": profile.arn, "status": "ACTIVE" }),

@@ -9,12 +9,21 @@
 //! and the background task probes until Redis answers again. Every down → up transition bumps
 //! [`RedisLink::generation`], so local state kept during an outage can be recognised as stale
 //! and resynchronised.
+//!
+//! With `[state] cluster = true` the link is a Redis Cluster connection (seed nodes from the
+//! config; it follows MOVED/ASK and topology changes itself). [`Conn`] hides the difference: it
+//! implements [`redis::aio::ConnectionLike`], so scripts and commands run on either unchanged.
+//! Every key that one script or command touches shares one hash tag (`{...}`), so it lives on
+//! one Cluster slot.
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use crate::config::RedisState;
 
@@ -31,12 +40,86 @@ const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
-/// A connection to the shared state: multiplexed, cheap to clone.
-pub type Conn = ConnectionManager;
+/// A connection to the shared state: multiplexed, cheap to clone; one Redis (or Valkey) server
+/// or a Redis Cluster.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How to open a [`Conn`].
+enum Client {
+    Single(redis::Client),
+    Cluster(Box<ClusterClient>),
+}
+
+impl Client {
+    fn open(cfg: &RedisState) -> Result<Client, redis::RedisError> {
+        if cfg.cluster {
+            let seeds: Vec<&str> = cfg.urls.iter().map(String::as_str).collect();
+            ClusterClientBuilder::new(seeds)
+                .connection_timeout(OP_TIMEOUT)
+                .response_timeout(OP_TIMEOUT)
+                // MOVED/ASK redirections are retries: allow a few, quickly; every call is
+                // bounded by OP_TIMEOUT anyway.
+                .retries(3)
+                .min_retry_wait(10)
+                .max_retry_wait(100)
+                .build()
+                .map(|c| Client::Cluster(Box::new(c)))
+        } else {
+            redis::Client::open(cfg.url.as_str()).map(Client::Single)
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, redis::RedisError> {
+        match self {
+            Client::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(OP_TIMEOUT))
+                    .set_response_timeout(Some(OP_TIMEOUT))
+                    .set_number_of_retries(0);
+                ConnectionManager::new_with_config(client.clone(), config)
+                    .await
+                    .map(Conn::Single)
+            }
+            Client::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        }
+    }
+}
 
 pub struct RedisLink {
     pub cfg: RedisState,
-    client: redis::Client,
+    client: Client,
     conn: Mutex<Option<Conn>>,
     state: AtomicU8,
     generation: AtomicU64,
@@ -50,7 +133,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl RedisLink {
     pub fn new(cfg: RedisState, gauge: Gauge) -> Result<RedisLink, redis::RedisError> {
-        let client = redis::Client::open(cfg.url.as_str())?;
+        let client = Client::open(&cfg)?;
         gauge.set(0);
         Ok(RedisLink {
             cfg,
@@ -138,11 +221,7 @@ impl RedisLink {
 
     /// Connect afresh and ping; marks the state either way.
     async fn probe(&self) {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(OP_TIMEOUT))
-            .set_response_timeout(Some(OP_TIMEOUT))
-            .set_number_of_retries(0);
-        let connect = ConnectionManager::new_with_config(self.client.clone(), config);
+        let connect = self.client.connect();
         let result = match tokio::time::timeout(OP_TIMEOUT, connect).await {
             Ok(Ok(mut conn)) => {
                 let cmd = redis::cmd("PING");

@@ -379,7 +379,7 @@ fn to_i64(v: u64) -> i64 {
 }
 
 /// Names in keys: `%`, `:`, `{` and `}` percent-encoded, so a name cannot break the hash tag.
-fn escape(name: &str) -> String {
+pub(crate) fn escape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
         match c {

@@ -20,6 +20,7 @@ use spillway_core::{
 use crate::config::{Config, ModelIx, StateKind, TenantIx};
 use crate::metrics::Metrics;
 use crate::redis_link::RedisLink;
+use crate::shared_deployments::SharedDeployments;
 use crate::shared_quota::{SharedQuotas, Via};
 use crate::upstream::UpstreamTarget;
 
@@ -29,17 +30,19 @@ pub struct AppState {
     pub targets: Vec<UpstreamTarget>,
     pub metrics: Metrics,
     pub audit: crate::audit::AuditLog,
-    /// Application inference profiles (the memory state backend keeps them here).
+    /// Application inference profiles (cached here; with Redis, shared through it).
     pub app_profiles: crate::app_profiles::AppProfiles,
     /// Wall-clock start (system profiles' `createdAt`).
     pub started_at: std::time::SystemTime,
     epoch: Instant,
-    router: Mutex<RouterCell>,
+    router: Arc<Mutex<RouterCell>>,
     quotas: Mutex<HashMap<QuotaKey, QuotaBucket>>,
     /// The link to the shared state (`[state] kind = "redis"`).
     link: Option<Arc<RedisLink>>,
     /// Tenant quotas shared through Redis.
     shared: Option<Arc<SharedQuotas>>,
+    /// Deployment load and health shared through Redis.
+    shared_deployments: Option<Arc<SharedDeployments>>,
 }
 
 pub struct RouterCell {
@@ -90,17 +93,22 @@ impl AppState {
         let shared = link
             .as_ref()
             .map(|l| Arc::new(SharedQuotas::new(cfg.clone(), l.clone())));
+        let app_profiles = crate::app_profiles::AppProfiles::new(cfg.clone(), link.clone());
+        let shared_deployments = link
+            .as_ref()
+            .map(|l| Arc::new(SharedDeployments::new(&cfg, l.clone())));
         Ok(AppState {
             link,
             shared,
-            router: Mutex::new(RouterCell {
+            shared_deployments,
+            router: Arc::new(Mutex::new(RouterCell {
                 router,
                 rng: SmallRng::seed_from_u64(cfg.seed),
-            }),
+            })),
             quotas: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             audit: crate::audit::AuditLog::start(&cfg.audit),
-            app_profiles: crate::app_profiles::AppProfiles::default(),
+            app_profiles,
             started_at: std::time::SystemTime::now(),
             cfg,
             http,
@@ -119,6 +127,15 @@ impl AppState {
         if let Some(sq) = &self.shared {
             SharedQuotas::start(sq);
         }
+        if let Some(sd) = &self.shared_deployments {
+            SharedDeployments::start(sd, Arc::downgrade(&self.router), self.epoch);
+        }
+        self.app_profiles.start();
+    }
+
+    /// Deployment load and health shared through Redis, if configured.
+    pub fn shared_deployments(&self) -> Option<&Arc<SharedDeployments>> {
+        self.shared_deployments.as_ref()
     }
 
     /// False while the shared state (Redis) is configured but unreachable (`/readyz` degraded).
@@ -130,6 +147,9 @@ impl AppState {
     pub async fn flush_shared(&self) {
         if let Some(sq) = &self.shared {
             sq.flush_all().await;
+        }
+        if let Some(sd) = &self.shared_deployments {
+            sd.leave().await;
         }
     }
 

@@ -177,7 +177,12 @@ pub enum StateKind {
 /// `[state] kind = "redis"`.
 #[derive(Clone, PartialEq)]
 pub struct RedisState {
+    /// The (first) URL: the server, or the first Cluster seed node.
     pub url: String,
+    /// A Redis Cluster: `urls` are its seed nodes.
+    pub cluster: bool,
+    /// Every URL given (one unless `cluster`).
+    pub urls: Vec<String>,
     /// How many instances share the quotas: while Redis is unreachable each serves
     /// `limit / instances` (rounded up).
     pub instances: u32,
@@ -188,11 +193,19 @@ pub struct RedisState {
 
 impl std::fmt::Debug for RedisState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may carry a password: show only what follows the last '@'.
-        let (scheme, rest) = self.url.split_once("://").unwrap_or(("", &self.url));
-        let host = rest.rsplit('@').next().unwrap_or_default();
+        // The URLs may carry a password: show only what follows the last '@'.
+        let shown: Vec<String> = self
+            .urls
+            .iter()
+            .map(|url| {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+                let host = rest.rsplit('@').next().unwrap_or_default();
+                format!("{scheme}://{host}")
+            })
+            .collect();
         f.debug_struct("RedisState")
-            .field("url", &format_args!("{scheme}://{host}"))
+            .field("url", &format_args!("{}", shown.join(",")))
+            .field("cluster", &self.cluster)
             .field("instances", &self.instances)
             .field("lease_fraction", &self.lease_fraction)
             .field("key_prefix", &self.key_prefix)

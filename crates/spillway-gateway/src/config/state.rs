@@ -9,6 +9,8 @@ pub(super) fn state(cx: &Ctx<'_>, raw: &RawState) -> Result<StateKind, ConfigErr
             let stray = [
                 ("url", raw.url.is_some()),
                 ("url_env", raw.url_env.is_some()),
+                ("urls", raw.urls.is_some()),
+                ("cluster", raw.cluster.is_some()),
                 ("instances", raw.instances.is_some()),
                 ("lease_fraction", raw.lease_fraction.is_some()),
                 ("key_prefix", raw.key_prefix.is_some()),
@@ -30,10 +32,36 @@ pub(super) fn state(cx: &Ctx<'_>, raw: &RawState) -> Result<StateKind, ConfigErr
 }
 
 fn redis(cx: &Ctx<'_>, raw: &RawState) -> Result<RedisState, ConfigError> {
-    let (key, url) = match (&raw.url, &raw.url_env) {
-        (Some(url), None) => ("state.url", url.clone()),
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => ("state.url_env", v.trim().to_string()),
+    let cluster = raw.cluster.unwrap_or(false);
+    let (key, urls) = match (&raw.url, &raw.urls, &raw.url_env) {
+        (Some(url), None, None) => ("state.url", vec![url.clone()]),
+        (None, Some(urls), None) => {
+            if !cluster {
+                return Err(cx.err(
+                    "state.urls",
+                    "urls lists the seed nodes of a Redis Cluster: set cluster = true, or give one url",
+                ));
+            }
+            if urls.is_empty() {
+                return Err(cx.err("state.urls", "expected at least one seed node URL"));
+            }
+            ("state.urls", urls.clone())
+        }
+        (None, None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => {
+                let urls: Vec<String> = v
+                    .split(',')
+                    .map(|u| u.trim().to_string())
+                    .filter(|u| !u.is_empty())
+                    .collect();
+                if urls.len() > 1 && !cluster {
+                    return Err(cx.err(
+                        "state.url_env",
+                        format!("{var:?} holds several URLs (the seed nodes of a Redis Cluster): set cluster = true, or give one URL"),
+                    ));
+                }
+                ("state.url_env", urls)
+            }
             _ => {
                 return Err(cx.err(
                     "state.url_env",
@@ -41,24 +69,38 @@ fn redis(cx: &Ctx<'_>, raw: &RawState) -> Result<RedisState, ConfigError> {
                 ));
             }
         },
-        (Some(_), Some(_)) => {
-            return Err(cx.err("state.url", "give url or url_env, not both"));
-        }
-        (None, None) => {
+        (None, None, None) => {
             return Err(cx.err(
                 "state.url",
-                "kind = \"redis\" needs url = \"redis://host:port\" (or url_env)",
+                "kind = \"redis\" needs url = \"redis://host:port\" (or url_env, or with cluster = true urls = [seed nodes])",
             ));
         }
+        _ => {
+            return Err(cx.err("state.url", "give one of url, urls or url_env"));
+        }
     };
-    if !(url.starts_with("redis://") || url.starts_with("valkey://")) {
-        return Err(cx.err(
-            key,
-            "expected a redis://host:port URL (TLS rediss:// is not supported yet)",
-        ));
-    }
-    if let Err(e) = redis::Client::open(url.as_str()) {
-        return Err(cx.err(key, format!("not a usable Redis URL ({:?})", e.kind())));
+    let Some(first) = urls.first().cloned() else {
+        return Err(cx.err(key, "expected at least one redis:// URL"));
+    };
+    for url in &urls {
+        if !(url.starts_with("redis://") || url.starts_with("valkey://")) {
+            return Err(cx.err(
+                key,
+                format!("expected a redis://host:port URL, got {:?} (TLS rediss:// is not supported yet)", redact(url)),
+            ));
+        }
+        let info = match redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+            Ok(info) => info,
+            Err(e) => {
+                return Err(cx.err(key, format!("not a usable Redis URL ({:?})", e.kind())));
+            }
+        };
+        if cluster && info.redis_settings().db() != 0 {
+            return Err(cx.err(
+                key,
+                "a Redis Cluster has only database 0: drop the /db from the URL",
+            ));
+        }
     }
     let instances = raw.instances.unwrap_or(1);
     if !(1..=1000).contains(&instances) {
@@ -86,9 +128,17 @@ fn redis(cx: &Ctx<'_>, raw: &RawState) -> Result<RedisState, ConfigError> {
         ));
     }
     Ok(RedisState {
-        url,
+        url: first,
+        cluster,
+        urls,
         instances,
         lease_fraction,
         key_prefix,
     })
+}
+
+/// A URL for an error message: without its password.
+fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    format!("{scheme}://{}", rest.rsplit('@').next().unwrap_or_default())
 }

@@ -123,7 +123,12 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(spec: Spec) -> Harness {
-        let toml = spec.to_toml();
+        Harness::start_with(spec, "").await
+    }
+
+    /// [`Harness::start`] with `prefix` (e.g. a `[state]` table) before the spec's TOML.
+    pub async fn start_with(spec: Spec, prefix: &str) -> Harness {
+        let toml = format!("{prefix}{}", spec.to_toml());
         let cfg = Config::parse(&toml, "<test>")
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
         let gw = Gateway::start(cfg).await.expect("gateway starts");
