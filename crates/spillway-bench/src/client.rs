@@ -116,6 +116,19 @@ impl LoadClient {
         out
     }
 
+    /// `GET {base_url}/v1/models` with the API key: the status, or the connection error (a
+    /// readiness probe for a gateway started by someone else).
+    pub async fn models_status(&self, base_url: &str) -> Result<u16, reqwest::Error> {
+        let resp = self
+            .http
+            .get(format!("{base_url}/v1/models"))
+            .bearer_auth(&self.api_key)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
+        Ok(resp.status().as_u16())
+    }
+
     /// One streaming request.
     pub async fn one(&self, spec: &RequestSpec) -> RequestResult {
         let started = Instant::now();

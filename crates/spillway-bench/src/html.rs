@@ -46,7 +46,7 @@ pub fn render(r: &BenchReport) -> String {
     let s = &r.setup;
     let _ = writeln!(
         h,
-        "<p class=\"note\">{} from {}; {} regions with {} slots each ({}), {:.1} req/s per region at a mean service time of {:.0} ms; time scale {}; window {:.0} s; SLO: TTFT ≤ {} ms, TPOT ≤ {} ms. Latencies are in trace time (measured × time scale, plus the RTT between the source and the serving region).</p>",
+        "<p class=\"note\">{} from {}; {} regions with {} slots each ({}), {:.1} req/s per region at a mean service time of {:.0} ms; time scale {}; window {:.0} s; SLO: TTFT ≤ {} ms, TPOT ≤ {} ms. Latencies are in trace time (measured × time scale{}).</p>",
         esc(&s.arrivals),
         esc(&s.sources.join(", ")),
         s.regions.len(),
@@ -57,8 +57,16 @@ pub fn render(r: &BenchReport) -> String {
         s.time_scale,
         s.window_secs,
         s.slo_ttft_ms,
-        s.slo_tpot_ms
+        s.slo_tpot_ms,
+        if s.rtt_added {
+            ", plus the RTT between the source and the serving region"
+        } else {
+            ", over the real network"
+        }
     );
+    for n in &r.notes {
+        let _ = writeln!(h, "<p class=\"note\">Note: {}</p>", esc(n));
+    }
     table(&mut h, r);
     h.push_str("<h2>TTFT distribution</h2>\n");
     cdf_chart(&mut h, &r.policies, r.setup.slo_ttft_ms);
@@ -105,12 +113,19 @@ fn table(h: &mut String, r: &BenchReport) {
             p.residency_violations
         );
     }
-    let o = &r.oracle;
-    let _ = writeln!(
-        h,
-        "<tr><td>oracle</td><td>{:.0}</td><td>{:.0}</td><td></td><td></td><td>{:.2}</td><td></td><td>100%</td><td colspan=\"10\" style=\"text-align:left\">max-flow per {} s bucket under per-region capacity and the 2× cross-region cap</td></tr>\n</table>",
-        o.offered, o.served, o.goodput_rps, o.bucket_secs
-    );
+    match &r.oracle {
+        Some(o) => {
+            let _ = writeln!(
+                h,
+                "<tr><td>oracle</td><td>{:.0}</td><td>{:.0}</td><td></td><td></td><td>{:.2}</td><td></td><td>100%</td><td colspan=\"10\" style=\"text-align:left\">max-flow per {} s bucket under per-region capacity and the 2× cross-region cap</td></tr>",
+                o.offered, o.served, o.goodput_rps, o.bucket_secs
+            );
+        }
+        None => h.push_str(
+            "<tr><td>oracle</td><td colspan=\"17\" style=\"text-align:left\">skipped: the regions' capacity is unknown</td></tr>\n",
+        ),
+    }
+    h.push_str("</table>\n");
 }
 
 /// The smallest round number (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 × 10^k) at or above `v`: the top
@@ -412,14 +427,15 @@ mod tests {
                 policy("in-region", vec![12.0, 40.0, 900.0]),
                 policy("<odd & name>", vec![]),
             ],
-            oracle: Oracle {
+            oracle: Some(Oracle {
                 goodput_rps: 2.0,
                 served: 4.0,
                 in_region_served: 3.0,
                 offered: 4.0,
                 bucket_secs: 1.0,
                 buckets: 2,
-            },
+            }),
+            notes: vec!["a <note>".into()],
             setup: Setup {
                 arrivals: "poisson 1/s".into(),
                 sources: vec!["us-east-1".into()],
@@ -434,6 +450,7 @@ mod tests {
                 slo_tpot_ms: 200.0,
                 max_input_tokens: 4096,
                 max_output_tokens: 512,
+                rtt_added: true,
             },
         }
     }
@@ -487,6 +504,12 @@ mod tests {
         assert!(html.contains("<polyline"));
         assert!(html.contains("<path d=\"M"));
         assert!(!html.contains("NaN") && !html.contains("inf"));
+        assert!(html.contains("Note: a &lt;note&gt;"));
+        let mut skipped = tiny();
+        skipped.oracle = None;
+        let html = render(&skipped);
+        balanced(&html).unwrap();
+        assert!(html.contains("skipped: the regions"));
     }
 
     #[test]

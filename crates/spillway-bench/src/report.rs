@@ -312,14 +312,21 @@ pub struct Setup {
     pub slo_tpot_ms: f64,
     pub max_input_tokens: u64,
     pub max_output_tokens: u64,
+    /// The RTT between the source and the serving region was added to every latency (simulated
+    /// regions); false when the network was real (`--target`).
+    pub rtt_added: bool,
 }
 
 /// The whole report, as written by `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub policies: Vec<PolicyReport>,
-    pub oracle: Oracle,
+    /// `None` (JSON `null`) when the regions' capacity is unknown (`--target` without a
+    /// capacity option): see `notes`.
+    pub oracle: Option<Oracle>,
     pub setup: Setup,
+    /// What the reader must know to read the figures (skipped oracle, unattributed requests…).
+    pub notes: Vec<String>,
 }
 
 /// Send lag (p99, wall ms) above which the table warns that the machine was saturated.
@@ -330,7 +337,7 @@ pub fn table(r: &BenchReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<13} {:>7} {:>7} {:>6} {:>6} {:>9} {:>7} {:>24} {:>8} {:>24} {:>7} {:>7} {:>5}",
+        "{:<15} {:>7} {:>7} {:>6} {:>6} {:>9} {:>7} {:>24} {:>8} {:>24} {:>7} {:>7} {:>5}",
         "policy",
         "offered",
         "served",
@@ -349,7 +356,7 @@ pub fn table(r: &BenchReport) -> String {
         let tri = |a: f64, b: f64, c: f64| format!("{a:.0}/{b:.0}/{c:.0}");
         let _ = writeln!(
             out,
-            "{:<13} {:>7} {:>7} {:>6} {:>6} {:>9.2} {:>6.1}% {:>24} {:>8.1} {:>24} {:>6.1}% {:>6.1}% {:>5}",
+            "{:<15} {:>7} {:>7} {:>6} {:>6} {:>9.2} {:>6.1}% {:>24} {:>8.1} {:>24} {:>6.1}% {:>6.1}% {:>5}",
             p.name,
             p.offered,
             p.served,
@@ -365,20 +372,26 @@ pub fn table(r: &BenchReport) -> String {
             p.residency_violations
         );
     }
-    let o = &r.oracle;
-    let _ = writeln!(
-        out,
-        "{:<13} {:>7.0} {:>7.0} {:>6} {:>6} {:>9.2} {:>7}   (max-flow per {} s bucket; in-region under the same model: {:.0})",
-        "oracle",
-        o.offered,
-        o.served,
-        "",
-        "",
-        o.goodput_rps,
-        "100.0%",
-        o.bucket_secs,
-        o.in_region_served
-    );
+    match &r.oracle {
+        Some(o) => {
+            let _ = writeln!(
+                out,
+                "{:<15} {:>7.0} {:>7.0} {:>6} {:>6} {:>9.2} {:>7}   (max-flow per {} s bucket; in-region under the same model: {:.0})",
+                "oracle",
+                o.offered,
+                o.served,
+                "",
+                "",
+                o.goodput_rps,
+                "100.0%",
+                o.bucket_secs,
+                o.in_region_served
+            );
+        }
+        None => {
+            let _ = writeln!(out, "{:<15} (skipped: capacity unknown)", "oracle");
+        }
+    }
     let lag = r
         .policies
         .iter()
@@ -406,6 +419,9 @@ pub fn table(r: &BenchReport) -> String {
         s.slo_ttft_ms,
         s.slo_tpot_ms
     );
+    for n in &r.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
     out
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TempFile, run};
+use common::{Proc, TempFile, run};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(120);
@@ -174,4 +174,307 @@ fn malformed_trace_is_refused_with_its_line() {
     let (status, _, stderr) = run(&["bench", "--poisson", "5"], T);
     assert!(!status.success());
     assert!(stderr.contains("--self-contained"), "{stderr}");
+}
+
+/// A gateway configuration over the us regions and two eu regions, model `bench.chat-v1:0`:
+/// `upstream(i, region)` gives each deployment's upstream, `listeners` the source regions.
+fn gateway_config(upstream: impl Fn(usize, &str) -> String, listeners: &[&str]) -> String {
+    let regions = [
+        ("us-east-1", "us"),
+        ("us-east-2", "us"),
+        ("us-west-2", "us"),
+        ("eu-west-1", "eu"),
+        ("eu-central-1", "eu"),
+    ];
+    let mut t = String::from("[routing]\nmax_attempts = 3\n\n");
+    for (r, g) in regions {
+        t += &format!("[[regions]]\nname = \"{r}\"\ngeography = \"{g}\"\n\n");
+    }
+    t += "[[models]]\nid = \"bench.chat-v1:0\"\n\n";
+    for (i, (r, _)) in regions.iter().enumerate() {
+        t += &format!(
+            "[[deployments]]\nmodel = \"bench.chat-v1:0\"\nregion = \"{r}\"\nmax_in_flight = 4\nupstream = {}\n\n",
+            upstream(i, r)
+        );
+    }
+    t += &format!(
+        "[[tenants]]\nname = \"t1\"\napi_keys = [{{ sha256 = \"{}\" }}]\n\n",
+        common::DEMO_KEY_SHA256
+    );
+    for r in listeners {
+        t += &format!("[[listeners]]\nbind = \"127.0.0.1:0\"\nregion = \"{r}\"\n\n");
+    }
+    t
+}
+
+/// Small, fast arrivals: 20 req/s per source for 3 s of trace time, replayed at ×10.
+const SMALL: [&str; 10] = [
+    "--poisson",
+    "20",
+    "--duration",
+    "3",
+    "--time-scale",
+    "10",
+    "--input-tokens",
+    "100",
+    "--output-tokens",
+    "8",
+];
+
+fn regions_served(p: &Value) -> Vec<String> {
+    p["served_by_region"]
+        .as_object()
+        .expect("served_by_region is an object")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn target_mode_drives_a_running_gateway_per_source_region() {
+    let cfg = TempFile::new(
+        "target",
+        &gateway_config(
+            |_, _| "{ kind = \"sim\", concurrency = 4, queue_limit = 4, time_scale = 10.0 }".into(),
+            &["us-east-1", "us-east-2"],
+        ),
+    );
+    let gw = Proc::spawn(common::bin().args(["serve", "--config", cfg.s()]));
+    let a = gw.wait_listening("us-east-1", T);
+    let b = gw.wait_listening("us-east-2", T);
+    let (ta, tb) = (
+        format!("us-east-1=http://{a}"),
+        format!("us-east-2=http://{b}/v1"),
+    );
+    let json = TempFile::named("target.json");
+    let mut args = vec![
+        "bench",
+        "--target",
+        &ta,
+        "--target",
+        &tb,
+        "--model",
+        "us.bench.chat-v1:0",
+        "--api-key",
+        common::DEMO_KEY,
+        "--concurrency",
+        "4",
+        "--json",
+        json.s(),
+    ];
+    args.extend_from_slice(&SMALL);
+    let (status, stdout, stderr) = run(&args, T);
+    assert!(status.success(), "{stdout}\n{stderr}\n{}", gw.output());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json.0).expect("json written"))
+        .expect("json parses");
+    let p = &v["policies"][0];
+    assert_eq!(v["policies"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(p["name"], "target");
+    for k in KEYS {
+        assert!(p.get(k).is_some(), "{k} missing from {p}");
+    }
+    assert_eq!(
+        n(p, "served") + n(p, "throttled") + n(p, "failed"),
+        n(p, "offered")
+    );
+    assert!(n(p, "served") > 0.0 && n(p, "offered") > 40.0, "{p}");
+    assert_eq!(n(p, "residency_violations"), 0.0, "{p}");
+    assert!(n(&v["oracle"], "goodput_rps") > 0.0, "{v}");
+    assert!(n(p, "goodput_vs_oracle") > 0.0, "{p}");
+    let served = regions_served(p);
+    assert!(
+        served.iter().all(|r| r.starts_with("us-")),
+        "served outside the us: {p}"
+    );
+    assert_eq!(
+        v["setup"]["sources"],
+        serde_json::json!(["us-east-1", "us-east-2"])
+    );
+    assert!(stdout.contains("target"), "{stdout}");
+
+    // No capacity: the oracle is skipped, and said so; the key comes from the environment.
+    let json2 = TempFile::named("target2.json");
+    let mut args = vec![
+        "bench",
+        "--target",
+        &ta,
+        "--model",
+        "us.bench.chat-v1:0",
+        "--allowed-regions",
+        "us-east-1,us-east-2,us-west-2",
+        "--json",
+        json2.s(),
+    ];
+    args.extend_from_slice(&SMALL);
+    let mut p2 = Proc::spawn(
+        common::bin()
+            .args(&args)
+            .env("SPILLWAY_API_KEY", common::DEMO_KEY),
+    );
+    let st = p2.wait_exit(T).expect("bench exits");
+    assert!(st.success(), "{}", p2.output());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json2.0).expect("json written"))
+        .expect("json parses");
+    assert!(v["oracle"].is_null(), "{v}");
+    assert!(
+        v["notes"].to_string().contains("oracle skipped"),
+        "{}",
+        v["notes"]
+    );
+    assert_eq!(n(&v["policies"][0], "residency_violations"), 0.0);
+    assert!(p2.stdout.text().contains("skipped"), "{}", p2.output());
+}
+
+#[test]
+fn target_mode_refuses_missing_model_and_key() {
+    let (st, _, stderr) = run(&["bench", "--target", "us-east-1", "--poisson", "1"], T);
+    assert!(!st.success());
+    assert!(stderr.contains("expected REGION=URL"), "{stderr}");
+    let (st, _, stderr) = run(
+        &[
+            "bench",
+            "--target",
+            "us-east-1=http://127.0.0.1:9",
+            "--poisson",
+            "1",
+        ],
+        T,
+    );
+    assert!(!st.success());
+    assert!(stderr.contains("--model"), "{stderr}");
+    let mut p = Proc::spawn(
+        common::bin()
+            .args([
+                "bench",
+                "--target",
+                "us-east-1=http://127.0.0.1:9",
+                "--model",
+                "m",
+                "--poisson",
+                "1",
+            ])
+            .env_remove("SPILLWAY_API_KEY"),
+    );
+    assert!(!p.wait_exit(T).expect("exits").success());
+    assert!(
+        p.stderr.text().contains("SPILLWAY_API_KEY"),
+        "{}",
+        p.output()
+    );
+    let (st, _, stderr) = run(
+        &[
+            "bench",
+            "--target",
+            "us-east-1=http://127.0.0.1:9",
+            "--self-contained",
+            "--poisson",
+            "1",
+        ],
+        T,
+    );
+    assert!(!st.success());
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    let (st, _, stderr) = run(&["bench", "--peer", "http://127.0.0.1:9"], T);
+    assert!(!st.success());
+    assert!(stderr.contains("--peer needs --peer-model"), "{stderr}");
+}
+
+/// `n` consecutive free loopback ports (checked by binding them; released before use).
+fn free_ports(n: u16) -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64);
+    for attempt in 0..200u64 {
+        let base = 20_000 + ((seed.wrapping_mul(7919) + attempt * 104_729) % 40_000) as u16;
+        let held: Vec<_> = (0..n)
+            .map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == usize::from(n) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+#[test]
+fn peer_mode_attributes_a_second_gateway_from_the_simulators_records() {
+    // Five simulator ports and the peer's own.
+    let base = free_ports(6);
+    let peer_port = base + 5;
+    let cfg = TempFile::new(
+        "peer",
+        &gateway_config(
+            |i, _| {
+                format!(
+                    "{{ kind = \"openai\", base_url = \"http://127.0.0.1:{}/v1\" }}",
+                    base + i as u16
+                )
+            },
+            &["us-east-1"],
+        ),
+    );
+    let json = TempFile::named("peer.json");
+    let html = TempFile::named("peer.html");
+    let (peer_url, base_s) = (format!("http://127.0.0.1:{peer_port}"), base.to_string());
+    let mut args = vec![
+        "bench",
+        "--self-contained",
+        "--policies",
+        "spillway",
+        "--peer",
+        &peer_url,
+        "--peer-model",
+        "us.bench.chat-v1:0",
+        "--peer-name",
+        "spillway-peer",
+        "--sim-base-port",
+        &base_s,
+        "--api-key",
+        common::DEMO_KEY,
+        "--peer-timeout",
+        "60",
+        "--concurrency",
+        "4",
+        "--json",
+        json.s(),
+        "--html",
+        html.s(),
+    ];
+    args.extend_from_slice(&SMALL);
+    let mut bench = Proc::spawn(common::bin().args(&args));
+    // The bench prints the simulators' ports, then waits for the peer: start it now.
+    let line = format!("http://127.0.0.1:{base}/v1");
+    bench
+        .stderr
+        .wait_for(T, |l| l.contains("us-east-1") && l.contains(&line))
+        .unwrap_or_else(|| panic!("no us-east-1 simulator line\n{}", bench.output()));
+    bench
+        .stderr
+        .wait_for(T, |l| {
+            l.contains("waiting for an OpenAI-compatible gateway")
+        })
+        .unwrap_or_else(|| panic!("no waiting line\n{}", bench.output()));
+    let listen = format!("127.0.0.1:{peer_port}");
+    let peer = Proc::spawn(common::bin().args(["serve", "--config", cfg.s(), "--listen", &listen]));
+    peer.wait_listening("us-east-1", T);
+    let st = bench.wait_exit(T).expect("bench exits");
+    assert!(st.success(), "{}\n{}", bench.output(), peer.output());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json.0).expect("json written"))
+        .expect("json parses");
+    check_invariants(&v, &["spillway", "spillway-peer"]);
+    let p = &v["policies"][1];
+    // Every served request was found in a simulator's record, in the us.
+    let served = regions_served(p);
+    assert!(
+        !served.is_empty() && served.iter().all(|r| r.starts_with("us-")),
+        "{p}"
+    );
+    let total: f64 = p["served_by_region"]
+        .as_object()
+        .map_or(0.0, |m| m.values().filter_map(Value::as_f64).sum());
+    assert_eq!(total, n(p, "served"), "{p}");
+    assert_eq!(v["notes"], serde_json::json!([]), "{v}");
+    let page = std::fs::read_to_string(&html.0).expect("html written");
+    assert!(page.contains("spillway-peer"));
 }

@@ -1,0 +1,321 @@
+//! `spillway bench --self-contained` (and the topology `--peer` shares): routing policies side
+//! by side on the same arrivals, and the oracle bound.
+//!
+//! # Topology
+//!
+//! Five simulated regions run in-process on loopback: three in the `us` geography (us-east-1,
+//! us-east-2, us-west-2), the sources, and two in `eu` (eu-west-1, eu-central-1) that no request
+//! may reach and that must stay idle. Each region has one deployment of the model with the same
+//! capacity: `--concurrency` slots, prefill at 4,000 tokens/s and decode at 50 tokens/s per
+//! sequence, service times divided by `--time-scale`; the gateway lets at most `concurrency`
+//! requests in flight per deployment. The simulators inject no RTT (an in-process simulator has
+//! one RTT for every source, while a source's RTT depends on where it is served); the report
+//! adds DESIGN §7's RTT between source and serving region to each latency, uncompressed (see
+//! [`spillway_bench::report`]). The gateway is told those RTTs divided by the time scale, so
+//! that its routing weighs network against service time in the same ratio as it would in real
+//! time (service times are compressed X-fold, so the RTTs it plans with are too). The tenant's
+//! quotas are far above the load, so only capacity limits what is served.
+//!
+//! # Capacity
+//!
+//! Without `--concurrency`, each region gets an equal share of the 99th percentile of the
+//! pooled demand per second (all sources together), times the mean service time of the offered
+//! requests: a single source's bursts then exceed its own region, while the three regions
+//! together absorb all but the top 1% of seconds. A region completes `concurrency / mean
+//! service time` requests per second: the capacity the oracle uses.
+//!
+//! # Policies
+//!
+//! Each policy runs against a fresh gateway and fresh simulators, with the same arrivals:
+//! `in-region` (the plain model id: never leaves the source), and through the `us.` profile
+//! `round-robin`, `least-loaded` and `spillway` (`[routing] policy`), and on request the variants
+//! `spillway-queue` (`source_queue = 0.5`) and `spillway-local` (also `source_wait = 0.25`). A `--peer` runs last, on
+//! its own fresh simulators with the same capacity ([`super::peer`]).
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use spillway_bench::client::LoadClient;
+use spillway_bench::oracle::{Network, oracle, size_concurrency};
+use spillway_bench::report::{self, BenchReport, Context, PolicyReport, Scale, Setup};
+use spillway_bench::summary::residency_violations;
+use spillway_bench::workload::{self, Workload};
+use spillway_gateway::{Config, Gateway};
+
+use super::{BUCKET, BenchArgs, TIMELINE_BUCKETS};
+
+pub(super) const MODEL: &str = "bench.chat-v1:0";
+const KEY: &str = "spillway-demo-key";
+const KEY_SHA256: &str = "4c632e7135929907209e422fd8a878aca2a19f7a3ed1089e7c3e1c53c44bfa69";
+/// Regions: name, geography. The first three are the sources.
+pub(super) const REGIONS: [(&str, &str); 5] = [
+    ("us-east-1", "us"),
+    ("us-east-2", "us"),
+    ("us-west-2", "us"),
+    ("eu-west-1", "eu"),
+    ("eu-central-1", "eu"),
+];
+pub(super) const SOURCES: usize = 3;
+/// DESIGN §7's round-trip times (ms).
+const RTT_MS: [(&str, &str, f64); 5] = [
+    ("us-east-1", "us-east-2", 12.0),
+    ("us-east-2", "us-west-2", 50.0),
+    ("us-east-1", "us-west-2", 70.0),
+    ("eu-central-1", "eu-west-1", 20.0),
+    ("us-east-1", "eu-west-1", 80.0),
+];
+const LOCAL_RTT_MS: f64 = 1.0;
+pub(super) const PREFILL_TPS: f64 = 4000.0;
+pub(super) const DECODE_TPS: f64 = 50.0;
+/// The policies a run can compare; the first four run by default. The `spillway-…` variants
+/// are Spillway's policy with its opt-in trades (`[routing] source_queue`, `source_wait`).
+const POLICIES: [&str; 6] = [
+    "in-region",
+    "round-robin",
+    "least-loaded",
+    "spillway",
+    "spillway-queue",
+    "spillway-local",
+];
+const DEFAULT_POLICIES: usize = 4;
+
+fn source_names() -> Vec<String> {
+    REGIONS[..SOURCES].iter().map(|r| r.0.to_string()).collect()
+}
+
+/// The RTTs the report adds to latencies (see [`spillway_bench::report`]).
+pub(super) fn scale(time_scale: f64) -> Scale {
+    Scale {
+        time_scale,
+        rtt_ms: RTT_MS
+            .iter()
+            .map(|(a, b, ms)| ((a.to_string(), b.to_string()), *ms))
+            .collect(),
+        local_rtt_ms: LOCAL_RTT_MS,
+    }
+}
+
+/// `--self-contained`, `--peer`, or both: the simulated topology, its policies and/or the peer.
+pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    let policies: Vec<String> = match &args.policies {
+        Some(p) => p.clone(),
+        None if args.self_contained => POLICIES[..DEFAULT_POLICIES]
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+        None => Vec::new(),
+    };
+    for p in &policies {
+        anyhow::ensure!(
+            POLICIES.contains(&p.as_str()),
+            "unknown policy {p:?} (expected some of {})",
+            POLICIES.join(", ")
+        );
+    }
+    let w = super::workload(args, SOURCES)?;
+    let service = w.mean_service_secs(PREFILL_TPS, DECODE_TPS);
+    let demand = w.demand(REGIONS.len(), BUCKET);
+    let (concurrency, concurrency_from) = match args.concurrency {
+        Some(c) if c > 0 => (c, "--concurrency".to_string()),
+        Some(_) => anyhow::bail!("--concurrency must be at least 1"),
+        None => (
+            size_concurrency(&demand[..], SOURCES, service, BUCKET.as_secs_f64()),
+            "sized: p99 of the pooled demand per second / 3 regions x mean service time".into(),
+        ),
+    };
+    // The peer's simulators first: a busy port or a peer that never answers fails fast.
+    let peer = match &args.peer {
+        Some(_) => {
+            let p = super::peer::Peer::start(args, concurrency).await?;
+            p.wait_ready().await?;
+            Some(p)
+        }
+        None => None,
+    };
+    let capacity = f64::from(concurrency) / service.max(1e-9);
+    let net = Network {
+        capacity: vec![capacity * BUCKET.as_secs_f64(); REGIONS.len()],
+        cross_cap: vec![2.0 * capacity * BUCKET.as_secs_f64(); REGIONS.len()],
+        reach: REGIONS
+            .iter()
+            .map(|(_, ga)| REGIONS.iter().map(|(_, gb)| ga == gb).collect())
+            .collect(),
+    };
+    let bound = oracle(&net, &demand, BUCKET.as_secs_f64());
+    let window_secs = demand.len() as f64 * BUCKET.as_secs_f64();
+    let setup = Setup {
+        arrivals: w.description.clone(),
+        sources: source_names(),
+        regions: REGIONS.iter().map(|r| r.0.to_string()).collect(),
+        concurrency,
+        concurrency_from,
+        region_capacity_rps: (capacity * 100.0).round() / 100.0,
+        mean_service_ms: (service * 1000.0).round(),
+        time_scale: args.time_scale,
+        window_secs,
+        slo_ttft_ms: args.slo.ttft_ms,
+        slo_tpot_ms: args.slo.tpot_ms,
+        max_input_tokens: workload::MAX_INPUT_TOKENS,
+        max_output_tokens: workload::MAX_OUTPUT_TOKENS,
+        rtt_added: true,
+    };
+    super::announce(
+        &w,
+        window_secs,
+        args.time_scale,
+        &format!("{concurrency} slots per region = {capacity:.1} req/s each"),
+        Some(bound.goodput_rps),
+    );
+    let sent = super::sent_by_id(&w, &setup.sources);
+    let cx = Context {
+        sent: &sent,
+        window_secs,
+        slo: args.slo,
+        scale: scale(args.time_scale),
+        oracle_rps: bound.goodput_rps,
+        regions: setup.regions.clone(),
+        timeline_buckets: TIMELINE_BUCKETS,
+    };
+    let mut reports = Vec::new();
+    for name in &policies {
+        reports.push(run_policy(name, &w, args, concurrency, &cx).await?);
+    }
+    let mut notes = Vec::new();
+    if let Some(p) = peer {
+        reports.push(p.run(&w, args, &cx, &mut notes).await?);
+        p.shutdown().await;
+    }
+    Ok(BenchReport {
+        policies: reports,
+        oracle: Some(bound),
+        setup,
+        notes,
+    })
+}
+
+/// The gateway's configuration for one policy (`spillway` also for `in-region`; the variants
+/// add their `[routing]` options to it).
+fn topology(policy: &str, concurrency: u32, time_scale: f64, seed: u64) -> String {
+    let (routing, options) = match policy {
+        "in-region" | "spillway" => ("spillway", ""),
+        "spillway-queue" => ("spillway", "source_queue = 0.5\n"),
+        "spillway-local" => ("spillway", "source_queue = 0.5\nsource_wait = 0.25\n"),
+        other => (other, ""),
+    };
+    let mut t = format!(
+        "[routing]\npolicy = \"{routing}\"\n{options}max_attempts = 3\nseed = {seed}\n\n[server]\nshutdown_grace_secs = 10\n\n"
+    );
+    for (r, g) in REGIONS {
+        t += &format!("[[regions]]\nname = \"{r}\"\ngeography = \"{g}\"\n\n");
+    }
+    for (a, b, ms) in RTT_MS {
+        let ms = ms / time_scale;
+        t += &format!("[[rtt]]\nbetween = [\"{a}\", \"{b}\"]\nms = {ms:?}\n\n");
+    }
+    t += &format!("[[models]]\nid = \"{MODEL}\"\n\n");
+    for (r, _) in REGIONS {
+        t += &format!(
+            "[[deployments]]\nmodel = \"{MODEL}\"\nregion = \"{r}\"\nmax_in_flight = {concurrency}\n\
+             upstream = {{ kind = \"sim\", concurrency = {concurrency}, queue_limit = {concurrency}, prefill_tokens_per_sec = {PREFILL_TPS:.1}, decode_tokens_per_sec = {DECODE_TPS:.1}, rtt_ms = 0, time_scale = {time_scale:?} }}\n\n"
+        );
+    }
+    t +=
+        &format!("[[tenants]]\nname = \"bench\"\napi_keys = [{{ sha256 = \"{KEY_SHA256}\" }}]\n\n");
+    t += &format!(
+        "[[tenants.quotas]]\nmodel = \"{MODEL}\"\nrpm = 1000000000\ntpm = 1000000000000\n\n"
+    );
+    for (r, _) in &REGIONS[..SOURCES] {
+        t += &format!("[[listeners]]\nbind = \"127.0.0.1:0\"\nregion = \"{r}\"\n\n");
+    }
+    t
+}
+
+/// One policy against a fresh gateway: offer every request, then judge residency from the
+/// simulators' records.
+async fn run_policy(
+    name: &str,
+    w: &Workload,
+    args: &BenchArgs,
+    concurrency: u32,
+    cx: &Context<'_>,
+) -> anyhow::Result<PolicyReport> {
+    let cfg = Config::parse(
+        &topology(name, concurrency, args.time_scale, args.seed),
+        "<bench>",
+    )?;
+    let gateway = Gateway::start(cfg).await.context("starting the gateway")?;
+    let model = if name == "in-region" {
+        MODEL.to_string()
+    } else {
+        format!("us.{MODEL}")
+    };
+    let mut urls = Vec::new();
+    for (r, _) in &REGIONS[..SOURCES] {
+        let addr = gateway
+            .addr(r)
+            .with_context(|| format!("no listener for {r}"))?;
+        urls.push(format!("http://{addr}"));
+    }
+    let sources = source_names();
+    let specs = super::specs(w, args.time_scale, &urls, &sources, &model);
+    let results = super::drive(name, LoadClient::new(KEY)?, specs).await?;
+    let mut seen = Vec::new();
+    for sim in gateway.sims() {
+        for rec in sim.served() {
+            if let Some(id) = rec.request_id {
+                seen.push((id, rec.region.clone()));
+            }
+        }
+    }
+    let source_of: HashMap<String, String> = cx
+        .sent
+        .iter()
+        .map(|(id, s)| (id.clone(), s.source.clone()))
+        .collect();
+    let violations =
+        residency_violations(&seen, &source_of, &allowed_sets(gateway.config(), &model));
+    gateway.shutdown(Duration::from_secs(10)).await;
+    Ok(report::policy_report(name, &results, violations, cx))
+}
+
+/// For each source region: where `model` may be served from it (the profile's destination set,
+/// or the source alone for a plain model id).
+fn allowed_sets(cfg: &Config, model: &str) -> HashMap<String, HashSet<String>> {
+    let profile = cfg.profile_ix(model);
+    REGIONS[..SOURCES]
+        .iter()
+        .map(|(r, _)| {
+            let set: HashSet<String> = match profile {
+                Some(p) => cfg
+                    .region_ix(r)
+                    .and_then(|s| cfg.profiles[p].destinations.get(&s))
+                    .map(|d| d.iter().map(|x| cfg.region_name(*x).to_string()).collect())
+                    .unwrap_or_default(),
+                None => HashSet::from([r.to_string()]),
+            };
+            (r.to_string(), set)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_policy_topology_is_valid_and_the_profile_stays_in_the_us() {
+        for p in POLICIES {
+            let cfg = Config::parse(&topology(p, 4, 30.0, 1), "<t>")
+                .unwrap_or_else(|e| panic!("{p}: {e}"));
+            let sets = allowed_sets(&cfg, &format!("us.{MODEL}"));
+            for (src, set) in &sets {
+                assert_eq!(set.len(), 3, "{src}: {set:?}");
+                assert!(set.iter().all(|r| r.starts_with("us-")), "{src}: {set:?}");
+            }
+            assert_eq!(
+                allowed_sets(&cfg, MODEL)["us-east-2"],
+                HashSet::from(["us-east-2".to_string()])
+            );
+        }
+    }
+}
