@@ -1,5 +1,6 @@
 //! `spillway demo --json`: the three scenarios and the acceptance figures of cross-region
-//! inference (about 25 s).
+//! inference (about 25 s), and `--state redis://…`: three instances sharing a real Redis hold a
+//! tenant's cross-region quota and fail nothing while Redis is paused (about 15 s).
 mod common;
 
 use std::time::{Duration, Instant};
@@ -92,4 +93,76 @@ fn demo_json_shows_spill_over_without_residency_violations_or_failures() {
         0.0,
         "a region outage cost requests: {outage}"
     );
+}
+
+/// The last non-empty line of stdout, as JSON.
+fn last_json(p: &Proc) -> Value {
+    let lines = p.stdout.snapshot();
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| panic!("no output\n{}", p.output()));
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}\n{}", p.output()))
+}
+
+#[test]
+fn demo_with_redis_state_holds_the_shared_quota_and_survives_a_redis_pause() {
+    let redis = common::redis::RedisServer::start();
+    let url = redis.url();
+    let mut demo = Proc::spawn(bin().args([
+        "demo",
+        "--json",
+        "--seconds",
+        "5",
+        "--state",
+        &url,
+        "--scenarios",
+        "shared-quota,redis-outage",
+    ]));
+    let status = demo
+        .wait_exit(Duration::from_secs(90))
+        .unwrap_or_else(|| panic!("demo still running after 90 s\n{}", demo.output()));
+    assert!(status.success(), "exit {status}\n{}", demo.output());
+    eprintln!("{}", demo.stdout.text());
+    let v = last_json(&demo);
+    let names: Vec<&str> = v["scenarios"]
+        .as_array()
+        .expect("scenarios array")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["shared-quota", "redis-outage"], "{v}");
+    // The load really exceeded the quota: 1.5x what it admits over the window.
+    let q = &v["quota"];
+    assert!(n(q, "offered") > 1.3 * n(q, "allowed"), "{q}");
+    assert!(n(q, "served_by_sims") > 0.5 * n(q, "allowed"), "{q}");
+    let overshoot = n(&v, "quota_overshoot");
+    assert!(
+        overshoot <= 0.02,
+        "overshoot {overshoot} > 2% of the limit: {v}"
+    );
+    assert_eq!(n(&v, "redis_outage_failed"), 0.0, "{v}");
+    assert_eq!(v["redis_outage"]["degraded_seen"], Value::Bool(true), "{v}");
+    assert_eq!(v["redis_outage"]["recovered"], Value::Bool(true), "{v}");
+    for s in v["scenarios"].as_array().expect("scenarios") {
+        assert_eq!(n(s, "residency_violations"), 0.0, "{s}");
+        assert_eq!(n(s, "failed"), 0.0, "{s}");
+    }
+    let text = demo.stdout.text();
+    assert!(
+        text.contains("overshoot") && text.contains("redis outage"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_shared_state_scenarios_need_state() {
+    let (status, _, stderr) = common::run(
+        &["demo", "--scenarios", "shared-quota"],
+        Duration::from_secs(30),
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("need --state"), "{stderr}");
 }

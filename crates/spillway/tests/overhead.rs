@@ -114,3 +114,52 @@ fn nonsense_settings_are_refused_clearly() {
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
+
+#[test]
+fn with_state_the_redis_gateway_runs_side_by_side_with_the_memory_one() {
+    let redis = common::redis::RedisServer::start();
+    let out = TempFile::named("overhead-redis.json");
+    let url = redis.url();
+    let (status, stdout, stderr) = run(
+        &[
+            "bench",
+            "overhead",
+            "--rps",
+            "100",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0.2",
+            "--cases",
+            "non-streaming",
+            "--state",
+            &url,
+            "--json",
+            out.s(),
+        ],
+        T,
+    );
+    assert!(status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("Redis state"), "no Redis table:\n{stdout}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out.0).expect("report written"))
+            .expect("the report is JSON");
+    assert_eq!(n(&report["settings"], "quota_rpm"), 12_000.0, "{report}");
+    let c = &report["cases"][0];
+    assert_eq!(n(c, "errors"), 0.0, "{c}");
+    assert!(c["ramp"].as_array().is_some_and(Vec::is_empty), "{c}");
+    let r = &c["redis"];
+    assert_eq!(n(&r["gateway"], "requests"), 100.0, "{r}");
+    assert_eq!(n(&r["gateway"], "errors"), 0.0, "{r}");
+    let want = n(r, "gateway_p99_ms") - n(c, "gateway_p99_ms");
+    assert!((n(r, "added_p99_ms") - want).abs() < 0.002, "{r}");
+}
+
+#[test]
+fn state_that_does_not_answer_is_refused() {
+    let port = common::redis::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let (status, _, stderr) = run(&["bench", "overhead", "--state", &url], T);
+    assert!(!status.success());
+    assert!(stderr.contains("does not answer"), "{stderr}");
+}

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod redis;
+
 /// The key of the embedded default's demo tenant.
 pub const DEMO_KEY: &str = "spillway-demo-key";
 /// Its SHA-256, as configured in the embedded default.

@@ -1,0 +1,266 @@
+//! `spillway demo`: cross-region inference at work, in one process.
+//!
+//! Six simulated regions in two geographies and a gateway with a listener for each US region
+//! run on loopback. A burst from us-east-1 at about twice that region's capacity runs three
+//! times, against fresh simulators and a fresh gateway each time, while us-east-2 and us-west-2
+//! carry a light local load:
+//!
+//! * `in-region`: the plain model id, served in us-east-1 only (what a client gets without a
+//!   profile): about half the burst is throttled;
+//! * `cross-region`: the `us.` profile: the burst spills to the other US regions;
+//! * `cross-region-outage`: the same, with us-east-2 taken down a third of the way in: its new
+//!   requests fail over, and nothing fails.
+//!
+//! With `--state redis://HOST:PORT` every scenario runs on **three gateway instances** sharing
+//! that Redis (replicas behind a load balancer: each has the three US listeners, and requests
+//! are spread over them in turn), and two scenarios are added ([`shared`]): `shared-quota`
+//! measures how far the instances together admit beyond a tenant's cross-region quota
+//! (`quota_overshoot`), and `redis-outage` makes Redis unavailable for a third of the run
+//! (`CLIENT PAUSE … ALL` through a connection of its own) and counts the requests that failed
+//! (`redis_outage_failed`).
+//!
+//! Residency is judged from the simulators' own records (which region saw which request id),
+//! not from the gateway's headers.
+use std::time::Duration;
+
+use serde_json::json;
+use spillway_bench::summary::Summary;
+
+mod scenario;
+mod shared;
+
+use scenario::{Fault, Load, Scenario};
+
+const MODEL: &str = "demo.chat-small-v1:0";
+const KEY: &str = "spillway-demo-key";
+const SOURCE: &str = "us-east-1";
+const US: [&str; 3] = ["us-east-1", "us-east-2", "us-west-2"];
+/// Region, geography and RTT from us-east-1 in milliseconds.
+const REGIONS: [(&str, &str, u32); 6] = [
+    ("us-east-1", "us", 1),
+    ("us-east-2", "us", 12),
+    ("us-west-2", "us", 70),
+    ("eu-central-1", "eu", 90),
+    ("eu-west-1", "eu", 80),
+    ("eu-west-3", "eu", 85),
+];
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds of burst per scenario.
+    #[arg(long, default_value_t = 15)]
+    pub seconds: u64,
+    /// Concurrent sequences per region (its capacity).
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: u32,
+    /// Burst rate as a multiple of the source region's capacity.
+    #[arg(long, default_value_t = 2.0)]
+    pub burst: f64,
+    /// Seed of the arrival process.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Run on three gateway instances sharing this Redis (`redis://HOST:PORT`), and add the
+    /// shared-quota and Redis-outage scenarios. Keys go under a prefix of their own; the outage
+    /// pauses every client of that Redis for a third of a scenario.
+    #[arg(long, value_name = "URL")]
+    pub state: Option<String>,
+    /// Run only these scenarios (comma-separated names; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
+}
+
+/// Request shape: prompt and output tokens, and the simulated engine's speeds.
+const PROMPT_TOKENS: u64 = 200;
+const MAX_TOKENS: u64 = 24;
+const PREFILL_TPS: f64 = 4000.0;
+const DECODE_TPS: f64 = 40.0;
+const BACKGROUND_RPS: f64 = 2.0;
+const TTFT_SLO: Duration = Duration::from_secs(1);
+
+/// Requests per second one region can serve: slots / time per request.
+fn region_capacity_rps(concurrency: u32, max_tokens: u64) -> f64 {
+    let service = PROMPT_TOKENS as f64 / PREFILL_TPS + max_tokens as f64 / DECODE_TPS;
+    f64::from(concurrency) / service
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let capacity = region_capacity_rps(args.concurrency, MAX_TOKENS);
+    let rate = capacity * args.burst;
+    let redis = args
+        .state
+        .as_deref()
+        .map(shared::Redis::parse)
+        .transpose()?;
+    eprintln!(
+        "spillway demo: {SOURCE} serves about {capacity:.1} req/s ({} slots, {PROMPT_TOKENS} prompt + {MAX_TOKENS} output tokens); \
+         bursting {rate:.1} req/s at it for {} s, with {BACKGROUND_RPS} req/s of local load in us-east-2 and us-west-2.",
+        args.concurrency, args.seconds
+    );
+    if let Some(r) = &redis {
+        eprintln!(
+            "  on {} gateway instances sharing {} (keys under {}:*)",
+            shared::INSTANCES,
+            r.display(),
+            r.prefix
+        );
+    }
+    let burst = |model: String, fault| Scenario {
+        model,
+        key: KEY,
+        load: Load::Burst { rate },
+        max_tokens: MAX_TOKENS,
+        fault,
+    };
+    let mut scenarios = vec![
+        ("in-region", burst(MODEL.to_string(), Fault::None)),
+        ("cross-region", burst(format!("us.{MODEL}"), Fault::None)),
+        (
+            "cross-region-outage",
+            burst(format!("us.{MODEL}"), Fault::RegionOutage("us-east-2")),
+        ),
+    ];
+    let quota = redis.as_ref().map(|_| shared::QuotaPlan::new(args.seconds));
+    if let Some(q) = &quota {
+        scenarios.push(("shared-quota", q.scenario(Fault::None)));
+        scenarios.push(("redis-outage", q.scenario(Fault::RedisPause)));
+    }
+    let names: Vec<&str> = scenarios.iter().map(|(n, _)| *n).collect();
+    if let Some(bad) = args.scenarios.iter().find(|n| !names.contains(&n.as_str())) {
+        anyhow::bail!(
+            "--scenarios: no scenario {bad:?} (expected some of {}{})",
+            names.join(", "),
+            if redis.is_none() {
+                "; shared-quota and redis-outage need --state"
+            } else {
+                ""
+            }
+        );
+    }
+    scenarios.retain(|(n, _)| args.scenarios.is_empty() || args.scenarios.iter().any(|a| a == n));
+    let mut summaries = Vec::new();
+    let mut extra = shared::Findings::default();
+    for (name, s) in scenarios {
+        let out = scenario::run(&args, name, &s, redis.as_ref(), quota.as_ref()).await?;
+        extra.note(name, &out, quota.as_ref());
+        summaries.push(out.summary);
+    }
+    print_table(&summaries);
+    if let (Some(r), Some(q)) = (&redis, &quota) {
+        extra.print(r, q);
+    }
+    if args.json {
+        let mut v = json!({ "scenarios": summaries });
+        if let (Some(q), Some(obj)) = (&quota, v.as_object_mut()) {
+            extra.add_to(obj, q);
+        }
+        println!("{v}");
+    }
+    Ok(())
+}
+
+/// The gateway configuration of one instance: every region's simulator at `sims` (region, base
+/// URL), the demo tenant, the quota tenant when `quota` is given, a listener per US region, and
+/// `[state]` when `state` is given (`(url, key_prefix)`).
+fn demo_config(
+    sims: &[(String, String)],
+    max_in_flight: u32,
+    quota: Option<&shared::QuotaPlan>,
+    state: Option<(&str, &str)>,
+) -> String {
+    let mut t = String::new();
+    if let Some((url, prefix)) = state {
+        t += &format!(
+            "[state]\nkind = \"redis\"\nurl = {url:?}\ninstances = {}\nkey_prefix = {prefix:?}\n\n",
+            shared::INSTANCES
+        );
+    }
+    t += "[routing]\nmax_attempts = 3\nfirst_byte_timeout_ms = 5000\n\n";
+    for (r, g, _) in REGIONS {
+        t += &format!("[[regions]]\nname = \"{r}\"\ngeography = \"{g}\"\n\n");
+    }
+    for (r, _, ms) in REGIONS.iter().skip(1) {
+        t += &format!("[[rtt]]\nbetween = [\"us-east-1\", \"{r}\"]\nms = {ms}\n\n");
+    }
+    t += "[[rtt]]\nbetween = [\"us-east-2\", \"us-west-2\"]\nms = 50\n\n";
+    t += &format!("[[models]]\nid = \"{MODEL}\"\n\n");
+    for (r, url) in sims {
+        t += &format!(
+            "[[deployments]]\nmodel = \"{MODEL}\"\nregion = \"{r}\"\nmax_in_flight = {max_in_flight}\n\
+             upstream = {{ kind = \"sim\", base_url = \"{url}\" }}\n\n"
+        );
+    }
+    t += "[[tenants]]\nname = \"demo\"\napi_keys = [{ sha256 = \"4c632e7135929907209e422fd8a878aca2a19f7a3ed1089e7c3e1c53c44bfa69\" }]\n\n";
+    t += &format!("[[tenants.quotas]]\nmodel = \"{MODEL}\"\nrpm = 100000\ntpm = 100000000\n\n");
+    if let Some(q) = quota {
+        t += &q.tenant_toml();
+    }
+    for r in US {
+        t += &format!("[[listeners]]\nbind = \"127.0.0.1:0\"\nregion = \"{r}\"\n\n");
+    }
+    t
+}
+
+fn print_table(rows: &[Summary]) {
+    println!();
+    println!(
+        "{:<20} {:>7} {:>7} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}",
+        "scenario",
+        "offered",
+        "served",
+        "throttled",
+        "failed",
+        "goodput/s",
+        "TTFT p50",
+        "TTFT p99",
+        "locality",
+        "spilled",
+        "residency"
+    );
+    for s in rows {
+        println!(
+            "{:<20} {:>7} {:>7} {:>9} {:>6} {:>9.1} {:>7.0}ms {:>7.0}ms {:>8.1}% {:>7.1}% {:>10}",
+            s.name,
+            s.offered,
+            s.served,
+            s.throttled,
+            s.failed,
+            s.goodput_rps,
+            s.ttft_p50_ms,
+            s.ttft_p99_ms,
+            s.locality * 100.0,
+            s.spilled * 100.0,
+            s.residency_violations
+        );
+    }
+    if let [inr, cross, ..] = rows
+        && inr.served > 0
+    {
+        println!(
+            "\ncross-region served {:.2}x what in-region served; residency violations are counted from the simulators' own records.",
+            cross.served as f64 / inr.served as f64
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_are_valid_with_and_without_state() {
+        let sims: Vec<(String, String)> = REGIONS
+            .iter()
+            .map(|(r, _, _)| (r.to_string(), "http://127.0.0.1:1".to_string()))
+            .collect();
+        let plain = demo_config(&sims, 8, None, None);
+        let cfg = spillway_gateway::Config::parse(&plain, "<test>").unwrap();
+        assert_eq!(cfg.listeners.len(), 3);
+        let q = shared::QuotaPlan::new(15);
+        let with = demo_config(&sims, 3, Some(&q), Some(("redis://127.0.0.1:1", "p")));
+        let cfg = spillway_gateway::Config::parse(&with, "<test>").unwrap();
+        assert_eq!(cfg.tenants.len(), 2);
+    }
+}
