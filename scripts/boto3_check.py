@@ -14,6 +14,9 @@ import os
 import sys
 import traceback
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tls_front import TlsFront  # noqa: E402 - next to this script
+
 try:
     import boto3
     from botocore.config import Config
@@ -207,13 +210,22 @@ def main():
 
     @check("a Bedrock API key (AWS_BEARER_TOKEN_BEDROCK) works on converse")
     def _():
+        # botocore sends bearer tokens only over HTTPS: through a local TLS front, as behind
+        # an operator's TLS load balancer.
         old = os.environ.get("AWS_BEARER_TOKEN_BEDROCK")
         os.environ["AWS_BEARER_TOKEN_BEDROCK"] = API_KEY
         try:
-            bearer = boto3.client(
-                "bedrock-runtime", endpoint_url=endpoint, region_name=REGION, config=NO_RETRIES
-            )
-            r = bearer.converse(modelId=PROFILE, messages=MESSAGES, inferenceConfig={"maxTokens": 5})
+            with TlsFront(endpoint) as front:
+                bearer = boto3.client(
+                    "bedrock-runtime",
+                    endpoint_url=front.url,
+                    region_name=REGION,
+                    config=NO_RETRIES,
+                    verify=front.cert,
+                )
+                r = bearer.converse(
+                    modelId=PROFILE, messages=MESSAGES, inferenceConfig={"maxTokens": 5}
+                )
         finally:
             if old is None:
                 os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)
