@@ -1,0 +1,86 @@
+//! The router's configuration: [`RouterConfig`] and the first-step [`Policy`].
+use std::time::Duration;
+
+use crate::{AimdConfig, HealthConfig, RetryBudgetConfig};
+
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// How the first step is chosen among the destinations with headroom.
+    pub policy: Policy,
+    /// Upper bound on the number of steps in a plan (first try + failovers). >= 1.
+    pub max_attempts: usize,
+    pub health: HealthConfig,
+    pub aimd: AimdConfig,
+    pub retry_budget: RetryBudgetConfig,
+    /// Destinations whose expected TTFT is within `best * near_equal_ratio + near_equal_slack` are
+    /// "near-equal"; the spill choice samples two of them (power of two choices).
+    pub near_equal_ratio: f64,
+    pub near_equal_slack: Duration,
+    /// Prior for a deployment's service TTFT before anything was observed.
+    pub prior_service_ttft: Duration,
+    /// EWMA weight of a new TTFT / TPOT observation (0 < alpha <= 1).
+    pub ewma_alpha: f64,
+    /// `Policy::Spillway` only: when no destination has headroom, a request may still go to the
+    /// source deployment, to wait in its engine's own queue, while the source has fewer than
+    /// `limit × (1 + source_queue)` requests in flight (see `Router::plan`). 0 throttles
+    /// instead; negative or NaN is 0, more than 1 is 1.
+    pub source_queue: f64,
+    /// `Policy::Spillway` only: while the source has fewer than `limit × (1 + source_wait)` in
+    /// flight (and `source_wait <= source_queue`), a request waits in its queue even when another
+    /// region has headroom: a short wait for a local slot rather than a cross-region trip.
+    /// Default 0: spill as soon as the source is full (see the `plan` module for the trade).
+    pub source_wait: f64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            policy: Policy::Spillway,
+            max_attempts: 3,
+            health: HealthConfig {
+                failure_threshold: 3,
+                base_ejection: Duration::from_secs(1),
+                max_ejection: Duration::from_secs(30),
+            },
+            aimd: AimdConfig {
+                min_limit: 1,
+                decrease_factor: 0.75,
+            },
+            retry_budget: RetryBudgetConfig {
+                ratio: 0.2,
+                min_per_sec: 10.0,
+                max_balance: 100.0,
+            },
+            near_equal_ratio: 1.25,
+            near_equal_slack: Duration::from_millis(5),
+            prior_service_ttft: Duration::from_millis(50),
+            ewma_alpha: 0.2,
+            source_queue: 0.0,
+            source_wait: 0.0,
+        }
+    }
+}
+
+/// The choice among destinations with headroom. Every policy keeps the hard rules (never outside
+/// the candidates; only destinations with headroom; failover along the rest of the plan); they
+/// differ in the first step, which is what the benchmark compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Source first; otherwise the lowest expected TTFT, p2c among near-equals.
+    #[default]
+    Spillway,
+    /// Rotate over the destinations, ignoring the source (a baseline).
+    RoundRobin,
+    /// The destination with the lowest utilisation, ignoring the source (a baseline).
+    LeastLoaded,
+}
+
+impl Policy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Policy::Spillway => "spillway",
+            Policy::RoundRobin => "round-robin",
+            Policy::LeastLoaded => "least-loaded",
+        }
+    }
+}
