@@ -1,7 +1,9 @@
 //! Prometheus metrics (`GET /metrics`), written in the source region's listener like Bedrock's.
 //!
 //! Per-request counters and latency histograms are updated on the request path; deployment
-//! gauges (in-flight, adaptive limit, health) are read from the routing core at scrape time.
+//! gauges (in-flight, adaptive limit, health) are read from the routing core at scrape time; the
+//! remote ones (other instances' in-flight, ejections learned from them) are updated by the
+//! shared-state sync task ([`crate::shared_deployments`]).
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -51,6 +53,10 @@ pub struct Metrics {
     pub in_flight: Family<DeploymentLabels, Gauge>,
     pub limit: Family<DeploymentLabels, Gauge>,
     pub healthy: Family<DeploymentLabels, Gauge>,
+    /// Requests in flight per deployment on the other live instances, as last synced (Redis).
+    pub remote_in_flight: Family<DeploymentLabels, Gauge>,
+    /// Ejections per deployment learned from the other instances through Redis.
+    pub remote_ejections: Family<DeploymentLabels, Counter>,
     /// 1 while the shared state answers (always 1 with the memory backend).
     pub shared_state_up: Gauge,
 }
@@ -66,6 +72,8 @@ impl Metrics {
         let in_flight = Family::<DeploymentLabels, Gauge>::default();
         let limit = Family::<DeploymentLabels, Gauge>::default();
         let healthy = Family::<DeploymentLabels, Gauge>::default();
+        let remote_in_flight = Family::<DeploymentLabels, Gauge>::default();
+        let remote_ejections = Family::<DeploymentLabels, Counter>::default();
         registry.register(
             "requests",
             "Client requests by source, serving region, outcome and routing reason",
@@ -96,6 +104,17 @@ impl Metrics {
             "1 when the deployment is not ejected",
             healthy.clone(),
         );
+        registry.register(
+            "deployment_remote_in_flight",
+            "Requests in flight per deployment on the other gateway instances (shared state; \
+             0 while Redis is unreachable)",
+            remote_in_flight.clone(),
+        );
+        registry.register(
+            "deployment_remote_ejections",
+            "Ejections per deployment learned from other gateway instances (shared state)",
+            remote_ejections.clone(),
+        );
         let shared_state_up = Gauge::default();
         shared_state_up.set(1);
         registry.register(
@@ -112,6 +131,8 @@ impl Metrics {
             in_flight,
             limit,
             healthy,
+            remote_in_flight,
+            remote_ejections,
         }
     }
 

@@ -49,8 +49,18 @@
 //! instance admits on its own counts, as with the memory backend, so the global bound is then
 //! `N ×` each limit), health stays local, and events are not queued. When the link comes back
 //! ([`RedisLink::generation`] changes) the next sync republishes this instance's load, and its
-//! running ejections and cooldowns are republished from the core. A recovery seen during the
-//! outage is not republished: the ejection on record, if Redis kept it, simply runs out.
+//! running ejections and cooldowns are republished from the core (but for the ejections it
+//! learned from another instance: that one republishes them), and so is a recovery seen during
+//! the outage (when the deployment is still healthy): a tombstone dated when it happened (to
+//! within [`EVENT_TICK`]), which clears only an ejection on record that began before it, so the
+//! others close a circuit they learned before the outage instead of waiting for it to run out.
+//!
+//! # Metrics
+//!
+//! Every sync sets `spillway_deployment_remote_in_flight{region,model}` to the other live
+//! instances' in-flight sum (0 while Redis is unreachable), and each ejection learned from
+//! another instance (one the core did not already have) adds one to
+//! `spillway_deployment_remote_ejections_total{region,model}`.
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -58,7 +68,11 @@ use std::time::{Duration, Instant};
 use spillway_core::{DeploymentIx, Load, Router};
 use tokio::task::JoinHandle;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::config::Config;
+use crate::metrics::{DeploymentLabels, Metrics};
 use crate::redis_link::RedisLink;
 use crate::shared_quota::escape;
 
@@ -85,6 +99,9 @@ pub struct SharedDeployments {
     /// Indexed by deployment.
     keys: Vec<Keys>,
     scripts: lua::Scripts,
+    /// Indexed by deployment: the other instances' in-flight, and ejections learned from them.
+    remote_in_flight: Vec<Gauge>,
+    remote_ejections: Vec<Counter>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -93,7 +110,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SharedDeployments {
-    pub fn new(cfg: &Config, link: Arc<RedisLink>) -> SharedDeployments {
+    pub fn new(cfg: &Config, link: Arc<RedisLink>, metrics: &Metrics) -> SharedDeployments {
+        let labels: Vec<DeploymentLabels> = cfg
+            .deployments
+            .iter()
+            .map(|d| DeploymentLabels {
+                region: cfg.region_name(d.region).to_string(),
+                model: cfg.models[d.model].id.clone(),
+            })
+            .collect();
+        let remote_in_flight = labels
+            .iter()
+            .map(|l| metrics.remote_in_flight.get_or_create(l).clone())
+            .collect();
+        let remote_ejections = labels
+            .iter()
+            .map(|l| metrics.remote_ejections.get_or_create(l).clone())
+            .collect();
         let keys = cfg
             .deployments
             .iter()
@@ -115,6 +148,8 @@ impl SharedDeployments {
             instance: instance_id(),
             keys,
             scripts: lua::Scripts::new(),
+            remote_in_flight,
+            remote_ejections,
             task: Mutex::new(None),
         }
     }
@@ -170,12 +205,28 @@ impl SharedDeployments {
     fn keys(&self, d: DeploymentIx) -> Option<&Keys> {
         self.keys.get(d.0 as usize)
     }
+
+    /// Show the other instances' in-flight on `d` in the metrics.
+    fn show_remote_in_flight(&self, d: DeploymentIx, n: u32) {
+        if let Some(g) = self.remote_in_flight.get(d.0 as usize) {
+            g.set(i64::from(n));
+        }
+    }
+
+    /// Count an ejection of `d` learned from another instance.
+    fn count_learned_ejection(&self, d: DeploymentIx) {
+        if let Some(c) = self.remote_ejections.get(d.0 as usize) {
+            c.inc();
+        }
+    }
 }
 
 /// Forget every other instance's load: admit on local counts only (Redis unreachable).
-fn local_only(router: &mut Router) {
+fn local_only(sd: &SharedDeployments, router: &mut Router) {
     for d in 0..router.deployment_count() {
-        router.set_remote_load(DeploymentIx(d as u32), Load::default());
+        let d = DeploymentIx(d as u32);
+        router.set_remote_load(d, Load::default());
+        sd.show_remote_in_flight(d, 0);
     }
 }
 

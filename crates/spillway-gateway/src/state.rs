@@ -96,7 +96,7 @@ impl AppState {
         let app_profiles = crate::app_profiles::AppProfiles::new(cfg.clone(), link.clone());
         let shared_deployments = link
             .as_ref()
-            .map(|l| Arc::new(SharedDeployments::new(&cfg, l.clone())));
+            .map(|l| Arc::new(SharedDeployments::new(&cfg, l.clone(), &metrics)));
         Ok(AppState {
             link,
             shared,

@@ -1,8 +1,9 @@
 //! The Redis backend on a real Redis Cluster (three `redis-server --cluster-enabled yes`
 //! primaries joined by `redis-cli --cluster create`; `[state] cluster = true`, the nodes as
-//! seeds): tenant quota leases from two gateway instances stay within the documented bound, and
-//! application profiles created through one instance route on the other. Every script's keys
-//! share one hash tag, so each lives on one node.
+//! seeds): tenant quota leases from two gateway instances stay within the documented bound,
+//! application profiles created through one instance route on the other, and deployment
+//! in-flight counts on one instance make the other spill. Every script's keys share one hash
+//! tag, so each lives on one node.
 mod bedrock_common;
 mod common;
 mod redis_support;
@@ -227,4 +228,74 @@ async fn losing_a_cluster_node_fails_no_reservation() {
         !gw.state().shared_state_up(),
         "degraded: a node is unreachable"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deployment_in_flight_is_shared_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let mut spec = common::Spec::standard();
+    spec.dep(M, "us-east-1").max_in_flight = 2;
+    let state = format!("{}\n", shared_profiles::cluster(&cluster.urls()));
+    let a = common::Harness::start_with(spec.clone(), &state).await;
+    let b = common::Harness::start_with(spec, &state).await;
+    for h in [&a, &b] {
+        assert!(h.gw().state().shared_state_up(), "connected to the cluster");
+    }
+    let remote = |h: &common::Harness| {
+        let cfg = h.gw().config();
+        let d = cfg
+            .model_ix(M)
+            .zip(cfg.region_ix("us-east-1"))
+            .and_then(|(m, r)| cfg.deployment(m, r))
+            .expect("deployment");
+        h.gw().state().router().router.remote_load(d).in_flight
+    };
+    // A fills the deployment's limit with open streams; B sees them through the cluster.
+    let holds = vec![
+        a.hold("us-east-1", M, "us-east-1").await,
+        a.hold("us-east-1", M, "us-east-1").await,
+    ];
+    let start = Instant::now();
+    while remote(&b) != 2 {
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "B never saw A's 2 in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // B spills a profile call to another region of the profile and sends nothing to us-east-1.
+    let profile = format!("us.{M}");
+    for _ in 0..3 {
+        let r = b.chat("us-east-1", common::body(&profile, 2)).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_ne!(r.region(), Some("us-east-1"), "{r:?}");
+        assert_eq!(r.reason(), Some("spill:capacity"), "{r:?}");
+    }
+    assert!(b.records_in("us-east-1").is_empty(), "B sent nothing there");
+    // Both of the deployment's keys are on the node owning its hash tag.
+    let tag = format!("spillway:{{d:{}:us-east-1}}", M.replace(':', "%3A"));
+    let load = format!("{tag}:load");
+    assert_eq!(cluster.owner(&load).command(&["EXISTS", &load]), ":1\r\n");
+    assert_eq!(
+        cluster.owner_ix(&load),
+        cluster.owner_ix(&format!("{tag}:health"))
+    );
+
+    // A's streams end: B serves locally again.
+    drop(holds);
+    let start = Instant::now();
+    while remote(&b) != 0 {
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "B never saw A's streams end"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    b.chat("us-east-1", common::body(&profile, 2))
+        .await
+        .assert_ok_in("us-east-1", "local");
+    for mut h in [a, b] {
+        h.assert_residency();
+        h.take_gateway().shutdown(Duration::from_secs(1)).await;
+    }
 }

@@ -75,6 +75,44 @@ async fn within(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) 
     start.elapsed()
 }
 
+/// `h`'s `/metrics` (scraped from its us-east-1 listener).
+async fn scrape(h: &Harness) -> String {
+    h.client
+        .get(h.url("us-east-1", "/metrics"))
+        .send()
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+/// The value of `name{region,model=M}` in `h`'s `/metrics`, if it is there.
+async fn metric(h: &Harness, name: &str, region: &str) -> Option<f64> {
+    let series = format!("{name}{{region=\"{region}\",model=\"{M}\"}} ");
+    let text = scrape(h).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls `name{region,model=M}` on `h` until `ok` holds; fails after [`DEADLINE`].
+async fn metric_until(h: &Harness, name: &str, region: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let start = Instant::now();
+    loop {
+        let v = metric(h, name, region).await;
+        if let Some(v) = v.filter(|v| ok(*v)) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out: {name} for {region} is {v:?}\n{}",
+            scrape(h).await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn shutdown(hs: Vec<Harness>) {
     for mut h in hs {
         h.assert_residency();
@@ -102,6 +140,11 @@ async fn in_flight_on_one_instance_counts_on_the_others() {
         0,
         "A does not count itself"
     );
+    // The others' in-flight is exported on each instance.
+    const REMOTE: &str = "spillway_deployment_remote_in_flight";
+    metric_until(&b, REMOTE, "us-east-1", |v| v == 3.0).await;
+    metric_until(&a, REMOTE, "us-east-1", |v| v == 0.0).await;
+    metric_until(&b, REMOTE, "us-west-2", |v| v == 0.0).await;
 
     // The global limit is full: B spills a profile call to another region of the profile.
     for _ in 0..4 {
@@ -121,6 +164,7 @@ async fn in_flight_on_one_instance_counts_on_the_others() {
     b.chat("us-east-1", body(&us_m(), 2))
         .await
         .assert_ok_in("us-east-1", "local");
+    metric_until(&b, REMOTE, "us-east-1", |v| v == 0.0).await;
     shutdown(vec![a, b]).await;
 }
 
@@ -349,5 +393,102 @@ async fn redis_down_serves_locally_and_republishes_on_return() {
         remote(&b, "us-east-1").in_flight == 0
     })
     .await;
+    shutdown(vec![a, b]).await;
+}
+
+/// Waits until neither instance reaches Redis.
+async fn both_down(a: &Harness, b: &Harness) {
+    within("both instances to lose Redis", DEADLINE, || {
+        !a.gw().state().shared_state_up() && !b.gw().state().shared_state_up()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recovery_seen_while_redis_is_down_is_republished_on_return() {
+    let mut redis = RedisServer::start();
+    let a = instance(&redis.url(), spec(32, None)).await;
+    let b = instance(&redis.url(), spec(32, None)).await;
+    let us_west = dep(&a, "us-west-2");
+    const EJECTIONS: &str = "spillway_deployment_remote_ejections_total";
+    metric_until(&b, EJECTIONS, "us-west-2", |v| v == 0.0).await;
+
+    // A long ejection decided on A (during a first outage) reaches B once Redis is back.
+    redis.kill();
+    both_down(&a, &b).await;
+    {
+        let state = a.gw().state();
+        let now = state.now();
+        assert!(
+            state
+                .router()
+                .router
+                .eject_until(us_west, now + Duration::from_secs(60), now)
+        );
+    }
+    redis.restart();
+    within("A's ejection to reach B", DEADLINE, || {
+        view(&b, "us-west-2").ejected_until.is_some()
+    })
+    .await;
+    metric_until(&b, EJECTIONS, "us-west-2", |v| v >= 1.0).await;
+    metric_until(&a, EJECTIONS, "us-west-2", |v| v == 0.0).await;
+
+    // Redis goes away again (and comes back empty); meanwhile A's deployment recovers: its
+    // ejection ends early and a probe succeeds.
+    redis.kill();
+    both_down(&a, &b).await;
+    {
+        let state = a.gw().state();
+        let now = state.now();
+        let mut cell = state.router();
+        assert!(cell.router.end_ejection(us_west, now));
+        assert!(
+            cell.router
+                .eject_until(us_west, now + Duration::from_millis(1), now)
+        );
+    }
+    within("A's short ejection to run out", DEADLINE, || {
+        view(&a, "us-west-2").ejected_until.is_none()
+    })
+    .await;
+    {
+        let state = a.gw().state();
+        let now = state.now();
+        let mut cell = state.router();
+        let probe = cell.router.try_acquire(us_west, 1, now).expect("the probe");
+        cell.router.release(
+            probe,
+            spillway_core::Outcome::Success {
+                ttft: Duration::from_millis(5),
+                tpot: None,
+                tokens: 1,
+            },
+            now,
+        );
+    }
+    assert!(view(&a, "us-west-2").healthy, "A closed its circuit");
+    assert!(
+        view(&b, "us-west-2").ejected_until.is_some(),
+        "B still holds the ejection it learned"
+    );
+    redis.restart();
+    let t = Instant::now();
+    let took = within("A's recovery to reach B", DEADLINE, || {
+        view(&b, "us-west-2").healthy
+    })
+    .await;
+    println!("a recovery seen during the outage reached B {took:?} after the restart");
+    assert!(t.elapsed() < Duration::from_secs(30), "not by running out");
+    // And stays: B did not republish the ejection it had learned.
+    let settle = Instant::now() + 3 * SYNC_EVERY;
+    while Instant::now() < settle {
+        assert!(view(&b, "us-west-2").healthy, "ejected again");
+        assert!(view(&a, "us-west-2").healthy, "ejected again on A");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    b.chat("us-west-2", body(M, 2))
+        .await
+        .assert_ok_in("us-west-2", "local");
     shutdown(vec![a, b]).await;
 }

@@ -50,10 +50,14 @@ end
 return {sum[1], sum[2], sum[3], left(h[1]), left(h[2]), cleared}
 "#;
 
-/// KEYS: health. ARGV: kind (`eject`, `cool`, `clear`), ms (how long from now, for `eject` and
-/// `cool`). An ejection or cooldown only ever extends what is there; `clear` replaces the
-/// ejection on record (running, or ended less than 10 s ago: the others may still be
-/// half-open) with a tombstone saying when. Returns 1 if the record changed.
+/// KEYS: health. ARGV: kind (`eject`, `cool`, `clear`, `recovered`), ms (how long from now, for
+/// `eject` and `cool`; how long ago the recovery happened, for `recovered`). An ejection or
+/// cooldown only ever extends what is there; `clear` (a recovery now) replaces the ejection on
+/// record (running, or ended less than 10 s ago: the others may still be half-open) with a
+/// tombstone saying when. `recovered` (a recovery seen while Redis was unreachable, republished)
+/// does the same only if the ejection on record began no later than the recovery, and also
+/// leaves a tombstone where there is no record (a restarted Redis), for the instances that
+/// learned the ejection before the outage. Returns 1 if the record changed.
 const HEALTH: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -71,6 +75,11 @@ elseif kind == 'cool' then
   if u > cool then cool = u; changed = true end
 elseif kind == 'clear' then
   if eject > 0 then eject = 0; at = now; changed = true end
+elseif kind == 'recovered' then
+  local when = now - tonumber(ARGV[2])
+  if (eject > 0 and at <= when) or h[1] == false then
+    eject = 0; at = when; changed = true
+  end
 end
 if not changed then return 0 end
 redis.call('HSET', KEYS[1], 'eject', string.format('%.0f', eject),
@@ -95,9 +104,18 @@ pub(super) struct Synced {
 /// A health change to publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Change {
-    Eject { ms: u64 },
-    Cool { ms: u64 },
+    Eject {
+        ms: u64,
+    },
+    Cool {
+        ms: u64,
+    },
+    /// A recovery, now.
     Clear,
+    /// A recovery `ago_ms` ago, seen while Redis was unreachable.
+    Recovered {
+        ago_ms: u64,
+    },
 }
 
 pub(super) struct Scripts {
@@ -159,6 +177,7 @@ impl Scripts {
             Change::Eject { ms } => ("eject", ms),
             Change::Cool { ms } => ("cool", ms),
             Change::Clear => ("clear", 0),
+            Change::Recovered { ago_ms } => ("recovered", ago_ms),
         };
         let mut inv = self.health.prepare_invoke();
         inv.key(health_key).arg(kind).arg(ms);

@@ -27,46 +27,58 @@ pub(super) async fn background(
     // The link generation the core's health was last published under.
     let mut published: Option<u64> = None;
     let mut local = false;
+    // Per deployment: when the core last recorded a recovery not yet published (`None` once an
+    // ejection follows it), republished when the link comes back.
+    let mut recovered: Vec<Option<Duration>> = Vec::new();
+    // Per deployment: the end of the last ejection learned from another instance, which that
+    // instance republishes itself (re-dating it here would outlive a recovery seen there).
+    let mut learned: Vec<Option<Duration>> = Vec::new();
     loop {
         tick.tick().await;
         let Some(cell) = router.upgrade() else {
             return;
         };
         if !sd.link.is_up() {
-            // Local only: forget the others' load once, and drop events nobody can publish.
+            // Local only: forget the others' load once; events cannot be published, but a
+            // recovery is remembered, to republish on return.
             let mut c = lock(&cell);
             if !local {
-                local_only(&mut c.router);
+                local_only(&sd, &mut c.router);
                 local = true;
             }
-            c.router.take_events();
+            let t = now();
+            for e in c.router.take_events() {
+                note(&mut recovered, e, t);
+            }
             continue;
         }
         let generation = sd.link.generation();
         let changes = {
             let mut c = lock(&cell);
             let t = now();
+            let events = c.router.take_events();
+            for e in &events {
+                note(&mut recovered, *e, t);
+            }
             if published == Some(generation) {
-                c.router
-                    .take_events()
-                    .into_iter()
-                    .filter_map(|e| change_of(e, t))
-                    .collect()
+                events.into_iter().filter_map(|e| change_of(e, t)).collect()
             } else {
                 // (Re)connected: what the core knows now supersedes the events.
-                c.router.take_events();
-                running(&mut c.router, t)
+                let mut all = running(&mut c.router, &learned, t);
+                all.extend(recoveries(&mut c.router, &recovered, t));
+                all
             }
         };
         if !publish(&sd, changes).await {
             continue;
         }
+        recovered.iter_mut().for_each(|r| *r = None);
         published = Some(generation);
         if Instant::now() < next_sync {
             continue;
         }
         next_sync = Instant::now() + SYNC_EVERY;
-        if sync(&sd, &cell, &now).await {
+        if sync(&sd, &cell, &now, &mut learned).await {
             local = false;
         }
     }
@@ -94,6 +106,7 @@ async fn sync(
     sd: &SharedDeployments,
     cell: &Mutex<RouterCell>,
     now: &(dyn Fn() -> Duration + Sync),
+    learned: &mut Vec<Option<Duration>>,
 ) -> bool {
     let issued = now();
     let loads: Vec<Load> = {
@@ -112,8 +125,18 @@ async fn sync(
     let mut c = lock(cell);
     let mut all = true;
     for (i, r) in results.into_iter().enumerate() {
+        let d = DeploymentIx(i as u32);
         match r {
-            Ok(s) => apply(&mut c.router, DeploymentIx(i as u32), s, issued, now()),
+            Ok(s) => {
+                sd.show_remote_in_flight(d, s.remote.in_flight);
+                if apply(&mut c.router, d, s, issued, now()) {
+                    sd.count_learned_ejection(d);
+                    if learned.len() <= i {
+                        learned.resize(i + 1, None);
+                    }
+                    learned[i] = c.router.view(d, now()).ejected_until;
+                }
+            }
             Err(_) => all = false,
         }
     }
@@ -121,9 +144,11 @@ async fn sync(
 }
 
 /// Apply one deployment's sync answer. `issued`: when it was asked for (the answer describes
-/// Redis at some instant after it); `now`: after the answer arrived.
-fn apply(router: &mut Router, d: DeploymentIx, s: Synced, issued: Duration, now: Duration) {
+/// Redis at some instant after it); `now`: after the answer arrived. True if it applied an
+/// ejection the core did not have (learned from another instance).
+fn apply(router: &mut Router, d: DeploymentIx, s: Synced, issued: Duration, now: Duration) -> bool {
     router.set_remote_load(d, s.remote);
+    let mut learned = false;
     if s.eject_left_ms > 0 {
         // A lower bound of the end in our clock: never longer than it was decided.
         let until = issued + Duration::from_millis(s.eject_left_ms);
@@ -134,7 +159,7 @@ fn apply(router: &mut Router, d: DeploymentIx, s: Synced, issued: Duration, now:
             None => !view.healthy && until <= now + SLACK,
         };
         if !known {
-            router.eject_until(d, until, issued);
+            learned = router.eject_until(d, until, issued);
         }
     }
     if s.cool_left_ms > 0 {
@@ -144,6 +169,42 @@ fn apply(router: &mut Router, d: DeploymentIx, s: Synced, issued: Duration, now:
         // The recovery happened no earlier than this in our clock.
         router.end_ejection(d, issued.saturating_sub(Duration::from_millis(ago)));
     }
+    learned
+}
+
+/// Remember when `d` last recovered (`t`: the core's clock when the event was taken); a later
+/// ejection forgets it.
+fn note(recovered: &mut Vec<Option<Duration>>, e: DeploymentEvent, t: Duration) {
+    let (d, at) = match e {
+        DeploymentEvent::Recovered { deployment } => (deployment, Some(t)),
+        DeploymentEvent::Ejected { deployment, .. } => (deployment, None),
+        DeploymentEvent::CoolingDown { .. } => return,
+    };
+    let i = d.0 as usize;
+    if recovered.len() <= i {
+        recovered.resize(i + 1, None);
+    }
+    recovered[i] = at;
+}
+
+/// The recoveries not yet published of deployments still not ejected, as tombstones dated
+/// when they happened (republished after a reconnection).
+fn recoveries(
+    router: &mut Router,
+    recovered: &[Option<Duration>],
+    t: Duration,
+) -> Vec<(DeploymentIx, Change)> {
+    let mut out = Vec::new();
+    for (i, at) in recovered.iter().enumerate() {
+        let (Some(at), d) = (*at, DeploymentIx(i as u32)) else {
+            continue;
+        };
+        if i < router.deployment_count() && router.view(d, t).ejected_until.is_none() {
+            let ago_ms = u64::try_from(t.saturating_sub(at).as_millis()).unwrap_or(u64::MAX);
+            out.push((d, Change::Recovered { ago_ms }));
+        }
+    }
+    out
 }
 
 /// A recorded event as a change to publish (`t`: the core's clock now).
@@ -163,13 +224,20 @@ fn change_of(e: DeploymentEvent, t: Duration) -> Option<(DeploymentIx, Change)> 
     }
 }
 
-/// Every ejection and cooldown running in the core, as changes to (re)publish.
-fn running(router: &mut Router, t: Duration) -> Vec<(DeploymentIx, Change)> {
+/// Every ejection and cooldown running in the core, as changes to (re)publish, but for the
+/// ejections learned from other instances (`learned`: their ends, per deployment).
+fn running(
+    router: &mut Router,
+    learned: &[Option<Duration>],
+    t: Duration,
+) -> Vec<(DeploymentIx, Change)> {
     let mut out = Vec::new();
     for i in 0..router.deployment_count() {
         let d = DeploymentIx(i as u32);
         let view = router.view(d, t);
-        if let Some(until) = view.ejected_until {
+        if let Some(until) = view.ejected_until
+            && learned.get(i).copied().flatten() != Some(until)
+        {
             out.extend(change_of(
                 DeploymentEvent::Ejected {
                     deployment: d,
@@ -300,11 +368,41 @@ mod tests {
         fail_three_times(&mut r, ms(0));
         r.cool_until(D, ms(400));
         assert_eq!(
-            running(&mut r, ms(100)),
+            running(&mut r, &[], ms(100)),
             [
                 (D, Change::Eject { ms: 900 }),
                 (D, Change::Cool { ms: 300 })
             ]
+        );
+    }
+
+    #[test]
+    fn after_an_outage_recoveries_are_republished_and_learned_ejections_are_not() {
+        let mut r = router();
+        let mut recovered = Vec::new();
+        // Ejected, then recovered at 1.2 s (seen while Redis was down).
+        fail_three_times(&mut r, ms(0));
+        for e in r.take_events() {
+            note(&mut recovered, e, ms(10));
+        }
+        assert_eq!(recovered, [None]);
+        note(
+            &mut recovered,
+            DeploymentEvent::Recovered { deployment: D },
+            ms(1_200),
+        );
+        assert_eq!(
+            recoveries(&mut r, &recovered, ms(1_500)),
+            [(D, Change::Recovered { ago_ms: 300 })]
+        );
+        // Not while ejected again.
+        assert!(r.eject_until(D, ms(9_000), ms(1_400)));
+        assert!(recoveries(&mut r, &recovered, ms(1_500)).is_empty());
+        // That ejection was learned: its decider republishes it, not us.
+        assert!(running(&mut r, &[Some(ms(9_000))], ms(1_500)).is_empty());
+        assert_eq!(
+            running(&mut r, &[], ms(1_500)),
+            [(D, Change::Eject { ms: 7_500 })]
         );
     }
 }
