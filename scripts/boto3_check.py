@@ -12,10 +12,10 @@ check failed (2 on bad usage or a missing `boto3` package).
 import json
 import os
 import sys
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tls_front import TlsFront  # noqa: E402 - next to this script
+from check_harness import check, expect, finish  # noqa: E402 - next to this script
+from tls_front import TlsFront  # noqa: E402
 
 try:
     import boto3
@@ -35,30 +35,6 @@ PROFILE = "us." + MODEL
 US = {"us-east-1", "us-east-2", "us-west-2"}
 MESSAGES = [{"role": "user", "content": [{"text": "hello"}]}]
 NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=30)
-
-failures = []
-
-
-def check(name):
-    """Run the decorated function as a check named `name`, now."""
-
-    def run(fn):
-        try:
-            detail = fn()
-            print(f"ok    {name}" + (f": {detail}" if detail else ""))
-        except Exception as e:  # noqa: BLE001 - any failure is reported, then the next check runs
-            failures.append(name)
-            print(f"FAIL  {name}: {type(e).__name__}: {e}")
-            traceback.print_exc(file=sys.stderr)
-        return fn
-
-    return run
-
-
-def expect(cond, message):
-    if not cond:
-        raise AssertionError(message)
-
 
 def client(service, endpoint, secret=SECRET):
     return boto3.client(
@@ -234,11 +210,7 @@ def main():
         expect(converse_text(r) == answers.get(PROFILE), f"{converse_text(r)!r}")
         return repr(converse_text(r))
 
-    if failures:
-        print(f"{len(failures)} check(s) failed: {', '.join(failures)}")
-        return 1
-    print("all checks passed")
-    return 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ Runs against the embedded default (`spillway serve`), whose listener is us-east-
 tenant's key is `spillway-demo-key`. Prints one line per check; exits 1 if any check failed
 (2 on bad usage or a missing `openai` package).
 """
+import os
 import sys
-import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_harness import check, expect, finish  # noqa: E402 - next to this script
 
 try:
     import openai
@@ -21,30 +24,6 @@ PROFILE = "us.demo.chat-small-v1:0"
 MODEL = "demo.chat-small-v1:0"
 US = {"us-east-1", "us-east-2", "us-west-2"}
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-failures = []
-
-
-def check(name):
-    """Run the decorated function as a check named `name`, now."""
-
-    def run(fn):
-        try:
-            detail = fn()
-            print(f"ok    {name}" + (f": {detail}" if detail else ""))
-        except Exception as e:  # noqa: BLE001 - any failure is reported, then the next check runs
-            failures.append(name)
-            print(f"FAIL  {name}: {type(e).__name__}: {e}")
-            traceback.print_exc(file=sys.stderr)
-        return fn
-
-    return run
-
-
-def expect(cond, message):
-    if not cond:
-        raise AssertionError(message)
-
 
 def main():
     if len(sys.argv) != 2:
@@ -132,11 +111,7 @@ def main():
         expect(not any(i.startswith("eu.") for i in ids), f"eu. profile listed: {ids}")
         return ", ".join(ids)
 
-    if failures:
-        print(f"{len(failures)} check(s) failed: {', '.join(failures)}")
-        return 1
-    print("all checks passed")
-    return 0
+    return finish()
 
 
 if __name__ == "__main__":
