@@ -53,6 +53,7 @@ fn plan(c: &mut Criterion) {
             source: source_full,
             candidates: &cands,
             est_tokens: 1000,
+            input_tokens: 0,
         };
         c.bench_function(&format!("plan/spill/{n}"), |b| {
             b.iter(|| black_box(router.plan(black_box(&req), Duration::from_secs(1), &mut rng)))
@@ -61,6 +62,7 @@ fn plan(c: &mut Criterion) {
             source: RegionIx(0),
             candidates: &cands,
             est_tokens: 1000,
+            input_tokens: 0,
         };
         c.bench_function(&format!("plan/local/{n}"), |b| {
             b.iter(|| black_box(router.plan(black_box(&req), Duration::from_secs(1), &mut rng)))

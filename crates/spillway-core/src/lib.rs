@@ -20,10 +20,11 @@
 //!    cross-region inference promises: a profile call is served in-region whenever the region
 //!    has capacity, and only the overflow travels. It keeps latency and data movement minimal
 //!    and makes the source region's quota the one that matters. A *full* source may still
-//!    keep a request while only a short queue waits there (`source_wait`, off by default), and
-//!    takes it rather than see it throttled when no region has headroom (`source_queue`): the
-//!    `spillway` policy's waits in the source, described with the figures behind them in
-//!    `router::plan`.
+//!    keep a request while only a short queue waits there and the request's expected TTFT
+//!    there stays within a multiple of the source's mean (`source_wait`, `source_wait_ttft`;
+//!    off by default), and takes it rather than see it throttled when no region has headroom
+//!    (`source_queue`): the `spillway` policy's waits in the source, described with the figures
+//!    behind them in `router::plan`.
 //! 3. **Spill by expected time to first token.** Otherwise each eligible candidate gets a score,
 //!    `rtt + service_ttft × (1 + in_flight / limit)`: the round trip from the source, plus the
 //!    part of the observed TTFT the region itself adds (`EWMA TTFT − rtt`, or a prior until
@@ -89,7 +90,7 @@ pub use limit::{AdaptiveLimit, AimdConfig};
 pub use quota::{QuotaBucket, QuotaDenied, QuotaLimits, Reservation, TokenBucket};
 pub use retry::{RetryBudget, RetryBudgetConfig};
 pub use router::{
-    Admission, Candidate, DeploymentEvent, DeploymentIx, DeploymentSpec, DeploymentView,
+    Admission, Candidate, Demand, DeploymentEvent, DeploymentIx, DeploymentSpec, DeploymentView,
     FailureKind, Load, Outcome, Plan, Policy, Reason, RegionIx, Rejection, RouteRequest, Router,
     RouterConfig, Step,
 };

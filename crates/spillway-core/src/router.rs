@@ -24,12 +24,13 @@
 //!     Candidate { deployment: DeploymentIx(0), region: RegionIx(0), rtt: Duration::from_millis(1) },
 //!     Candidate { deployment: DeploymentIx(1), region: RegionIx(1), rtt: Duration::from_millis(12) },
 //! ];
-//! let req = RouteRequest { source: RegionIx(0), candidates: &candidates, est_tokens: 500 };
+//! let req = RouteRequest { source: RegionIx(0), candidates: &candidates, est_tokens: 500, input_tokens: 400 };
 //! let (now, mut rng) = (Duration::ZERO, SmallRng::seed_from_u64(7));
 //! router.record_request(now);
 //! let plan = router.plan(&req, now, &mut rng);
 //! assert_eq!(plan.steps[0].reason, Reason::Local);
-//! let admission = router.try_acquire(plan.steps[0].deployment, req.est_tokens, now).unwrap();
+//! let demand = Demand { est_tokens: req.est_tokens, input_tokens: req.input_tokens };
+//! let admission = router.try_acquire(plan.steps[0].deployment, demand, now).unwrap();
 //! // ... call upstream ...
 //! let outcome = Outcome::Success { ttft: Duration::from_millis(80), tpot: None, tokens: 420 };
 //! router.release(admission, outcome, now + Duration::from_millis(900));
@@ -79,6 +80,27 @@ pub struct RouteRequest<'a> {
     pub candidates: &'a [Candidate],
     /// Estimated tokens the request will consume (input + max_tokens x burndown).
     pub est_tokens: u64,
+    /// Estimated input (prompt) tokens; 0 when unknown. Sizes the request's expected prefill
+    /// for the wait in the source (see the `plan` module).
+    pub input_tokens: u64,
+}
+
+/// What one attempt asks of a deployment: the tokens it reserves (`est_tokens`, as in
+/// [`RouteRequest`]) and its input tokens (0 when unknown), which the deployment's workload
+/// shape is learned from. A bare `u64` is `est_tokens` with the input unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Demand {
+    pub est_tokens: u64,
+    pub input_tokens: u64,
+}
+
+impl From<u64> for Demand {
+    fn from(est_tokens: u64) -> Self {
+        Demand {
+            est_tokens,
+            input_tokens: 0,
+        }
+    }
 }
 
 /// Why a step is in the plan.
@@ -198,6 +220,13 @@ pub enum Outcome {
 pub struct Admission {
     pub deployment: DeploymentIx,
     pub est_tokens: u64,
+    /// Input tokens of the request (0 when unknown).
+    pub input_tokens: u64,
+    /// When the slot was taken (how long it is held is learned on release).
+    pub acquired_at: Duration,
+    /// Admitted beyond the limit, to wait in the upstream's queue: its TTFT includes that wait,
+    /// so it does not teach the deployment's prefill time.
+    pub queued: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -276,9 +305,13 @@ impl Router {
     pub fn try_acquire(
         &mut self,
         d: DeploymentIx,
-        est_tokens: u64,
+        demand: impl Into<Demand>,
         now: Duration,
     ) -> Result<Admission, Rejection> {
+        let Demand {
+            est_tokens,
+            input_tokens,
+        } = demand.into();
         // A queue grant is good for the very next admission only.
         let granted = self.queued.take() == Some(d);
         let source_queue = self.cfg.source_queue;
@@ -286,11 +319,17 @@ impl Router {
             .deployments
             .get_mut(d.0 as usize)
             .ok_or(Rejection::Unavailable)?;
-        match dep.check(est_tokens, now) {
+        let queued = match dep.check(est_tokens, now) {
             Err(Rejection::InFlight)
-                if granted && plan::can_queue(dep, est_tokens, now, source_queue) => {}
-            r => r?,
-        }
+                if granted && plan::can_queue(dep, est_tokens, now, source_queue) =>
+            {
+                true
+            }
+            r => {
+                r?;
+                false
+            }
+        };
         dep.in_flight += 1;
         dep.window.add(1, signed(est_tokens), now);
         if let Some(b) = dep.rpm.as_mut() {
@@ -303,6 +342,9 @@ impl Router {
         Ok(Admission {
             deployment: d,
             est_tokens,
+            input_tokens,
+            acquired_at: now,
+            queued,
         })
     }
 
@@ -341,6 +383,7 @@ impl Router {
                 if let Some(tpot) = tpot {
                     ewma(&mut d.ewma_tpot, tpot, alpha);
                 }
+                d.learn_shape(&admission, ttft, tpot, now);
                 if let Some(b) = d.tpm.as_mut() {
                     if tokens < est {
                         b.refund(est - tokens, now);

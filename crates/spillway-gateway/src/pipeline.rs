@@ -14,7 +14,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use spillway_core::{FailureKind, Plan, Reason, RegionIx, RouteRequest};
+use spillway_core::{Demand, FailureKind, Plan, Reason, RegionIx, RouteRequest};
 use spillway_proto::{ChatRequest, StreamOptions};
 
 use crate::attempt::Attempt;
@@ -207,7 +207,11 @@ pub async fn serve(
 
     // Phase 5: route. Plan and admit the first step under one lock, so no other request takes
     // the headroom in between.
-    let (plan, first) = plan_and_admit(state, ctx.source, &candidates, est_tokens);
+    let demand = Demand {
+        est_tokens,
+        input_tokens: prompt_tokens,
+    };
+    let (plan, first) = plan_and_admit(state, ctx.source, &candidates, demand);
     let Some((mut step_ix, mut hold)) = first else {
         return Err(EdgeError::Throttled {
             message: format!(
@@ -277,7 +281,7 @@ pub async fn serve(
         if !state.router().router.try_retry(now) {
             break;
         }
-        match next_admitted(state, &plan, step_ix + 1, est_tokens) {
+        match next_admitted(state, &plan, step_ix + 1, demand) {
             Some((i, h)) => {
                 step_ix = i;
                 hold = h;
@@ -312,7 +316,7 @@ fn plan_and_admit(
     state: &Arc<AppState>,
     source: RegionIx,
     candidates: &[spillway_core::Candidate],
-    est_tokens: u64,
+    demand: Demand,
 ) -> (Plan, Option<(usize, AttemptHold)>) {
     let now = state.now();
     let plan = {
@@ -323,13 +327,14 @@ fn plan_and_admit(
             &RouteRequest {
                 source,
                 candidates,
-                est_tokens,
+                est_tokens: demand.est_tokens,
+                input_tokens: demand.input_tokens,
             },
             now,
             rng,
         )
     };
-    let first = next_admitted(state, &plan, 0, est_tokens);
+    let first = next_admitted(state, &plan, 0, demand);
     (plan, first)
 }
 
@@ -338,13 +343,13 @@ fn next_admitted(
     state: &Arc<AppState>,
     plan: &Plan,
     from: usize,
-    est_tokens: u64,
+    demand: Demand,
 ) -> Option<(usize, AttemptHold)> {
     plan.steps
         .iter()
         .enumerate()
         .skip(from)
-        .find_map(|(i, s)| state.acquire(s.deployment, est_tokens).ok().map(|h| (i, h)))
+        .find_map(|(i, s)| state.acquire(s.deployment, demand).ok().map(|h| (i, h)))
 }
 
 pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<TenantIx, EdgeError> {

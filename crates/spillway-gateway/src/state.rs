@@ -236,10 +236,10 @@ impl AppState {
     pub fn acquire(
         self: &Arc<Self>,
         d: DeploymentIx,
-        est_tokens: u64,
+        demand: spillway_core::Demand,
     ) -> Result<AttemptHold, spillway_core::Rejection> {
         let now = self.now();
-        let admission = self.router().router.try_acquire(d, est_tokens, now)?;
+        let admission = self.router().router.try_acquire(d, demand, now)?;
         Ok(AttemptHold {
             state: self.clone(),
             admission: Some(admission),

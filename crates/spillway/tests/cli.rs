@@ -164,6 +164,29 @@ fn check_config_refuses_the_demo_key_on_a_public_listener() {
 }
 
 #[test]
+fn check_config_refuses_source_waits_out_of_range() {
+    let with = |opts: &str| {
+        small_config(&sha_key(), "").replacen(
+            "[routing]\nmax_attempts = 3\n",
+            &format!("[routing]\nmax_attempts = 3\n{opts}"),
+            1,
+        )
+    };
+    refused(
+        "wait-over-queue",
+        &with("source_queue = 0.25\nsource_wait = 0.5\n"),
+        &["key `routing.source_wait`", "0 to routing.source_queue"],
+    );
+    for bad in ["0", "-1.5", "nan"] {
+        refused(
+            "wait-ttft",
+            &with(&format!("source_queue = 0.5\nsource_wait_ttft = {bad}\n")),
+            &["key `routing.source_wait_ttft`", "positive multiple"],
+        );
+    }
+}
+
+#[test]
 fn check_config_refuses_a_toml_syntax_error() {
     let toml = format!(
         "{}\n[[regions]\nname = \"x\"\n",

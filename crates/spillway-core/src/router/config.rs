@@ -30,6 +30,10 @@ pub struct RouterConfig {
     /// region has headroom: a short wait for a local slot rather than a cross-region trip.
     /// Default 0: spill as soon as the source is full (see the `plan` module for the trade).
     pub source_wait: f64,
+    /// With `source_wait`: a request waits in the source only while its expected TTFT there
+    /// (the expected wait for a slot plus its own prefill) is within `source_wait_ttft` × the
+    /// source's mean TTFT; longer requests spill. Default 1.5; infinity waits whatever the size.
+    pub source_wait_ttft: f64,
 }
 
 impl Default for RouterConfig {
@@ -57,6 +61,7 @@ impl Default for RouterConfig {
             ewma_alpha: 0.2,
             source_queue: 0.0,
             source_wait: 0.0,
+            source_wait_ttft: 1.5,
         }
     }
 }

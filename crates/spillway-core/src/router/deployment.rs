@@ -13,8 +13,12 @@
 //! consistent; the gateway's `shared_deployments` module states by how much they can be exceeded.
 use std::time::Duration;
 
-use super::{DeploymentSpec, Load, MINUTE, Rejection};
+use super::{Admission, DeploymentSpec, Load, MINUTE, Rejection};
 use crate::{AdaptiveLimit, Health, TokenBucket};
+
+/// EWMA weight of one request in the workload's shape (hold time, prefill per token): slow,
+/// because single requests vary by two orders of magnitude and the shape changes slowly.
+const SHAPE_ALPHA: f64 = 1.0 / 32.0;
 
 /// Per-deployment state.
 #[derive(Debug, Clone)]
@@ -31,6 +35,12 @@ pub(super) struct Deployment {
     pub(super) ewma_ttft: Option<f64>,
     /// EWMA time per output token, in nanoseconds.
     pub(super) ewma_tpot: Option<f64>,
+    /// The workload's shape here, slow EWMAs over the successful requests that found a free
+    /// slot: how long one holds its slot (ns), and, over those with a known input, (TTFT ns,
+    /// input tokens) together, so that their ratio is the prefill time per input token (streams
+    /// only).
+    pub(super) hold: Option<f64>,
+    pub(super) prefill: Option<(f64, f64)>,
     /// The other gateway instances' in-flight requests and 60 s usage (zero when not shared).
     pub(super) remote: Load,
     /// This instance's requests and tokens over the last 60 s.
@@ -52,6 +62,8 @@ impl Deployment {
                 .map(|c| TokenBucket::new(c, MINUTE, Duration::ZERO)),
             ewma_ttft: None,
             ewma_tpot: None,
+            hold: None,
+            prefill: None,
             remote: Load::default(),
             window: UsageWindow::default(),
             spec,
@@ -128,6 +140,54 @@ impl Deployment {
             wait = wait.max(b.time_until(est_tokens, now));
         }
         wait
+    }
+
+    /// Learn the workload's shape from a successful attempt (see [`Deployment::wait_fits`]).
+    /// The prefill time only from a stream of two tokens or more (`tpot` known): a non-streamed
+    /// answer's "TTFT" is its whole generation.
+    pub(super) fn learn_shape(
+        &mut self,
+        a: &Admission,
+        ttft: Duration,
+        tpot: Option<Duration>,
+        now: Duration,
+    ) {
+        if a.queued {
+            return; // its time in flight and its TTFT include its wait in the queue
+        }
+        ewma(
+            &mut self.hold,
+            now.saturating_sub(a.acquired_at),
+            SHAPE_ALPHA,
+        );
+        if a.input_tokens > 0 && tpot.is_some() {
+            let (t, n) = (ttft.as_nanos() as f64, a.input_tokens as f64);
+            self.prefill = Some(match self.prefill {
+                Some((pt, pn)) => (pt + SHAPE_ALPHA * (t - pt), pn + SHAPE_ALPHA * (n - pn)),
+                None => (t, n),
+            });
+        }
+    }
+
+    /// Whether a request of `input_tokens` that waits here, at the limit, for a slot is expected
+    /// to see its first token within `ttft_factor` × this deployment's mean TTFT: the expected
+    /// wait, `(waiting + 1) × mean hold / limit` (a slot frees every `hold / limit` on
+    /// average), plus its own prefill, `mean TTFT × input / mean input`. True while nothing was
+    /// learned yet (the queue-length bound still applies), and for an unknown input the mean
+    /// prefill is assumed.
+    pub(super) fn wait_fits(&self, input_tokens: u64, ttft_factor: f64) -> bool {
+        let (Some(hold), Some((ttft, input))) = (self.hold, self.prefill) else {
+            return true;
+        };
+        let limit = self.limit.current().max(1);
+        let waiting = self.total_in_flight().saturating_sub(limit);
+        let wait = f64::from(waiting.saturating_add(1)) * hold / f64::from(limit);
+        let prefill = if input_tokens > 0 && input > 0.0 {
+            ttft * input_tokens as f64 / input
+        } else {
+            ttft
+        };
+        wait + prefill <= ttft_factor * ttft
     }
 
     /// Expected time to first token from the source (ns), and the utilisation behind it.

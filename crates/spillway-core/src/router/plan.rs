@@ -6,11 +6,18 @@
 //! 1. **Source first.** The source deployment takes the request whenever it has headroom
 //!    (circuit closed, no cooldown, `in_flight < limit`, RPM/TPM left). Nothing else is weighed:
 //!    an in-region request has the shortest round trip and keeps the data where it was sent.
-//! 2. **A short wait in the source before a spill.** A full source still takes the request,
-//!    to wait in its engine's own queue (vLLM, SGLang and TGI all queue beyond their running
-//!    batch), while fewer than `limit × (1 + source_wait)` requests are in flight there (0.25:
-//!    four waiting behind 16 slots; off by default, see below). The regions with headroom
-//!    follow in the plan, for failover if the source refuses.
+//! 2. **A short wait in the source before a spill** (opt-in). A full source still takes the
+//!    request, to wait in its engine's own queue (vLLM, SGLang and TGI all queue beyond their
+//!    running batch), when two bounds hold. The queue is short: fewer than
+//!    `limit × (1 + source_wait)` requests are in flight there (0.2: three waiting behind 16
+//!    slots). And the request's expected TTFT there is within `source_wait_ttft` × the source's
+//!    mean TTFT (default 1.5): the expected wait for a slot, `(waiting + 1) × hold / limit`
+//!    (with every slot busy one frees every `hold / limit` on average), plus its own prefill,
+//!    `mean TTFT × input / mean input`. The hold time and the TTFT per input token are slow
+//!    EWMAs of the deployment's successful requests that found a free slot (streamed ones for
+//!    the TTFT). So a short prompt waits a little for a local slot, and a long one, whose TTFT is
+//!    long already and to which a round trip adds the least, spills. The regions with headroom
+//!    follow in the plan, for failover if the source refuses. Off by default (see below).
 //! 3. **Spill by expected TTFT, p2c among near-equals.** Otherwise the destinations with headroom
 //!    are scored `rtt + service_ttft × (1 + in_flight / limit)` and two near-equals are drawn,
 //!    the less utilised wins (see the [crate docs](crate)). Spilling to the emptiest region is
@@ -34,17 +41,21 @@
 //! source with a free slot, and spilling to the emptiest region causes no cascade: in a
 //! discrete-event replay of the same arrivals its spill share (14.2 %) equals the share the
 //! `in-region` policy throttles. Without waiting in the source, no policy keeps more than
-//! 85.8 % local there. The wait in step 2 trades TTFT for locality: a slot frees every
-//! `service / limit` (about 60 ms at 16 slots) on average, longer in a burst, against a 12–70 ms
-//! round trip. In the replay, waits of up to 1, 2, 4, 6 and 8 requests behind 16 slots keep
-//! 87.4, 88.5, 90.1, 91.3 and 92.0 % local, with TTFT p50 386, 394, 410, 429, 445 ms and p99
-//! 1094, 1119, 1234, 1320, 1428 ms (least-loaded: 397 and 1094 ms). The bench agrees: with
-//! `source_wait = 0.25` a full run kept 89.8 % local but its TTFT p50 and p99 were above
-//! round-robin's (+3 % and +14 %), with 0 it keeps 85 % and has the lowest p50. So step 2 is
-//! off by default and left to operators who value locality over TTFT. Step 4 serves requests
-//! that would otherwise be throttled (60 % of them in that run, with `source_queue = 0.5`), for
-//! an engine that really queues beyond `max_in_flight`; it is off by default because a
-//! deployment whose limit is a hard cap would answer those with its own 429s.
+//! 85.8 % local there. Waiting trades TTFT for locality: a slot frees every `service / limit`
+//! (about 60 ms at 16 slots) on average, longer in a burst, against a 12–70 ms round trip.
+//! Bounded by queue length alone, waits of up to 1, 2, 4, 6 and 8 requests behind 16 slots kept
+//! 87.4, 88.5, 90.1, 91.3 and 92.0 % local in the replay, with TTFT p50 386–445 ms and p99
+//! 1,094–1,428 ms (least-loaded: 397 and 1,094 ms): the p99 grew because long prompts, whose
+//! prefill is the tail (a 4,096-token prompt takes 1,024 ms), waited too. The TTFT bound of
+//! step 2 keeps them out of the queue: up to 4 waiting with the bound at 1.4–1.6 × the mean kept
+//! 90.1–90.3 % local with the p99 of no waiting (1,074–1,084 ms) and p50 393–396 ms. The
+//! bench agrees (figures in `docs/BENCHMARKS.md`): the wait costs little p99 but some p50,
+//! because requests near the median wait too, so at 16 slots it stops short of 90 % local at
+//! a p50 below the baselines', and at 18 slots it passes both. Step 2 is therefore off by
+//! default, for operators who value locality over a few ms of median TTFT and whose engines
+//! queue. Step 4 serves requests that would otherwise be throttled, for an engine that really
+//! queues beyond `max_in_flight`; it is off by default because a deployment whose limit is a
+//! hard cap would answer those with its own 429s.
 use std::time::Duration;
 
 use rand::{Rng, RngCore};
@@ -89,7 +100,8 @@ impl Router {
                         && can_queue(d, req.est_tokens, now, self.cfg.source_queue) =>
                 {
                     let wait = self.cfg.source_wait.min(self.cfg.source_queue);
-                    let short = can_queue(d, req.est_tokens, now, wait);
+                    let short = can_queue(d, req.est_tokens, now, wait)
+                        && d.wait_fits(req.input_tokens, self.cfg.source_wait_ttft);
                     source_queue.get_or_insert((pos, short));
                 }
                 Err(_) => {}

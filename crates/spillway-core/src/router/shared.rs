@@ -196,6 +196,7 @@ mod tests {
             source: RegionIx(0),
             candidates: &CANDIDATES,
             est_tokens: 10,
+            input_tokens: 0,
         };
         r.plan(&req, now, &mut SmallRng::seed_from_u64(1))
             .steps

@@ -37,6 +37,7 @@ fn req(source: u16, candidates: &[Candidate]) -> RouteRequest<'_> {
         source: RegionIx(source),
         candidates,
         est_tokens: 100,
+        input_tokens: 0,
     }
 }
 
@@ -302,6 +303,9 @@ fn unknown_deployments_are_harmless() {
         Admission {
             deployment: DeploymentIx(7),
             est_tokens: 1,
+            input_tokens: 0,
+            acquired_at: Duration::ZERO,
+            queued: false,
         },
         OK,
         ms(0),
@@ -374,6 +378,7 @@ mod policies {
             source: RegionIx(0),
             candidates: &c,
             est_tokens: 1,
+            input_tokens: 0,
         };
         let firsts: Vec<u16> = (0..6)
             .map(|_| r.plan(&req, Duration::ZERO, &mut rng).steps[0].region.0)
@@ -395,6 +400,7 @@ mod policies {
             source: RegionIx(0),
             candidates: &c,
             est_tokens: 1,
+            input_tokens: 0,
         };
         let plan = r.plan(&req, Duration::ZERO, &mut rng);
         assert_eq!(plan.steps[0].region, RegionIx(1));
@@ -407,3 +413,4 @@ mod policies {
 }
 
 mod source_queue;
+mod source_wait;

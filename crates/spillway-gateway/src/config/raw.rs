@@ -83,6 +83,9 @@ pub struct RawRouting {
     /// `spillway` policy: while the source's queue is shorter than this fraction of its limit,
     /// a request waits there rather than spill (0 to `source_queue`, default 0).
     pub source_wait: Option<f64>,
+    /// With `source_wait`: wait only while the request's expected TTFT in the source (wait for
+    /// a slot + its prefill) is within this multiple of the source's mean TTFT (default 1.5).
+    pub source_wait_ttft: Option<f64>,
     pub seed: Option<u64>,
 }
 

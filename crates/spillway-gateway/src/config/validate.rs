@@ -311,6 +311,15 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             format!("expected 0 to routing.source_queue ({source_queue}), got {source_wait}"),
         ));
     }
+    let source_wait_ttft = r.source_wait_ttft.unwrap_or(1.5);
+    if source_wait_ttft.is_nan() || source_wait_ttft <= 0.0 {
+        return Err(cx.err(
+            "routing.source_wait_ttft",
+            format!(
+                "expected a positive multiple of the source's mean TTFT, got {source_wait_ttft}"
+            ),
+        ));
+    }
     let base_ejection = ms("base_ejection_ms", r.base_ejection_ms, 1000)?;
     let max_ejection = ms("max_ejection_ms", r.max_ejection_ms, 30_000)?;
     if max_ejection < base_ejection {
@@ -351,6 +360,7 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         },
         source_queue,
         source_wait,
+        source_wait_ttft,
         ..RouterConfig::default()
     };
     let timeouts = Timeouts {

@@ -15,6 +15,10 @@ pub struct ModelSpec {
 pub enum Upstream {
     /// An in-process simulator: fast (prefill ~0, 10k tokens/s), 64 slots.
     Sim,
+    /// An in-process simulator whose prefill takes time: this many prompt tokens per second
+    /// (decode 1,000 tokens/s), with the deployment's `max_in_flight` as its slots and as many
+    /// queue places.
+    SimPrefill(f64),
     /// An OpenAI-compatible server at this base URL (`.../v1`).
     OpenAi(String),
     /// A regional Bedrock runtime at `base_url`, with SigV4 credentials read from these
@@ -257,6 +261,12 @@ impl Spec {
                     t,
                     "upstream = {{ kind = \"sim\", concurrency = 64, queue_limit = 64, \
                      prefill_tokens_per_sec = 1000000000.0, decode_tokens_per_sec = 10000.0 }}"
+                ),
+                Upstream::SimPrefill(tps) => writeln!(
+                    t,
+                    "upstream = {{ kind = \"sim\", concurrency = {n}, queue_limit = {n}, \
+                     prefill_tokens_per_sec = {tps:?}, decode_tokens_per_sec = 1000.0 }}",
+                    n = d.max_in_flight
                 ),
                 Upstream::OpenAi(url) => {
                     writeln!(t, "upstream = {{ kind = \"openai\", base_url = {url:?} }}")

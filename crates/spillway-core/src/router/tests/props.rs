@@ -118,6 +118,7 @@ fn run(
                     source: RegionIx(*source),
                     candidates: &cands,
                     est_tokens: *est,
+                    input_tokens: 0,
                 };
                 // Oracle: what would admit right now.
                 let admits = |r: &Router, c: &Candidate| {

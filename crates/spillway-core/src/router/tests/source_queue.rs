@@ -68,6 +68,9 @@ fn spills_before_it_queues_and_never_queues_remotely() {
         Admission {
             deployment: DeploymentIx(2),
             est_tokens: 100,
+            input_tokens: 0,
+            acquired_at: Duration::ZERO,
+            queued: false,
         },
         OK,
         ms(1),
@@ -105,6 +108,9 @@ fn an_unhealthy_source_or_the_baselines_do_not_queue() {
     let a = Admission {
         deployment: DeploymentIx(0),
         est_tokens: 100,
+        input_tokens: 0,
+        acquired_at: Duration::ZERO,
+        queued: false,
     };
     let throttled = FailureKind::Throttled {
         retry_after: Some(ms(500)),

@@ -1,0 +1,149 @@
+//! The short wait in a full source is bounded by the request's expected TTFT there: the wait for
+//! a slot (learned hold time / limit per request ahead) plus its own prefill (learned TTFT per
+//! input token), against `source_wait_ttft` × the source's mean TTFT.
+use super::*;
+
+/// Three regions of 16 slots; the source (0) has learned that a request holds its slot for
+/// 1.6 s (a slot frees every 100 ms) and that 1,600 input tokens take 400 ms to the first token.
+/// Then every slot is taken. Budget at the default factor 1.5: 600 ms.
+fn learned_full_source(source_wait: f64) -> (Router, Vec<Candidate>) {
+    let cfg = RouterConfig {
+        source_queue: 0.5,
+        source_wait,
+        ..RouterConfig::default()
+    };
+    let specs = (0..3).map(|i| spec(i, 16)).collect();
+    let c = (0..3)
+        .map(|i| cand(i, i as u16, 1 + 10 * u64::from(i)))
+        .collect();
+    let mut r = Router::new(cfg, specs);
+    let a = r
+        .try_acquire(DeploymentIx(0), demand(1_600), ms(0))
+        .unwrap();
+    let ok = Outcome::Success {
+        ttft: ms(400),
+        tpot: Some(ms(20)),
+        tokens: 1_700,
+    };
+    r.release(a, ok, ms(1_600));
+    for _ in 0..16 {
+        let _held = r
+            .try_acquire(DeploymentIx(0), demand(1_600), ms(1_600))
+            .unwrap();
+    }
+    (r, c)
+}
+
+fn demand(input_tokens: u64) -> Demand {
+    Demand {
+        est_tokens: input_tokens + 100,
+        input_tokens,
+    }
+}
+
+fn sized(source: u16, candidates: &[Candidate], input_tokens: u64) -> RouteRequest<'_> {
+    RouteRequest {
+        source: RegionIx(source),
+        candidates,
+        est_tokens: input_tokens + 100,
+        input_tokens,
+    }
+}
+
+/// Plan and admit requests of `input_tokens` until one is not kept in the source; how many were.
+fn kept_in_source(r: &mut Router, c: &[Candidate], input_tokens: u64) -> usize {
+    kept_in_source_at(r, c, input_tokens, ms(1_601))
+}
+
+fn kept_in_source_at(r: &mut Router, c: &[Candidate], input_tokens: u64, now: Duration) -> usize {
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut kept = 0;
+    loop {
+        let p = r.plan(&sized(0, c, input_tokens), now, &mut rng);
+        if p.steps[0].deployment != DeploymentIx(0) {
+            assert_eq!(p.steps[0].reason, Reason::SpillCapacity);
+            return kept;
+        }
+        assert_eq!(p.steps[0].reason, Reason::Local);
+        let _held = r
+            .try_acquire(DeploymentIx(0), demand(input_tokens), now)
+            .unwrap();
+        kept += 1;
+    }
+}
+
+#[test]
+fn short_requests_wait_while_their_expected_ttft_fits() {
+    // 800 tokens: 200 ms prefill; the k-th waiting request expects k × 100 ms: 4 fit in 600 ms.
+    let (mut r, c) = learned_full_source(0.5);
+    assert_eq!(kept_in_source(&mut r, &c, 800), 4);
+}
+
+#[test]
+fn long_requests_spill_at_once() {
+    // 2,400 tokens: 600 ms prefill already fills the budget, so any wait spills it.
+    let (mut r, c) = learned_full_source(0.5);
+    assert_eq!(kept_in_source(&mut r, &c, 2_400), 0);
+    // An unknown input counts as the mean (400 ms): one wait of 100 ms, then 200 ms, fit.
+    assert_eq!(kept_in_source(&mut r, &c, 0), 2);
+}
+
+#[test]
+fn the_queue_length_bound_still_applies() {
+    // 100 tokens (25 ms) would fit 5 waits by TTFT, but `source_wait` 0.125 allows 2 of 16.
+    let (mut r, c) = learned_full_source(0.125);
+    assert_eq!(kept_in_source(&mut r, &c, 100), 2);
+}
+
+#[test]
+fn the_factor_can_lift_the_size_bound() {
+    let (mut r, c) = learned_full_source(0.25);
+    r.cfg.source_wait_ttft = f64::INFINITY;
+    assert_eq!(kept_in_source(&mut r, &c, 2_400), 4, "the queue bound only");
+}
+
+#[test]
+fn a_queued_request_teaches_neither_hold_nor_prefill_time() {
+    let (mut r, c) = learned_full_source(0.5);
+    let mut rng = SmallRng::seed_from_u64(5);
+    // One request waits in the source and sees a 5 s TTFT and 5 s in flight (its wait included).
+    let p = r.plan(&sized(0, &c, 800), ms(1_601), &mut rng);
+    assert_eq!(p.steps[0].deployment, DeploymentIx(0));
+    let a = r
+        .try_acquire(DeploymentIx(0), demand(800), ms(1_601))
+        .unwrap();
+    assert!(a.queued);
+    let slow = Outcome::Success {
+        ttft: ms(5_000),
+        tpot: Some(ms(20)),
+        tokens: 900,
+    };
+    r.release(a, slow, ms(6_601));
+    // Had its TTFT been learned, the mean TTFT would have grown and 5 would wait; had its time
+    // in flight, the expected wait per request ahead would have grown and 3 would.
+    assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(6_601)), 4);
+}
+
+#[test]
+fn a_non_streamed_answer_does_not_teach_the_prefill_time() {
+    let (mut r, c) = learned_full_source(0.5);
+    // A non-streamed answer reports its whole generation as its "TTFT" (and no TPOT). It frees
+    // one of the 16 slots, which the next request takes again.
+    let held = Admission {
+        deployment: DeploymentIx(0),
+        est_tokens: 900,
+        input_tokens: 800,
+        acquired_at: ms(0),
+        queued: false,
+    };
+    let whole = Outcome::Success {
+        ttft: ms(5_000),
+        tpot: None,
+        tokens: 900,
+    };
+    r.release(held, whole, ms(1_600));
+    let _again = r
+        .try_acquire(DeploymentIx(0), demand(800), ms(1_600))
+        .unwrap();
+    assert_eq!(kept_in_source(&mut r, &c, 800), 4);
+}
