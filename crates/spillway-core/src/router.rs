@@ -314,7 +314,8 @@ impl Router {
         } = demand.into();
         // A queue grant is good for the very next admission only.
         let granted = self.queued.take() == Some(d);
-        let source_queue = self.cfg.source_queue;
+        // The longer of the two waits a plan may have granted.
+        let source_queue = self.cfg.source_queue.max(self.cfg.source_wait);
         let dep = self
             .deployments
             .get_mut(d.0 as usize)

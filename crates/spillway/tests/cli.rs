@@ -172,15 +172,17 @@ fn check_config_refuses_source_waits_out_of_range() {
             1,
         )
     };
-    refused(
-        "wait-over-queue",
-        &with("source_queue = 0.25\nsource_wait = 0.5\n"),
-        &["key `routing.source_wait`", "0 to routing.source_queue"],
-    );
+    for bad in ["1.5", "-0.1", "nan"] {
+        refused(
+            "wait",
+            &with(&format!("source_wait = {bad}\n")),
+            &["key `routing.source_wait`", "0 to 1"],
+        );
+    }
     for bad in ["0", "-1.5", "nan"] {
         refused(
             "wait-ttft",
-            &with(&format!("source_queue = 0.5\nsource_wait_ttft = {bad}\n")),
+            &with(&format!("source_wait = 0.2\nsource_wait_ttft = {bad}\n")),
             &["key `routing.source_wait_ttft`", "positive multiple"],
         );
     }

@@ -26,9 +26,10 @@ pub struct RouterConfig {
     /// instead; negative or NaN is 0, more than 1 is 1.
     pub source_queue: f64,
     /// `Policy::Spillway` only: while the source has fewer than `limit × (1 + source_wait)` in
-    /// flight (and `source_wait <= source_queue`), a request waits in its queue even when another
-    /// region has headroom: a short wait for a local slot rather than a cross-region trip.
-    /// Default 0: spill as soon as the source is full (see the `plan` module for the trade).
+    /// flight, a request waits in its queue rather than spill (or be throttled) when its
+    /// expected TTFT there fits `source_wait_ttft`: a short wait for a local slot rather than a
+    /// cross-region trip. Independent of `source_queue`. Default 0: spill as soon as the source
+    /// is full (see the `plan` module for the trade).
     pub source_wait: f64,
     /// With `source_wait`: a request waits in the source only while its expected TTFT there
     /// (the expected wait for a slot plus its own prefill) is within `source_wait_ttft` × the

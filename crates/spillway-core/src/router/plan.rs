@@ -8,7 +8,8 @@
 //!    an in-region request has the shortest round trip and keeps the data where it was sent.
 //! 2. **A short wait in the source before a spill** (opt-in). A full source still takes the
 //!    request, to wait in its engine's own queue (vLLM, SGLang and TGI all queue beyond their
-//!    running batch), when two bounds hold. The queue is short: fewer than
+//!    running batch), whether or not another region has headroom, when two bounds hold
+//!    (`source_wait` stands on its own: step 4 need not be on). The queue is short: fewer than
 //!    `limit × (1 + source_wait)` requests are in flight there (0.2: three waiting behind 16
 //!    slots). And the request's expected TTFT there is within `source_wait_ttft` × the source's
 //!    mean TTFT (default 1.5): the expected wait for a slot, `(waiting + 1) × hold / limit`
@@ -94,21 +95,18 @@ impl Router {
                     }
                 }
                 Err(Rejection::Unavailable) if local => source_unhealthy = true,
-                Err(Rejection::InFlight)
-                    if local
-                        && self.cfg.policy == Policy::Spillway
-                        && can_queue(d, req.est_tokens, now, self.cfg.source_queue) =>
-                {
-                    let wait = self.cfg.source_wait.min(self.cfg.source_queue);
-                    let short = can_queue(d, req.est_tokens, now, wait)
+                Err(Rejection::InFlight) if local && self.cfg.policy == Policy::Spillway => {
+                    let short = can_queue(d, req.est_tokens, now, self.cfg.source_wait)
                         && d.wait_fits(req.input_tokens, self.cfg.source_wait_ttft);
-                    source_queue.get_or_insert((pos, short));
+                    if short || can_queue(d, req.est_tokens, now, self.cfg.source_queue) {
+                        source_queue.get_or_insert((pos, short));
+                    }
                 }
                 Err(_) => {}
             }
         }
-        // Wait in the source: always rather than be throttled, and rather than spill while its
-        // queue is short.
+        // Wait in the source: rather than spill while the wait is short (step 2), and rather
+        // than be throttled while its queue is within `source_queue` (step 4).
         let queue_at = source_queue
             .filter(|&(_, short)| short || eligible.is_empty())
             .map(|(pos, _)| pos);

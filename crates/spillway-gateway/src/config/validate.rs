@@ -305,10 +305,10 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         ));
     }
     let source_wait = r.source_wait.unwrap_or(0.0);
-    if !(0.0..=source_queue).contains(&source_wait) {
+    if !(0.0..=1.0).contains(&source_wait) {
         return Err(cx.err(
             "routing.source_wait",
-            format!("expected 0 to routing.source_queue ({source_queue}), got {source_wait}"),
+            format!("expected 0 to 1 (a fraction of the in-flight limit), got {source_wait}"),
         ));
     }
     let source_wait_ttft = r.source_wait_ttft.unwrap_or(1.5);

@@ -29,7 +29,7 @@
 //! Each policy runs against a fresh gateway and fresh simulators, with the same arrivals:
 //! `in-region` (the plain model id: never leaves the source), and through the `us.` profile
 //! `round-robin`, `least-loaded` and `spillway` (`[routing] policy`), and on request the variants
-//! `spillway-queue` (`source_queue = 0.5`) and `spillway-local` (also `source_wait = 0.2`, with
+//! `spillway-queue` (`source_queue = 0.5`) and `spillway-local` (`source_wait = 0.2`, with
 //! `source_wait_ttft` at its default). A `--peer` runs last, on its own fresh simulators with
 //! the same capacity ([`super::peer`]).
 use std::collections::{HashMap, HashSet};
@@ -200,7 +200,7 @@ fn topology(policy: &str, concurrency: u32, time_scale: f64, seed: u64) -> Strin
     let (routing, options) = match policy {
         "in-region" | "spillway" => ("spillway", ""),
         "spillway-queue" => ("spillway", "source_queue = 0.5\n"),
-        "spillway-local" => ("spillway", "source_queue = 0.5\nsource_wait = 0.2\n"),
+        "spillway-local" => ("spillway", "source_wait = 0.2\n"),
         other => (other, ""),
     };
     let mut t = format!(

@@ -129,8 +129,8 @@ pub struct BenchArgs {
     pub slo: Slo,
     /// With --self-contained: the policies to run, comma-separated, among in-region,
     /// round-robin, least-loaded, spillway (the default four) and the variants spillway-queue
-    /// (`source_queue = 0.5`) and spillway-local (`source_queue = 0.5`, `source_wait = 0.2`,
-    /// `source_wait_ttft` at its default 1.5).
+    /// (`source_queue = 0.5`) and spillway-local (`source_wait = 0.2`, `source_wait_ttft` at its
+    /// default 1.5).
     #[arg(long, value_delimiter = ',')]
     pub policies: Option<Vec<String>>,
     /// Seed of the arrival processes and of the gateway's routing.

@@ -7,8 +7,12 @@ use super::*;
 /// 1.6 s (a slot frees every 100 ms) and that 1,600 input tokens take 400 ms to the first token.
 /// Then every slot is taken. Budget at the default factor 1.5: 600 ms.
 fn learned_full_source(source_wait: f64) -> (Router, Vec<Candidate>) {
+    learned_full_source_with(0.5, source_wait)
+}
+
+fn learned_full_source_with(source_queue: f64, source_wait: f64) -> (Router, Vec<Candidate>) {
     let cfg = RouterConfig {
-        source_queue: 0.5,
+        source_queue,
         source_wait,
         ..RouterConfig::default()
     };
@@ -146,4 +150,31 @@ fn a_non_streamed_answer_does_not_teach_the_prefill_time() {
         .try_acquire(DeploymentIx(0), demand(800), ms(1_600))
         .unwrap();
     assert_eq!(kept_in_source(&mut r, &c, 800), 4);
+}
+
+#[test]
+fn the_short_wait_stands_without_a_source_queue() {
+    // source_queue 0: a short request still waits rather than spill.
+    let (mut r, c) = learned_full_source_with(0.0, 0.5);
+    assert_eq!(kept_in_source(&mut r, &c, 800), 4);
+
+    // Every region full: a long request (which does not fit) is throttled, not queued; a short
+    // one still waits in the source.
+    let (mut r, c) = learned_full_source_with(0.0, 0.5);
+    for d in 1..3 {
+        for _ in 0..16 {
+            let _held = r
+                .try_acquire(DeploymentIx(d), demand(800), ms(1_601))
+                .unwrap();
+        }
+    }
+    let mut rng = SmallRng::seed_from_u64(5);
+    let p = r.plan(&sized(0, &c, 2_400), ms(1_601), &mut rng);
+    assert!(p.steps.is_empty() && p.retry_after.is_some(), "{p:?}");
+    let p = r.plan(&sized(0, &c, 800), ms(1_601), &mut rng);
+    assert_eq!(deps(&p), vec![0], "only the source, to wait");
+    assert!(
+        r.try_acquire(DeploymentIx(0), demand(800), ms(1_601))
+            .is_ok()
+    );
 }
