@@ -224,8 +224,8 @@ pub struct Admission {
     pub input_tokens: u64,
     /// When the slot was taken (how long it is held is learned on release).
     pub acquired_at: Duration,
-    /// Admitted beyond the limit, to wait in the upstream's queue: its TTFT includes that wait,
-    /// so it does not teach the deployment's prefill time.
+    /// Admitted beyond the limit, to wait in the upstream's queue: its time in flight and its
+    /// TTFT include that wait, so it teaches neither the hold time nor the prefill time.
     pub queued: bool,
 }
 
