@@ -22,7 +22,7 @@
 //!    and makes the source region's quota the one that matters. A *full* source may still
 //!    keep a request while only a short queue waits there and the request's expected TTFT
 //!    there stays within a multiple of the source's mean (`source_wait`, `source_wait_ttft`;
-//!    off by default), and takes it rather than see it throttled when no region has headroom
+//!    on by default), and takes it rather than see it throttled when no region has headroom
 //!    (`source_queue`): the `spillway` policy's waits in the source, described with the figures
 //!    behind them in `router::plan`.
 //! 3. **Spill by expected time to first token.** Otherwise each eligible candidate gets a score,

@@ -363,7 +363,11 @@ impl Router {
     }
 
     /// Give the admission back with the attempt's outcome: frees the in-flight slot, settles TPM
-    /// to actual usage, feeds health, cooldown, adaptive limit and latency EWMAs.
+    /// to actual usage, feeds health, cooldown, adaptive limit and latency EWMAs. A 429 for a
+    /// request admitted to wait beyond the limit ([`Admission::queued`]) only stops waiting
+    /// there for [`QUEUE_REFUSAL_BACKOFF`](deployment::QUEUE_REFUSAL_BACKOFF): an upstream whose
+    /// limit is a hard cap costs one refused attempt (the plan falls over to the next step) per
+    /// minute, not a cooldown of its capacity.
     pub fn release(&mut self, admission: Admission, outcome: Outcome, now: Duration) {
         let alpha = self.alpha;
         let Some(d) = self.deployments.get_mut(admission.deployment.0 as usize) else {
@@ -399,6 +403,14 @@ impl Router {
                     b.refund(est, now);
                 }
                 match kind {
+                    // Sent beyond the limit to wait, and refused: the engine does not queue
+                    // there (or its queue is full). That says nothing about its capacity
+                    // within the limit, so no cooldown, no lower limit, no health failure;
+                    // only no more waiting there for a while.
+                    FailureKind::Throttled { .. } if admission.queued => {
+                        d.no_queue_until = now.saturating_add(deployment::QUEUE_REFUSAL_BACKOFF);
+                        d.health.on_neutral(now);
+                    }
                     FailureKind::Throttled { retry_after } => {
                         let until =
                             now.saturating_add(retry_after.unwrap_or(Duration::from_secs(1)));

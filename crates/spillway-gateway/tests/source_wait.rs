@@ -1,7 +1,10 @@
 //! The short wait in a full source (`[routing] source_wait`, `source_wait_ttft`) through the real
 //! gateway and simulators: the gateway learns the source's hold time and prefill time per input
 //! token from streamed answers, then, with the source full, keeps a short prompt waiting there
-//! and spills a long one; with the TTFT bound lifted, the long one waits too.
+//! and spills a long one; with the TTFT bound lifted, the long one waits too. A source whose
+//! upstream does not queue (a hard cap) refuses the first request sent to wait; the gateway falls
+//! over to another region, spills the next ones straight away, and does not cool the source
+//! down for it.
 mod common;
 
 use common::*;
@@ -103,5 +106,55 @@ async fn without_the_ttft_bound_a_long_prompt_waits_too() {
     let profile = format!("us.{M}");
     let hold = h.hold("us-east-1", M, "us-east-1").await;
     waits_in_the_source(&h, hold, sized_stream(&profile, 1_000, 2)).await;
+    h.assert_residency();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_does_not_queue_refuses_once_then_is_spilled_from_without_a_cooldown() {
+    let mut spec = Spec::standard()
+        .routing("source_wait", "1")
+        .routing("source_wait_ttft", "inf");
+    let dep = spec.dep(M, "us-east-1");
+    dep.max_in_flight = 1;
+    dep.upstream = Upstream::SimCapped(10_000.0);
+    let h = Harness::start(spec).await;
+    let profile = format!("us.{M}");
+    let throttled_at_source = || {
+        h.records_in("us-east-1")
+            .iter()
+            .filter(|r| r.outcome == "throttled")
+            .count()
+    };
+    let hold = h.hold("us-east-1", M, "us-east-1").await;
+
+    // Sent to wait in the full source, refused there (429), served in another US region.
+    let first = h.chat("us-east-1", body(&profile, 4)).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert_eq!(
+        first.header("x-spillway-route-reason"),
+        Some("failover:throttled")
+    );
+    let region = first.header("x-spillway-region").unwrap_or_default();
+    assert!(["us-east-2", "us-west-2"].contains(&region), "{region}");
+    assert_eq!(throttled_at_source(), 1);
+
+    // The gateway learned: the next requests spill at once, the source sees none of them.
+    for _ in 0..3 {
+        let r = h.chat("us-east-1", body(&profile, 4)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.header("x-spillway-route-reason"), Some("spill:capacity"));
+    }
+    assert_eq!(throttled_at_source(), 1);
+
+    // The refusal cost the source nothing else: once its slot frees, it serves locally again.
+    drop(hold);
+    eventually("the held slot is released", || {
+        h.sim("us-east-1").in_flight() == 0
+    })
+    .await;
+    let r = h.chat("us-east-1", body(&profile, 4)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.header("x-spillway-region"), Some("us-east-1"));
+    assert_eq!(r.header("x-spillway-route-reason"), Some("local"));
     h.assert_residency();
 }

@@ -28,8 +28,9 @@ pub struct RouterConfig {
     /// `Policy::Spillway` only: while the source has fewer than `limit × (1 + source_wait)` in
     /// flight, a request waits in its queue rather than spill (or be throttled) when its
     /// expected TTFT there fits `source_wait_ttft`: a short wait for a local slot rather than a
-    /// cross-region trip. Independent of `source_queue`. Default 0: spill as soon as the source
-    /// is full (see the `plan` module for the trade).
+    /// cross-region trip. Independent of `source_queue`. Default 0.2; 0 spills as soon as the
+    /// source is full (see the `plan` module for the trade). An upstream that refuses such a
+    /// request (429) is not asked to queue again for a minute.
     pub source_wait: f64,
     /// With `source_wait`: a request waits in the source only while its expected TTFT there
     /// (the expected wait for a slot plus its own prefill) is within `source_wait_ttft` × the
@@ -61,7 +62,7 @@ impl Default for RouterConfig {
             prior_service_ttft: Duration::from_millis(50),
             ewma_alpha: 0.2,
             source_queue: 0.0,
-            source_wait: 0.0,
+            source_wait: 0.2,
             source_wait_ttft: 1.5,
         }
     }

@@ -20,6 +20,11 @@ use crate::{AdaptiveLimit, Health, TokenBucket};
 /// because single requests vary by two orders of magnitude and the shape changes slowly.
 const SHAPE_ALPHA: f64 = 1.0 / 32.0;
 
+/// How long a deployment that refused a request sent to wait in its queue (429) gets no more:
+/// its engine does not queue beyond the limit (a hard cap), or its queue was full. After this
+/// one request probes again.
+pub(super) const QUEUE_REFUSAL_BACKOFF: Duration = Duration::from_secs(60);
+
 /// Per-deployment state.
 #[derive(Debug, Clone)]
 pub(super) struct Deployment {
@@ -41,6 +46,9 @@ pub(super) struct Deployment {
     /// only).
     pub(super) hold: Option<f64>,
     pub(super) prefill: Option<(f64, f64)>,
+    /// No request is sent to wait in this deployment's queue before this (see
+    /// [`QUEUE_REFUSAL_BACKOFF`]).
+    pub(super) no_queue_until: Duration,
     /// The other gateway instances' in-flight requests and 60 s usage (zero when not shared).
     pub(super) remote: Load,
     /// This instance's requests and tokens over the last 60 s.
@@ -64,6 +72,7 @@ impl Deployment {
             ewma_tpot: None,
             hold: None,
             prefill: None,
+            no_queue_until: Duration::ZERO,
             remote: Load::default(),
             window: UsageWindow::default(),
             spec,

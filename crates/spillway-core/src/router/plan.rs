@@ -6,7 +6,7 @@
 //! 1. **Source first.** The source deployment takes the request whenever it has headroom
 //!    (circuit closed, no cooldown, `in_flight < limit`, RPM/TPM left). Nothing else is weighed:
 //!    an in-region request has the shortest round trip and keeps the data where it was sent.
-//! 2. **A short wait in the source before a spill** (opt-in). A full source still takes the
+//! 2. **A short wait in the source before a spill** (on by default). A full source still takes the
 //!    request, to wait in its engine's own queue (vLLM, SGLang and TGI all queue beyond their
 //!    running batch), whether or not another region has headroom, when two bounds hold
 //!    (`source_wait` stands on its own: step 4 need not be on). The queue is short: fewer than
@@ -18,7 +18,10 @@
 //!    EWMAs of the deployment's successful requests that found a free slot (streamed ones for
 //!    the TTFT). So a short prompt waits a little for a local slot, and a long one, whose TTFT is
 //!    long already and to which a round trip adds the least, spills. The regions with headroom
-//!    follow in the plan, for failover if the source refuses. Off by default (see below).
+//!    follow in the plan, for failover if the source refuses. An upstream that refuses a request
+//!    sent to wait (429: its limit is a hard cap, or its queue is full) is not asked to queue
+//!    again for a minute, and that refusal costs it no cooldown, no lower limit and no health:
+//!    within its limit it is fine. `source_wait = 0` turns the step off.
 //! 3. **Spill by expected TTFT, p2c among near-equals.** Otherwise the destinations with headroom
 //!    are scored `rtt + service_ttft × (1 + in_flight / limit)` and two near-equals are drawn,
 //!    the less utilised wins (see the [crate docs](crate)). Spilling to the emptiest region is
@@ -52,9 +55,10 @@
 //! 90.1–90.3 % local with the p99 of no waiting (1,074–1,084 ms) and p50 393–396 ms. The
 //! bench agrees (figures in `docs/BENCHMARKS.md`): the wait costs little p99 but some p50,
 //! because requests near the median wait too, so at 16 slots it stops short of 90 % local at
-//! a p50 below the baselines', and at 18 slots it passes both. Step 2 is therefore off by
-//! default, for operators who value locality over a few ms of median TTFT and whose engines
-//! queue. Step 4 serves requests that would otherwise be throttled, for an engine that really
+//! a p50 below the baselines', and at 18 slots it passes both. Step 2 is on by default
+//! (`source_wait = 0.2`): locality is what a cross-region router promises, the cost is a few ms
+//! of median TTFT, and an engine that does not queue is detected by its first refusal. Step 4
+//! serves requests that would otherwise be throttled, for an engine that really
 //! queues beyond `max_in_flight`; it is off by default because a deployment whose limit is a
 //! hard cap would answer those with its own 429s.
 use std::time::Duration;
@@ -211,9 +215,10 @@ impl Router {
 }
 
 /// Whether `d`, at its in-flight limit, may take one more request into its upstream's waiting
-/// queue: fewer than `limit × (1 + ratio)` in flight (this instance's and the others'), and RPM
-/// and TPM headroom in this instance's buckets. (Health and cooldown are checked before the
-/// limit, so a deployment rejected for `InFlight` passed them.)
+/// queue: fewer than `limit × (1 + ratio)` in flight (this instance's and the others'), RPM
+/// and TPM headroom in this instance's buckets, and no refusal of a queued request lately (see
+/// [`Router::release`]). (Health and cooldown are checked before the limit, so a deployment
+/// rejected for `InFlight` passed them.)
 pub(super) fn can_queue(d: &mut Deployment, est_tokens: u64, now: Duration, ratio: f64) -> bool {
     let ratio = if ratio.is_nan() {
         0.0
@@ -224,6 +229,7 @@ pub(super) fn can_queue(d: &mut Deployment, est_tokens: u64, now: Duration, rati
     // `as` saturates; the extra room is at most the limit again.
     let extra = (f64::from(limit) * ratio).floor() as u32;
     d.total_in_flight() < limit.saturating_add(extra)
+        && now >= d.no_queue_until
         && d.rpm.as_mut().is_none_or(|b| b.available(now) >= 1)
         && d.tpm
             .as_mut()

@@ -81,7 +81,8 @@ pub struct RawRouting {
     /// headroom, as a fraction of the limit (0 to 1, default 0: throttle instead).
     pub source_queue: Option<f64>,
     /// `spillway` policy: while the source's queue is shorter than this fraction of its limit,
-    /// a request waits there rather than spill (0 to 1, default 0; see `source_wait_ttft`).
+    /// a request waits there rather than spill (0 to 1, default 0.2; 0 spills as soon as the
+    /// source is full; see `source_wait_ttft`).
     pub source_wait: Option<f64>,
     /// With `source_wait`: wait only while the request's expected TTFT in the source (wait for
     /// a slot + its prefill) is within this multiple of the source's mean TTFT (default 1.5).

@@ -304,7 +304,7 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             format!("expected 0 to 1 (a fraction of the in-flight limit), got {source_queue}"),
         ));
     }
-    let source_wait = r.source_wait.unwrap_or(0.0);
+    let source_wait = r.source_wait.unwrap_or(0.2);
     if !(0.0..=1.0).contains(&source_wait) {
         return Err(cx.err(
             "routing.source_wait",

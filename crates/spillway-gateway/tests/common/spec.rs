@@ -19,6 +19,9 @@ pub enum Upstream {
     /// (decode 1,000 tokens/s), with the deployment's `max_in_flight` as its slots and as many
     /// queue places.
     SimPrefill(f64),
+    /// [`Upstream::SimPrefill`] with no queue: a request beyond its slots gets 429 (an upstream
+    /// whose `max_in_flight` is a hard cap).
+    SimCapped(f64),
     /// An OpenAI-compatible server at this base URL (`.../v1`).
     OpenAi(String),
     /// A regional Bedrock runtime at `base_url`, with SigV4 credentials read from these
@@ -265,6 +268,12 @@ impl Spec {
                 Upstream::SimPrefill(tps) => writeln!(
                     t,
                     "upstream = {{ kind = \"sim\", concurrency = {n}, queue_limit = {n}, \
+                     prefill_tokens_per_sec = {tps:?}, decode_tokens_per_sec = 1000.0 }}",
+                    n = d.max_in_flight
+                ),
+                Upstream::SimCapped(tps) => writeln!(
+                    t,
+                    "upstream = {{ kind = \"sim\", concurrency = {n}, queue_limit = 0, \
                      prefill_tokens_per_sec = {tps:?}, decode_tokens_per_sec = 1000.0 }}",
                     n = d.max_in_flight
                 ),

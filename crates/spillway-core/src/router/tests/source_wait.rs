@@ -178,3 +178,40 @@ fn the_short_wait_stands_without_a_source_queue() {
             .is_ok()
     );
 }
+
+#[test]
+fn a_refused_wait_stops_waiting_there_for_a_while_and_costs_nothing_else() {
+    let (mut r, c) = learned_full_source(0.5);
+    let mut rng = SmallRng::seed_from_u64(5);
+    let now = ms(1_601);
+    let p = r.plan(&sized(0, &c, 800), now, &mut rng);
+    assert_eq!(p.steps[0].deployment, DeploymentIx(0), "{p:?}");
+    assert!(p.steps.len() > 1, "the regions with headroom follow: {p:?}");
+    let a = r
+        .try_acquire(DeploymentIx(0), demand(800), now)
+        .expect("the plan's grant");
+    assert!(a.queued);
+    // The upstream caps at its limit: 429 for the request sent to wait.
+    let refused = Outcome::Failure(FailureKind::Throttled {
+        retry_after: Some(ms(2_000)),
+    });
+    r.release(a, refused, now);
+    let v = r.view(DeploymentIx(0), now);
+    assert_eq!(
+        v.cooldown_until, None,
+        "no cooldown: within its limit it is fine"
+    );
+    assert_eq!(v.limit, 16, "the limit is not lowered");
+    assert!(v.healthy);
+    // No more waiting there for a minute: full means spill.
+    assert_eq!(kept_in_source_at(&mut r, &c, 800, now), 0);
+    assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(61_600)), 0);
+    // Then it is tried again.
+    assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(61_601)), 4);
+
+    // A 429 for a request within the limit still cools the deployment down.
+    let (mut r, _) = learned_full_source(0.5);
+    let a = r.try_acquire(DeploymentIx(1), demand(800), now).unwrap();
+    r.release(a, refused, now);
+    assert!(r.view(DeploymentIx(1), now).cooldown_until.is_some());
+}
