@@ -28,9 +28,10 @@
 //!
 //! Each policy runs against a fresh gateway and fresh simulators, with the same arrivals:
 //! `in-region` (the plain model id: never leaves the source), and through the `us.` profile
-//! `round-robin`, `least-loaded` and `spillway` (`[routing] policy`), and on request the variants
-//! `spillway-queue` (`source_queue = 0.5`) and `spillway-local` (`source_wait = 0.2`, with
-//! `source_wait_ttft` at its default). A `--peer` runs last, on its own fresh simulators with
+//! `round-robin`, `least-loaded` and `spillway` (`[routing] policy`, Spillway's defaults), and on
+//! request the variants `spillway-queue` (`source_queue = 0.5`: wait in the source rather than be
+//! throttled), `spillway-nowait` (`source_wait = 0`: spill as soon as the source is full) and
+//! `spillway:KEY=VALUE:…` (any of `source_wait`, `source_wait_ttft`, `source_queue`). A `--peer` runs last, on its own fresh simulators with
 //! the same capacity ([`super::peer`]).
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -69,14 +70,14 @@ const LOCAL_RTT_MS: f64 = 1.0;
 pub(super) const PREFILL_TPS: f64 = 4000.0;
 pub(super) const DECODE_TPS: f64 = 50.0;
 /// The policies a run can compare; the first four run by default. The `spillway-…` variants
-/// are Spillway's policy with its opt-in trades (`[routing] source_queue`, `source_wait`).
+/// are Spillway's policy with other trades (`[routing] source_queue`, `source_wait`).
 const POLICIES: [&str; 6] = [
     "in-region",
     "round-robin",
     "least-loaded",
     "spillway",
     "spillway-queue",
-    "spillway-local",
+    "spillway-nowait",
 ];
 const DEFAULT_POLICIES: usize = 4;
 
@@ -107,11 +108,15 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         None => Vec::new(),
     };
     for p in &policies {
-        anyhow::ensure!(
-            POLICIES.contains(&p.as_str()),
-            "unknown policy {p:?} (expected some of {})",
-            POLICIES.join(", ")
-        );
+        if let Some(options) = p.strip_prefix("spillway:") {
+            variant_options(options).with_context(|| format!("policy {p:?}"))?;
+        } else {
+            anyhow::ensure!(
+                POLICIES.contains(&p.as_str()),
+                "unknown policy {p:?} (expected some of {}, or spillway:KEY=VALUE:…)",
+                POLICIES.join(", ")
+            );
+        }
     }
     let w = super::workload(args, SOURCES)?;
     let service = w.mean_service_secs(PREFILL_TPS, DECODE_TPS);
@@ -198,10 +203,13 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
 /// add their `[routing]` options to it).
 fn topology(policy: &str, concurrency: u32, time_scale: f64, seed: u64) -> String {
     let (routing, options) = match policy {
-        "in-region" | "spillway" => ("spillway", ""),
-        "spillway-queue" => ("spillway", "source_queue = 0.5\n"),
-        "spillway-local" => ("spillway", "source_wait = 0.2\n"),
-        other => (other, ""),
+        "in-region" | "spillway" => ("spillway", String::new()),
+        "spillway-queue" => ("spillway", "source_queue = 0.5\n".into()),
+        "spillway-nowait" => ("spillway", "source_wait = 0.0\n".into()),
+        other => match other.strip_prefix("spillway:").map(variant_options) {
+            Some(Ok(options)) => ("spillway", options),
+            _ => (other, String::new()),
+        },
     };
     let mut t = format!(
         "[routing]\npolicy = \"{routing}\"\n{options}max_attempts = 3\nseed = {seed}\n\n[server]\nshutdown_grace_secs = 10\n\n"
@@ -229,6 +237,30 @@ fn topology(policy: &str, concurrency: u32, time_scale: f64, seed: u64) -> Strin
         t += &format!("[[listeners]]\nbind = \"127.0.0.1:0\"\nregion = \"{r}\"\n\n");
     }
     t
+}
+
+/// The `[routing]` lines of a variant named `spillway:KEY=VALUE:…`: Spillway's policy with
+/// some of its numeric trades set, for tuning them side by side on the same arrivals. The
+/// gateway's own validation judges the values.
+fn variant_options(options: &str) -> anyhow::Result<String> {
+    const KEYS: [&str; 3] = ["source_wait", "source_wait_ttft", "source_queue"];
+    let mut lines = String::new();
+    for kv in options.split(':') {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("{kv:?} is not KEY=VALUE"))?;
+        anyhow::ensure!(
+            KEYS.contains(&k),
+            "unknown option {k:?} (expected one of {})",
+            KEYS.join(", ")
+        );
+        let v: f64 = v
+            .parse()
+            .with_context(|| format!("{k}: {v:?} is not a number"))?;
+        anyhow::ensure!(v.is_finite(), "{k}: {v} is not finite");
+        lines += &format!("{k} = {v:?}\n");
+    }
+    Ok(lines)
 }
 
 /// One policy against a fresh gateway: offer every request, then judge residency from the
@@ -317,6 +349,26 @@ mod tests {
                 allowed_sets(&cfg, MODEL)["us-east-2"],
                 HashSet::from(["us-east-2".to_string()])
             );
+        }
+    }
+
+    #[test]
+    fn a_tuned_variant_sets_its_routing_options_and_refuses_unknown_ones() {
+        let t = topology("spillway:source_wait=0.3:source_wait_ttft=2", 4, 30.0, 1);
+        assert!(
+            t.contains("source_wait = 0.3\nsource_wait_ttft = 2.0\n"),
+            "{t}"
+        );
+        let cfg = Config::parse(&t, "<t>").expect("valid");
+        assert!((cfg.router.source_wait - 0.3).abs() < 1e-12);
+        assert!((cfg.router.source_wait_ttft - 2.0).abs() < 1e-12);
+        for bad in [
+            "max_attempts=2",
+            "source_wait",
+            "source_wait=x",
+            "source_wait=inf",
+        ] {
+            assert!(variant_options(bad).is_err(), "{bad}");
         }
     }
 }

@@ -129,8 +129,10 @@ pub struct BenchArgs {
     pub slo: Slo,
     /// With --self-contained: the policies to run, comma-separated, among in-region,
     /// round-robin, least-loaded, spillway (the default four) and the variants spillway-queue
-    /// (`source_queue = 0.5`) and spillway-local (`source_wait = 0.2`, `source_wait_ttft` at its
-    /// default 1.5).
+    /// (`source_queue = 0.5`) and spillway-nowait (`source_wait = 0`), or a variant with its own
+    /// `[routing]` trades, such as
+    /// `spillway:source_wait=0.3:source_wait_ttft=2` (keys: source_wait, source_wait_ttft,
+    /// source_queue).
     #[arg(long, value_delimiter = ',')]
     pub policies: Option<Vec<String>>,
     /// Seed of the arrival processes and of the gateway's routing.
