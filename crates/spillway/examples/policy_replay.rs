@@ -1,0 +1,282 @@
+//! Replays a trace through the real routing core in virtual time: the same arrivals, regions,
+//! RTTs and engine model as `spillway bench --self-contained`, without HTTP, clocks or noise.
+//! It takes seconds where the bench takes ten minutes, so a policy's trades can be swept
+//! before the bench confirms the chosen point (see `docs/BENCHMARKS.md`).
+//!
+//! ```sh
+//! cargo run --release --example policy_replay -- TRACE SLOTS [VARIANT …]
+//! # VARIANT: round-robin, least-loaded, spillway, or spillway:KEY=VALUE:… with KEY among
+//! # source_wait, source_wait_ttft, source_queue
+//! ```
+//!
+//! Each region's engine is the simulator's: `SLOTS` continuous-batching slots, a FIFO queue of
+//! `SLOTS` more, 429 beyond; prefill at 4,000 tokens/s, decode at 50 tokens/s. The gateway's
+//! part is the pipeline's: plan, admit the first step that has headroom, fall over along the plan
+//! on a 429 within the retry budget, release with the outcome when the request completes. TTFT
+//! is reported as the bench reports it: the engine's plus the RTT between source and server.
+#![forbid(unsafe_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::path::Path;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use spillway_bench::summary::percentile;
+use spillway_bench::workload::{Arrivals, Workload, WorkloadSpec};
+use spillway_core::{
+    Admission, Candidate, Demand, DeploymentIx, DeploymentSpec, FailureKind, Outcome, Policy,
+    RegionIx, RouteRequest, Router, RouterConfig,
+};
+
+const PREFILL_TPS: f64 = 4000.0;
+const DECODE_TPS: f64 = 50.0;
+/// RTT (ms) between the three US regions; 1 ms within a region.
+const RTT_MS: [[f64; 3]; 3] = [[1.0, 12.0, 70.0], [12.0, 1.0, 50.0], [70.0, 50.0, 1.0]];
+
+/// One region's engine: running sequences and a bounded FIFO queue.
+struct Engine {
+    running: u32,
+    queue: VecDeque<usize>,
+}
+
+struct Live {
+    admission: Option<Admission>,
+    sent_at: Duration,
+    engine_ttft: Duration,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn config(variant: &str) -> Result<RouterConfig, String> {
+    let mut cfg = RouterConfig::default();
+    let mut parts = variant.split(':');
+    cfg.policy = match parts.next() {
+        Some("round-robin") => Policy::RoundRobin,
+        Some("least-loaded") => Policy::LeastLoaded,
+        Some("spillway") => Policy::Spillway,
+        other => return Err(format!("unknown policy {other:?}")),
+    };
+    for kv in parts {
+        let (k, v) = kv.split_once('=').ok_or(format!("{kv:?}: KEY=VALUE"))?;
+        let v: f64 = v.parse().map_err(|_| format!("{kv:?}: not a number"))?;
+        match k {
+            "source_wait" => cfg.source_wait = v,
+            "source_wait_ttft" => cfg.source_wait_ttft = v,
+            "source_queue" => cfg.source_queue = v,
+            _ => return Err(format!("unknown key {k:?}")),
+        }
+    }
+    Ok(cfg)
+}
+
+#[derive(Default)]
+struct Tally {
+    served: usize,
+    throttled: usize,
+    local: usize,
+    ttft_ms: Vec<f64>,
+}
+
+fn replay(w: &Workload, slots: u32, cfg: RouterConfig) -> Tally {
+    let specs = (0..3)
+        .map(|r| DeploymentSpec {
+            region: RegionIx(r),
+            max_in_flight: slots,
+            rpm: None,
+            tpm: None,
+        })
+        .collect();
+    let mut router = Router::new(cfg, specs);
+    let mut rng = SmallRng::seed_from_u64(7);
+    // As the gateway lists them: nearest first.
+    let cands: Vec<Vec<Candidate>> = (0..3)
+        .map(|s| {
+            let mut c: Vec<Candidate> = (0..3)
+                .map(|d| Candidate {
+                    deployment: DeploymentIx(d as u32),
+                    region: RegionIx(d as u16),
+                    rtt: secs(RTT_MS[s][d] / 1000.0),
+                })
+                .collect();
+            c.sort_by_key(|c| c.rtt);
+            c
+        })
+        .collect();
+    let mut engines: Vec<Engine> = (0..3)
+        .map(|_| Engine {
+            running: 0,
+            queue: VecDeque::new(),
+        })
+        .collect();
+    let mut live: Vec<Live> = Vec::with_capacity(w.requests.len());
+    let mut served_by = vec![usize::MAX; w.requests.len()];
+    // Completions: (time, request).
+    let mut done: BinaryHeap<Reverse<(Duration, usize)>> = BinaryHeap::new();
+    let mut t = Tally::default();
+    let service = |i: usize| {
+        let r = &w.requests[i];
+        let prefill = r.input_tokens as f64 / PREFILL_TPS;
+        (prefill, prefill + r.output_tokens as f64 / DECODE_TPS)
+    };
+    let start = |i: usize, at: Duration, live: &mut Vec<Live>, done: &mut BinaryHeap<_>| {
+        let (prefill, total) = service(i);
+        live[i].engine_ttft = at - live[i].sent_at + secs(prefill);
+        done.push(Reverse((at + secs(total), i)));
+    };
+    for (i, r) in w.requests.iter().enumerate() {
+        // Completions up to this arrival, in time order; each frees a slot for the queue.
+        while let Some(&Reverse((at, j))) = done.peek() {
+            if at > r.at {
+                break;
+            }
+            done.pop();
+            let d = served_by[j];
+            let e = &mut engines[d];
+            e.running -= 1;
+            if let Some(k) = e.queue.pop_front() {
+                e.running += 1;
+                start(k, at, &mut live, &mut done);
+            }
+            let tokens = w.requests[j].input_tokens + w.requests[j].output_tokens;
+            let outcome = Outcome::Success {
+                ttft: live[j].engine_ttft,
+                tpot: Some(secs(1.0 / DECODE_TPS)),
+                tokens,
+            };
+            if let Some(a) = live[j].admission.take() {
+                router.release(a, outcome, at);
+            }
+            t.served += 1;
+            let rtt = RTT_MS[w.requests[j].source][d];
+            t.local += usize::from(d == w.requests[j].source);
+            t.ttft_ms
+                .push(live[j].engine_ttft.as_secs_f64() * 1000.0 + rtt);
+        }
+        let now = r.at;
+        live.push(Live {
+            admission: None,
+            sent_at: now,
+            engine_ttft: Duration::ZERO,
+        });
+        router.record_request(now);
+        let demand = Demand {
+            est_tokens: r.input_tokens + r.output_tokens,
+            input_tokens: r.input_tokens,
+        };
+        let plan = router.plan(
+            &RouteRequest {
+                source: RegionIx(r.source as u16),
+                candidates: &cands[r.source],
+                est_tokens: demand.est_tokens,
+                input_tokens: demand.input_tokens,
+            },
+            now,
+            &mut rng,
+        );
+        let mut sent = false;
+        let mut ix = 0;
+        while ix < plan.steps.len() {
+            let d = plan.steps[ix].deployment;
+            ix += 1;
+            let Ok(a) = router.try_acquire(d, demand, now) else {
+                continue;
+            };
+            let e = &mut engines[d.0 as usize];
+            if e.running < slots {
+                e.running += 1;
+                live[i].admission = Some(a);
+                served_by[i] = d.0 as usize;
+                start(i, now, &mut live, &mut done);
+                sent = true;
+                break;
+            }
+            if e.queue.len() < slots as usize {
+                e.queue.push_back(i);
+                live[i].admission = Some(a);
+                served_by[i] = d.0 as usize;
+                sent = true;
+                break;
+            }
+            let retry_after = Some(Duration::from_millis(100));
+            router.release(
+                a,
+                Outcome::Failure(FailureKind::Throttled { retry_after }),
+                now,
+            );
+            if !router.try_retry(now) {
+                break;
+            }
+        }
+        t.throttled += usize::from(!sent);
+    }
+    // Drain: the rest complete; their TTFTs count, their releases no longer matter.
+    while let Some(Reverse((at, j))) = done.pop() {
+        let d = served_by[j];
+        let e = &mut engines[d];
+        e.running -= 1;
+        if let Some(k) = e.queue.pop_front() {
+            e.running += 1;
+            start(k, at, &mut live, &mut done);
+        }
+        t.served += 1;
+        t.local += usize::from(d == w.requests[j].source);
+        t.ttft_ms
+            .push(live[j].engine_ttft.as_secs_f64() * 1000.0 + RTT_MS[w.requests[j].source][d]);
+    }
+    t
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [trace, slots, variants @ ..] = args.as_slice() else {
+        return Err("usage: policy_replay TRACE SLOTS [VARIANT …]".into());
+    };
+    let slots: u32 = slots.parse().map_err(|_| "SLOTS: a number")?;
+    let trace = spillway_bench::traces::load(Path::new(trace)).map_err(|e| e.to_string())?;
+    let w = Workload::build(&WorkloadSpec {
+        arrivals: Arrivals::Trace {
+            trace,
+            name: "trace".into(),
+        },
+        sources: 3,
+        duration: Duration::ZERO,
+        shift: None,
+        limit: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        seed: 7,
+    });
+    let variants: Vec<&str> = if variants.is_empty() {
+        vec!["round-robin", "least-loaded", "spillway"]
+    } else {
+        variants.iter().map(String::as_str).collect()
+    };
+    println!(
+        "{} requests, {slots} slots per region\n{:<52} {:>7} {:>6} {:>7} {:>7} {:>7}",
+        w.requests.len(),
+        "variant",
+        "served",
+        "thr %",
+        "local %",
+        "p50 ms",
+        "p99 ms"
+    );
+    for v in variants {
+        let mut t = replay(&w, slots, config(v)?);
+        t.ttft_ms.sort_by(f64::total_cmp);
+        let n = w.requests.len() as f64;
+        println!(
+            "{v:<52} {:>7} {:>6.2} {:>7.2} {:>7.1} {:>7.1}",
+            t.served,
+            100.0 * t.throttled as f64 / n,
+            100.0 * t.local as f64 / t.served.max(1) as f64,
+            percentile(&t.ttft_ms, 50.0),
+            percentile(&t.ttft_ms, 99.0)
+        );
+    }
+    Ok(())
+}
