@@ -127,10 +127,13 @@ fn replay(w: &Workload, slots: u32, cfg: RouterConfig) -> Tally {
         live[i].engine_ttft = at - live[i].sent_at + secs(prefill);
         done.push(Reverse((at + secs(total), i)));
     };
-    for (i, r) in w.requests.iter().enumerate() {
-        // Completions up to this arrival, in time order; each frees a slot for the queue.
+    let mut arrivals = w.requests.iter().enumerate().peekable();
+    loop {
+        // Completions up to the next arrival (all of them after the last), in time order; each
+        // frees a slot for the queue.
+        let next_at = arrivals.peek().map_or(Duration::MAX, |(_, r)| r.at);
         while let Some(&Reverse((at, j))) = done.peek() {
-            if at > r.at {
+            if at > next_at {
                 break;
             }
             done.pop();
@@ -156,6 +159,9 @@ fn replay(w: &Workload, slots: u32, cfg: RouterConfig) -> Tally {
             t.ttft_ms
                 .push(live[j].engine_ttft.as_secs_f64() * 1000.0 + rtt);
         }
+        let Some((i, r)) = arrivals.next() else {
+            break;
+        };
         let now = r.at;
         live.push(Live {
             admission: None,
@@ -212,20 +218,6 @@ fn replay(w: &Workload, slots: u32, cfg: RouterConfig) -> Tally {
             }
         }
         t.throttled += usize::from(!sent);
-    }
-    // Drain: the rest complete; their TTFTs count, their releases no longer matter.
-    while let Some(Reverse((at, j))) = done.pop() {
-        let d = served_by[j];
-        let e = &mut engines[d];
-        e.running -= 1;
-        if let Some(k) = e.queue.pop_front() {
-            e.running += 1;
-            start(k, at, &mut live, &mut done);
-        }
-        t.served += 1;
-        t.local += usize::from(d == w.requests[j].source);
-        t.ttft_ms
-            .push(live[j].engine_ttft.as_secs_f64() * 1000.0 + RTT_MS[w.requests[j].source][d]);
     }
     t
 }
