@@ -4,7 +4,7 @@
 //! before the bench confirms the chosen point (see `docs/BENCHMARKS.md`).
 //!
 //! ```sh
-//! cargo run --release --example policy_replay -- TRACE SLOTS [VARIANT …]
+//! cargo run --release --example policy_replay -- TRACE SLOTS [--release-lag-ms MS] [VARIANT …]
 //! # VARIANT: round-robin, least-loaded, spillway, or spillway:KEY=VALUE:… with KEY among
 //! # source_wait, source_wait_ttft, source_queue
 //! ```
@@ -14,6 +14,9 @@
 //! part is the pipeline's: plan, admit the first step that has headroom, fall over along the plan
 //! on a 429 within the retry budget, release with the outcome when the request completes. TTFT
 //! is reported as the bench reports it: the engine's plus the RTT between source and server.
+//! `--release-lag-ms` makes the router learn of each completion that long after the engine
+//! freed the slot (trace time), as a gateway does that hears of the end of a stream a little
+//! after the engine sent it: at `--time-scale 30` each ms of wall clock is 30 ms here.
 #![forbid(unsafe_code)]
 
 use std::cmp::Reverse;
@@ -81,7 +84,7 @@ struct Tally {
     ttft_ms: Vec<f64>,
 }
 
-fn replay(w: &Workload, slots: u32, cfg: RouterConfig) -> Tally {
+fn replay(w: &Workload, slots: u32, lag: Duration, cfg: RouterConfig) -> Tally {
     let specs = (0..3)
         .map(|r| DeploymentSpec {
             region: RegionIx(r),
@@ -128,6 +131,8 @@ fn replay(w: &Workload, slots: u32, cfg: RouterConfig) -> Tally {
         done.push(Reverse((at + secs(total), i)));
     };
     let mut arrivals = w.requests.iter().enumerate().peekable();
+    // Releases the router has not heard of yet: (when it does, admission, outcome).
+    let mut pending: VecDeque<(Duration, Admission, Outcome)> = VecDeque::new();
     loop {
         // Completions up to the next arrival (all of them after the last), in time order; each
         // frees a slot for the queue.
@@ -151,7 +156,7 @@ fn replay(w: &Workload, slots: u32, cfg: RouterConfig) -> Tally {
                 tokens,
             };
             if let Some(a) = live[j].admission.take() {
-                router.release(a, outcome, at);
+                pending.push_back((at + lag, a, outcome));
             }
             t.served += 1;
             let rtt = RTT_MS[w.requests[j].source][d];
@@ -163,6 +168,11 @@ fn replay(w: &Workload, slots: u32, cfg: RouterConfig) -> Tally {
             break;
         };
         let now = r.at;
+        while pending.front().is_some_and(|p| p.0 <= now) {
+            if let Some((t0, a, o)) = pending.pop_front() {
+                router.release(a, o, t0);
+            }
+        }
         live.push(Live {
             admission: None,
             sent_at: now,
@@ -224,8 +234,15 @@ fn replay(w: &Workload, slots: u32, cfg: RouterConfig) -> Tally {
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [trace, slots, variants @ ..] = args.as_slice() else {
-        return Err("usage: policy_replay TRACE SLOTS [VARIANT …]".into());
+    let [trace, slots, rest @ ..] = args.as_slice() else {
+        return Err("usage: policy_replay TRACE SLOTS [--release-lag-ms MS] [VARIANT …]".into());
+    };
+    let (lag, variants) = match rest {
+        [flag, ms, variants @ ..] if flag == "--release-lag-ms" => {
+            let ms: u64 = ms.parse().map_err(|_| "--release-lag-ms: milliseconds")?;
+            (Duration::from_millis(ms), variants)
+        }
+        variants => (Duration::ZERO, variants),
     };
     let slots: u32 = slots.parse().map_err(|_| "SLOTS: a number")?;
     let trace = spillway_bench::traces::load(Path::new(trace)).map_err(|e| e.to_string())?;
@@ -248,8 +265,9 @@ fn main() -> Result<(), String> {
         variants.iter().map(String::as_str).collect()
     };
     println!(
-        "{} requests, {slots} slots per region\n{:<52} {:>7} {:>6} {:>7} {:>7} {:>7}",
+        "{} requests, {slots} slots per region, release lag {} ms\n{:<52} {:>7} {:>6} {:>7} {:>7} {:>7}",
         w.requests.len(),
+        lag.as_millis(),
         "variant",
         "served",
         "thr %",
@@ -258,7 +276,7 @@ fn main() -> Result<(), String> {
         "p99 ms"
     );
     for v in variants {
-        let mut t = replay(&w, slots, config(v)?);
+        let mut t = replay(&w, slots, lag, config(v)?);
         t.ttft_ms.sort_by(f64::total_cmp);
         let n = w.requests.len() as f64;
         println!(

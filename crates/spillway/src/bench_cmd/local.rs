@@ -31,8 +31,8 @@
 //! `round-robin`, `least-loaded` and `spillway` (`[routing] policy`, Spillway's defaults), and on
 //! request the variants `spillway-queue` (`source_queue = 0.5`: wait in the source rather than be
 //! throttled), `spillway-nowait` (`source_wait = 0`: spill as soon as the source is full) and
-//! `spillway:KEY=VALUE:…` (any of `source_wait`, `source_wait_ttft`, `source_queue`). A `--peer` runs last, on its own fresh simulators with
-//! the same capacity ([`super::peer`]).
+//! `spillway:KEY=VALUE:…` (any of `source_wait`, `source_wait_ttft`, `source_queue`). A
+//! `--peer` runs last, on its own fresh simulators with the same capacity ([`super::peer`]).
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -257,7 +257,7 @@ fn variant_options(options: &str) -> anyhow::Result<String> {
         let v: f64 = v
             .parse()
             .with_context(|| format!("{k}: {v:?} is not a number"))?;
-        anyhow::ensure!(v.is_finite(), "{k}: {v} is not finite");
+        anyhow::ensure!(!v.is_nan(), "{k}: not a number");
         lines += &format!("{k} = {v:?}\n");
     }
     Ok(lines)
@@ -366,9 +366,16 @@ mod tests {
             "max_attempts=2",
             "source_wait",
             "source_wait=x",
-            "source_wait=inf",
+            "source_wait=NaN",
         ] {
             assert!(variant_options(bad).is_err(), "{bad}");
         }
+        // Infinity lifts the TTFT bound, as in the configuration file.
+        let cfg = Config::parse(
+            &topology("spillway:source_wait_ttft=inf", 4, 30.0, 1),
+            "<t>",
+        )
+        .expect("valid");
+        assert!(cfg.router.source_wait_ttft.is_infinite());
     }
 }
