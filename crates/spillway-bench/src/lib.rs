@@ -7,7 +7,8 @@
 //! `spillway bench` is built from these parts: [`traces`] and [`arrivals`] say when requests
 //! arrive, [`client`] sends them and measures each, [`oracle`] computes the bound no router can
 //! beat on the same arrivals, [`report`] turns the results into the figures of each policy, and
-//! [`html`] draws them; [`workload`] assembles the offered load.
+//! [`html`] draws them; [`workload`] assembles the offered load, and [`topology`] is the
+//! simulated world it is offered to.
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -18,6 +19,7 @@ pub mod oracle;
 pub mod overhead;
 pub mod report;
 pub mod summary;
+pub mod topology;
 pub mod traces;
 pub mod workload;
 

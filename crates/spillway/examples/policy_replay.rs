@@ -27,16 +27,26 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use spillway_bench::summary::percentile;
+use spillway_bench::topology::{DECODE_TPS, PREFILL_TPS, REGIONS, SOURCES, parse_variant, rtt_ms};
 use spillway_bench::workload::{Arrivals, Workload, WorkloadSpec};
 use spillway_core::{
     Admission, Candidate, Demand, DeploymentIx, DeploymentSpec, FailureKind, Outcome, Policy,
     RegionIx, RouteRequest, Router, RouterConfig,
 };
 
-const PREFILL_TPS: f64 = 4000.0;
-const DECODE_TPS: f64 = 50.0;
-/// RTT (ms) between the three US regions; 1 ms within a region.
-const RTT_MS: [[f64; 3]; 3] = [[1.0, 12.0, 70.0], [12.0, 1.0, 50.0], [70.0, 50.0, 1.0]];
+/// RTT (ms) between the bench's source regions, `[source][serving]`.
+fn rtt_matrix() -> Result<Vec<Vec<f64>>, String> {
+    let names = &REGIONS[..SOURCES];
+    names
+        .iter()
+        .map(|(a, _)| {
+            names
+                .iter()
+                .map(|(b, _)| rtt_ms(a, b).ok_or(format!("no RTT between {a} and {b}")))
+                .collect()
+        })
+        .collect()
+}
 
 /// One region's engine: running sequences and a bounded FIFO queue.
 struct Engine {
@@ -56,21 +66,22 @@ fn secs(s: f64) -> Duration {
 
 fn config(variant: &str) -> Result<RouterConfig, String> {
     let mut cfg = RouterConfig::default();
-    let mut parts = variant.split(':');
-    cfg.policy = match parts.next() {
-        Some("round-robin") => Policy::RoundRobin,
-        Some("least-loaded") => Policy::LeastLoaded,
-        Some("spillway") => Policy::Spillway,
+    let (policy, options) = match variant.split_once(':') {
+        Some((p, o)) => (p, Some(o)),
+        None => (variant, None),
+    };
+    cfg.policy = match policy {
+        "round-robin" => Policy::RoundRobin,
+        "least-loaded" => Policy::LeastLoaded,
+        "spillway" => Policy::Spillway,
         other => return Err(format!("unknown policy {other:?}")),
     };
-    for kv in parts {
-        let (k, v) = kv.split_once('=').ok_or(format!("{kv:?}: KEY=VALUE"))?;
-        let v: f64 = v.parse().map_err(|_| format!("{kv:?}: not a number"))?;
+    for (k, v) in options.map(parse_variant).transpose()?.unwrap_or_default() {
         match k {
             "source_wait" => cfg.source_wait = v,
             "source_wait_ttft" => cfg.source_wait_ttft = v,
             "source_queue" => cfg.source_queue = v,
-            _ => return Err(format!("unknown key {k:?}")),
+            other => return Err(format!("option {other:?} is not modelled here")),
         }
     }
     Ok(cfg)
@@ -84,10 +95,10 @@ struct Tally {
     ttft_ms: Vec<f64>,
 }
 
-fn replay(w: &Workload, slots: u32, lag: Duration, cfg: RouterConfig) -> Tally {
-    let specs = (0..3)
+fn replay(w: &Workload, slots: u32, lag: Duration, rtt: &[Vec<f64>], cfg: RouterConfig) -> Tally {
+    let specs = (0..SOURCES)
         .map(|r| DeploymentSpec {
-            region: RegionIx(r),
+            region: RegionIx(r as u16),
             max_in_flight: slots,
             rpm: None,
             tpm: None,
@@ -96,20 +107,20 @@ fn replay(w: &Workload, slots: u32, lag: Duration, cfg: RouterConfig) -> Tally {
     let mut router = Router::new(cfg, specs);
     let mut rng = SmallRng::seed_from_u64(7);
     // As the gateway lists them: nearest first.
-    let cands: Vec<Vec<Candidate>> = (0..3)
+    let cands: Vec<Vec<Candidate>> = (0..SOURCES)
         .map(|s| {
-            let mut c: Vec<Candidate> = (0..3)
+            let mut c: Vec<Candidate> = (0..SOURCES)
                 .map(|d| Candidate {
                     deployment: DeploymentIx(d as u32),
                     region: RegionIx(d as u16),
-                    rtt: secs(RTT_MS[s][d] / 1000.0),
+                    rtt: secs(rtt[s][d] / 1000.0),
                 })
                 .collect();
             c.sort_by_key(|c| c.rtt);
             c
         })
         .collect();
-    let mut engines: Vec<Engine> = (0..3)
+    let mut engines: Vec<Engine> = (0..SOURCES)
         .map(|_| Engine {
             running: 0,
             queue: VecDeque::new(),
@@ -159,10 +170,10 @@ fn replay(w: &Workload, slots: u32, lag: Duration, cfg: RouterConfig) -> Tally {
                 pending.push_back((at + lag, a, outcome));
             }
             t.served += 1;
-            let rtt = RTT_MS[w.requests[j].source][d];
+            let trip = rtt[w.requests[j].source][d];
             t.local += usize::from(d == w.requests[j].source);
             t.ttft_ms
-                .push(live[j].engine_ttft.as_secs_f64() * 1000.0 + rtt);
+                .push(live[j].engine_ttft.as_secs_f64() * 1000.0 + trip);
         }
         let Some((i, r)) = arrivals.next() else {
             break;
@@ -245,13 +256,14 @@ fn main() -> Result<(), String> {
         variants => (Duration::ZERO, variants),
     };
     let slots: u32 = slots.parse().map_err(|_| "SLOTS: a number")?;
+    let rtt = rtt_matrix()?;
     let trace = spillway_bench::traces::load(Path::new(trace)).map_err(|e| e.to_string())?;
     let w = Workload::build(&WorkloadSpec {
         arrivals: Arrivals::Trace {
             trace,
             name: "trace".into(),
         },
-        sources: 3,
+        sources: SOURCES,
         duration: Duration::ZERO,
         shift: None,
         limit: None,
@@ -264,6 +276,11 @@ fn main() -> Result<(), String> {
     } else {
         variants.iter().map(String::as_str).collect()
     };
+    // Every variant is checked before anything runs.
+    let cfgs = variants
+        .iter()
+        .map(|v| config(v))
+        .collect::<Result<Vec<_>, _>>()?;
     println!(
         "{} requests, {slots} slots per region, release lag {} ms\n{:<52} {:>7} {:>6} {:>7} {:>7} {:>7}",
         w.requests.len(),
@@ -275,8 +292,8 @@ fn main() -> Result<(), String> {
         "p50 ms",
         "p99 ms"
     );
-    for v in variants {
-        let mut t = replay(&w, slots, lag, config(v)?);
+    for (v, cfg) in variants.iter().zip(cfgs) {
+        let mut t = replay(&w, slots, lag, &rtt, cfg);
         t.ttft_ms.sort_by(f64::total_cmp);
         let n = w.requests.len() as f64;
         println!(

@@ -49,26 +49,8 @@ use super::{BUCKET, BenchArgs, TIMELINE_BUCKETS};
 pub(super) const MODEL: &str = "bench.chat-v1:0";
 const KEY: &str = "spillway-demo-key";
 const KEY_SHA256: &str = "4c632e7135929907209e422fd8a878aca2a19f7a3ed1089e7c3e1c53c44bfa69";
-/// Regions: name, geography. The first three are the sources.
-pub(super) const REGIONS: [(&str, &str); 5] = [
-    ("us-east-1", "us"),
-    ("us-east-2", "us"),
-    ("us-west-2", "us"),
-    ("eu-west-1", "eu"),
-    ("eu-central-1", "eu"),
-];
-pub(super) const SOURCES: usize = 3;
-/// DESIGN §7's round-trip times (ms).
-const RTT_MS: [(&str, &str, f64); 5] = [
-    ("us-east-1", "us-east-2", 12.0),
-    ("us-east-2", "us-west-2", 50.0),
-    ("us-east-1", "us-west-2", 70.0),
-    ("eu-central-1", "eu-west-1", 20.0),
-    ("us-east-1", "eu-west-1", 80.0),
-];
-const LOCAL_RTT_MS: f64 = 1.0;
-pub(super) const PREFILL_TPS: f64 = 4000.0;
-pub(super) const DECODE_TPS: f64 = 50.0;
+pub(super) use spillway_bench::topology::{DECODE_TPS, PREFILL_TPS, REGIONS, SOURCES};
+use spillway_bench::topology::{LOCAL_RTT_MS, RTT_MS};
 /// The policies a run can compare; the first four run by default. The `spillway-…` variants
 /// are Spillway's policy with other trades (`[routing] source_queue`, `source_wait`).
 const POLICIES: [&str; 6] = [
@@ -243,24 +225,11 @@ fn topology(policy: &str, concurrency: u32, time_scale: f64, seed: u64) -> Strin
 /// some of its numeric trades set, for tuning them side by side on the same arrivals. The
 /// gateway's own validation judges the values.
 fn variant_options(options: &str) -> anyhow::Result<String> {
-    const KEYS: [&str; 3] = ["source_wait", "source_wait_ttft", "source_queue"];
-    let mut lines = String::new();
-    for kv in options.split(':') {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("{kv:?} is not KEY=VALUE"))?;
-        anyhow::ensure!(
-            KEYS.contains(&k),
-            "unknown option {k:?} (expected one of {})",
-            KEYS.join(", ")
-        );
-        let v: f64 = v
-            .parse()
-            .with_context(|| format!("{k}: {v:?} is not a number"))?;
-        anyhow::ensure!(!v.is_nan(), "{k}: not a number");
-        lines += &format!("{k} = {v:?}\n");
-    }
-    Ok(lines)
+    let settings = spillway_bench::topology::parse_variant(options).map_err(anyhow::Error::msg)?;
+    Ok(settings
+        .iter()
+        .map(|(k, v)| format!("{k} = {v:?}\n"))
+        .collect())
 }
 
 /// One policy against a fresh gateway: offer every request, then judge residency from the
