@@ -7,8 +7,9 @@
 //! request into the batch as soon as a sequence finishes. What a gateway observes from outside
 //! follows from that, and is what this module reproduces:
 //!
-//! * **Slots.** At most `concurrency` sequences run at once (a semaphore of that many permits).
-//!   A request holds its slot from the start of prefill until its last token is produced.
+//! * **Slots.** At most `concurrency` sequences run at once. A request holds its slot from the
+//!   start of prefill until its last token is due (see [`Engine`] for why not until its body
+//!   has written it).
 //! * **Prefill ∝ input.** Before the first output token the engine reads the whole prompt:
 //!   `prompt_tokens / prefill_tokens_per_sec`. Long prompts have a long time-to-first-token.
 //! * **Decode per token.** Each sequence then produces `decode_tokens_per_sec` tokens per second
@@ -27,12 +28,12 @@
 //! than a millisecond (tokio's timer ticks every 1 ms; at 50 tokens/s and time scale 30 a token
 //! is due every 0.67 ms): each wake-up emits every token that has come due, in one write
 //! ([`Plan::tokens_due`]), and a non-streamed response sleeps once, to the end of its decode.
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::{Fault, SimConfig};
@@ -149,14 +150,72 @@ pub(crate) struct Throttled {
     pub retry_after: Duration,
 }
 
-/// Slots, the waiting queue and the projected end of every running sequence.
+/// Slots, the waiting queue and the planned end of every running sequence.
+///
+/// A slot is free from its sequence's *planned* end (admission + prefill + decode), not from
+/// the moment the response body next wakes up: tokio's timer fires on 1 ms ticks and a busy
+/// runtime adds its own delay, which at time scale 30 would hold every slot some 30 ms of
+/// modelled time too long and hand a queued request its slot late. So the engine keeps the
+/// planned ends itself: a request that arrives after a sequence's planned end finds that slot
+/// free even if the body has not finished writing, and a queued request that gets a freed slot
+/// starts at the moment the slot freed (or when it arrived, if later), so its own prefill and
+/// decode deadlines run from there and timer lateness never adds up along a queue.
 pub(crate) struct Engine {
-    queue_limit: u32,
-    slots: Arc<Semaphore>,
-    waiting: AtomicU32,
+    concurrency: usize,
+    queue_limit: usize,
     in_flight: AtomicU32,
-    running: Mutex<HashMap<u64, Instant>>,
     next_id: AtomicU64,
+    slots: Mutex<Slots>,
+}
+
+/// Running sequences (id → planned end) and the FIFO of requests waiting for a slot.
+#[derive(Default)]
+struct Slots {
+    running: HashMap<u64, Instant>,
+    waiting: VecDeque<Waiter>,
+}
+
+struct Waiter {
+    id: u64,
+    service: Duration,
+    since: Instant,
+    start: oneshot::Sender<Instant>,
+}
+
+impl Slots {
+    /// Frees every slot whose sequence's planned end has passed, in the order they ended.
+    fn reap(&mut self, now: Instant) {
+        while let Some((&id, &end)) = self
+            .running
+            .iter()
+            .filter(|(_, end)| **end <= now)
+            .min_by_key(|(_, end)| **end)
+        {
+            self.running.remove(&id);
+            self.hand_over(end);
+        }
+    }
+
+    /// A slot freed at `at`: the first waiter takes it and starts at `at` (or when it arrived).
+    fn hand_over(&mut self, at: Instant) {
+        while let Some(w) = self.waiting.pop_front() {
+            let start = at.max(w.since);
+            if w.start.send(start).is_ok() {
+                self.running.insert(w.id, start + w.service);
+                return;
+            }
+        }
+    }
+
+    /// Gives back request `id`'s slot or its place in the queue, whichever it holds.
+    fn release(&mut self, id: u64, now: Instant) {
+        if let Some(end) = self.running.remove(&id) {
+            self.hand_over(end.min(now));
+        } else {
+            self.waiting.retain(|w| w.id != id);
+        }
+        self.reap(now);
+    }
 }
 
 /// Counts a request as in flight (queued or running) while it lives.
@@ -168,44 +227,42 @@ impl Drop for InFlight {
     }
 }
 
-/// A place in the waiting queue; given back when dropped (slot obtained or client gone).
-struct Waiting<'a>(&'a Engine);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A running sequence. Dropping it frees the slot (at the end of decode, or as soon as the
-/// request future or the response body is dropped because the client went away).
+/// A running sequence (or, while [`Engine::admit`] waits, a place in the queue). Dropping it
+/// frees the slot (at the end of decode, or as soon as the request future or the response body
+/// is dropped because the client went away).
 pub(crate) struct Slot {
     id: u64,
-    _permit: OwnedSemaphorePermit,
+    start: Instant,
     in_flight: InFlight,
+}
+
+impl Slot {
+    /// When the sequence got its slot: its prefill starts here.
+    pub(crate) fn start(&self) -> Instant {
+        self.start
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let engine = &self.in_flight.0;
-        engine
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        engine.lock().release(self.id, Instant::now());
     }
 }
 
 impl Engine {
     pub(crate) fn new(cfg: &SimConfig) -> Arc<Self> {
         Arc::new(Engine {
-            queue_limit: cfg.queue_limit,
-            slots: Arc::new(Semaphore::new(cfg.concurrency as usize)),
-            waiting: AtomicU32::new(0),
+            concurrency: cfg.concurrency as usize,
+            queue_limit: cfg.queue_limit as usize,
             in_flight: AtomicU32::new(0),
-            running: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            slots: Mutex::new(Slots::default()),
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Requests running or waiting for a slot right now.
@@ -213,56 +270,58 @@ impl Engine {
         self.in_flight.load(Ordering::SeqCst)
     }
 
+    /// Requests waiting for a slot right now.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
     /// Gets a slot for a request that will hold it for `service`: at once if one is free, after
     /// waiting in the queue if the queue has room, otherwise [`Throttled`].
     pub(crate) async fn admit(self: &Arc<Self>, service: Duration) -> Result<Slot, Throttled> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let in_flight = InFlight(self.clone());
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(TryAcquireError::Closed) => return Err(self.throttled(service)),
-            Err(TryAcquireError::NoPermits) => {
-                let joined = self
-                    .waiting
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
-                        (w < self.queue_limit).then_some(w + 1)
-                    });
-                if joined.is_err() {
-                    return Err(self.throttled(service));
-                }
-                let place = Waiting(self);
-                let permit = self.slots.clone().acquire_owned().await;
-                drop(place);
-                permit.map_err(|_| self.throttled(service))?
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let started = {
+            let mut s = self.lock();
+            s.reap(now);
+            if s.running.len() < self.concurrency && s.waiting.is_empty() {
+                s.running.insert(id, now + service);
+                None
+            } else if s.waiting.len() < self.queue_limit {
+                let (tx, rx) = oneshot::channel();
+                s.waiting.push_back(Waiter {
+                    id,
+                    service,
+                    since: now,
+                    start: tx,
+                });
+                Some(rx)
+            } else {
+                return Err(throttled(&s, now, service));
             }
         };
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let end = Instant::now() + service;
-        self.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, end);
-        Ok(Slot {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        // From here the slot (or the place in the queue) is given back if this future is dropped.
+        let mut slot = Slot {
             id,
-            _permit: permit,
-            in_flight,
-        })
+            start: now,
+            in_flight: InFlight(self.clone()),
+        };
+        if let Some(rx) = started {
+            // The sender lives in the queue until a slot is handed over, and the queue lives in
+            // the engine this future holds: it cannot be dropped unsent.
+            slot.start = rx.await.unwrap_or(now);
+        }
+        Ok(slot)
     }
+}
 
-    /// When the running sequence that ends first will end (a queue position opens then); a
-    /// request's own service time if nothing is running (queue limit 0 with a free slot race).
-    fn throttled(&self, fallback: Duration) -> Throttled {
-        let now = Instant::now();
-        let earliest = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .min()
-            .copied();
-        let retry_after = earliest.map_or(fallback, |end| end.saturating_duration_since(now));
-        Throttled { retry_after }
-    }
+/// Refused: a queue position opens when the running sequence that ends first ends; a request's
+/// own service time if nothing is running (queue limit 0 with a free slot race).
+fn throttled(s: &Slots, now: Instant, fallback: Duration) -> Throttled {
+    let earliest = s.running.values().min().copied();
+    let retry_after = earliest.map_or(fallback, |end| end.saturating_duration_since(now));
+    Throttled { retry_after }
 }
 
 /// Waits until the first `tokens` output tokens of a decode that started at `start` are done
@@ -353,7 +412,7 @@ mod tests {
         assert_eq!(e.in_flight(), 1);
         let e2 = e.clone();
         let queued = tokio::spawn(async move { e2.admit(Duration::from_secs(1)).await.is_ok() });
-        while e.waiting.load(Ordering::SeqCst) == 0 {
+        while e.waiting() == 0 {
             tokio::task::yield_now().await;
         }
         assert_eq!(e.in_flight(), 2);
@@ -363,7 +422,7 @@ mod tests {
         drop(first);
         assert!(queued.await.unwrap());
         assert_eq!(e.in_flight(), 0);
-        assert_eq!(e.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(e.waiting(), 0);
     }
 
     #[tokio::test]
@@ -372,13 +431,59 @@ mod tests {
         let _first = e.admit(Duration::from_secs(1)).await.unwrap();
         let e2 = e.clone();
         let queued = tokio::spawn(async move { e2.admit(Duration::from_secs(1)).await.is_ok() });
-        while e.waiting.load(Ordering::SeqCst) == 0 {
+        while e.waiting() == 0 {
             tokio::task::yield_now().await;
         }
         queued.abort();
         let _ = queued.await;
-        assert_eq!(e.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(e.waiting(), 0);
         assert_eq!(e.in_flight(), 1);
+    }
+
+    /// A sequence's slot is free at its planned end, whether or not its body has finished
+    /// writing (the tokio timer wakes it up to a tick late, more on a busy runtime).
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_is_free_at_its_planned_end_before_the_body_lets_go() {
+        let e = Engine::new(&cfg(1, 0));
+        let first = e.admit(Duration::from_millis(10)).await.unwrap();
+        assert!(e.admit(Duration::from_millis(10)).await.is_err(), "full");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let second = e.admit(Duration::from_millis(10)).await.unwrap();
+        assert_eq!(second.start(), first.start() + Duration::from_millis(10));
+        assert_eq!(e.in_flight(), 2, "the first body is still writing");
+        drop(first);
+        assert!(
+            e.admit(Duration::from_millis(10)).await.is_err(),
+            "the second runs"
+        );
+    }
+
+    /// A queued request starts when the slot freed, not when the body that held it let go;
+    /// one whose holder went away early starts then.
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_request_starts_when_its_slot_freed() {
+        let e = Engine::new(&cfg(1, 2));
+        let t0 = Instant::now();
+        let first = e.admit(Duration::from_millis(10)).await.unwrap();
+        let (e2, e3) = (e.clone(), e.clone());
+        let second = tokio::spawn(async move { e2.admit(Duration::from_secs(10)).await });
+        let third = tokio::spawn(async move { e3.admit(Duration::from_secs(1)).await });
+        while e.waiting() < 2 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::advance(Duration::from_millis(15)).await;
+        drop(first);
+        let second = second.await.unwrap().unwrap();
+        assert_eq!(second.start(), t0 + Duration::from_millis(10));
+        tokio::time::advance(Duration::from_millis(5)).await;
+        drop(second);
+        let third = third.await.unwrap().unwrap();
+        assert_eq!(
+            third.start(),
+            t0 + Duration::from_millis(20),
+            "freed early, at the drop"
+        );
+        assert_eq!((e.waiting(), e.in_flight()), (0, 1));
     }
 
     #[test]

@@ -17,7 +17,6 @@ use spillway_proto::{
     ChatCompletion, ChatRequest, Choice, ModelList, ModelObject, OpenAiErrorBody, ResponseMessage,
     Usage,
 };
-use tokio::time::Instant;
 
 use crate::Sim;
 use crate::engine::{Plan, completion_text};
@@ -191,7 +190,7 @@ async fn chat_completions(
             return throttled(t.retry_after);
         }
     };
-    let decode_start = Instant::now() + plan.prefill;
+    let decode_start = slot.start() + plan.prefill;
     crate::engine::sleep_until(decode_start).await;
 
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
