@@ -207,10 +207,13 @@ impl Slots {
         }
     }
 
-    /// Gives back request `id`'s slot or its place in the queue, whichever it holds.
-    fn release(&mut self, id: u64, now: Instant) {
+    /// Gives back request `id`'s slot or its place in the queue, whichever it holds. A sequence
+    /// that `finished` hands its slot over at its planned end even when the body let go of it
+    /// up to half a tick before (see [`sleep_until`]), so that early wake-ups do not add up along
+    /// a queue; one that was cut short hands it over now.
+    fn release(&mut self, id: u64, now: Instant, finished: bool) {
         if let Some(end) = self.running.remove(&id) {
-            self.hand_over(end.min(now));
+            self.hand_over(if finished { end } else { end.min(now) });
         } else {
             self.waiting.retain(|w| w.id != id);
         }
@@ -233,6 +236,7 @@ impl Drop for InFlight {
 pub(crate) struct Slot {
     id: u64,
     start: Instant,
+    finished: bool,
     in_flight: InFlight,
 }
 
@@ -241,12 +245,19 @@ impl Slot {
     pub(crate) fn start(&self) -> Instant {
         self.start
     }
+
+    /// The sequence produced its last token: the slot is given back as of its planned end.
+    pub(crate) fn finish(mut self) {
+        self.finished = true;
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let engine = &self.in_flight.0;
-        engine.lock().release(self.id, Instant::now());
+        engine
+            .lock()
+            .release(self.id, Instant::now(), self.finished);
     }
 }
 
@@ -305,6 +316,7 @@ impl Engine {
         let mut slot = Slot {
             id,
             start: now,
+            finished: false,
             in_flight: InFlight(self.clone()),
         };
         if let Some(rx) = started {
@@ -330,202 +342,26 @@ pub(crate) async fn decode(plan: &Plan, start: Instant, tokens: u64) {
     sleep_until(start + plan.decode_time(tokens)).await;
 }
 
-/// Sleep until `deadline`, but not at all when it has passed: tokio rounds every sleep up to its
-/// next 1 ms tick, which would put a 1 ms floor under a zero service time.
-pub(crate) async fn sleep_until(deadline: tokio::time::Instant) {
-    if deadline > tokio::time::Instant::now() {
-        tokio::time::sleep_until(deadline).await;
+/// Half of tokio's 1 ms timer tick: how early [`sleep_until`] aims.
+pub(crate) const HALF_TICK: Duration = Duration::from_micros(500);
+
+/// Sleeps until about `deadline`, the error centred on zero.
+///
+/// Tokio fires a sleep at the first 1 ms tick at or after its deadline, so a plain sleep wakes
+/// 0–1 ms late, half a tick on average, every time. That bias is small in wall time but the
+/// simulator runs scaled traces: at `--time-scale 30` half a tick is 15 ms of trace time added to
+/// every token event, every first token, and every slot the gateway sees freed — a queued
+/// request looks queued for longer than the model it stands for would keep it. Aiming half a tick
+/// early makes the wake-up fall within half a tick either side of the deadline instead. A deadline
+/// within that half tick is not slept for at all (which also keeps a 1 ms floor off a zero
+/// service time). Under tokio's paused clock, deadlines on whole milliseconds fire exactly on
+/// them as before, since the paused clock also advances to the tick.
+pub(crate) async fn sleep_until(deadline: Instant) {
+    let aim = deadline.checked_sub(HALF_TICK).unwrap_or(deadline);
+    if aim > Instant::now() {
+        tokio::time::sleep_until(aim).await;
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(concurrency: u32, queue_limit: u32) -> SimConfig {
-        SimConfig {
-            concurrency,
-            queue_limit,
-            ..SimConfig::default()
-        }
-    }
-
-    #[test]
-    fn text_is_one_estimated_token_per_word() {
-        let text = completion_text(37);
-        assert_eq!(spillway_proto::tokens::text_tokens(&text), 37);
-        assert_eq!(completion_text(3), " the sea was");
-        assert_eq!(token_text(16), token_text(0));
-    }
-
-    #[test]
-    fn plan_times_scale_with_input_output_slowness_and_time_scale() {
-        let c = SimConfig {
-            time_scale: 2.0,
-            ..SimConfig::default()
-        };
-        let p = Plan::new(&c, &Fault::default(), None, 4000);
-        assert_eq!(p.prefill, Duration::from_millis(500));
-        assert_eq!(p.output_tokens, 16);
-        assert_eq!(p.finish_reason(), "stop");
-        assert_eq!(p.decode_time(16), Duration::from_millis(160));
-        let slow = Fault {
-            slow_factor: 3.0,
-            ..Fault::default()
-        };
-        let p = Plan::new(&c, &slow, Some(5), 4000);
-        assert_eq!(p.prefill, Duration::from_millis(1500));
-        assert_eq!(p.service_time(), Duration::from_millis(1500 + 150));
-        assert_eq!(p.finish_reason(), "length");
-    }
-
-    #[test]
-    fn break_only_when_the_response_reaches_it() {
-        let c = SimConfig::default();
-        let f = |k| Fault {
-            break_after_tokens: Some(k),
-            ..Fault::default()
-        };
-        assert_eq!(Plan::new(&c, &f(3), Some(5), 1).break_after, Some(3));
-        assert_eq!(Plan::new(&c, &f(5), Some(5), 1).break_after, Some(5));
-        assert_eq!(Plan::new(&c, &f(6), Some(5), 1).break_after, None);
-    }
-
-    #[test]
-    fn absurd_numbers_do_not_panic() {
-        assert_eq!(secs(f64::NAN), Duration::ZERO);
-        assert_eq!(secs(-1.0), Duration::ZERO);
-        assert_eq!(secs(f64::INFINITY), MAX_WAIT);
-        let c = SimConfig {
-            time_scale: f64::INFINITY,
-            ..SimConfig::default()
-        };
-        let p = Plan::new(&c, &Fault::default(), Some(u64::MAX), u64::MAX);
-        assert_eq!(p.output_tokens, MAX_OUTPUT_TOKENS);
-        assert_eq!(p.service_time(), Duration::ZERO);
-    }
-
-    #[tokio::test]
-    async fn queue_then_throttle_with_retry_after_from_earliest_end() {
-        let e = Engine::new(&cfg(1, 1));
-        let first = e.admit(Duration::from_secs(10)).await.unwrap();
-        assert_eq!(e.in_flight(), 1);
-        let e2 = e.clone();
-        let queued = tokio::spawn(async move { e2.admit(Duration::from_secs(1)).await.is_ok() });
-        while e.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(e.in_flight(), 2);
-        let refused = e.admit(Duration::from_secs(1)).await.err().unwrap();
-        assert!(refused.retry_after > Duration::from_secs(9), "{refused:?}");
-        assert_eq!(e.in_flight(), 2, "a refused request is not in flight");
-        drop(first);
-        assert!(queued.await.unwrap());
-        assert_eq!(e.in_flight(), 0);
-        assert_eq!(e.waiting(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_waiter_that_goes_away_gives_back_its_place() {
-        let e = Engine::new(&cfg(1, 1));
-        let _first = e.admit(Duration::from_secs(1)).await.unwrap();
-        let e2 = e.clone();
-        let queued = tokio::spawn(async move { e2.admit(Duration::from_secs(1)).await.is_ok() });
-        while e.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
-        queued.abort();
-        let _ = queued.await;
-        assert_eq!(e.waiting(), 0);
-        assert_eq!(e.in_flight(), 1);
-    }
-
-    /// A sequence's slot is free at its planned end, whether or not its body has finished
-    /// writing (the tokio timer wakes it up to a tick late, more on a busy runtime).
-    #[tokio::test(start_paused = true)]
-    async fn a_slot_is_free_at_its_planned_end_before_the_body_lets_go() {
-        let e = Engine::new(&cfg(1, 0));
-        let first = e.admit(Duration::from_millis(10)).await.unwrap();
-        assert!(e.admit(Duration::from_millis(10)).await.is_err(), "full");
-        tokio::time::advance(Duration::from_millis(10)).await;
-        let second = e.admit(Duration::from_millis(10)).await.unwrap();
-        assert_eq!(second.start(), first.start() + Duration::from_millis(10));
-        assert_eq!(e.in_flight(), 2, "the first body is still writing");
-        drop(first);
-        assert!(
-            e.admit(Duration::from_millis(10)).await.is_err(),
-            "the second runs"
-        );
-    }
-
-    /// A queued request starts when the slot freed, not when the body that held it let go;
-    /// one whose holder went away early starts then.
-    #[tokio::test(start_paused = true)]
-    async fn a_queued_request_starts_when_its_slot_freed() {
-        let e = Engine::new(&cfg(1, 2));
-        let t0 = Instant::now();
-        let first = e.admit(Duration::from_millis(10)).await.unwrap();
-        let (e2, e3) = (e.clone(), e.clone());
-        let second = tokio::spawn(async move { e2.admit(Duration::from_secs(10)).await });
-        let third = tokio::spawn(async move { e3.admit(Duration::from_secs(1)).await });
-        while e.waiting() < 2 {
-            tokio::task::yield_now().await;
-        }
-        tokio::time::advance(Duration::from_millis(15)).await;
-        drop(first);
-        let second = second.await.unwrap().unwrap();
-        assert_eq!(second.start(), t0 + Duration::from_millis(10));
-        tokio::time::advance(Duration::from_millis(5)).await;
-        drop(second);
-        let third = third.await.unwrap().unwrap();
-        assert_eq!(
-            third.start(),
-            t0 + Duration::from_millis(20),
-            "freed early, at the drop"
-        );
-        assert_eq!((e.waiting(), e.in_flight()), (0, 1));
-    }
-
-    #[test]
-    fn tokens_due_agrees_with_the_deadlines() {
-        let c = SimConfig {
-            time_scale: 30.0,
-            ..SimConfig::default()
-        };
-        let p = Plan::new(&c, &Fault::default(), Some(200), 10);
-        let start = Instant::now();
-        for k in [0u64, 1, 2, 3, 99, 150, 199, 200] {
-            let at = start + p.decode_time(k);
-            assert_eq!(p.tokens_due(start, at), k, "at token {k}'s deadline");
-            if k > 0 {
-                let before = at - Duration::from_nanos(1);
-                assert_eq!(p.tokens_due(start, before), k - 1, "just before token {k}");
-            }
-        }
-        assert_eq!(p.tokens_due(start, start + Duration::from_secs(9)), 200);
-        assert_eq!(p.tokens_due(start + Duration::from_secs(1), start), 0);
-        let instant = SimConfig {
-            time_scale: f64::INFINITY,
-            ..SimConfig::default()
-        };
-        let p = Plan::new(&instant, &Fault::default(), Some(7), 10);
-        assert_eq!(p.tokens_due(start, start), 7);
-    }
-
-    /// A non-streamed 200-token decode at 50 tokens/s and time scale 30: 133.3 ms, one sleep.
-    #[tokio::test(start_paused = true)]
-    async fn non_streamed_decode_keeps_the_configured_rate() {
-        let c = SimConfig {
-            time_scale: 30.0,
-            ..SimConfig::default()
-        };
-        let p = Plan::new(&c, &Fault::default(), Some(200), 10);
-        let start = Instant::now();
-        decode(&p, start, 200).await;
-        let took = start.elapsed();
-        assert!(
-            took >= Duration::from_micros(133_333) && took <= Duration::from_millis(135),
-            "decode took {took:?}"
-        );
-    }
-}
+mod tests;

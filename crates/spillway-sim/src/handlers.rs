@@ -215,12 +215,13 @@ async fn chat_completions(
 
     let produced = plan.break_after.unwrap_or(plan.output_tokens);
     crate::engine::decode(&plan, decode_start, produced).await;
-    drop(slot);
     ticket.set_completion_tokens(produced);
     if plan.break_after.is_some() {
+        drop(slot);
         ticket.close(Outcome::Broken);
         return aborted_response(produced);
     }
+    slot.finish();
     ticket.close(Outcome::Ok);
     let n = plan.output_tokens;
     let completion = ChatCompletion {

@@ -11,7 +11,7 @@ use spillway_proto::sse::{DONE, encode_data};
 use spillway_proto::{ChatChunk, ChunkChoice, Delta, Usage};
 use tokio::time::Instant;
 
-use crate::engine::{Plan, Slot, token_text};
+use crate::engine::{HALF_TICK, Plan, Slot, token_text};
 use crate::record::{Outcome, Ticket};
 
 /// Most tokens sent in one write, so that a stream with no decode time (infinite time scale)
@@ -105,12 +105,13 @@ impl State {
             }
             Phase::Tokens(sent) => {
                 crate::engine::sleep_until(self.start + self.plan.decode_time(sent + 1)).await;
-                // Every token due by now goes out in this wake-up, one SSE event each, in one
-                // write: a token takes less than tokio's 1 ms timer tick at high time scales.
+                // Every token due by the next half tick goes out in this wake-up, one SSE event
+                // each, in one write: a token takes less than tokio's 1 ms timer tick at high
+                // time scales, and wake-ups land within half a tick of their deadline.
                 let end = self.plan.break_after.unwrap_or(self.plan.output_tokens);
                 let due = self
                     .plan
-                    .tokens_due(self.start, Instant::now())
+                    .tokens_due(self.start, Instant::now() + HALF_TICK)
                     .clamp(sent + 1, end.max(sent + 1))
                     .min(sent + MAX_TOKENS_PER_WRITE);
                 let mut out = BytesMut::new();
@@ -127,7 +128,9 @@ impl State {
             }
             Phase::Finish => {
                 // The sequence is done: its slot goes to the next request in the queue.
-                self.slot = None;
+                if let Some(slot) = self.slot.take() {
+                    slot.finish();
+                }
                 self.phase = if self.meta.include_usage {
                     Phase::Usage
                 } else {
@@ -320,7 +323,7 @@ mod tests {
         let took = last_token_at - t0;
         assert_eq!(tokens, 200);
         assert!(
-            took >= Duration::from_micros(133_333) && took <= Duration::from_millis(135),
+            took.abs_diff(Duration::from_micros(133_333)) <= HALF_TICK,
             "decode took {took:?}"
         );
         assert!(writes < 200, "late tokens share a write ({writes} writes)");
