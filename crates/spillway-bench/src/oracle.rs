@@ -20,6 +20,13 @@
 //! the window is the oracle's served count, and divided by the window the **oracle goodput**.
 //! A real router is measured against it as `goodput_vs_oracle`.
 //!
+//! The same buckets bound locality. In a bucket, at most `min(d_s, c_s)` of source `s`'s
+//! requests are served in `s`, so a router that serves the oracle's count serves at least
+//! `served − Σ min(d_s, c_s)` of it away from its source: `local_share`, the in-region sum over
+//! the oracle's served count, is the most locality a router can keep at the oracle's goodput.
+//! It keeps more only by carrying work over, holding requests in their source's queue until a
+//! later bucket, which the caller pays for in TTFT.
+//!
 //! It is a bound under the fluid model, not an absolute one: a request that arrives late in a
 //! bucket and is served in the next still counts for the real router, while the oracle serves
 //! each bucket's demand within that bucket only. On smooth load a router can therefore reach a
@@ -184,6 +191,12 @@ pub struct Oracle {
     pub served: f64,
     /// What in-region routing would serve under the same fluid model (for comparison).
     pub in_region_served: f64,
+    /// `in_region_served / served`: the highest locality any router can keep while it serves
+    /// the oracle's count without carrying work across buckets. Requests served in their source
+    /// in a bucket are at most `Σ min(d_s, c_s)`, so a router that serves as much as the oracle
+    /// serves at least the rest elsewhere; it keeps more local only by making requests wait
+    /// for their source's slots into later buckets, which is TTFT. 1 when nothing is served.
+    pub local_share: f64,
     /// Requests offered.
     pub offered: f64,
     pub bucket_secs: f64,
@@ -194,10 +207,16 @@ pub struct Oracle {
 pub fn oracle(net: &Network, demand: &[Vec<f64>], bucket_secs: f64) -> Oracle {
     let served: f64 = demand.iter().map(|d| net.bucket(d)).sum();
     let window = (demand.len() as f64 * bucket_secs).max(1e-9);
+    let in_region_served: f64 = demand.iter().map(|d| net.in_region_bucket(d)).sum();
     Oracle {
         goodput_rps: served / window,
         served,
-        in_region_served: demand.iter().map(|d| net.in_region_bucket(d)).sum(),
+        in_region_served,
+        local_share: if served > 0.0 {
+            (in_region_served / served).min(1.0)
+        } else {
+            1.0
+        },
         offered: demand.iter().flatten().sum(),
         bucket_secs,
         buckets: demand.len(),
@@ -313,6 +332,7 @@ mod tests {
         assert!((o.served - 45.0).abs() < 1e-9);
         assert!((o.goodput_rps - 15.0).abs() < 1e-9);
         assert!((o.in_region_served - 25.0).abs() < 1e-9);
+        assert!((o.local_share - 25.0 / 45.0).abs() < 1e-9);
         assert_eq!((o.offered, o.buckets), (55.0, 3));
     }
 

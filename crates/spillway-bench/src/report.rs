@@ -376,7 +376,7 @@ pub fn table(r: &BenchReport) -> String {
         Some(o) => {
             let _ = writeln!(
                 out,
-                "{:<15} {:>7.0} {:>7.0} {:>6} {:>6} {:>9.2} {:>7}   (max-flow per {} s bucket; in-region under the same model: {:.0})",
+                "{:<15} {:>7.0} {:>7.0} {:>6} {:>6} {:>9.2} {:>7}   (max-flow per {} s bucket; in-region under the same model: {:.0}, so at most {:.1}% local at the oracle's goodput without waiting)",
                 "oracle",
                 o.offered,
                 o.served,
@@ -385,7 +385,8 @@ pub fn table(r: &BenchReport) -> String {
                 o.goodput_rps,
                 "100.0%",
                 o.bucket_secs,
-                o.in_region_served
+                o.in_region_served,
+                o.local_share * 100.0
             );
         }
         None => {

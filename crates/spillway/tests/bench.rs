@@ -48,7 +48,13 @@ fn check_invariants(v: &Value, policies: &[&str]) {
     let list = v["policies"].as_array().expect("policies is an array");
     let names: Vec<&str> = list.iter().filter_map(|p| p["name"].as_str()).collect();
     assert_eq!(names, policies, "{v}");
-    assert!(n(&v["oracle"], "goodput_rps") > 0.0, "{}", v["oracle"]);
+    let oracle = &v["oracle"];
+    assert!(n(oracle, "goodput_rps") > 0.0, "{oracle}");
+    let share = n(oracle, "in_region_served") / n(oracle, "served");
+    assert!(
+        (n(oracle, "local_share") - share).abs() < 1e-9 && share > 0.0 && share <= 1.0,
+        "{oracle}"
+    );
     for p in list {
         let obj = p.as_object().expect("a policy is an object");
         for k in KEYS {

@@ -49,6 +49,7 @@ fn tiny() -> BenchReport {
             goodput_rps: 2.0,
             served: 4.0,
             in_region_served: 3.0,
+            local_share: 0.75,
             offered: 4.0,
             bucket_secs: 1.0,
             buckets: 2,
