@@ -191,11 +191,8 @@ pub struct Oracle {
     pub served: f64,
     /// What in-region routing would serve under the same fluid model (for comparison).
     pub in_region_served: f64,
-    /// `in_region_served / served`: the highest locality any router can keep while it serves
-    /// the oracle's count without carrying work across buckets. Requests served in their source
-    /// in a bucket are at most `Σ min(d_s, c_s)`, so a router that serves as much as the oracle
-    /// serves at least the rest elsewhere; it keeps more local only by making requests wait
-    /// for their source's slots into later buckets, which is TTFT. 1 when nothing is served.
+    /// `in_region_served / served`: the most locality a router keeps at the oracle's goodput
+    /// without queueing (see the module docs); 1 when nothing is served.
     pub local_share: f64,
     /// Requests offered.
     pub offered: f64,
