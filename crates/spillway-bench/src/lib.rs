@@ -6,7 +6,7 @@
 //!
 //! `spillway bench` is built from these parts: [`traces`] and [`arrivals`] say when requests
 //! arrive, [`client`] sends them and measures each, [`oracle`] computes the bound no router can
-//! beat on the same arrivals, [`report`] turns the results into the figures of each policy, and
+//! beat on the same arrivals, [`sizing`] gives the simulated regions their slots, [`report`] turns the results into the figures of each policy, and
 //! [`html`] draws them; [`workload`] assembles the offered load, and [`topology`] is the
 //! simulated world it is offered to.
 #![forbid(unsafe_code)]
@@ -18,6 +18,7 @@ pub mod html;
 pub mod oracle;
 pub mod overhead;
 pub mod report;
+pub mod sizing;
 pub mod summary;
 pub mod topology;
 pub mod traces;

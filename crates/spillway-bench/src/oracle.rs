@@ -220,27 +220,6 @@ pub fn oracle(net: &Network, demand: &[Vec<f64>], bucket_secs: f64) -> Oracle {
     }
 }
 
-/// The concurrency that gives each of `regions` regions an equal share of the pooled demand's
-/// 99th-percentile bucket: `ceil(p99(Σ_s d_s) / regions × mean_service_secs / bucket_secs)`.
-/// A single source's bursts then exceed one region while the pooled capacity absorbs them.
-pub fn size_concurrency(
-    demand: &[Vec<f64>],
-    regions: usize,
-    mean_service_secs: f64,
-    bucket_secs: f64,
-) -> u32 {
-    let mut pooled: Vec<f64> = demand.iter().map(|d| d.iter().sum()).collect();
-    pooled.sort_by(f64::total_cmp);
-    let p99 = crate::summary::percentile(&pooled, 99.0);
-    let per_region_rps = p99 / regions.max(1) as f64 / bucket_secs.max(1e-9);
-    let c = (per_region_rps * mean_service_secs).ceil();
-    if c.is_finite() && c >= 1.0 {
-        c.min(f64::from(u32::MAX)) as u32
-    } else {
-        1
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,13 +333,5 @@ mod tests {
             assert!(best <= d.iter().sum::<f64>() + 1e-9);
             assert!(best <= net.capacity.iter().sum::<f64>() + 1e-9);
         }
-    }
-
-    #[test]
-    fn sizing_shares_the_pooled_peak() {
-        // Pooled demand 30 per bucket everywhere: 10 per region; 1.5 s per request → 15 slots.
-        let demand = vec![vec![30.0, 0.0, 0.0]; 100];
-        assert_eq!(size_concurrency(&demand, 3, 1.5, 1.0), 15);
-        assert_eq!(size_concurrency(&[], 3, 1.5, 1.0), 1);
     }
 }

@@ -161,6 +161,55 @@ fn jsonl_trace_replays_across_regions() {
         "{}",
         v["setup"]
     );
+    // Sized from the arrivals: a region alone would refuse at most 10 % of its source's.
+    let slots = n(&v["setup"], "concurrency");
+    assert!(
+        v["setup"]["concurrency_from"]
+            .as_str()
+            .is_some_and(|a| a.contains("refuses at most 10%")),
+        "{}",
+        v["setup"]
+    );
+    // Letting a region alone refuse half its burst takes fewer slots.
+    let loose = TempFile::named("trace-loose.json");
+    let (v, _) = bench(
+        &[
+            "--trace",
+            trace.s(),
+            "--time-scale",
+            "4",
+            "--policies",
+            "spillway",
+            "--overflow",
+            "50",
+        ],
+        &loose,
+    );
+    check_invariants(&v, &["spillway"]);
+    assert!(n(&v["setup"], "concurrency") < slots, "{}", v["setup"]);
+    for bad in ["--overflow=100", "--overflow=-1", "--overflow=NaN"] {
+        let (st, _, stderr) = run(&["bench", "--self-contained", "--trace", trace.s(), bad], T);
+        assert!(!st.success(), "{bad}");
+        assert!(
+            stderr.contains("--overflow must be a percentage"),
+            "{stderr}"
+        );
+    }
+    let (st, _, stderr) = run(
+        &[
+            "bench",
+            "--self-contained",
+            "--trace",
+            trace.s(),
+            "--overflow",
+            "5",
+            "--concurrency",
+            "4",
+        ],
+        T,
+    );
+    assert!(!st.success());
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
 
 #[test]

@@ -18,11 +18,12 @@
 //!
 //! # Capacity
 //!
-//! Without `--concurrency`, each region gets an equal share of the 99th percentile of the
-//! pooled demand per second (all sources together), times the mean service time of the offered
-//! requests: a single source's bursts then exceed its own region, while the three regions
-//! together absorb all but the top 1% of seconds. A region completes `concurrency / mean
-//! service time` requests per second: the capacity the oracle uses.
+//! Without `--concurrency`, each region gets the fewest slots at which a source region alone,
+//! refusing whatever finds every slot busy, would turn away at most `--overflow` (10 %) of its
+//! requests ([`spillway_bench::sizing`]): a single source's bursts then exceed its own region by
+//! about a tenth of its traffic, whatever the trace, while the three regions together absorb
+//! them. A region completes `concurrency / mean service time` requests per second: the capacity
+//! the oracle uses.
 //!
 //! # Policies
 //!
@@ -38,8 +39,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use spillway_bench::client::LoadClient;
-use spillway_bench::oracle::{Network, oracle, size_concurrency};
+use spillway_bench::oracle::{Network, oracle};
 use spillway_bench::report::{self, BenchReport, Context, PolicyReport, Scale, Setup};
+use spillway_bench::sizing::size_for_overflow;
 use spillway_bench::summary::residency_violations;
 use spillway_bench::workload::{self, Workload};
 use spillway_gateway::{Config, Gateway};
@@ -106,10 +108,26 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let (concurrency, concurrency_from) = match args.concurrency {
         Some(c) if c > 0 => (c, "--concurrency".to_string()),
         Some(_) => anyhow::bail!("--concurrency must be at least 1"),
-        None => (
-            size_concurrency(&demand[..], SOURCES, service, BUCKET.as_secs_f64()),
-            "sized: p99 of the pooled demand per second / 3 regions x mean service time".into(),
-        ),
+        None => {
+            anyhow::ensure!(
+                (0.0..100.0).contains(&args.overflow),
+                "--overflow must be a percentage, at least 0 and below 100"
+            );
+            let (slots, refused) = size_for_overflow(
+                &w.requests,
+                SOURCES,
+                args.overflow / 100.0,
+                PREFILL_TPS,
+                DECODE_TPS,
+            );
+            let how = format!(
+                "sized: the fewest slots at which a source region alone, without a queue, \
+                 refuses at most {}% of its requests ({:.1}%)",
+                args.overflow,
+                refused * 100.0
+            );
+            (slots, how)
+        }
     };
     // The peer's simulators first: a busy port or a peer that never answers fails fast.
     let peer = match &args.peer {

@@ -124,6 +124,15 @@ pub struct BenchArgs {
     /// --target: the slots of each target region, for the oracle, at the simulator's speeds.
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// Without --concurrency: size each region so that a source region alone, refusing what
+    /// finds every slot busy, would turn away at most this percentage of its requests.
+    #[arg(
+        long,
+        value_name = "PCT",
+        default_value_t = 10.0,
+        conflicts_with = "concurrency"
+    )]
+    pub overflow: f64,
     /// Objective a served request must meet to count as goodput (trace time).
     #[arg(long, default_value = "ttft_ms=2000,tpot_ms=200")]
     pub slo: Slo,
