@@ -6,9 +6,9 @@
 //!
 //! `spillway bench` is built from these parts: [`traces`] and [`arrivals`] say when requests
 //! arrive, [`client`] sends them and measures each, [`oracle`] computes the bound no router can
-//! beat on the same arrivals, [`sizing`] gives the simulated regions their slots, [`report`] turns the results into the figures of each policy, and
-//! [`html`] draws them; [`workload`] assembles the offered load, and [`topology`] is the
-//! simulated world it is offered to.
+//! beat on the same arrivals, [`report`] turns the results into the figures of each policy, and
+//! [`html`] draws them; [`workload`] assembles the offered load, [`topology`] is the simulated
+//! world it is offered to, and [`sizing`] gives that world's regions their slots.
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
