@@ -15,17 +15,18 @@
 //! burstiness or request length.
 //!
 //! An earlier rule, the 99th percentile of the pooled arrivals per second split over the
-//! regions × the mean service time, did that on the Azure code trace (a region alone refused 14
-//! % there) but not on traces whose requests hold a slot for several seconds: there a slot
+//! regions × the mean service time, did that on the Azure code trace (a region alone refused
+//! 14 % there) but not on traces whose requests hold a slot for several seconds: there a slot
 //! spans many one-second buckets, the rule gave 42 and 76 slots on the conversation and merged
-//! JSONL traces, and a region alone refused 0–0.4 % of its requests. Counting refusals on the
-//! arrivals themselves has no bucket to get wrong.
+//! JSONL traces, and a region alone refused 0.2 and 0.3 % of its requests. Counting refusals on
+//! the arrivals themselves has no bucket to get wrong.
 //!
 //! Why 10 %: locality asks how much of a source's traffic a router keeps at home, and at full
 //! goodput at most what the source could serve alone stays there unless requests wait for it.
-//! Overflow of about a tenth makes in-region lose a tenth of its goodput (far behind a router
-//! that spills) while 90 % locality remains within reach of one that does not make requests
-//! wait long. `--overflow` chooses another share; `--concurrency` sets the slots outright.
+//! Overflow of about a tenth leaves in-region well behind a router that spills (4–6.5 points of
+//! goodput on the Azure traces in `docs/BENCHMARKS.md`, its engine's queue absorbing the rest)
+//! while 90 % locality remains within reach of a router that does not make requests wait long.
+//! `--overflow` chooses another share; `--concurrency` sets the slots outright.
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;

@@ -44,6 +44,13 @@ fn bench(args: &[&str], json: &TempFile) -> (Value, String) {
     (v, stdout)
 }
 
+/// Runs `spillway ARGS`, which must fail with `message` on stderr.
+fn refused(args: &[&str], message: &str) {
+    let (status, _, stderr) = run(args, T);
+    assert!(!status.success(), "{args:?} succeeded");
+    assert!(stderr.contains(message), "{args:?}: {stderr}");
+}
+
 fn check_invariants(v: &Value, policies: &[&str]) {
     let list = v["policies"].as_array().expect("policies is an array");
     let names: Vec<&str> = list.iter().filter_map(|p| p["name"].as_str()).collect();
@@ -188,14 +195,12 @@ fn jsonl_trace_replays_across_regions() {
     check_invariants(&v, &["spillway"]);
     assert!(n(&v["setup"], "concurrency") < slots, "{}", v["setup"]);
     for bad in ["--overflow=100", "--overflow=-1", "--overflow=NaN"] {
-        let (st, _, stderr) = run(&["bench", "--self-contained", "--trace", trace.s(), bad], T);
-        assert!(!st.success(), "{bad}");
-        assert!(
-            stderr.contains("--overflow must be a percentage"),
-            "{stderr}"
+        refused(
+            &["bench", "--self-contained", "--trace", trace.s(), bad],
+            "--overflow must be a percentage",
         );
     }
-    let (st, _, stderr) = run(
+    refused(
         &[
             "bench",
             "--self-contained",
@@ -206,10 +211,8 @@ fn jsonl_trace_replays_across_regions() {
             "--concurrency",
             "4",
         ],
-        T,
+        "cannot be used with",
     );
-    assert!(!st.success());
-    assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
 
 #[test]
@@ -382,10 +385,11 @@ fn target_mode_drives_a_running_gateway_per_source_region() {
 
 #[test]
 fn target_mode_refuses_missing_model_and_key() {
-    let (st, _, stderr) = run(&["bench", "--target", "us-east-1", "--poisson", "1"], T);
-    assert!(!st.success());
-    assert!(stderr.contains("expected REGION=URL"), "{stderr}");
-    let (st, _, stderr) = run(
+    refused(
+        &["bench", "--target", "us-east-1", "--poisson", "1"],
+        "expected REGION=URL",
+    );
+    refused(
         &[
             "bench",
             "--target",
@@ -393,10 +397,8 @@ fn target_mode_refuses_missing_model_and_key() {
             "--poisson",
             "1",
         ],
-        T,
+        "--model",
     );
-    assert!(!st.success());
-    assert!(stderr.contains("--model"), "{stderr}");
     let mut p = Proc::spawn(
         common::bin()
             .args([
@@ -416,7 +418,7 @@ fn target_mode_refuses_missing_model_and_key() {
         "{}",
         p.output()
     );
-    let (st, _, stderr) = run(
+    refused(
         &[
             "bench",
             "--target",
@@ -425,13 +427,12 @@ fn target_mode_refuses_missing_model_and_key() {
             "--poisson",
             "1",
         ],
-        T,
+        "cannot be used with",
     );
-    assert!(!st.success());
-    assert!(stderr.contains("cannot be used with"), "{stderr}");
-    let (st, _, stderr) = run(&["bench", "--peer", "http://127.0.0.1:9"], T);
-    assert!(!st.success());
-    assert!(stderr.contains("--peer needs --peer-model"), "{stderr}");
+    refused(
+        &["bench", "--peer", "http://127.0.0.1:9"],
+        "--peer needs --peer-model",
+    );
 }
 
 /// `n` consecutive free loopback ports (checked by binding them; released before use).

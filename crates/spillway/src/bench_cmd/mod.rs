@@ -124,12 +124,13 @@ pub struct BenchArgs {
     /// --target: the slots of each target region, for the oracle, at the simulator's speeds.
     #[arg(long)]
     pub concurrency: Option<u32>,
-    /// Without --concurrency: size each region so that a source region alone, refusing what
-    /// finds every slot busy, would turn away at most this percentage of its requests.
+    /// With --self-contained and without --concurrency: size each region so that a source
+    /// region alone, refusing what finds every slot busy, would turn away at most this
+    /// percentage of its requests.
     #[arg(
         long,
         value_name = "PCT",
-        default_value_t = 10.0,
+        default_value_t = spillway_bench::sizing::OVERFLOW * 100.0,
         conflicts_with = "concurrency"
     )]
     pub overflow: f64,
