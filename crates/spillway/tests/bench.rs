@@ -146,52 +146,39 @@ fn jsonl_trace_replays_across_regions() {
         );
     }
     std::fs::write(&trace.0, lines).expect("write the trace");
-    let json = TempFile::named("trace.json");
-    let (v, _) = bench(
-        &[
+    // The same arrivals, `policies` and `extra` options.
+    let replay = |policies: &str, extra: &[&str], json: &TempFile| {
+        let mut args = vec![
             "--trace",
             trace.s(),
             "--time-scale",
             "4",
             "--policies",
-            "in-region,spillway",
-        ],
-        &json,
-    );
+            policies,
+        ];
+        args.extend_from_slice(extra);
+        bench(&args, json)
+    };
+    let setup_says = |v: &Value, key: &str, needle: &str| {
+        assert!(
+            v["setup"][key].as_str().is_some_and(|a| a.contains(needle)),
+            "{}",
+            v["setup"]
+        );
+    };
+    let json = TempFile::named("trace.json");
+    let (v, _) = replay("in-region,spillway", &[], &json);
     check_invariants(&v, &["in-region", "spillway"]);
     // 40 requests per source region.
     assert_eq!(n(&v["policies"][0], "offered"), 120.0);
-    assert!(
-        v["setup"]["arrivals"]
-            .as_str()
-            .is_some_and(|a| a.contains("trace")),
-        "{}",
-        v["setup"]
-    );
+    setup_says(&v, "arrivals", "trace");
     // Sized from the arrivals: a region alone would refuse at most 10 % of its source's.
     let slots = n(&v["setup"], "concurrency");
-    assert!(
-        v["setup"]["concurrency_from"]
-            .as_str()
-            .is_some_and(|a| a.contains("refuses at most 10%")),
-        "{}",
-        v["setup"]
-    );
+    setup_says(&v, "concurrency_from", "refuses at most 10%");
     // Letting a region alone refuse half its burst takes fewer slots.
     let loose = TempFile::named("trace-loose.json");
-    let (v, _) = bench(
-        &[
-            "--trace",
-            trace.s(),
-            "--time-scale",
-            "4",
-            "--policies",
-            "spillway",
-            "--overflow",
-            "50",
-        ],
-        &loose,
-    );
+    let (v, _) = replay("spillway", &["--overflow", "50"], &loose);
+    setup_says(&v, "concurrency_from", "refuses at most 50%");
     check_invariants(&v, &["spillway"]);
     assert!(n(&v["setup"], "concurrency") < slots, "{}", v["setup"]);
     for bad in ["--overflow=100", "--overflow=-1", "--overflow=NaN"] {
