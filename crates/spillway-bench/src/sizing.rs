@@ -37,8 +37,8 @@ use crate::workload::Offered;
 pub const OVERFLOW: f64 = 0.10;
 
 /// The share of `requests` (sorted by arrival) that their source region alone, with `slots`
-/// slots and no queue, refuses because every slot is busy. A request holds its slot for
-/// `input / prefill_tps + output / decode_tps` seconds.
+/// slots and no queue, refuses because every slot is busy. A request holds its slot for its
+/// [`Offered::service_secs`].
 pub fn refused_share(
     requests: &[Offered],
     sources: usize,
@@ -60,8 +60,8 @@ pub fn refused_share(
             heap.pop();
         }
         if heap.len() < slots as usize {
-            let hold = r.input_tokens as f64 / prefill_tps + r.output_tokens as f64 / decode_tps;
-            let hold = Duration::try_from_secs_f64(hold).unwrap_or(Duration::MAX);
+            let hold = Duration::try_from_secs_f64(r.service_secs(prefill_tps, decode_tps))
+                .unwrap_or(Duration::MAX);
             heap.push(Reverse(r.at.saturating_add(hold)));
         } else {
             refused += 1;

@@ -63,6 +63,13 @@ pub struct Offered {
     pub output_tokens: u64,
 }
 
+impl Offered {
+    /// How long this request holds a slot in an engine with these speeds (trace time).
+    pub fn service_secs(&self, prefill_tps: f64, decode_tps: f64) -> f64 {
+        self.input_tokens as f64 / prefill_tps + self.output_tokens as f64 / decode_tps
+    }
+}
+
 /// All requests of a run, sorted by arrival time, and a description of where they came from.
 #[derive(Debug, Clone)]
 pub struct Workload {
@@ -150,7 +157,7 @@ impl Workload {
         let total: f64 = self
             .requests
             .iter()
-            .map(|r| r.input_tokens as f64 / prefill_tps + r.output_tokens as f64 / decode_tps)
+            .map(|r| r.service_secs(prefill_tps, decode_tps))
             .sum();
         total / self.requests.len() as f64
     }
