@@ -194,16 +194,40 @@ fn legend(h: &mut String, i: usize, color: &str, label: &str, dashed: bool) {
     text(h, x + 24.0, y + 4.0, "start", label);
 }
 
+/// The area chart's scales: `n` buckets across the plot, `y_max` requests per bucket up it.
+struct AreaScale {
+    n: usize,
+    y_max: f64,
+}
+
+impl AreaScale {
+    fn x(&self, i: usize) -> f64 {
+        px(i as f64 / self.n as f64)
+    }
+    fn y(&self, v: f64) -> f64 {
+        py((v / self.y_max).min(1.0))
+    }
+}
+
 /// Stacked areas of served per region, and the offered line, on a shared y scale.
 fn area_chart(h: &mut String, t: &Timeline, y_max: f64) {
     svg_open(h, "served per region over time");
-    let n = t.offered.len().max(1);
-    let x = |i: usize| px(i as f64 / n as f64);
-    let y = |v: f64| py((v / y_max).min(1.0));
-    // Steps: each bucket is flat over [i, i+1).
-    let mut below = vec![0.0f64; n];
+    let s = AreaScale {
+        n: t.offered.len().max(1),
+        y_max,
+    };
+    region_areas(h, t, &s);
+    offered_line(h, t, &s);
+    area_axes(h, t, &s);
+    h.push_str("</svg>\n");
+}
+
+/// One band per region, stacked in region order, each with its legend entry; a region that
+/// served nothing draws no band.
+fn region_areas(h: &mut String, t: &Timeline, s: &AreaScale) {
+    let mut below = vec![0.0f64; s.n];
     for (ri, region) in t.regions.iter().enumerate() {
-        let above: Vec<f64> = (0..n)
+        let above: Vec<f64> = (0..s.n)
             .map(|b| {
                 below[b]
                     + f64::from(
@@ -215,54 +239,58 @@ fn area_chart(h: &mut String, t: &Timeline, y_max: f64) {
                     )
             })
             .collect();
+        let color = REGION_COLORS[ri % REGION_COLORS.len()];
         if above.iter().zip(&below).any(|(a, b)| a > b) {
-            let mut d = String::new();
-            for (b, top) in above.iter().enumerate() {
-                let _ = write!(
-                    d,
-                    "{}{:.1},{:.1} L{:.1},{:.1} ",
-                    if b == 0 { "M" } else { "L" },
-                    x(b),
-                    y(*top),
-                    x(b + 1),
-                    y(*top)
-                );
-            }
-            for b in (0..n).rev() {
-                let _ = write!(
-                    d,
-                    "L{:.1},{:.1} L{:.1},{:.1} ",
-                    x(b + 1),
-                    y(below[b]),
-                    x(b),
-                    y(below[b])
-                );
-            }
-            let color = REGION_COLORS[ri % REGION_COLORS.len()];
             let _ = writeln!(
                 h,
                 "<path d=\"{}Z\" fill=\"{color}\" fill-opacity=\"0.85\" stroke=\"none\"/>",
-                d
+                band_path(s, &above, &below)
             );
         }
-        legend(
-            h,
-            ri,
-            REGION_COLORS[ri % REGION_COLORS.len()],
-            region,
-            false,
-        );
+        legend(h, ri, color, region, false);
         below = above;
     }
+}
+
+/// The outline of the band between `below` and `above`: along the top left to right, back along
+/// the bottom. Steps: each bucket is flat over [i, i+1).
+fn band_path(s: &AreaScale, above: &[f64], below: &[f64]) -> String {
+    let mut d = String::new();
+    for (b, top) in above.iter().enumerate() {
+        let _ = write!(
+            d,
+            "{}{:.1},{:.1} L{:.1},{:.1} ",
+            if b == 0 { "M" } else { "L" },
+            s.x(b),
+            s.y(*top),
+            s.x(b + 1),
+            s.y(*top)
+        );
+    }
+    for b in (0..s.n).rev() {
+        let _ = write!(
+            d,
+            "L{:.1},{:.1} L{:.1},{:.1} ",
+            s.x(b + 1),
+            s.y(below[b]),
+            s.x(b),
+            s.y(below[b])
+        );
+    }
+    d
+}
+
+/// The offered load per bucket as a dashed step line, with its legend entry after the regions'.
+fn offered_line(h: &mut String, t: &Timeline, s: &AreaScale) {
     let mut pts = String::new();
     for (b, v) in t.offered.iter().enumerate() {
         let _ = write!(
             pts,
             "{:.1},{:.1} {:.1},{:.1} ",
-            x(b),
-            y(f64::from(*v)),
-            x(b + 1),
-            y(f64::from(*v))
+            s.x(b),
+            s.y(f64::from(*v)),
+            s.x(b + 1),
+            s.y(f64::from(*v))
         );
     }
     let _ = writeln!(
@@ -271,17 +299,20 @@ fn area_chart(h: &mut String, t: &Timeline, y_max: f64) {
         pts.trim_end()
     );
     legend(h, t.regions.len(), "#222", "offered", true);
-    // Axes: requests per bucket, trace time in seconds.
+}
+
+/// Axes: requests per bucket, trace time in seconds.
+fn area_axes(h: &mut String, t: &Timeline, s: &AreaScale) {
     for k in 0..=4 {
-        let v = y_max * f64::from(k) / 4.0;
+        let v = s.y_max * f64::from(k) / 4.0;
         text(
             h,
             M.0 - 6.0,
-            y(v) + 4.0,
+            s.y(v) + 4.0,
             "end",
             &format!("{}", (v * 10.0).round() / 10.0),
         );
-        let secs = t.bucket_secs * n as f64 * f64::from(k) / 4.0;
+        let secs = t.bucket_secs * s.n as f64 * f64::from(k) / 4.0;
         text(
             h,
             px(f64::from(k) / 4.0),
@@ -300,7 +331,6 @@ fn area_chart(h: &mut String, t: &Timeline, y_max: f64) {
             t.bucket_secs
         ),
     );
-    h.push_str("</svg>\n");
 }
 
 /// TTFT CDFs of every policy, log-scale x.

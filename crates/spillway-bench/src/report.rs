@@ -31,7 +31,9 @@ use serde::Serialize;
 
 use crate::client::RequestResult;
 use crate::oracle::Oracle;
-use crate::summary::percentile;
+
+mod tally;
+use tally::Tally;
 
 /// The service-level objective a served request must meet to count as goodput.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -186,111 +188,11 @@ pub fn policy_report(
     violations: u64,
     cx: &Context<'_>,
 ) -> PolicyReport {
-    let nb = cx.timeline_buckets.max(1);
-    let bucket_secs = cx.window_secs.max(1e-9) / nb as f64;
-    let mut timeline = Timeline {
-        bucket_secs,
-        regions: cx.regions.clone(),
-        served: vec![vec![0; cx.regions.len()]; nb],
-        offered: vec![0; nb],
-    };
-    let (mut ttft, mut tpot, mut e2e) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut good, mut good_tokens, mut local) = (0u64, 0u64, 0u64);
-    let mut by_region: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut served, mut throttled, mut failed) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::new(cx);
     for r in results {
-        let sent = cx.sent.get(&r.id);
-        let b = sent.map_or(0, |s| {
-            ((s.at.as_secs_f64() / bucket_secs) as usize).min(nb - 1)
-        });
-        timeline.offered[b] += 1;
-        if r.throttled() {
-            throttled += 1;
-        } else if r.failed() {
-            failed += 1;
-        }
-        if !r.ok() {
-            continue;
-        }
-        served += 1;
-        let region = r.served_region.as_deref().unwrap_or(&r.source);
-        let rtt = cx.scale.rtt(&r.source, region);
-        *by_region.entry(region.to_string()).or_default() += 1;
-        if let Some(i) = cx.regions.iter().position(|x| x == region) {
-            timeline.served[b][i] += 1;
-        }
-        if region == r.source {
-            local += 1;
-        }
-        let first = r.ttft.map(|t| cx.scale.ms(t) + rtt);
-        let per_token = r
-            .ttft
-            .filter(|_| r.output_chunks > 0)
-            .map(|t| cx.scale.ms(r.e2e.saturating_sub(t)) / r.output_chunks as f64);
-        e2e.push(cx.scale.ms(r.e2e) + rtt);
-        if let Some(t) = first {
-            ttft.push(t);
-        }
-        if let Some(t) = per_token {
-            tpot.push(t);
-        }
-        let meets = first.is_some_and(|t| t <= cx.slo.ttft_ms)
-            && per_token.is_none_or(|t| t <= cx.slo.tpot_ms);
-        if meets {
-            good += 1;
-            good_tokens += sent.map_or(0, |s| s.output_tokens);
-        }
+        tally.add(r, cx);
     }
-    let mut lag: Vec<f64> = results
-        .iter()
-        .map(|r| r.late.as_secs_f64() * 1000.0)
-        .collect();
-    for v in [&mut ttft, &mut tpot, &mut e2e, &mut lag] {
-        v.sort_by(f64::total_cmp);
-    }
-    let offered = results.len() as u64;
-    let share = |n: u64, of: u64| {
-        if of == 0 {
-            0.0
-        } else {
-            round(n as f64 / of as f64, 4)
-        }
-    };
-    let window = cx.window_secs.max(1e-9);
-    let goodput_rps = good as f64 / window;
-    let p = |v: &[f64], q: f64| round(percentile(v, q), 1);
-    PolicyReport {
-        name: name.to_string(),
-        offered,
-        served,
-        throttled,
-        failed,
-        goodput_rps: round(goodput_rps, 3),
-        goodput_tps: round(good_tokens as f64 / window, 1),
-        goodput_vs_oracle: if cx.oracle_rps > 0.0 {
-            round(goodput_rps / cx.oracle_rps, 4)
-        } else {
-            0.0
-        },
-        throttled_share: share(throttled, offered),
-        failed_share: share(failed, offered),
-        ttft_p50_ms: p(&ttft, 50.0),
-        ttft_p90_ms: p(&ttft, 90.0),
-        ttft_p99_ms: p(&ttft, 99.0),
-        tpot_p50_ms: p(&tpot, 50.0),
-        tpot_p90_ms: p(&tpot, 90.0),
-        tpot_p99_ms: p(&tpot, 99.0),
-        e2e_p50_ms: p(&e2e, 50.0),
-        e2e_p90_ms: p(&e2e, 90.0),
-        e2e_p99_ms: p(&e2e, 99.0),
-        locality: share(local, served),
-        spilled: share(served - local, served),
-        residency_violations: violations,
-        send_lag_p99_ms: round(percentile(&lag, 99.0), 2),
-        served_by_region: by_region,
-        timeline,
-        ttft_ms: ttft,
-    }
+    tally.report(name, results, violations, cx)
 }
 
 /// How the run was set up, for the reader of the report.
@@ -353,26 +255,38 @@ pub fn table(r: &BenchReport) -> String {
         "resid"
     );
     for p in &r.policies {
-        let tri = |a: f64, b: f64, c: f64| format!("{a:.0}/{b:.0}/{c:.0}");
-        let _ = writeln!(
-            out,
-            "{:<15} {:>7} {:>7} {:>6} {:>6} {:>9.2} {:>6.1}% {:>24} {:>8.1} {:>24} {:>6.1}% {:>6.1}% {:>5}",
-            p.name,
-            p.offered,
-            p.served,
-            p.throttled,
-            p.failed,
-            p.goodput_rps,
-            p.goodput_vs_oracle * 100.0,
-            tri(p.ttft_p50_ms, p.ttft_p90_ms, p.ttft_p99_ms),
-            p.tpot_p50_ms,
-            tri(p.e2e_p50_ms, p.e2e_p90_ms, p.e2e_p99_ms),
-            p.locality * 100.0,
-            p.spilled * 100.0,
-            p.residency_violations
-        );
+        policy_row(&mut out, p);
     }
-    match &r.oracle {
+    oracle_row(&mut out, r.oracle.as_ref());
+    table_footer(&mut out, r);
+    out
+}
+
+/// One policy's row of the terminal table.
+fn policy_row(out: &mut String, p: &PolicyReport) {
+    let tri = |a: f64, b: f64, c: f64| format!("{a:.0}/{b:.0}/{c:.0}");
+    let _ = writeln!(
+        out,
+        "{:<15} {:>7} {:>7} {:>6} {:>6} {:>9.2} {:>6.1}% {:>24} {:>8.1} {:>24} {:>6.1}% {:>6.1}% {:>5}",
+        p.name,
+        p.offered,
+        p.served,
+        p.throttled,
+        p.failed,
+        p.goodput_rps,
+        p.goodput_vs_oracle * 100.0,
+        tri(p.ttft_p50_ms, p.ttft_p90_ms, p.ttft_p99_ms),
+        p.tpot_p50_ms,
+        tri(p.e2e_p50_ms, p.e2e_p90_ms, p.e2e_p99_ms),
+        p.locality * 100.0,
+        p.spilled * 100.0,
+        p.residency_violations
+    );
+}
+
+/// The oracle's row, or why there is none.
+fn oracle_row(out: &mut String, oracle: Option<&Oracle>) {
+    match oracle {
         Some(o) => {
             let _ = writeln!(
                 out,
@@ -393,6 +307,11 @@ pub fn table(r: &BenchReport) -> String {
             let _ = writeln!(out, "{:<15} (skipped: capacity unknown)", "oracle");
         }
     }
+}
+
+/// Under the table: the saturation warning when the load generator fell behind, the setup, and
+/// the notes.
+fn table_footer(out: &mut String, r: &BenchReport) {
     let lag = r
         .policies
         .iter()
@@ -423,7 +342,6 @@ pub fn table(r: &BenchReport) -> String {
     for n in &r.notes {
         let _ = writeln!(out, "note: {n}");
     }
-    out
 }
 
 #[cfg(test)]
