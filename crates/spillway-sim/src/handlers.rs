@@ -17,9 +17,10 @@ use spillway_proto::{
     ChatCompletion, ChatRequest, Choice, ModelList, ModelObject, OpenAiErrorBody, ResponseMessage,
     Usage,
 };
+use tokio::time::Instant;
 
 use crate::Sim;
-use crate::engine::{Plan, completion_text};
+use crate::engine::{Plan, Slot, completion_text};
 use crate::faults::Fault;
 use crate::record::{Outcome, ServedRecord, Ticket};
 use crate::stream::{self, ChunkMeta};
@@ -122,66 +123,36 @@ async fn until_shutdown(sim: &Sim) {
     }
 }
 
+/// A request the engine admitted: what it will produce, the slot it holds, its record, and when
+/// its decoding starts (the end of prefill).
+struct Admitted {
+    req: ChatRequest,
+    prompt: u64,
+    plan: Plan,
+    slot: Slot,
+    ticket: Ticket,
+    decode_start: Instant,
+}
+
 async fn chat_completions(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut rec = ServedRecord {
-        request_id: request_id(&headers),
-        region: sim.cfg.region.clone(),
-        model: String::new(),
-        stream: false,
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        outcome: String::new(),
-        at_ms: sim.recorder.now_ms(),
-    };
+    let rec = arrival_record(&sim, &headers);
     let req: ChatRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => {
-            Ticket::open(sim.recorder.clone(), rec).close(Outcome::Invalid);
-            let msg = format!("invalid chat-completions request: {e}");
-            return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, &msg);
-        }
+        Err(e) => return invalid(&sim, rec, &e),
     };
-    let prompt = prompt_tokens(&req.messages);
-    rec.model = req.model.clone();
-    rec.stream = req.is_stream();
-    rec.prompt_tokens = prompt;
-    sim.note_model(&req.model);
-    let mut ticket = Ticket::open(sim.recorder.clone(), rec);
-
+    let (prompt, mut ticket) = open_ticket(&sim, &req, rec);
     // The network, then the faults, then the engine.
     if !sim.cfg.rtt.is_zero() {
         tokio::time::sleep(sim.cfg.rtt).await;
     }
     let fault = sim.faults.get();
-    if *sim.shutdown.borrow() {
-        ticket.close(Outcome::Outage);
-        return unavailable("the simulator is shutting down");
+    if let Some(res) = injected_failure(&sim, &fault, &mut ticket).await {
+        return res;
     }
-    if fault.outage {
-        ticket.close(Outcome::Outage);
-        return unavailable("region outage (injected)");
-    }
-    if sim.faults.sample_error(fault.error_rate) {
-        ticket.close(Outcome::Error);
-        return openai_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            Some("internal_error"),
-            "internal error (injected)",
-        );
-    }
-    if fault.hang {
-        // No byte until the client goes away (the ticket then records `cancelled`); only a
-        // shutdown ends it from this side, so that graceful shutdown can finish.
-        until_shutdown(&sim).await;
-        ticket.close(Outcome::Outage);
-        return unavailable("the simulator is shutting down");
-    }
-
     let plan = Plan::new(&sim.cfg, &fault, req.output_cap(), prompt);
     let slot = match sim.engine.admit(plan.service_time()).await {
         Ok(slot) => slot,
@@ -192,27 +163,118 @@ async fn chat_completions(
     };
     let decode_start = slot.start() + plan.prefill;
     crate::engine::sleep_until(decode_start).await;
-
-    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
-    if req.is_stream() {
-        let meta = ChunkMeta {
-            id,
-            model: req.model.clone(),
-            created: unix_now(),
-            prompt_tokens: prompt,
-            include_usage: req.wants_stream_usage(),
-        };
-        let body = stream::body(meta, plan, decode_start, slot, ticket);
-        return (
-            [
-                (header::CONTENT_TYPE, "text/event-stream"),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            Body::from_stream(body),
-        )
-            .into_response();
+    let admitted = Admitted {
+        req,
+        prompt,
+        plan,
+        slot,
+        ticket,
+        decode_start,
+    };
+    if admitted.req.is_stream() {
+        streamed(admitted)
+    } else {
+        unary(admitted).await
     }
+}
 
+/// The record of a request as it arrives: who asked, where, and when.
+fn arrival_record(sim: &Sim, headers: &HeaderMap) -> ServedRecord {
+    ServedRecord {
+        request_id: request_id(headers),
+        region: sim.cfg.region.clone(),
+        model: String::new(),
+        stream: false,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        outcome: String::new(),
+        at_ms: sim.recorder.now_ms(),
+    }
+}
+
+/// An unparsable request: recorded as invalid and answered 400.
+fn invalid(sim: &Sim, rec: ServedRecord, e: &serde_json::Error) -> Response {
+    Ticket::open(sim.recorder.clone(), rec).close(Outcome::Invalid);
+    let msg = format!("invalid chat-completions request: {e}");
+    openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, &msg)
+}
+
+/// Opens the record of a parsed request; returns its prompt tokens with the ticket.
+fn open_ticket(sim: &Sim, req: &ChatRequest, mut rec: ServedRecord) -> (u64, Ticket) {
+    let prompt = prompt_tokens(&req.messages);
+    rec.model = req.model.clone();
+    rec.stream = req.is_stream();
+    rec.prompt_tokens = prompt;
+    sim.note_model(&req.model);
+    (prompt, Ticket::open(sim.recorder.clone(), rec))
+}
+
+/// The response of a shutdown or an injected fault (outage, error, hang), recorded on the
+/// ticket; `None` when the request goes on to the engine.
+async fn injected_failure(sim: &Sim, fault: &Fault, ticket: &mut Ticket) -> Option<Response> {
+    if *sim.shutdown.borrow() {
+        ticket.close(Outcome::Outage);
+        return Some(unavailable("the simulator is shutting down"));
+    }
+    if fault.outage {
+        ticket.close(Outcome::Outage);
+        return Some(unavailable("region outage (injected)"));
+    }
+    if sim.faults.sample_error(fault.error_rate) {
+        ticket.close(Outcome::Error);
+        return Some(openai_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            Some("internal_error"),
+            "internal error (injected)",
+        ));
+    }
+    if fault.hang {
+        // No byte until the client goes away (the ticket then records `cancelled`); only a
+        // shutdown ends it from this side, so that graceful shutdown can finish.
+        until_shutdown(sim).await;
+        ticket.close(Outcome::Outage);
+        return Some(unavailable("the simulator is shutting down"));
+    }
+    None
+}
+
+fn completion_id() -> String {
+    format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// An SSE response whose body decodes the tokens as it streams them (see [`stream`]).
+fn streamed(a: Admitted) -> Response {
+    let meta = ChunkMeta {
+        id: completion_id(),
+        model: a.req.model.clone(),
+        created: unix_now(),
+        prompt_tokens: a.prompt,
+        include_usage: a.req.wants_stream_usage(),
+    };
+    let body = stream::body(meta, a.plan, a.decode_start, a.slot, a.ticket);
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// Decodes the whole completion, then answers it as one JSON body; a `break_after_tokens` fault
+/// drops the connection instead.
+async fn unary(a: Admitted) -> Response {
+    let Admitted {
+        req,
+        prompt,
+        plan,
+        slot,
+        mut ticket,
+        decode_start,
+    } = a;
+    let id = completion_id();
     let produced = plan.break_after.unwrap_or(plan.output_tokens);
     crate::engine::decode(&plan, decode_start, produced).await;
     ticket.set_completion_tokens(produced);

@@ -81,75 +81,13 @@ impl State {
             self.phase = Phase::Finish;
         }
         match self.phase {
-            Phase::Role => {
-                self.phase = Phase::Tokens(0);
-                let delta = Delta {
-                    role: Some("assistant".into()),
-                    content: Some(String::new()),
-                    ..Delta::default()
-                };
-                Some(Ok(self.meta.delta(delta, None)))
-            }
+            Phase::Role => Some(Ok(self.role())),
             Phase::Tokens(sent) if self.plan.break_after == Some(sent) => {
-                // Let hyper flush what it has buffered (headers, the role chunk, the tokens so
-                // far) before the error makes it drop the connection: the fault is a failure
-                // *after* the first byte reached the client.
-                tokio::task::yield_now().await;
-                self.phase = Phase::End;
-                self.slot = None;
-                self.ticket.close(Outcome::Broken);
-                Some(Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    format!("spillway-sim: break_after_tokens fault after {sent} tokens"),
-                )))
+                Some(Err(self.broken(sent).await))
             }
-            Phase::Tokens(sent) => {
-                crate::engine::sleep_until(self.start + self.plan.decode_time(sent + 1)).await;
-                // Every token due by the next half tick goes out in this wake-up, one SSE event
-                // each, in one write: a token takes less than tokio's 1 ms timer tick at high
-                // time scales, and wake-ups land within half a tick of their deadline.
-                let end = self.plan.break_after.unwrap_or(self.plan.output_tokens);
-                let due = self
-                    .plan
-                    .tokens_due(self.start, Instant::now() + HALF_TICK)
-                    .clamp(sent + 1, end.max(sent + 1))
-                    .min(sent + MAX_TOKENS_PER_WRITE);
-                let mut out = BytesMut::new();
-                for i in sent..due {
-                    let delta = Delta {
-                        content: Some(token_text(i)),
-                        ..Delta::default()
-                    };
-                    out.extend_from_slice(&self.meta.delta(delta, None));
-                }
-                self.phase = Phase::Tokens(due);
-                self.ticket.set_completion_tokens(due);
-                Some(Ok(out.freeze()))
-            }
-            Phase::Finish => {
-                // The sequence is done: its slot goes to the next request in the queue.
-                if let Some(slot) = self.slot.take() {
-                    slot.finish();
-                }
-                self.phase = if self.meta.include_usage {
-                    Phase::Usage
-                } else {
-                    Phase::Done
-                };
-                Some(Ok(self
-                    .meta
-                    .delta(Delta::default(), Some(self.plan.finish_reason()))))
-            }
-            Phase::Usage => {
-                self.phase = Phase::Done;
-                let n = self.plan.output_tokens;
-                let usage = Usage {
-                    prompt_tokens: self.meta.prompt_tokens,
-                    completion_tokens: n,
-                    total_tokens: self.meta.prompt_tokens.saturating_add(n),
-                };
-                Some(Ok(self.meta.chunk(Vec::new(), Some(usage))))
-            }
+            Phase::Tokens(sent) => Some(Ok(self.tokens(sent).await)),
+            Phase::Finish => Some(Ok(self.finish())),
+            Phase::Usage => Some(Ok(self.usage())),
             Phase::Done => {
                 self.phase = Phase::End;
                 self.ticket.close(Outcome::Ok);
@@ -157,6 +95,84 @@ impl State {
             }
             Phase::End => None,
         }
+    }
+
+    /// The first chunk: the assistant role with empty content.
+    fn role(&mut self) -> Bytes {
+        self.phase = Phase::Tokens(0);
+        let delta = Delta {
+            role: Some("assistant".into()),
+            content: Some(String::new()),
+            ..Delta::default()
+        };
+        self.meta.delta(delta, None)
+    }
+
+    /// The `break_after_tokens` fault after `sent` tokens: the error that ends the stream.
+    async fn broken(&mut self, sent: u64) -> io::Error {
+        // Let hyper flush what it has buffered (headers, the role chunk, the tokens so
+        // far) before the error makes it drop the connection: the fault is a failure
+        // *after* the first byte reached the client.
+        tokio::task::yield_now().await;
+        self.phase = Phase::End;
+        self.slot = None;
+        self.ticket.close(Outcome::Broken);
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!("spillway-sim: break_after_tokens fault after {sent} tokens"),
+        )
+    }
+
+    /// The content tokens from `sent` on that are due, once the next one is.
+    async fn tokens(&mut self, sent: u64) -> Bytes {
+        crate::engine::sleep_until(self.start + self.plan.decode_time(sent + 1)).await;
+        // Every token due by the next half tick goes out in this wake-up, one SSE event
+        // each, in one write: a token takes less than tokio's 1 ms timer tick at high
+        // time scales, and wake-ups land within half a tick of their deadline.
+        let end = self.plan.break_after.unwrap_or(self.plan.output_tokens);
+        let due = self
+            .plan
+            .tokens_due(self.start, Instant::now() + HALF_TICK)
+            .clamp(sent + 1, end.max(sent + 1))
+            .min(sent + MAX_TOKENS_PER_WRITE);
+        let mut out = BytesMut::new();
+        for i in sent..due {
+            let delta = Delta {
+                content: Some(token_text(i)),
+                ..Delta::default()
+            };
+            out.extend_from_slice(&self.meta.delta(delta, None));
+        }
+        self.phase = Phase::Tokens(due);
+        self.ticket.set_completion_tokens(due);
+        out.freeze()
+    }
+
+    /// The chunk with the finish reason; the slot is freed first.
+    fn finish(&mut self) -> Bytes {
+        // The sequence is done: its slot goes to the next request in the queue.
+        if let Some(slot) = self.slot.take() {
+            slot.finish();
+        }
+        self.phase = if self.meta.include_usage {
+            Phase::Usage
+        } else {
+            Phase::Done
+        };
+        self.meta
+            .delta(Delta::default(), Some(self.plan.finish_reason()))
+    }
+
+    /// The usage chunk (`stream_options.include_usage`): no choices.
+    fn usage(&mut self) -> Bytes {
+        self.phase = Phase::Done;
+        let n = self.plan.output_tokens;
+        let usage = Usage {
+            prompt_tokens: self.meta.prompt_tokens,
+            completion_tokens: n,
+            total_tokens: self.meta.prompt_tokens.saturating_add(n),
+        };
+        self.meta.chunk(Vec::new(), Some(usage))
     }
 }
 
