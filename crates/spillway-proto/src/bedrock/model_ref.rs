@@ -170,7 +170,12 @@ pub fn parse_model_ref(raw_path_segment: &str) -> Result<ModelRef, BedrockError>
         check_id(raw, "model id", s)?;
         return Ok(ModelRef::Id(s.to_string()));
     }
+    parse_arn(raw, s)
+}
 
+/// The ARN `s` (decoded from `raw`): its partition, service and region checked, its resource
+/// left to [`arn_resource`].
+fn parse_arn(raw: &str, s: &str) -> Result<ModelRef, BedrockError> {
     // arn:<partition>:<service>:<region>:<account>:<resource-type>/<id>; the id may hold colons.
     let parts: Vec<&str> = s.splitn(6, ':').collect();
     let [_, partition, service, region, account, resource] = parts[..] else {
@@ -198,6 +203,17 @@ pub fn parse_model_ref(raw_path_segment: &str) -> Result<ModelRef, BedrockError>
             format!("resource `{resource}` has no `<resource-type>/<id>` form"),
         ));
     };
+    arn_resource(raw, region, account, resource_type, id)
+}
+
+/// One of the three resource types served, with the account and id that type requires.
+fn arn_resource(
+    raw: &str,
+    region: &str,
+    account: &str,
+    resource_type: &str,
+    id: &str,
+) -> Result<ModelRef, BedrockError> {
     match resource_type {
         "foundation-model" => {
             if !account.is_empty() {

@@ -315,80 +315,15 @@ pub fn chat_to_converse(req: &ChatRequest) -> Result<(ConverseRequest, bool), Be
     if req.extra.get("n").and_then(Value::as_u64).unwrap_or(1) > 1 {
         return Err(invalid("n > 1 is not supported by Converse"));
     }
-    let mut system = Vec::new();
-    let mut messages: Vec<Message> = Vec::new();
+    let mut turns = Turns::default();
     for (i, m) in req.messages.iter().enumerate() {
-        let at = format!("messages[{i}]");
-        match m.role.as_str() {
-            "system" | "developer" => {
-                let texts = content_texts(&at, &m.content)?;
-                system.extend(texts.into_iter().map(SystemContentBlock::text));
-            }
-            "user" => {
-                let blocks = content_texts(&at, &m.content)?
-                    .into_iter()
-                    .map(ContentBlock::Text)
-                    .collect();
-                push_turn(&mut messages, "user", blocks);
-            }
-            "assistant" => {
-                let mut blocks: Vec<ContentBlock> = content_texts(&at, &m.content)?
-                    .into_iter()
-                    .filter(|t| !t.is_empty())
-                    .map(ContentBlock::Text)
-                    .collect();
-                for call in m
-                    .extra
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    blocks.push(ContentBlock::ToolUse(call_to_tool_use(&at, call)?));
-                }
-                push_turn(&mut messages, "assistant", blocks);
-            }
-            "tool" => {
-                let id = m
-                    .extra
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid(format!("{at}: a tool message needs tool_call_id")))?;
-                let content: Vec<Value> = content_texts(&at, &m.content)?
-                    .into_iter()
-                    .map(|t| json!({ "text": t }))
-                    .collect();
-                let result = json!({ "toolUseId": id, "content": content });
-                push_turn(
-                    &mut messages,
-                    "user",
-                    vec![ContentBlock::ToolResult(result)],
-                );
-            }
-            other => {
-                return Err(invalid(format!("{at}: role `{other}` is not supported")));
-            }
-        }
+        turns.add(&format!("messages[{i}]"), m)?;
     }
+    let Turns { system, messages } = turns;
     if messages.is_empty() {
         return Err(invalid("messages must hold at least one user message"));
     }
-
-    let stop_sequences = match req.extra.get("stop") {
-        Some(Value::String(s)) => Some(vec![s.clone()]),
-        Some(Value::Array(a)) => Some(
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect(),
-        ),
-        _ => None,
-    };
-    let cfg = InferenceConfig {
-        max_tokens: req.output_cap(),
-        temperature: req.extra.get("temperature").and_then(Value::as_f64),
-        top_p: req.extra.get("top_p").and_then(Value::as_f64),
-        stop_sequences,
-    };
+    let cfg = inference_config(req);
     let converse = ConverseRequest {
         messages,
         system: (!system.is_empty()).then_some(system),
@@ -398,6 +333,102 @@ pub fn chat_to_converse(req: &ChatRequest) -> Result<(ConverseRequest, bool), Be
         extra: Map::new(),
     };
     Ok((converse, req.is_stream()))
+}
+
+/// The chat messages sorted into Converse's system blocks and its alternating turns.
+#[derive(Default)]
+struct Turns {
+    system: Vec<SystemContentBlock>,
+    messages: Vec<Message>,
+}
+
+impl Turns {
+    /// Adds the chat message `m` (at `at`, for errors): system and developer messages to the
+    /// system blocks, the others as a turn of their role (tool results as a user turn).
+    fn add(&mut self, at: &str, m: &ChatMessage) -> Result<(), BedrockError> {
+        match m.role.as_str() {
+            "system" | "developer" => {
+                let texts = content_texts(at, &m.content)?;
+                self.system
+                    .extend(texts.into_iter().map(SystemContentBlock::text));
+            }
+            "user" => {
+                let blocks = content_texts(at, &m.content)?
+                    .into_iter()
+                    .map(ContentBlock::Text)
+                    .collect();
+                push_turn(&mut self.messages, "user", blocks);
+            }
+            "assistant" => {
+                let blocks = assistant_blocks(at, m)?;
+                push_turn(&mut self.messages, "assistant", blocks);
+            }
+            "tool" => {
+                let result = tool_result(at, m)?;
+                push_turn(
+                    &mut self.messages,
+                    "user",
+                    vec![ContentBlock::ToolResult(result)],
+                );
+            }
+            other => {
+                return Err(invalid(format!("{at}: role `{other}` is not supported")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An assistant message's blocks: its non-empty texts, then its tool calls as `toolUse`.
+fn assistant_blocks(at: &str, m: &ChatMessage) -> Result<Vec<ContentBlock>, BedrockError> {
+    let mut blocks: Vec<ContentBlock> = content_texts(at, &m.content)?
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .map(ContentBlock::Text)
+        .collect();
+    for call in m
+        .extra
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        blocks.push(ContentBlock::ToolUse(call_to_tool_use(at, call)?));
+    }
+    Ok(blocks)
+}
+
+/// A tool message as the inner object of a `toolResult` block.
+fn tool_result(at: &str, m: &ChatMessage) -> Result<Value, BedrockError> {
+    let id = m
+        .extra
+        .get("tool_call_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(format!("{at}: a tool message needs tool_call_id")))?;
+    let content: Vec<Value> = content_texts(at, &m.content)?
+        .into_iter()
+        .map(|t| json!({ "text": t }))
+        .collect();
+    Ok(json!({ "toolUseId": id, "content": content }))
+}
+
+/// The output cap, `temperature`, `top_p` and `stop` as Converse's inference configuration.
+fn inference_config(req: &ChatRequest) -> InferenceConfig {
+    let stop_sequences = match req.extra.get("stop") {
+        Some(Value::String(s)) => Some(vec![s.clone()]),
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect(),
+        ),
+        _ => None,
+    };
+    InferenceConfig {
+        max_tokens: req.output_cap(),
+        temperature: req.extra.get("temperature").and_then(Value::as_f64),
+        top_p: req.extra.get("top_p").and_then(Value::as_f64),
+        stop_sequences,
+    }
 }
 
 /// An OpenAI tool call → the inner object of a `toolUse` block.
