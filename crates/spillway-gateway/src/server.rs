@@ -1,6 +1,12 @@
 //! Listeners and the process around the pipeline: one axum router per listener (each listener
-//! is one region's endpoint), the in-process simulators of `sim` deployments, operations routes,
-//! and graceful shutdown.
+//! is one region's endpoint), operations routes, and graceful shutdown.
+//!
+//! The gateway never starts simulators (DESIGN §2.1): it reaches every upstream over HTTP. A
+//! `kind = "sim"` deployment without `base_url` stands for a simulator that whoever embeds the
+//! gateway starts (the CLI, through `spillway-embedded`) and whose base URL it hands to
+//! [`Gateway::start_with_sims`]. [`Gateway::start`] is for configurations whose every upstream
+//! has a URL.
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,14 +19,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use bytes::Bytes;
-use spillway_core::RegionIx;
+use spillway_core::{DeploymentIx, RegionIx};
 use spillway_proto::{ModelList, ModelObject};
-use spillway_sim::SimHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::bedrock_api::{Incoming, Operation};
-use crate::config::{Config, Upstream};
+use crate::config::{Config, Listener};
 use crate::metrics::DeploymentLabels;
 use crate::profiles_api::Call;
 use crate::state::AppState;
@@ -34,24 +39,24 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start the simulator for {model} in {region}: {source}")]
-    Sim {
-        model: String,
-        region: String,
-        #[source]
-        source: spillway_sim::SimError,
-    },
+    #[error(
+        "the `sim` deployment of {model} in {region} has no base_url and was given no simulator URL (the embedded stack, spillway-embedded, starts its simulator)"
+    )]
+    NoSimUrl { model: String, region: String },
+    #[error(
+        "a simulator URL was given for deployment {0}, which is not a `sim` deployment without base_url"
+    )]
+    UnexpectedSimUrl(u32),
     #[error("cannot build the upstream HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("{0}")]
     State(#[from] crate::state::StateError),
 }
 
-/// A running gateway: its listeners, its in-process simulators, and a way to stop it.
+/// A running gateway: its listeners and a way to stop it.
 pub struct Gateway {
     state: Arc<AppState>,
     listeners: Vec<(RegionIx, SocketAddr)>,
-    sims: Vec<Option<SimHandle>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -63,84 +68,36 @@ struct ListenerState {
 }
 
 impl Gateway {
-    /// Start the in-process simulators, bind every listener and serve.
+    /// Bind every listener and serve a configuration whose every upstream has a URL; a `sim`
+    /// deployment without `base_url` is an error ([`GatewayError::NoSimUrl`]).
     pub async fn start(cfg: Config) -> Result<Gateway, GatewayError> {
+        Self::start_with_sims(cfg, &HashMap::new()).await
+    }
+
+    /// [`Gateway::start`] for a configuration with `sim` deployments without `base_url`
+    /// ([`Config::embedded_sims`]): `sim_urls` maps each of them, and nothing else, to the base
+    /// URL of the simulator started for it (`http://127.0.0.1:PORT/v1`).
+    pub async fn start_with_sims(
+        cfg: Config,
+        sim_urls: &HashMap<DeploymentIx, String>,
+    ) -> Result<Gateway, GatewayError> {
+        let urls = sim_url_table(&cfg, sim_urls)?;
         let cfg = Arc::new(cfg);
-        let mut sims = Vec::with_capacity(cfg.deployments.len());
-        for d in &cfg.deployments {
-            sims.push(match &d.upstream {
-                Upstream::Sim {
-                    base_url: None,
-                    sim,
-                } => {
-                    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-                    let sim_err = |source| GatewayError::Sim {
-                        model: cfg.models[d.model].id.clone(),
-                        region: cfg.region_name(d.region).to_string(),
-                        source,
-                    };
-                    let listener = tokio::net::TcpListener::bind(addr)
-                        .await
-                        .map_err(|e| sim_err(spillway_sim::SimError::from(e)))?;
-                    Some(
-                        spillway_sim::spawn(sim.clone(), listener)
-                            .await
-                            .map_err(sim_err)?,
-                    )
-                }
-                _ => None,
-            });
-        }
-        let sim_urls: Vec<Option<String>> = sims
-            .iter()
-            .map(|s| s.as_ref().map(SimHandle::base_url))
-            .collect();
-        let targets = UpstreamTarget::for_config(&cfg, &sim_urls);
+        let targets = UpstreamTarget::for_config(&cfg, &urls);
         let state = Arc::new(AppState::new(cfg.clone(), targets)?);
         state.start_shared().await;
         let (stop, stop_rx) = watch::channel(false);
         let mut listeners = Vec::new();
         let mut tasks = Vec::new();
         for l in &cfg.listeners {
-            let tcp = tokio::net::TcpListener::bind(l.bind)
-                .await
-                .map_err(|source| GatewayError::Bind {
-                    addr: l.bind,
-                    source,
-                })?;
-            let addr = tcp.local_addr().map_err(|source| GatewayError::Bind {
-                addr: l.bind,
-                source,
-            })?;
-            let app = router(ListenerState {
-                app: state.clone(),
-                region: l.region,
-            });
-            let mut rx = stop_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let shutdown = async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                };
-                if let Err(e) = axum::serve(
-                    tcp.tap_io(|s| {
-                        // Stream chunks go out as they are written: no Nagle delay on small SSE events.
-                        let _ = s.set_nodelay(true);
-                    }),
-                    app,
-                )
-                .with_graceful_shutdown(shutdown)
-                .await
-                {
-                    tracing::error!(%addr, error = %e, "listener failed");
-                }
-            }));
+            let (addr, task) = serve_listener(&state, l, stop_rx.clone()).await?;
             tracing::info!(%addr, region = cfg.region_name(l.region), "listening");
             listeners.push((l.region, addr));
+            tasks.push(task);
         }
         Ok(Gateway {
             state,
             listeners,
-            sims,
             stop,
             tasks,
         })
@@ -170,30 +127,73 @@ impl Gateway {
             .map(|(_, a)| *a)
     }
 
-    /// The in-process simulator serving `model` in `region`, if the gateway runs one.
-    pub fn sim(&self, model: &str, region: &str) -> Option<&SimHandle> {
-        let cfg = &self.state.cfg;
-        let d = cfg.deployment(cfg.model_ix(model)?, cfg.region_ix(region)?)?;
-        self.sims.get(d.0 as usize)?.as_ref()
-    }
-
-    /// Every in-process simulator.
-    pub fn sims(&self) -> impl Iterator<Item = &SimHandle> {
-        self.sims.iter().flatten()
-    }
-
-    /// Stop accepting, let in-flight requests finish within `grace`, then stop the simulators.
-    /// Returns false when the deadline cut requests off.
+    /// Stop accepting and let in-flight requests finish within `grace`. Returns false when the
+    /// deadline cut requests off.
     pub async fn shutdown(self, grace: Duration) -> bool {
         let _ = self.stop.send(true);
         let all = futures_util::future::join_all(self.tasks);
         let clean = tokio::time::timeout(grace, all).await.is_ok();
         self.state.flush_shared().await;
-        for s in self.sims.iter().flatten() {
-            s.shutdown();
-        }
         clean
     }
+}
+
+/// Per deployment, the base URL of the simulator started for it (`None` for every other
+/// deployment); an error if an embedded `sim` deployment has none or another deployment has one.
+fn sim_url_table(
+    cfg: &Config,
+    sim_urls: &HashMap<DeploymentIx, String>,
+) -> Result<Vec<Option<String>>, GatewayError> {
+    let mut table = vec![None; cfg.deployments.len()];
+    for (d, _) in cfg.embedded_sims() {
+        let dep = &cfg.deployments[d.0 as usize];
+        let url = sim_urls.get(&d).ok_or_else(|| GatewayError::NoSimUrl {
+            model: cfg.models[dep.model].id.clone(),
+            region: cfg.region_name(dep.region).to_string(),
+        })?;
+        table[d.0 as usize] = Some(url.trim_end_matches('/').to_string());
+    }
+    if let Some(d) = sim_urls.keys().find(|d| {
+        table
+            .get(d.0 as usize)
+            .is_none_or(|url: &Option<String>| url.is_none())
+    }) {
+        return Err(GatewayError::UnexpectedSimUrl(d.0));
+    }
+    Ok(table)
+}
+
+/// Bind one listener and serve it on a task until `stop` turns true.
+async fn serve_listener(
+    state: &Arc<AppState>,
+    l: &Listener,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), GatewayError> {
+    let bind_err = |source| GatewayError::Bind {
+        addr: l.bind,
+        source,
+    };
+    let tcp = tokio::net::TcpListener::bind(l.bind)
+        .await
+        .map_err(bind_err)?;
+    let addr = tcp.local_addr().map_err(bind_err)?;
+    let app = router(ListenerState {
+        app: state.clone(),
+        region: l.region,
+    });
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        // Stream chunks go out as they are written: no Nagle delay on small SSE events.
+        let tcp = tcp.tap_io(|s| {
+            let _ = s.set_nodelay(true);
+        });
+        if let Err(e) = axum::serve(tcp, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(%addr, error = %e, "listener failed");
+        }
+    });
+    Ok((addr, task))
 }
 
 fn router(ls: ListenerState) -> Router {
@@ -394,4 +394,36 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
         body.to_json(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_sim_needs_a_url_and_nothing_else_takes_one() {
+        let cfg = Config::embedded_default().unwrap();
+        let embedded: Vec<DeploymentIx> = cfg.embedded_sims().map(|(d, _)| d).collect();
+        assert_eq!(embedded.len(), cfg.deployments.len(), "all simulated");
+
+        let err = sim_url_table(&cfg, &HashMap::new()).unwrap_err();
+        assert!(matches!(err, GatewayError::NoSimUrl { .. }), "{err}");
+
+        let mut urls: HashMap<DeploymentIx, String> = embedded
+            .iter()
+            .map(|d| (*d, format!("http://127.0.0.1:{}/v1/", 9000 + d.0)))
+            .collect();
+        let table = sim_url_table(&cfg, &urls).unwrap();
+        assert_eq!(table[1].as_deref(), Some("http://127.0.0.1:9001/v1"));
+        assert!(table.iter().all(Option::is_some));
+
+        let beyond = DeploymentIx(cfg.deployments.len() as u32);
+        urls.insert(beyond, "http://127.0.0.1:1/v1".into());
+        let err = sim_url_table(&cfg, &urls).unwrap_err();
+        assert!(
+            matches!(err, GatewayError::UnexpectedSimUrl(d) if d == beyond.0),
+            "{err}"
+        );
+    }
 }

@@ -46,7 +46,10 @@ async fn quota_leases_on_a_cluster_stay_within_the_bound() {
         gateway_on(&state, spec).await,
     ];
     for gw in &gws {
-        assert!(gw.state().shared_state_up(), "connected to the cluster");
+        assert!(
+            gw.gateway().state().shared_state_up(),
+            "connected to the cluster"
+        );
     }
     let admitted = Arc::new(AtomicU64::new(0));
     let window = Duration::from_millis(1000);
@@ -54,7 +57,7 @@ async fn quota_leases_on_a_cluster_stay_within_the_bound() {
     let mut tasks = Vec::new();
     for gw in &gws {
         for _ in 0..8 {
-            let (state, admitted) = (gw.state().clone(), admitted.clone());
+            let (state, admitted) = (gw.gateway().state().clone(), admitted.clone());
             tasks.push(tokio::spawn(async move {
                 let k = key(&state);
                 while start.elapsed() < window {
@@ -83,7 +86,7 @@ async fn quota_leases_on_a_cluster_stay_within_the_bound() {
     );
     for gw in &gws {
         assert!(
-            gw.state().shared_state_up(),
+            gw.gateway().state().shared_state_up(),
             "no call to the cluster failed"
         );
     }
@@ -188,7 +191,7 @@ async fn losing_a_cluster_node_fails_no_reservation() {
     let mut spec = bedrock_common::spec();
     spec.tenants[0] = spec.tenants[0].clone().quota(M, Some(60_000), None);
     let gw = gateway_on(&shared_profiles::cluster(&cluster.urls()), spec).await;
-    let state = gw.state().clone();
+    let state = gw.gateway().state().clone();
     let k = key(&state);
     for _ in 0..50 {
         state
@@ -225,7 +228,7 @@ async fn losing_a_cluster_node_fails_no_reservation() {
         );
     }
     assert!(
-        !gw.state().shared_state_up(),
+        !gw.gateway().state().shared_state_up(),
         "degraded: a node is unreachable"
     );
 }

@@ -136,7 +136,7 @@ async fn with_redis_down_changes_fail_with_503_and_known_profiles_keep_resolving
     until(
         "both instances to see Redis down",
         Duration::from_secs(5),
-        async || !a.state().shared_state_up() && !b.state().shared_state_up(),
+        async || !a.gateway().state().shared_state_up() && !b.gateway().state().shared_state_up(),
     )
     .await;
     // Known profiles resolve, get and list from the cache.

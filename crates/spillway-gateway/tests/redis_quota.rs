@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use redis_support::RedisServer;
 use spillway_core::RegionIx;
+use spillway_embedded::Stack;
+use spillway_gateway::Config;
 use spillway_gateway::state::{AppState, QuotaKey};
-use spillway_gateway::{Config, Gateway};
 
 /// `[state]` for `url`, prepended to the harness's configuration.
 fn gateway_config(url: &str, instances: u32, fraction: f64, tenant: Tenant) -> Config {
@@ -26,8 +27,8 @@ fn gateway_config(url: &str, instances: u32, fraction: f64, tenant: Tenant) -> C
     Config::parse(&toml, "<test>").unwrap_or_else(|e| panic!("config rejected: {e}\n{toml}"))
 }
 
-async fn gateway(url: &str, instances: u32, fraction: f64, tenant: Tenant) -> Gateway {
-    Gateway::start(gateway_config(url, instances, fraction, tenant))
+async fn gateway(url: &str, instances: u32, fraction: f64, tenant: Tenant) -> Stack {
+    Stack::start(gateway_config(url, instances, fraction, tenant))
         .await
         .expect("gateway starts")
 }
@@ -71,8 +72,11 @@ async fn wait_for(what: &str, deadline: Duration, mut cond: impl AsyncFnMut() ->
 }
 
 /// `/readyz` and the gauge agree that the shared state is `up`.
-async fn shared_state_is(gw: &Gateway, client: &reqwest::Client, up: bool) -> bool {
-    let base = format!("http://{}", gw.addr("us-east-1").expect("listener"));
+async fn shared_state_is(gw: &Stack, client: &reqwest::Client, up: bool) -> bool {
+    let base = format!(
+        "http://{}",
+        gw.gateway().addr("us-east-1").expect("listener")
+    );
     let (status, body) = get(client, format!("{base}/readyz")).await;
     let (_, metrics) = get(client, format!("{base}/metrics")).await;
     let gauge = format!("spillway_shared_state_up {}", i32::from(up));
@@ -101,7 +105,7 @@ async fn three_instances_and_many_tasks_never_over_admit() {
     let mut tasks = Vec::new();
     for gw in &gws {
         for _ in 0..16 {
-            let state = gw.state().clone();
+            let state = gw.gateway().state().clone();
             let admitted = admitted.clone();
             tasks.push(tokio::spawn(async move {
                 let k = key(&state);
@@ -129,7 +133,7 @@ async fn three_instances_and_many_tasks_never_over_admit() {
     let elapsed = start.elapsed();
     let admitted = admitted.load(Ordering::Relaxed);
     for gw in &gws {
-        assert!(gw.state().shared_state_up(), "Redis stayed up");
+        assert!(gw.gateway().state().shared_state_up(), "Redis stayed up");
     }
     // The bucket's own bound (a full minute's limit plus its refill over the window), plus what
     // three leases may hold: the documented overshoot.
@@ -168,7 +172,7 @@ async fn settle_refunds_make_room_again() {
     for _ in 0..3 {
         gws.push(gateway(&redis.url(), 3, 0.005, tenant.clone()).await);
     }
-    let states: Vec<Arc<AppState>> = gws.iter().map(|g| g.state().clone()).collect();
+    let states: Vec<Arc<AppState>> = gws.iter().map(|g| g.gateway().state().clone()).collect();
     let k = key(&states[0]);
     // Reserve 1,000-token estimates round robin until every instance is denied.
     let mut holds = Vec::new();
@@ -227,7 +231,7 @@ async fn redis_killed_under_load_fails_nothing_and_resynchronises() {
     assert!(shared_state_is(&gw, &client, true).await);
     let url = format!(
         "http://{}/v1/chat/completions",
-        gw.addr("us-east-1").expect("listener")
+        gw.gateway().addr("us-east-1").expect("listener")
     );
 
     // Load: 8 clients back to back, counting every answer that is not a 200.
@@ -322,7 +326,7 @@ async fn redis_unreachable_at_start_serves_on_the_local_share() {
     assert!(shared_state_is(&gw, &client, false).await);
     let url = format!(
         "http://{}/v1/chat/completions",
-        gw.addr("us-east-1").expect("listener")
+        gw.gateway().addr("us-east-1").expect("listener")
     );
     let mut statuses = Vec::new();
     for _ in 0..3 {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use spillway_gateway::{Config, Gateway};
+use spillway_embedded::Stack;
+use spillway_gateway::Config;
 
 mod bench_cmd;
 mod demo;
@@ -130,8 +131,8 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::R
         cfg.override_listen(addr)?;
     }
     let grace = cfg.shutdown_grace;
-    let gateway = Gateway::start(cfg).await.context("starting the gateway")?;
-    for (region, addr) in gateway.listeners() {
+    let stack = Stack::start(cfg).await.context("starting the gateway")?;
+    for (region, addr) in stack.gateway().listeners() {
         eprintln!("spillway: listening on http://{addr} as {region}");
     }
     if config.is_none() && listen.is_none() {
@@ -144,7 +145,7 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::R
         "spillway: stopping; letting in-flight requests finish (up to {}s)",
         grace.as_secs()
     );
-    if !gateway.shutdown(grace).await {
+    if !stack.shutdown(grace).await {
         eprintln!("spillway: shutdown deadline reached; remaining requests were cut off");
     }
     Ok(())

@@ -85,11 +85,46 @@ pub enum Upstream {
         signing_region: String,
         credentials: BedrockCredentials,
     },
-    /// A simulator: external (`base_url`) or run in-process by the gateway (`base_url` None).
+    /// A simulator: external (`base_url`), or (`base_url` None) one that whoever embeds the
+    /// gateway starts with `params` and whose URL it passes to
+    /// [`Gateway::start_with_sims`](crate::Gateway::start_with_sims): the gateway itself never
+    /// starts simulators (DESIGN §2.1).
     Sim {
         base_url: Option<String>,
-        sim: spillway_sim::SimConfig,
+        params: SimParams,
     },
+}
+
+/// A simulator's parameters as configured under `upstream` (`kind = "sim"`): what the embedded
+/// stack (`spillway-embedded`) starts a simulator with, in the deployment's region. A plain copy
+/// of the simulator's own knobs, so that the gateway does not depend on the simulator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimParams {
+    /// Concurrent sequences (continuous-batching slots), at least 1.
+    pub concurrency: u32,
+    /// Requests allowed to wait for a slot.
+    pub queue_limit: u32,
+    pub prefill_tokens_per_sec: f64,
+    /// Output tokens per second, per sequence.
+    pub decode_tokens_per_sec: f64,
+    /// Injected network round trip (`rtt_ms`).
+    pub rtt: Duration,
+    /// Service times are divided by this.
+    pub time_scale: f64,
+}
+
+impl Default for SimParams {
+    /// The simulator's own defaults (`spillway-embedded` checks that they agree).
+    fn default() -> Self {
+        SimParams {
+            concurrency: 8,
+            queue_limit: 16,
+            prefill_tokens_per_sec: 4000.0,
+            decode_tokens_per_sec: 50.0,
+            rtt: Duration::ZERO,
+            time_scale: 1.0,
+        }
+    }
 }
 
 /// SigV4 credentials for a Bedrock upstream, read from the environment at load.
@@ -331,6 +366,21 @@ impl Config {
     /// The price of `model` in `region`, if configured.
     pub fn price(&self, model: ModelIx, region: RegionIx) -> Option<Price> {
         self.prices.get(&(model, region)).copied()
+    }
+
+    /// The `kind = "sim"` deployments without `base_url`, with their parameters: the simulators
+    /// to start before [`Gateway::start_with_sims`](crate::Gateway::start_with_sims).
+    pub fn embedded_sims(&self) -> impl Iterator<Item = (DeploymentIx, &SimParams)> {
+        self.deployments
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match &d.upstream {
+                Upstream::Sim {
+                    base_url: None,
+                    params,
+                } => Some((DeploymentIx(i as u32), params)),
+                _ => None,
+            })
     }
 
     pub fn rtt(&self, a: RegionIx, b: RegionIx) -> Duration {

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use super::raw::RawUpstream;
 use super::validate::Ctx;
-use super::{BedrockCredentials, ConfigError, Secret, Upstream, UpstreamAuth};
+use super::{BedrockCredentials, ConfigError, Secret, SimParams, Upstream, UpstreamAuth};
 
 pub(super) fn upstream(
     cx: &Ctx<'_>,
@@ -114,7 +114,7 @@ pub(super) fn upstream(
                     format!("expected an http:// URL of a `spillway sim`, got {url:?}"),
                 ));
             }
-            let d = spillway_sim::SimConfig::default();
+            let d = SimParams::default();
             let pos = |k: &str, v: Option<f64>, default: f64| -> Result<f64, ConfigError> {
                 let v = v.unwrap_or(default);
                 if v.is_finite() && v > 0.0 {
@@ -133,8 +133,7 @@ pub(super) fn upstream(
                     format!("expected 0 to 10000 ms, got {rtt_ms}"),
                 ));
             }
-            let sim = spillway_sim::SimConfig {
-                region: region.to_string(),
+            let params = SimParams {
                 concurrency: s.concurrency.unwrap_or(d.concurrency).max(1),
                 queue_limit: s.queue_limit.unwrap_or(d.queue_limit),
                 prefill_tokens_per_sec: pos(
@@ -149,14 +148,13 @@ pub(super) fn upstream(
                 )?,
                 rtt: Duration::from_secs_f64(rtt_ms / 1000.0),
                 time_scale: pos("time_scale", s.time_scale, d.time_scale)?,
-                ..d
             };
             Ok(Upstream::Sim {
                 base_url: s
                     .base_url
                     .as_ref()
                     .map(|u| u.trim_end_matches('/').to_string()),
-                sim,
+                params,
             })
         }
     }

@@ -1,6 +1,6 @@
 //! The end-to-end harness: a TOML configuration built per test (regions, models, deployments on
 //! in-process simulators or on other upstreams, tenants and quotas, one listener per region on
-//! 127.0.0.1:0), a started [`Gateway`], a client that tags every request with its own request id,
+//! 127.0.0.1:0), a started [`Stack`] (the gateway and its simulators), a client that tags every request with its own request id,
 //! and the residency check that every test calls.
 //!
 //! Nothing here sleeps to guess timing: waits are deadline loops on observable state.
@@ -17,6 +17,7 @@ use futures_util::stream::BoxStream;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
+use spillway_embedded::Stack;
 use spillway_gateway::{Config, Gateway};
 use spillway_proto::sse::SseDecoder;
 use spillway_sim::{Fault, ServedRecord, SimHandle};
@@ -112,7 +113,7 @@ impl Reply {
 /// A started gateway and what the test needs around it.
 pub struct Harness {
     pub spec: Spec,
-    gw: Option<Gateway>,
+    gw: Option<Stack>,
     sims: Vec<SimHandle>,
     addrs: HashMap<String, SocketAddr>,
     pub client: reqwest::Client,
@@ -131,9 +132,9 @@ impl Harness {
         let toml = format!("{prefix}{}", spec.to_toml());
         let cfg = Config::parse(&toml, "<test>")
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
-        let gw = Gateway::start(cfg).await.expect("gateway starts");
+        let gw = Stack::start(cfg).await.expect("gateway starts");
         let sims = gw.sims().cloned().collect();
-        let addrs = gw.listeners().into_iter().collect();
+        let addrs = gw.gateway().listeners().into_iter().collect();
         Harness {
             spec,
             gw: Some(gw),
@@ -146,10 +147,15 @@ impl Harness {
     }
 
     pub fn gw(&self) -> &Gateway {
+        self.stack().gateway()
+    }
+
+    fn stack(&self) -> &Stack {
         self.gw.as_ref().expect("gateway already shut down")
     }
 
-    pub fn take_gateway(&mut self) -> Gateway {
+    /// The gateway and its simulators, for a test that shuts them down.
+    pub fn take_gateway(&mut self) -> Stack {
         self.gw.take().expect("gateway already taken")
     }
 
@@ -163,7 +169,7 @@ impl Harness {
 
     /// The simulator of `model` in `region`.
     pub fn sim_of(&self, model: &str, region: &str) -> &SimHandle {
-        self.gw()
+        self.stack()
             .sim(model, region)
             .unwrap_or_else(|| panic!("no simulator for {model} in {region}"))
     }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use aws_credential_types::Credentials;
 use aws_sdk_bedrock::error::ProvideErrorMetadata;
 use aws_sdk_bedrock::types::{InferenceProfileModelSource, InferenceProfileType};
-use spillway_gateway::{Config, Gateway};
+use spillway_embedded::Stack;
+use spillway_gateway::Config;
 
 use crate::bedrock_common::{ACCOUNT, AK, SECRET, max_tokens, spec, user_hi};
 use crate::common::{M, Spec};
@@ -25,26 +26,28 @@ pub fn cluster(urls: &[String]) -> String {
 }
 
 /// A gateway on [`bedrock_common::spec`] (tenants `acme` and `other`) with this `[state]`.
-pub async fn gateway(state: &str) -> Gateway {
+pub async fn gateway(state: &str) -> Stack {
     gateway_on(state, spec()).await
 }
 
 /// A gateway on `spec` with this `[state]`.
-pub async fn gateway_on(state: &str, spec: Spec) -> Gateway {
+pub async fn gateway_on(state: &str, spec: Spec) -> Stack {
     let toml = format!("{state}\n{}", spec.to_toml());
     let cfg = Config::parse(&toml, "<test>").unwrap_or_else(|e| panic!("rejected: {e}\n{toml}"));
-    Gateway::start(cfg).await.expect("gateway starts")
+    Stack::start(cfg).await.expect("gateway starts")
 }
 
-fn endpoint(gw: &Gateway) -> String {
+fn endpoint(gw: &Stack) -> String {
     format!(
         "http://{}",
-        gw.addr("us-east-1").expect("a us-east-1 listener")
+        gw.gateway()
+            .addr("us-east-1")
+            .expect("a us-east-1 listener")
     )
 }
 
 /// The control-plane client for `gw`'s us-east-1 listener (no retries).
-pub fn control(gw: &Gateway, ak: &str, secret: &str) -> aws_sdk_bedrock::Client {
+pub fn control(gw: &Stack, ak: &str, secret: &str) -> aws_sdk_bedrock::Client {
     let conf = aws_sdk_bedrock::Config::builder()
         .endpoint_url(endpoint(gw))
         .region(aws_sdk_bedrock::config::Region::new("us-east-1"))
@@ -56,7 +59,7 @@ pub fn control(gw: &Gateway, ak: &str, secret: &str) -> aws_sdk_bedrock::Client 
 }
 
 /// The runtime client for `gw`'s us-east-1 listener, as tenant `acme` (no retries).
-pub fn runtime(gw: &Gateway) -> aws_sdk_bedrockruntime::Client {
+pub fn runtime(gw: &Stack) -> aws_sdk_bedrockruntime::Client {
     let conf = aws_sdk_bedrockruntime::Config::builder()
         .endpoint_url(endpoint(gw))
         .region(aws_sdk_bedrockruntime::config::Region::new("us-east-1"))
@@ -68,7 +71,7 @@ pub fn runtime(gw: &Gateway) -> aws_sdk_bedrockruntime::Client {
 }
 
 /// Both clients for tenant `acme` on `gw`.
-pub fn acme(gw: &Gateway) -> (aws_sdk_bedrock::Client, aws_sdk_bedrockruntime::Client) {
+pub fn acme(gw: &Stack) -> (aws_sdk_bedrock::Client, aws_sdk_bedrockruntime::Client) {
     (control(gw, AK, SECRET), runtime(gw))
 }
 

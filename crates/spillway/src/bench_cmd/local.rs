@@ -44,7 +44,8 @@ use spillway_bench::report::{self, BenchReport, Context, PolicyReport, Scale, Se
 use spillway_bench::sizing::size_for_overflow;
 use spillway_bench::summary::residency_violations;
 use spillway_bench::workload::{self, Workload};
-use spillway_gateway::{Config, Gateway};
+use spillway_embedded::Stack;
+use spillway_gateway::Config;
 
 use super::{BUCKET, BenchArgs, TIMELINE_BUCKETS};
 
@@ -263,7 +264,8 @@ async fn run_policy(
         &topology(name, concurrency, args.time_scale, args.seed),
         "<bench>",
     )?;
-    let gateway = Gateway::start(cfg).await.context("starting the gateway")?;
+    let stack = Stack::start(cfg).await.context("starting the gateway")?;
+    let gateway = stack.gateway();
     let model = if name == "in-region" {
         MODEL.to_string()
     } else {
@@ -280,7 +282,7 @@ async fn run_policy(
     let specs = super::specs(w, args.time_scale, &urls, &sources, &model);
     let results = super::drive(name, LoadClient::new(KEY)?, specs).await?;
     let mut seen = Vec::new();
-    for sim in gateway.sims() {
+    for sim in stack.sims() {
         for rec in sim.served() {
             if let Some(id) = rec.request_id {
                 seen.push((id, rec.region.clone()));
@@ -294,7 +296,7 @@ async fn run_policy(
         .collect();
     let violations =
         residency_violations(&seen, &source_of, &allowed_sets(gateway.config(), &model));
-    gateway.shutdown(Duration::from_secs(10)).await;
+    stack.shutdown(Duration::from_secs(10)).await;
     Ok(report::policy_report(name, &results, violations, cx))
 }
 

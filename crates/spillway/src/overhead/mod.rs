@@ -67,6 +67,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use spillway_bench::overhead::{self as load, Bytes, Endpoint, Load, Stats};
+use spillway_embedded::Stack;
 use spillway_gateway::{Config, Gateway};
 
 mod config;
@@ -202,19 +203,19 @@ pub async fn run(args: OverheadArgs) -> anyhow::Result<()> {
     check_args(&args)?;
     let quota = args.state.as_ref().map(|_| state::quota_rpm(args.rps));
     let cfg = Config::parse(&gateway_config(quota, None, None), "<bench overhead>")?;
-    let gateway = Gateway::start(cfg).await.context("starting the gateway")?;
+    let stack = Stack::start(cfg).await.context("starting the gateway")?;
     let redis = match (&args.state, quota) {
-        (Some(url), Some(q)) => match state::start(url, q, args.lease_fraction, &gateway).await {
+        (Some(url), Some(q)) => match state::start(url, q, args.lease_fraction, &stack).await {
             Ok(g) => Some(g),
             Err(e) => {
-                gateway.shutdown(Duration::from_secs(5)).await;
+                stack.shutdown(Duration::from_secs(5)).await;
                 return Err(e);
             }
         },
         _ => None,
     };
-    let result = measure(&args, &gateway, redis.as_ref(), quota).await;
-    gateway.shutdown(Duration::from_secs(5)).await;
+    let result = measure(&args, &stack, redis.as_ref(), quota).await;
+    stack.shutdown(Duration::from_secs(5)).await;
     if let Some(g) = redis {
         g.shutdown(Duration::from_secs(5)).await;
     }
@@ -272,15 +273,16 @@ struct Plan {
 
 async fn measure(
     args: &OverheadArgs,
-    gateway: &Gateway,
+    stack: &Stack,
     redis: Option<&Gateway>,
     quota_rpm: Option<u64>,
 ) -> anyhow::Result<Report> {
-    let sim = gateway
+    let sim = stack
         .sim(MODEL, REGION)
         .context("the gateway started no simulator")?
         .clone();
-    let addr = gateway
+    let addr = stack
+        .gateway()
         .addr(REGION)
         .context("the gateway has no listener")?;
     let plan = Plan {

@@ -4,6 +4,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use spillway_bench::overhead::Stats;
+use spillway_embedded::Stack;
 use spillway_gateway::{Config, Gateway};
 
 use super::{MODEL, REGION, gateway_config, round3};
@@ -27,7 +28,7 @@ pub async fn start(
     url: &str,
     quota_rpm: u64,
     lease_fraction: f64,
-    memory: &Gateway,
+    memory: &Stack,
 ) -> anyhow::Result<Gateway> {
     let sim = memory
         .sim(MODEL, REGION)
