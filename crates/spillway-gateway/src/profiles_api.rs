@@ -317,44 +317,43 @@ struct Tag {
     value: String,
 }
 
-async fn create(
-    state: &AppState,
-    source: RegionIx,
-    tenant: TenantIx,
-    body: &[u8],
-) -> Result<Response, EdgeError> {
-    let cfg = &state.cfg;
-    let req: CreateRequest = serde_json::from_slice(body)
-        .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))?;
-    let name = req.inference_profile_name;
-    let name_ok = (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || " _.:-".contains(c));
-    if !name_ok {
-        return Err(EdgeError::BadRequest(
-            "inferenceProfileName must be 1 to 64 letters, digits, spaces, or _ . : -".into(),
-        ));
+impl CreateRequest {
+    /// Bedrock's limits on the profile's name, description and tags.
+    fn validate(&self) -> Result<(), EdgeError> {
+        let name = &self.inference_profile_name;
+        let name_ok = (1..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || " _.:-".contains(c));
+        if !name_ok {
+            return Err(EdgeError::BadRequest(
+                "inferenceProfileName must be 1 to 64 letters, digits, spaces, or _ . : -".into(),
+            ));
+        }
+        if self.description.as_ref().is_some_and(|d| d.len() > 200) {
+            return Err(EdgeError::BadRequest(
+                "description must be at most 200 characters.".into(),
+            ));
+        }
+        if self.tags.len() > 200
+            || self
+                .tags
+                .iter()
+                .any(|t| t.key.is_empty() || t.key.len() > 128 || t.value.len() > 256)
+        {
+            return Err(EdgeError::BadRequest(
+                "tags: at most 200, keys 1 to 128 characters, values at most 256.".into(),
+            ));
+        }
+        Ok(())
     }
-    if req.description.as_ref().is_some_and(|d| d.len() > 200) {
-        return Err(EdgeError::BadRequest(
-            "description must be at most 200 characters.".into(),
-        ));
-    }
-    if req.tags.len() > 200
-        || req
-            .tags
-            .iter()
-            .any(|t| t.key.is_empty() || t.key.len() > 128 || t.value.len() > 256)
-    {
-        return Err(EdgeError::BadRequest(
-            "tags: at most 200, keys 1 to 128 characters, values at most 256.".into(),
-        ));
-    }
+}
+
+/// What `modelSource.copyFrom` names: a foundation model served in the listener's region
+/// `source`, or a system profile callable from it.
+fn copy_source(cfg: &Config, source: RegionIx, copy_from: &str) -> Result<CopySource, EdgeError> {
     let src = cfg.region_name(source);
-    let copy = match parse_model_ref(&req.model_source.copy_from)
-        .map_err(|e| EdgeError::BadRequest(e.to_string()))?
-    {
+    match parse_model_ref(copy_from).map_err(|e| EdgeError::BadRequest(e.to_string()))? {
         ModelRef::FoundationModelArn { region, model_id } if region == src => {
             let m = cfg
                 .model_ix(&model_id)
@@ -364,10 +363,10 @@ async fn create(
                     "{model_id} is not served in {src}; copy an inference profile instead."
                 )));
             }
-            CopySource::Model {
+            Ok(CopySource::Model {
                 model: m,
                 region: source,
-            }
+            })
         }
         ModelRef::InferenceProfileArn {
             region, profile_id, ..
@@ -376,18 +375,30 @@ async fn create(
                 .profile_ix(&profile_id)
                 .filter(|p| cfg.profiles[*p].destinations.contains_key(&source))
                 .ok_or_else(|| EdgeError::ModelNotFound(profile_id.clone()))?;
-            CopySource::Profile(p)
+            Ok(CopySource::Profile(p))
         }
-        _ => {
-            return Err(EdgeError::BadRequest(format!(
-                "modelSource.copyFrom must be the ARN of a foundation model or a system inference profile in {src}."
-            )));
-        }
-    };
+        _ => Err(EdgeError::BadRequest(format!(
+            "modelSource.copyFrom must be the ARN of a foundation model or a system inference profile in {src}."
+        ))),
+    }
+}
+
+async fn create(
+    state: &AppState,
+    source: RegionIx,
+    tenant: TenantIx,
+    body: &[u8],
+) -> Result<Response, EdgeError> {
+    let cfg = &state.cfg;
+    let req: CreateRequest = serde_json::from_slice(body)
+        .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))?;
+    req.validate()?;
+    let copy = copy_source(cfg, source, &req.model_source.copy_from)?;
+    let src = cfg.region_name(source);
     let profile = state
         .app_profiles
         .create(NewAppProfile {
-            name,
+            name: req.inference_profile_name,
             description: req.description,
             tenant,
             account_id: cfg.tenants[tenant].account_id.clone(),
