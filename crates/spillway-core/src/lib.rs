@@ -72,10 +72,19 @@
 //!
 //! # Using it
 //!
-//! Per request: [`Router::record_request`], [`Router::plan`], then for each step
-//! [`Router::try_acquire`] → call upstream → [`Router::release`] with the [`Outcome`]; before
-//! moving to a later step, [`Router::try_retry`]. The router is a plain value: the gateway owns
-//! it (behind a lock, or one per shard) and shares nothing global.
+//! Per request: [`Router::route`] records it in the retry budget, plans it and admits it on the
+//! first step of the plan that has room, in one call ([`Routed`]: the plan, and the admitted
+//! step with its [`Admission`], or none and the plan's `retry_after`). Call that upstream, then
+//! [`Router::release`] the admission with the [`Outcome`]. After a retryable failure, take a
+//! retry with [`Router::try_retry`] and admit the next step with [`Router::admit_next`] from
+//! the step after the failed one. The router is a plain value: the gateway owns it (behind a
+//! lock, or one per shard) and shares nothing global; each of these calls is one critical
+//! section, and the plan carries what it granted ([`Step::queued`], a wait in the source that
+//! only that step may use), so requests interleave freely between them.
+//!
+//! The parts stay public for callers that drive them separately: [`Router::record_request`],
+//! [`Router::plan`], [`Router::admit`] (one step of a plan) and [`Router::try_acquire`] (a bare
+//! deployment, never beyond its limit).
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -91,6 +100,6 @@ pub use quota::{QuotaBucket, QuotaDenied, QuotaLimits, Reservation, TokenBucket}
 pub use retry::{RetryBudget, RetryBudgetConfig};
 pub use router::{
     Admission, Candidate, Demand, DeploymentEvent, DeploymentIx, DeploymentSpec, DeploymentView,
-    FailureKind, Load, Outcome, Plan, Policy, Reason, RegionIx, Rejection, RouteRequest, Router,
-    RouterConfig, Step,
+    FailureKind, Load, Outcome, Plan, Policy, Reason, RegionIx, Rejection, RouteRequest, Routed,
+    Router, RouterConfig, Step,
 };

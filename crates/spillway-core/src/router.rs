@@ -1,5 +1,6 @@
-//! The routing decision: [`Router::plan`] ranks destinations, [`Router::try_acquire`] admits a
-//! request on one, [`Router::release`] feeds the outcome back.
+//! The routing decision: [`Router::route`] ranks the destinations into a [`Plan`] and admits the
+//! request on the first that has room, [`Router::admit_next`] admits a failover further along
+//! the plan, [`Router::release`] feeds each attempt's outcome back.
 //!
 //! Per deployment the router keeps its [`Health`](crate::Health) circuit, a cooldown (from an
 //! upstream 429's `Retry-After`, 1 s when absent), the requests in flight against an
@@ -12,7 +13,9 @@
 //! `in_flight < limit`, and its buckets hold one request and the estimated tokens. The plan is
 //! built only from candidates with headroom; see the [crate docs](crate) for the order.
 //!
-//! The lifecycle of one attempt, driven by the gateway:
+//! The lifecycle of one request, driven by the gateway (under its lock on the router, one call
+//! at a time): route it, call the upstream, release; on a retryable failure, take a retry from
+//! the budget and admit the next step of the same plan.
 //!
 //! ```
 //! # use std::time::Duration;
@@ -39,6 +42,7 @@ use std::time::Duration;
 
 pub use self::config::{Policy, RouterConfig};
 use self::deployment::{Deployment, Entry, ewma, signed};
+pub use self::route::Routed;
 pub use self::shared::{DeploymentEvent, Load};
 use crate::RetryBudget;
 
@@ -140,6 +144,11 @@ pub struct Step {
     pub deployment: DeploymentIx,
     pub region: RegionIx,
     pub reason: Reason,
+    /// The plan granted this step a wait in the source: its deployment is at its in-flight
+    /// limit, and [`Router::admit`] of this step (and nothing else) may admit the request
+    /// beyond it, to wait in the upstream's queue, while that queue is still within its bound.
+    /// Only a plan's first step, in the source, is ever granted one.
+    pub queued: bool,
 }
 
 impl Step {
@@ -267,9 +276,6 @@ pub struct Router {
     scratch: Vec<Entry>,
     /// The round-robin policy's counter.
     rr: usize,
-    /// The source deployment the last plan queued a request on beyond its limit: the next
-    /// `try_acquire` may admit over the limit there, once.
-    queued: Option<DeploymentIx>,
     /// Health and cooldown changes for other instances (`None`: not recorded; see
     /// [`Router::record_events`]).
     events: Option<Vec<DeploymentEvent>>,
@@ -290,7 +296,6 @@ impl Router {
             prior_ns: cfg.prior_service_ttft.as_nanos() as f64,
             scratch: Vec::with_capacity(16),
             rr: 0,
-            queued: None,
             events: None,
             cfg,
         }
@@ -298,55 +303,6 @@ impl Router {
 
     pub fn config(&self) -> &RouterConfig {
         &self.cfg
-    }
-
-    /// Admit a request on a deployment: checks health/cooldown, in-flight vs. adaptive limit,
-    /// RPM and TPM headroom, and takes them.
-    pub fn try_acquire(
-        &mut self,
-        d: DeploymentIx,
-        demand: impl Into<Demand>,
-        now: Duration,
-    ) -> Result<Admission, Rejection> {
-        let Demand {
-            est_tokens,
-            input_tokens,
-        } = demand.into();
-        // A queue grant is good for the very next admission only.
-        let granted = self.queued.take() == Some(d);
-        // The longer of the two waits a plan may have granted.
-        let source_queue = self.cfg.source_queue.max(self.cfg.source_wait);
-        let dep = self
-            .deployments
-            .get_mut(d.0 as usize)
-            .ok_or(Rejection::Unavailable)?;
-        let queued = match dep.check(est_tokens, now) {
-            Err(Rejection::InFlight)
-                if granted && plan::can_queue(dep, est_tokens, now, source_queue) =>
-            {
-                true
-            }
-            r => {
-                r?;
-                false
-            }
-        };
-        dep.in_flight += 1;
-        dep.window.add(1, signed(est_tokens), now);
-        if let Some(b) = dep.rpm.as_mut() {
-            b.force_take(1, now); // checked above: never goes into debt here
-        }
-        if let Some(b) = dep.tpm.as_mut() {
-            b.force_take(est_tokens, now);
-        }
-        dep.health.on_attempt(now);
-        Ok(Admission {
-            deployment: d,
-            est_tokens,
-            input_tokens,
-            acquired_at: now,
-            queued,
-        })
     }
 
     /// Charge `tokens` to a deployment's TPM after the fact: tokens an upstream produced for an
@@ -491,6 +447,7 @@ impl Router {
 mod config;
 mod deployment;
 mod plan;
+mod route;
 mod shared;
 
 #[cfg(test)]

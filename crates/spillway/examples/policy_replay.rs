@@ -11,9 +11,10 @@
 //!
 //! Each region's engine is the simulator's: `SLOTS` continuous-batching slots, a FIFO queue of
 //! `SLOTS` more, 429 beyond; prefill at 4,000 tokens/s, decode at 50 tokens/s. The gateway's
-//! part is the pipeline's: plan, admit the first step that has headroom, fall over along the plan
-//! on a 429 within the retry budget, release with the outcome when the request completes. TTFT
-//! is reported as the bench reports it: the engine's plus the RTT between source and server.
+//! part is the pipeline's: route (plan and admit the first step that has headroom), fall over
+//! along the plan on a 429 within the retry budget, release with the outcome when the request
+//! completes. TTFT is reported as the bench reports it: the engine's plus the RTT between
+//! source and server.
 //! `--release-lag-ms` makes the router learn of each completion that long after the engine
 //! freed the slot (trace time), as a gateway does that hears of the end of a stream a little
 //! after the engine sent it: at `--time-scale 30` each ms of wall clock is 30 ms here.
@@ -31,7 +32,7 @@ use spillway_bench::topology::{DECODE_TPS, PREFILL_TPS, REGIONS, SOURCES, parse_
 use spillway_bench::workload::{Arrivals, Workload, WorkloadSpec};
 use spillway_core::{
     Admission, Candidate, Demand, DeploymentIx, DeploymentSpec, FailureKind, Outcome, Policy,
-    RegionIx, RouteRequest, Router, RouterConfig,
+    RegionIx, RouteRequest, Routed, Router, RouterConfig,
 };
 
 /// RTT (ms) between the bench's source regions, `[source][serving]`.
@@ -189,12 +190,11 @@ fn replay(w: &Workload, slots: u32, lag: Duration, rtt: &[Vec<f64>], cfg: Router
             sent_at: now,
             engine_ttft: Duration::ZERO,
         });
-        router.record_request(now);
         let demand = Demand {
             est_tokens: r.input_tokens + r.output_tokens,
             input_tokens: r.input_tokens,
         };
-        let plan = router.plan(
+        let Routed { plan, first } = router.route(
             &RouteRequest {
                 source: RegionIx(r.source as u16),
                 candidates: &cands[r.source],
@@ -205,13 +205,9 @@ fn replay(w: &Workload, slots: u32, lag: Duration, rtt: &[Vec<f64>], cfg: Router
             &mut rng,
         );
         let mut sent = false;
-        let mut ix = 0;
-        while ix < plan.steps.len() {
+        let mut next = first;
+        while let Some((ix, a)) = next {
             let d = plan.steps[ix].deployment;
-            ix += 1;
-            let Ok(a) = router.try_acquire(d, demand, now) else {
-                continue;
-            };
             let e = &mut engines[d.0 as usize];
             if e.running < slots {
                 e.running += 1;
@@ -237,6 +233,7 @@ fn replay(w: &Workload, slots: u32, lag: Duration, rtt: &[Vec<f64>], cfg: Router
             if !router.try_retry(now) {
                 break;
             }
+            next = router.admit_next(&plan, ix + 1, demand, now);
         }
         t.throttled += usize::from(!sent);
     }

@@ -34,9 +34,11 @@
 //!    DESIGN §3 says. Only the source queues: it costs no round trip, and a wait in another
 //!    region would hold a slot that region's own traffic needs next.
 //!
-//! A queued step is honoured by the next [`Router::try_acquire`] of that deployment, once (the
-//! plan leaves a grant; any other admission or the next plan clears it), so the bound holds
-//! however the gateway interleaves requests. The baselines never queue.
+//! A wait in the source is granted to the plan's step ([`Step::queued`]) and honoured only by
+//! [`Router::admit`] of that step, which checks the queue's bound again then; nothing else
+//! admits beyond the limit, so the bound holds, and the wait stays the request's, however the
+//! gateway interleaves requests ([`Router::route`] plans and admits in one call). The baselines
+//! never queue.
 //!
 //! # Why
 //!
@@ -69,16 +71,56 @@ use rand::{Rng, RngCore};
 use super::deployment::{Deployment, Entry};
 use super::{MINUTE, Plan, Policy, Reason, Rejection, RouteRequest, Router, Step};
 
+/// What the scan of the candidates found besides the ones with headroom.
+struct Scan {
+    /// The source is ejected or cooling down.
+    source_unhealthy: bool,
+    /// The source, when it is at its limit but may still queue (Spillway only), and whether
+    /// its queue is short enough to wait in even when another region has headroom.
+    source_queue: Option<(usize, bool)>,
+}
+
 impl Router {
-    /// Build the ordered plan (does not admit; call `try_acquire` for the step you use).
+    /// Build the ordered plan (does not admit: admit the step you use with [`Router::admit`],
+    /// or plan and admit in one call with [`Router::route`]).
     pub fn plan(&mut self, req: &RouteRequest<'_>, now: Duration, rng: &mut dyn RngCore) -> Plan {
         let mut eligible = std::mem::take(&mut self.scratch);
         eligible.clear();
-        self.queued = None;
-        let mut source_unhealthy = false;
-        // The source, when it is at its limit but may still queue (Spillway only), and whether
-        // its queue is short enough to wait in even when another region has headroom.
-        let mut source_queue = None;
+        let scan = self.scan(req, now, &mut eligible);
+        // Wait in the source: rather than spill while the wait is short (step 2), and rather
+        // than be throttled while its queue is within `source_queue` (step 4).
+        let queue_at = scan
+            .source_queue
+            .filter(|&(_, short)| short || eligible.is_empty())
+            .map(|(pos, _)| pos);
+        let plan = if eligible.is_empty() && queue_at.is_none() {
+            Plan {
+                steps: Vec::new(),
+                retry_after: self.retry_after(req, now),
+            }
+        } else {
+            let first = self.first_choice(&mut eligible, queue_at.is_some(), rng);
+            let spill = if scan.source_unhealthy {
+                Reason::SpillUnhealthy
+            } else {
+                Reason::SpillCapacity
+            };
+            Plan {
+                steps: self.steps(req, &eligible, first, queue_at, spill),
+                retry_after: None,
+            }
+        };
+        self.scratch = eligible;
+        plan
+    }
+
+    /// Push every candidate with headroom onto `eligible` (each deployment once, with its score
+    /// and utilisation), and note whether the source is unhealthy or full but may queue.
+    fn scan(&mut self, req: &RouteRequest<'_>, now: Duration, eligible: &mut Vec<Entry>) -> Scan {
+        let mut scan = Scan {
+            source_unhealthy: false,
+            source_queue: None,
+        };
         for (pos, c) in req.candidates.iter().enumerate() {
             let Some(d) = self.deployments.get_mut(c.deployment.0 as usize) else {
                 continue;
@@ -99,83 +141,84 @@ impl Router {
                         });
                     }
                 }
-                Err(Rejection::Unavailable) if local => source_unhealthy = true,
+                Err(Rejection::Unavailable) if local => scan.source_unhealthy = true,
                 Err(Rejection::InFlight) if local && self.cfg.policy == Policy::Spillway => {
                     let short = can_queue(d, req.est_tokens, now, self.cfg.source_wait)
                         && d.wait_fits(req.input_tokens, self.cfg.source_wait_ttft);
                     if short || can_queue(d, req.est_tokens, now, self.cfg.source_queue) {
-                        source_queue.get_or_insert((pos, short));
+                        scan.source_queue.get_or_insert((pos, short));
                     }
                 }
                 Err(_) => {}
             }
         }
-        // Wait in the source: rather than spill while the wait is short (step 2), and rather
-        // than be throttled while its queue is within `source_queue` (step 4).
-        let queue_at = source_queue
-            .filter(|&(_, short)| short || eligible.is_empty())
-            .map(|(pos, _)| pos);
-        let plan = if eligible.is_empty() && queue_at.is_none() {
-            Plan {
-                steps: Vec::new(),
-                retry_after: self.retry_after(req, now),
+        scan
+    }
+
+    /// Order `eligible` for the policy and return the index of the first step among them
+    /// (`usize::MAX` when the plan opens with a wait in the source instead).
+    fn first_choice(
+        &mut self,
+        eligible: &mut [Entry],
+        queue: bool,
+        rng: &mut dyn RngCore,
+    ) -> usize {
+        eligible.sort_unstable_by(|a, b| a.score.total_cmp(&b.score).then(a.pos.cmp(&b.pos)));
+        match self.cfg.policy {
+            _ if queue => usize::MAX,
+            Policy::Spillway => match eligible.iter().position(|e| e.local) {
+                Some(i) => i,
+                None => self.spill_choice(eligible, rng),
+            },
+            Policy::RoundRobin => {
+                eligible.sort_unstable_by_key(|e| e.pos);
+                self.rr = self.rr.wrapping_add(1);
+                self.rr % eligible.len()
             }
-        } else {
-            eligible.sort_unstable_by(|a, b| a.score.total_cmp(&b.score).then(a.pos.cmp(&b.pos)));
-            let first = match self.cfg.policy {
-                _ if queue_at.is_some() => usize::MAX,
-                Policy::Spillway => match eligible.iter().position(|e| e.local) {
-                    Some(i) => i,
-                    None => self.spill_choice(&eligible, rng),
-                },
-                Policy::RoundRobin => {
-                    eligible.sort_unstable_by_key(|e| e.pos);
-                    self.rr = self.rr.wrapping_add(1);
-                    self.rr % eligible.len()
-                }
-                Policy::LeastLoaded => {
-                    eligible
-                        .sort_unstable_by(|a, b| a.util.total_cmp(&b.util).then(a.pos.cmp(&b.pos)));
-                    0
-                }
-            };
-            let spill = if source_unhealthy {
-                Reason::SpillUnhealthy
-            } else {
-                Reason::SpillCapacity
-            };
-            let step = |e: &Entry| {
-                let c = &req.candidates[e.pos];
-                let reason = if e.local { Reason::Local } else { spill };
-                Step {
-                    deployment: c.deployment,
-                    region: c.region,
-                    reason,
-                }
-            };
-            let n = (eligible.len() + usize::from(queue_at.is_some()))
-                .min(self.cfg.max_attempts.max(1));
-            let mut steps = Vec::with_capacity(n);
-            if let Some(pos) = queue_at {
-                let c = &req.candidates[pos];
-                self.queued = Some(c.deployment);
-                steps.push(Step {
-                    deployment: c.deployment,
-                    region: c.region,
-                    reason: Reason::Local,
-                });
-            } else {
-                steps.push(step(&eligible[first]));
+            Policy::LeastLoaded => {
+                eligible.sort_unstable_by(|a, b| a.util.total_cmp(&b.util).then(a.pos.cmp(&b.pos)));
+                0
             }
-            let rest = eligible.iter().enumerate().filter(|&(i, _)| i != first);
-            steps.extend(rest.take(n - 1).map(|(_, e)| step(e)));
-            Plan {
-                steps,
-                retry_after: None,
+        }
+    }
+
+    /// The plan's steps: the wait in the source at `queue_at` or `eligible[first]`, then the
+    /// rest of `eligible` in order, up to `max_attempts` in all.
+    fn steps(
+        &self,
+        req: &RouteRequest<'_>,
+        eligible: &[Entry],
+        first: usize,
+        queue_at: Option<usize>,
+        spill: Reason,
+    ) -> Vec<Step> {
+        let step = |e: &Entry| {
+            let c = &req.candidates[e.pos];
+            let reason = if e.local { Reason::Local } else { spill };
+            Step {
+                deployment: c.deployment,
+                region: c.region,
+                reason,
+                queued: false,
             }
         };
-        self.scratch = eligible;
-        plan
+        let n =
+            (eligible.len() + usize::from(queue_at.is_some())).min(self.cfg.max_attempts.max(1));
+        let mut steps = Vec::with_capacity(n);
+        if let Some(pos) = queue_at {
+            let c = &req.candidates[pos];
+            steps.push(Step {
+                deployment: c.deployment,
+                region: c.region,
+                reason: Reason::Local,
+                queued: true,
+            });
+        } else {
+            steps.push(step(&eligible[first]));
+        }
+        let rest = eligible.iter().enumerate().filter(|&(i, _)| i != first);
+        steps.extend(rest.take(n - 1).map(|(_, e)| step(e)));
+        steps
     }
 
     /// Power of two choices among the near-equal prefix of `sorted` (ascending score).

@@ -94,6 +94,7 @@ fn strings_and_retryability() {
         deployment: DeploymentIx(1),
         region: RegionIx(1),
         reason: Reason::Local,
+        queued: false,
     };
     assert_eq!(s.after_failure(Connect).reason, Reason::Failover(Connect));
 }
@@ -176,7 +177,8 @@ fn failures_eject_then_half_open_probe_backs_off() {
         Step {
             deployment: DeploymentIx(0),
             region: RegionIx(0),
-            reason: Reason::Local
+            reason: Reason::Local,
+            queued: false,
         }
     );
     let probe = r.try_acquire(DeploymentIx(0), 100, ms(1000)).unwrap();

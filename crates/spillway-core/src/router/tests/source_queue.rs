@@ -29,7 +29,8 @@ fn waits_in_the_source_up_to_the_queue_bound() {
         let p = r.plan(&req(1, &c), ms(1), &mut rng);
         assert_eq!(deps(&p), vec![1]);
         assert_eq!(p.steps[0].reason, Reason::Local);
-        let _held = r.try_acquire(DeploymentIx(1), 100, ms(1)).unwrap();
+        assert!(p.steps[0].queued);
+        let _held = r.admit(&p.steps[0], 100, ms(1)).unwrap();
     }
     assert_eq!(r.view(DeploymentIx(1), ms(1)).in_flight, 6, "4 + 4 × 0.5");
     let p = r.plan(&req(1, &c), ms(1), &mut rng);
@@ -41,22 +42,44 @@ fn waits_in_the_source_up_to_the_queue_bound() {
 }
 
 #[test]
-fn the_grant_is_for_one_admission_of_the_planned_deployment() {
+fn the_grant_is_the_planned_steps_and_bounded() {
     let (mut r, c) = full_world(Policy::Spillway, 1.0);
     let mut rng = SmallRng::seed_from_u64(3);
-    r.plan(&req(0, &c), ms(1), &mut rng);
+    let p = r.plan(&req(0, &c), ms(1), &mut rng);
+    assert_eq!(deps(&p), vec![0]);
+    assert!(p.steps[0].queued);
     assert_eq!(
         r.try_acquire(DeploymentIx(2), 100, ms(1)).err(),
         Some(Rejection::InFlight),
         "not another deployment"
     );
-    assert!(
-        r.try_acquire(DeploymentIx(0), 100, ms(1)).is_err(),
-        "used up"
+    assert_eq!(
+        r.try_acquire(DeploymentIx(0), 100, ms(1)).err(),
+        Some(Rejection::InFlight),
+        "not an admission without the step"
     );
-    r.plan(&req(0, &c), ms(1), &mut rng);
-    assert!(r.try_acquire(DeploymentIx(0), 100, ms(1)).is_ok());
-    assert!(r.try_acquire(DeploymentIx(0), 100, ms(1)).is_err(), "once");
+    let a = r.admit(&p.steps[0], 100, ms(1)).unwrap();
+    assert!(a.queued);
+    // Re-checked at every admission: never more than 4 + 4 × 1.0 in flight.
+    let _held: Vec<_> = (0..3)
+        .map(|_| r.admit(&p.steps[0], 100, ms(1)).unwrap())
+        .collect();
+    assert_eq!(
+        r.admit(&p.steps[0], 100, ms(1)).err(),
+        Some(Rejection::InFlight)
+    );
+    assert_eq!(r.view(DeploymentIx(0), ms(1)).in_flight, 8);
+    // A step that was not granted a wait stops at the limit.
+    let unqueued = Step {
+        queued: false,
+        ..p.steps[0]
+    };
+    r.release(a, OK, ms(2));
+    assert_eq!(
+        r.admit(&unqueued, 100, ms(2)).err(),
+        Some(Rejection::InFlight)
+    );
+    assert!(r.admit(&p.steps[0], 100, ms(2)).is_ok());
 }
 
 #[test]
@@ -147,7 +170,8 @@ fn a_short_source_queue_is_preferred_to_a_spill() {
             3,
             "the regions with headroom follow, for failover"
         );
-        let _held = r.try_acquire(DeploymentIx(0), 100, ms(1)).unwrap();
+        assert!(p.steps[0].queued);
+        let _held = r.admit(&p.steps[0], 100, ms(1)).unwrap();
     }
     let p = r.plan(&req(0, &c), ms(1), &mut rng);
     assert_ne!(

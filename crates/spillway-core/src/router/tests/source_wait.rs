@@ -69,9 +69,8 @@ fn kept_in_source_at(r: &mut Router, c: &[Candidate], input_tokens: u64, now: Du
             return kept;
         }
         assert_eq!(p.steps[0].reason, Reason::Local);
-        let _held = r
-            .try_acquire(DeploymentIx(0), demand(input_tokens), now)
-            .unwrap();
+        assert!(p.steps[0].queued);
+        let _held = r.admit(&p.steps[0], demand(input_tokens), now).unwrap();
         kept += 1;
     }
 }
@@ -113,9 +112,7 @@ fn a_queued_request_teaches_neither_hold_nor_prefill_time() {
     // One request waits in the source and sees a 5 s TTFT and 5 s in flight (its wait included).
     let p = r.plan(&sized(0, &c, 800), ms(1_601), &mut rng);
     assert_eq!(p.steps[0].deployment, DeploymentIx(0));
-    let a = r
-        .try_acquire(DeploymentIx(0), demand(800), ms(1_601))
-        .unwrap();
+    let a = r.admit(&p.steps[0], demand(800), ms(1_601)).unwrap();
     assert!(a.queued);
     let slow = Outcome::Success {
         ttft: ms(5_000),
@@ -173,10 +170,7 @@ fn the_short_wait_stands_without_a_source_queue() {
     assert!(p.steps.is_empty() && p.retry_after.is_some(), "{p:?}");
     let p = r.plan(&sized(0, &c, 800), ms(1_601), &mut rng);
     assert_eq!(deps(&p), vec![0], "only the source, to wait");
-    assert!(
-        r.try_acquire(DeploymentIx(0), demand(800), ms(1_601))
-            .is_ok()
-    );
+    assert!(r.admit(&p.steps[0], demand(800), ms(1_601)).is_ok());
 }
 
 #[test]
@@ -188,7 +182,7 @@ fn a_refused_wait_stops_waiting_there_for_a_while_and_costs_nothing_else() {
     assert_eq!(p.steps[0].deployment, DeploymentIx(0), "{p:?}");
     assert!(p.steps.len() > 1, "the regions with headroom follow: {p:?}");
     let a = r
-        .try_acquire(DeploymentIx(0), demand(800), now)
+        .admit(&p.steps[0], demand(800), now)
         .expect("the plan's grant");
     assert!(a.queued);
     // The upstream caps at its limit: 429 for the request sent to wait.
@@ -214,4 +208,44 @@ fn a_refused_wait_stops_waiting_there_for_a_while_and_costs_nothing_else() {
     let a = r.try_acquire(DeploymentIx(1), demand(800), now).unwrap();
     r.release(a, refused, now);
     assert!(r.view(DeploymentIx(1), now).cooldown_until.is_some());
+}
+
+/// A wait in the source belongs to the plan that was granted it. Request B planned while the
+/// source had a free slot; C took that slot; then A's plan was granted a wait in the (now full)
+/// source. B's admission, which comes next, finds the source at its limit: it must not slip in
+/// beyond the limit on A's grant, and A must still be admitted to wait.
+#[test]
+fn a_wait_granted_to_one_plan_is_not_taken_by_another_request() {
+    let (mut r, c) = learned_full_source(0.5);
+    let now = ms(1_601);
+    let mut rng = SmallRng::seed_from_u64(5);
+    let freed = Admission {
+        deployment: DeploymentIx(0),
+        est_tokens: 900,
+        input_tokens: 800,
+        acquired_at: ms(1_600),
+        queued: false,
+    };
+    r.release(freed, Outcome::Failure(FailureKind::Cancelled), now);
+    let plan_b = r.plan(&sized(0, &c, 800), now, &mut rng);
+    assert_eq!(plan_b.steps[0].deployment, DeploymentIx(0), "{plan_b:?}");
+    let _c = r.try_acquire(DeploymentIx(0), demand(800), now).unwrap();
+    let plan_a = r.plan(&sized(0, &c, 800), now, &mut rng);
+    assert_eq!(plan_a.steps[0].deployment, DeploymentIx(0), "{plan_a:?}");
+    assert_eq!(r.view(DeploymentIx(0), now).in_flight, 16);
+
+    let b = r.try_acquire(plan_b.steps[0].deployment, demand(800), now);
+    assert_eq!(b.err(), Some(Rejection::InFlight), "B took A's wait");
+    assert!(plan_a.steps[0].queued && !plan_b.steps[0].queued);
+    let b = r.clone().admit(&plan_b.steps[0], demand(800), now);
+    assert_eq!(
+        b.err(),
+        Some(Rejection::InFlight),
+        "nor by admitting its own step"
+    );
+    let a = r
+        .admit(&plan_a.steps[0], demand(800), now)
+        .expect("A's own wait");
+    assert!(a.queued);
+    assert_eq!(r.view(DeploymentIx(0), now).in_flight, 17);
 }

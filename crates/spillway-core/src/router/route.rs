@@ -1,0 +1,146 @@
+//! Admission: [`Router::route`] plans a request and admits it on the first step of the plan that
+//! has room, in one `&mut self` call; [`Router::admit_next`] admits a failover on a later step of
+//! the same plan; [`Router::admit`] admits one step; [`Router::try_acquire`] admits on a bare
+//! deployment, for callers without a plan.
+//!
+//! # Why a wait belongs to a step
+//!
+//! A full source may take a request beyond its in-flight limit, to wait in the upstream's own
+//! queue, when the plan says so (see the `plan` module). That grant is the request's, not the
+//! deployment's: it travels in the plan as [`Step::queued`], and only [`Router::admit`] of that
+//! step honours it, after checking again that the source's queue is still within its bound
+//! (`limit × (1 + max(source_wait, source_queue))` in flight). Anything else admitting on the
+//! deployment (another request's step, [`Router::try_acquire`]) stops at the limit. A grant
+//! kept on the router for "the next admission there" would let whichever request a gateway
+//! admits next take it, beyond the limit and although its own plan granted no wait, whenever
+//! the gateway lets go of the router between planning and admitting; and the request that
+//! earned the wait would then be refused.
+//!
+//! [`Router::route`] also leaves no gap between the decision and the admission, so the headroom
+//! the plan saw is the headroom it takes.
+use std::time::Duration;
+
+use rand::RngCore;
+
+use super::deployment::signed;
+use super::{Admission, Demand, DeploymentIx, Plan, Rejection, RouteRequest, Router, Step, plan};
+
+/// A plan and the admission on its first step that had room (`None`: no step had; the plan's
+/// `retry_after`, if any, says when to try again).
+#[derive(Debug)]
+pub struct Routed {
+    pub plan: Plan,
+    /// The index of the admitted step in `plan.steps`, and its admission.
+    pub first: Option<(usize, Admission)>,
+}
+
+impl Router {
+    /// Route one request: record it in the retry budget ([`Router::record_request`]), plan it
+    /// ([`Router::plan`]) and admit it on the first step of the plan that admits it now
+    /// ([`Router::admit_next`] from step 0), all in one call, so nothing can come between.
+    pub fn route(
+        &mut self,
+        req: &RouteRequest<'_>,
+        now: Duration,
+        rng: &mut dyn RngCore,
+    ) -> Routed {
+        self.record_request(now);
+        let plan = self.plan(req, now, rng);
+        let demand = Demand {
+            est_tokens: req.est_tokens,
+            input_tokens: req.input_tokens,
+        };
+        let first = self.admit_next(&plan, 0, demand, now);
+        Routed { plan, first }
+    }
+
+    /// Admit the request on the first step of `plan` at or after `from` that admits it now
+    /// ([`Router::admit`]); its index and the admission. For failover: `from` is the step after
+    /// the one that failed (take a retry from [`Router::try_retry`] first).
+    pub fn admit_next(
+        &mut self,
+        plan: &Plan,
+        from: usize,
+        demand: impl Into<Demand>,
+        now: Duration,
+    ) -> Option<(usize, Admission)> {
+        let demand = demand.into();
+        plan.steps
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find_map(|(i, s)| self.admit(s, demand, now).ok().map(|a| (i, a)))
+    }
+
+    /// Admit a request on a step of its own plan: as [`Router::try_acquire`] on
+    /// `step.deployment`, except that when the deployment is at its in-flight limit a step
+    /// granted a wait in the source ([`Step::queued`]) is admitted beyond it, to wait
+    /// ([`Admission::queued`]), while the queue there is still within its bound now.
+    pub fn admit(
+        &mut self,
+        step: &Step,
+        demand: impl Into<Demand>,
+        now: Duration,
+    ) -> Result<Admission, Rejection> {
+        self.acquire(step.deployment, demand.into(), step.queued, now)
+    }
+
+    /// Admit a request on a deployment: checks health/cooldown, in-flight vs. adaptive limit,
+    /// RPM and TPM headroom, and takes them. Never beyond the limit: a wait in the source is
+    /// granted by a plan, to its step ([`Router::admit`]).
+    pub fn try_acquire(
+        &mut self,
+        d: DeploymentIx,
+        demand: impl Into<Demand>,
+        now: Duration,
+    ) -> Result<Admission, Rejection> {
+        self.acquire(d, demand.into(), false, now)
+    }
+
+    /// Admit on `d`; beyond its in-flight limit only when `may_queue` and the queue there is
+    /// within the longer of the two waits a plan may grant.
+    fn acquire(
+        &mut self,
+        d: DeploymentIx,
+        demand: Demand,
+        may_queue: bool,
+        now: Duration,
+    ) -> Result<Admission, Rejection> {
+        let Demand {
+            est_tokens,
+            input_tokens,
+        } = demand;
+        let source_queue = self.cfg.source_queue.max(self.cfg.source_wait);
+        let dep = self
+            .deployments
+            .get_mut(d.0 as usize)
+            .ok_or(Rejection::Unavailable)?;
+        let queued = match dep.check(est_tokens, now) {
+            Err(Rejection::InFlight)
+                if may_queue && plan::can_queue(dep, est_tokens, now, source_queue) =>
+            {
+                true
+            }
+            r => {
+                r?;
+                false
+            }
+        };
+        dep.in_flight += 1;
+        dep.window.add(1, signed(est_tokens), now);
+        if let Some(b) = dep.rpm.as_mut() {
+            b.force_take(1, now); // checked above: never goes into debt here
+        }
+        if let Some(b) = dep.tpm.as_mut() {
+            b.force_take(est_tokens, now);
+        }
+        dep.health.on_attempt(now);
+        Ok(Admission {
+            deployment: d,
+            est_tokens,
+            input_tokens,
+            acquired_at: now,
+            queued,
+        })
+    }
+}
