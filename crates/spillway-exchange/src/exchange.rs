@@ -1,0 +1,502 @@
+//! The state machine of one request's life.
+//!
+//! # How a request moves
+//!
+//! The gateway admits the request (tenant quota reserved, the core's plan made and its first
+//! step admitted in one step of the core) and creates the [`Exchange`] with the plan. From then
+//! on the exchange alone decides:
+//!
+//! * **Attempts.** It asks the driver to `Send` to the admitted step's deployment and sets a
+//!   deadline: a streamed attempt must deliver a piece within `first_byte` of being sent and of
+//!   its previous piece; a non-streamed one its whole answer within `request`.
+//! * **Failover before the first byte.** A retryable failure (connect, timeout, 429, 5xx) of an
+//!   attempt whose answer has not reached the client releases its admission with the failure
+//!   (the core learns from it), takes one retry from the global budget and admits the next step
+//!   of the plan that has room. Only steps of the plan are ever sent to, and the plan is made
+//!   from the profile's destination set only: residency holds by construction. A request that
+//!   runs out of steps is throttled (429) when some candidate was never tried, else it gets the
+//!   error of its last failure; a non-retryable failure (the upstream's own 4xx) is relayed.
+//! * **Commit.** A stream commits with its first piece (the client's response head goes out
+//!   with it); a non-streamed answer commits whole, at its end. After the commit the request
+//!   can no longer move: a failure closes the stream with an error event.
+//! * **The client.** Gone or stalled, the attempt is cancelled and the exchange ends.
+//! * **The end.** Whatever the path, the last action is exactly one
+//!   [`Finished`](Action::Finished) with the [`Record`]: the admission has been released exactly
+//!   once, and the record says how the tenant's reservation settles (in full back when nothing
+//!   reached an upstream's answer, else to the tokens of the answer), with cost, tries and
+//!   timings.
+//!
+//! Like `quinn-proto`'s connection, the exchange does no I/O and reads no clock: each event
+//! comes with `now`, and actions are polled. So every path is unit-tested in virtual time, and a
+//! property test drives random event sequences through it.
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use spillway_core::{Admission, FailureKind, Outcome as CoreOutcome, Plan, Reason, RegionIx};
+use spillway_proto::Usage;
+
+use crate::action::{Action, StreamEnd};
+use crate::capacity::Capacity;
+use crate::event::{AttemptId, Event, Facts, Failure, Limits, Refusal};
+use crate::piece::Piece;
+use crate::record::{Cost, Outcome, Record, Settle, Timings, Try, TryResult};
+
+/// One request's life. Create it with [`Exchange::new`], feed it [`Event`]s with
+/// [`Exchange::handle`], and carry out what [`Exchange::poll_action`] returns until it returns
+/// [`Action::Finished`].
+#[derive(Debug)]
+pub struct Exchange {
+    facts: Facts,
+    limits: Limits,
+    plan: Plan,
+    admitted_at: Duration,
+    live: Option<Live>,
+    /// The plan step of the live (or last) attempt.
+    step: usize,
+    tries: Vec<Try>,
+    /// When the client got its first byte of an answer.
+    committed_at: Option<Duration>,
+    /// Whether the prompt reached an upstream whose answer the client is getting or got.
+    answer: Answer,
+    actions: VecDeque<Action>,
+    timer: Option<Duration>,
+    done: bool,
+}
+
+/// The attempt in progress.
+#[derive(Debug)]
+struct Live {
+    id: AttemptId,
+    admission: Admission,
+    region: RegionIx,
+    reason: Reason,
+    sent_at: Duration,
+    first_piece_at: Option<Duration>,
+    last_piece_at: Option<Duration>,
+    first_token_at: Option<Duration>,
+    last_token_at: Option<Duration>,
+}
+
+/// What is known of the answer so far.
+#[derive(Debug, Default)]
+struct Answer {
+    /// The region and reason of the attempt the answer comes from.
+    from: Option<(RegionIx, Reason)>,
+    output_tokens: u64,
+    /// The usage the upstream reported, if it did.
+    reported: Option<Usage>,
+    /// A non-streamed answer, held until its attempt ends.
+    held: Option<Piece>,
+    /// Whether the prompt is charged (an upstream had it and the request did not end refused).
+    charged: bool,
+}
+
+impl Exchange {
+    /// A request admitted with `plan`; `first` is the step the core admitted it on with its
+    /// admission, `None` when no step had room (the exchange then answers 429).
+    pub fn new(
+        now: Duration,
+        facts: Facts,
+        limits: Limits,
+        plan: Plan,
+        first: Option<(usize, Admission)>,
+    ) -> Exchange {
+        let mut x = Exchange {
+            facts,
+            limits,
+            plan,
+            admitted_at: now,
+            live: None,
+            step: 0,
+            tries: Vec::new(),
+            committed_at: None,
+            answer: Answer::default(),
+            actions: VecDeque::new(),
+            timer: None,
+            done: false,
+        };
+        match first {
+            Some((step, admission)) => {
+                let reason = x.plan.steps.get(step).map_or(Reason::Local, |s| s.reason);
+                x.send(now, step, admission, reason);
+            }
+            None => {
+                let retry_after = x.plan.retry_after.unwrap_or(Duration::from_secs(1));
+                x.refuse(now, Refusal::NoCapacity { retry_after });
+            }
+        }
+        x.refresh_timer();
+        x
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The deadline the driver must wake the exchange at, if any.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.timer
+    }
+
+    /// Whether the exchange has ended (its `Finished` may still be waiting in the actions).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Feed one event that happened at `now`. Events after the end, and events of attempts the
+    /// exchange gave up, are ignored.
+    pub fn handle(&mut self, now: Duration, event: Event, cap: &mut impl Capacity) {
+        if self.done {
+            return;
+        }
+        match event {
+            Event::UpstreamHead(_) => {}
+            Event::UpstreamPiece(id, piece) if self.is_live(id) => self.on_piece(now, piece),
+            Event::UpstreamEnd(id) if self.is_live(id) => self.on_end(now, cap),
+            Event::UpstreamError(id, f) if self.is_live(id) => self.on_failure(now, f, cap),
+            Event::ClientGone => {
+                let after_first_byte = self.committed_at.is_some();
+                self.give_up(now, Outcome::ClientGone { after_first_byte }, cap);
+            }
+            Event::ClientStalled => self.give_up(now, Outcome::Stalled, cap),
+            Event::Aborted => self.give_up(now, Outcome::Aborted, cap),
+            Event::TimerFired => self.on_timer(now, cap),
+            Event::UpstreamPiece(..) | Event::UpstreamEnd(_) | Event::UpstreamError(..) => {}
+        }
+        self.refresh_timer();
+    }
+
+    fn is_live(&self, id: AttemptId) -> bool {
+        self.live.as_ref().is_some_and(|l| l.id == id)
+    }
+
+    fn send(&mut self, now: Duration, step: usize, admission: Admission, reason: Reason) {
+        let id = AttemptId(self.tries.len() as u32);
+        let region = self
+            .plan
+            .steps
+            .get(step)
+            .map_or(self.facts.source, |s| s.region);
+        self.step = step;
+        self.actions.push_back(Action::Send {
+            attempt: id,
+            deployment: admission.deployment,
+            region,
+            reason,
+        });
+        self.live = Some(Live {
+            id,
+            admission,
+            region,
+            reason,
+            sent_at: now,
+            first_piece_at: None,
+            last_piece_at: None,
+            first_token_at: None,
+            last_token_at: None,
+        });
+    }
+
+    fn on_piece(&mut self, now: Duration, piece: Piece) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        live.first_piece_at.get_or_insert(now);
+        live.last_piece_at = Some(now);
+        let tokens = piece.output_tokens();
+        if tokens > 0 {
+            live.first_token_at.get_or_insert(now);
+            live.last_token_at = Some(now);
+        }
+        self.answer.output_tokens += tokens;
+        if let Some(u) = piece.usage() {
+            self.answer.reported = Some(u);
+        }
+        if self.facts.stream {
+            if self.committed_at.is_none() {
+                self.committed_at = Some(now);
+                self.answer.from = Some((live.region, live.reason));
+            }
+            self.actions.push_back(Action::Emit(piece));
+        } else {
+            self.answer.held = Some(piece);
+        }
+    }
+
+    fn on_end(&mut self, now: Duration, cap: &mut impl Capacity) {
+        if !self.facts.stream && self.answer.held.is_none() {
+            // A non-streamed attempt that ended without an answer is broken.
+            return self.on_failure(now, Failure::of(FailureKind::ServerError), cap);
+        }
+        let Some(live) = self.live.take() else {
+            return;
+        };
+        let ttft = live
+            .first_piece_at
+            .unwrap_or(now)
+            .saturating_sub(live.sent_at);
+        let n = self.answer.output_tokens;
+        let tpot = match (live.first_token_at, live.last_token_at) {
+            (Some(a), Some(b)) if n > 1 => Some(b.saturating_sub(a) / (n - 1) as u32),
+            _ => None,
+        };
+        self.answer.from = Some((live.region, live.reason));
+        self.answer.charged = true;
+        let tokens = self.usage().total_tokens;
+        let outcome = CoreOutcome::Success { ttft, tpot, tokens };
+        self.end_try(now, live, TryResult::Succeeded, outcome, 0, cap);
+        self.committed_at.get_or_insert(now);
+        let last = match self.answer.held.take() {
+            Some(answer) => Action::Emit(answer),
+            None => Action::Close(StreamEnd::Complete),
+        };
+        self.actions.push_back(last);
+        self.finish(now, Outcome::Served);
+    }
+
+    fn on_failure(&mut self, now: Duration, failure: Failure, cap: &mut impl Capacity) {
+        let Some(live) = self.live.take() else {
+            return;
+        };
+        let kind = failure.kind;
+        let charge = self.charge();
+        let from = (live.region, live.reason);
+        self.end_try(
+            now,
+            live,
+            TryResult::Failed(kind),
+            CoreOutcome::Failure(kind),
+            charge,
+            cap,
+        );
+        if self.committed_at.is_some() {
+            // The client has part of the answer: the request can no longer move.
+            self.answer.from = Some(from);
+            self.answer.charged = true;
+            self.actions
+                .push_back(Action::Close(StreamEnd::Broken(kind)));
+            return self.finish(now, Outcome::Broken(kind));
+        }
+        // Nothing reached the client: what this attempt produced is dropped.
+        self.answer = Answer::default();
+        if !kind.is_retryable() {
+            return self.refuse(now, final_refusal(failure));
+        }
+        if now >= self.admitted_at + self.limits.total {
+            return self.refuse(now, Refusal::Timeout);
+        }
+        let next = if cap.try_retry(now) {
+            cap.admit_next(&self.plan, self.step + 1, self.facts.demand, now)
+        } else {
+            None
+        };
+        match next {
+            Some((step, admission)) => self.send(now, step, admission, Reason::Failover(kind)),
+            None => {
+                let untried = self.facts.candidates > self.tries.len();
+                let refusal = if untried {
+                    let retry_after = match kind {
+                        FailureKind::Throttled {
+                            retry_after: Some(d),
+                        } => d,
+                        _ => Duration::from_secs(1),
+                    };
+                    Refusal::NoCapacity { retry_after }
+                } else {
+                    final_refusal(failure)
+                };
+                self.refuse(now, refusal);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, now: Duration, cap: &mut impl Capacity) {
+        let Some(live) = self.live.as_ref() else {
+            return;
+        };
+        let id = live.id;
+        if self.attempt_deadline().is_some_and(|d| now >= d) {
+            self.actions.push_back(Action::Cancel(id));
+            return self.on_failure(now, Failure::of(FailureKind::Timeout), cap);
+        }
+        if self.commit_deadline().is_some_and(|d| now >= d) {
+            // The client has waited long enough across every attempt; this one is not at fault.
+            self.actions.push_back(Action::Cancel(id));
+            if let Some(live) = self.live.take() {
+                let outcome = CoreOutcome::Failure(FailureKind::Cancelled);
+                self.end_try(now, live, TryResult::Cancelled, outcome, 0, cap);
+            }
+            self.answer = Answer::default();
+            self.refuse(now, Refusal::Timeout);
+        }
+    }
+
+    /// The client went away or stopped reading, or the driver stops: cancel and end.
+    fn give_up(&mut self, now: Duration, outcome: Outcome, cap: &mut impl Capacity) {
+        if let Some(live) = self.live.take() {
+            self.actions.push_back(Action::Cancel(live.id));
+            let from = (live.region, live.reason);
+            let charge = self.charge();
+            let core = CoreOutcome::Failure(FailureKind::Cancelled);
+            self.end_try(now, live, TryResult::Cancelled, core, charge, cap);
+            self.answer.from = Some(from);
+            self.answer.charged = true;
+            self.answer.held = None;
+        }
+        if outcome == Outcome::Aborted {
+            if self.committed_at.is_some() {
+                let end = StreamEnd::Broken(FailureKind::Cancelled);
+                self.actions.push_back(Action::Close(end));
+            } else {
+                self.actions
+                    .push_back(Action::Respond(Refusal::Unavailable));
+            }
+        }
+        self.finish(now, outcome);
+    }
+
+    /// Tokens to charge a deployment for a failed or cancelled attempt: the prompt and the
+    /// output it produced, once it produced any.
+    fn charge(&self) -> u64 {
+        let seen = self
+            .live
+            .as_ref()
+            .is_some_and(|l| l.first_piece_at.is_some());
+        if seen || self.answer.output_tokens > 0 {
+            self.facts.prompt_tokens + self.answer.output_tokens
+        } else {
+            0
+        }
+    }
+
+    fn end_try(
+        &mut self,
+        now: Duration,
+        live: Live,
+        result: TryResult,
+        outcome: CoreOutcome,
+        charge: u64,
+        cap: &mut impl Capacity,
+    ) {
+        self.tries.push(Try {
+            attempt: live.id,
+            deployment: live.admission.deployment,
+            region: live.region,
+            reason: live.reason,
+            result,
+            sent_at: live.sent_at,
+            first_piece_at: live.first_piece_at,
+            ended_at: now,
+        });
+        cap.release(live.admission, outcome, charge, now);
+    }
+
+    fn refuse(&mut self, now: Duration, refusal: Refusal) {
+        self.actions.push_back(Action::Respond(refusal.clone()));
+        self.answer = Answer::default();
+        self.finish(now, Outcome::Refused(refusal));
+    }
+
+    /// The tokens of the answer: the upstream's usage when it reported one, else the prompt
+    /// estimate and the output pieces seen; nothing when no answer was charged.
+    fn usage(&self) -> Usage {
+        if let Some(u) = self.answer.reported {
+            return u;
+        }
+        let prompt = self.facts.prompt_tokens;
+        let output = self.answer.output_tokens;
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: output,
+            total_tokens: prompt + output,
+        }
+    }
+
+    fn finish(&mut self, now: Duration, outcome: Outcome) {
+        let (usage, settle) = if self.answer.charged {
+            let u = self.usage();
+            (u, Settle::Used(u.total_tokens))
+        } else {
+            (Usage::default(), Settle::Cancel)
+        };
+        let last = self.tries.last().map(|t| (t.region, t.reason));
+        let (served_in, reason) = match (self.answer.from, last) {
+            (Some((r, why)), _) => (Some(r), Some(why)),
+            (None, Some((_, why))) => (None, Some(why)),
+            (None, None) => (None, None),
+        };
+        let record = Record {
+            source: self.facts.source,
+            outcome,
+            served_in,
+            reason,
+            tries: std::mem::take(&mut self.tries),
+            reserved_tokens: self.facts.reserved_tokens,
+            usage,
+            settle,
+            timings: Timings {
+                admitted: self.admitted_at,
+                first_byte: self.committed_at,
+                ended: now,
+            },
+            cost: (settle != Settle::Cancel)
+                .then_some(self.facts.price)
+                .flatten()
+                .map(|p| Cost::of(&usage, &p)),
+        };
+        self.actions.push_back(Action::Finished(Box::new(record)));
+        self.done = true;
+        self.timer = None;
+    }
+
+    /// The live attempt's own deadline.
+    fn attempt_deadline(&self) -> Option<Duration> {
+        let live = self.live.as_ref()?;
+        Some(if self.facts.stream {
+            live.last_piece_at.unwrap_or(live.sent_at) + self.limits.first_byte
+        } else {
+            live.sent_at + self.limits.request
+        })
+    }
+
+    /// Until the client has its first byte: the request's overall deadline.
+    fn commit_deadline(&self) -> Option<Duration> {
+        self.committed_at
+            .is_none()
+            .then(|| self.admitted_at + self.limits.total)
+    }
+
+    fn refresh_timer(&mut self) {
+        if self.done {
+            return;
+        }
+        let deadline = match (self.attempt_deadline(), self.commit_deadline()) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        };
+        if deadline != self.timer {
+            self.timer = deadline;
+            if let Some(d) = deadline {
+                self.actions.push_back(Action::SetTimer(d));
+            }
+        }
+    }
+}
+
+/// The refusal for a request whose last failure ends it.
+fn final_refusal(f: Failure) -> Refusal {
+    match f.kind {
+        FailureKind::ClientError => Refusal::Rejected {
+            status: f.status.unwrap_or(400),
+            body: f.body,
+        },
+        FailureKind::Throttled { retry_after } => Refusal::AllThrottled {
+            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+        },
+        FailureKind::Timeout => Refusal::Timeout,
+        FailureKind::Connect | FailureKind::ServerError | FailureKind::Cancelled => {
+            Refusal::Unavailable
+        }
+    }
+}
