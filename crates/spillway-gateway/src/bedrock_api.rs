@@ -3,8 +3,8 @@
 //!
 //! The edge phases are Bedrock's own (SigV4 or Bedrock API key, `modelId` as a model id, a
 //! profile id or an ARN, Converse bodies translated to the canonical request); from quota on,
-//! the request goes through the same [`pipeline::serve`] as an OpenAI one, and the answer and
-//! every error come back in Bedrock's shape.
+//! the request goes through the same driver as an OpenAI one (`drive::serve`), and the answer
+//! and every error come back in Bedrock's shape.
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -17,8 +17,8 @@ use spillway_proto::bedrock::{ConverseRequest, ModelRef, converse_to_chat, parse
 use crate::app_profiles::CopySource;
 use crate::codec::Api;
 use crate::config::TenantIx;
+use crate::drive::{self, RequestCtx};
 use crate::error::EdgeError;
-use crate::pipeline::{self, RequestCtx};
 use crate::resolve::{Target, resolve};
 use crate::state::AppState;
 use spillway_core::RegionIx;
@@ -84,62 +84,43 @@ pub async fn runtime(
     inc: Incoming,
 ) -> Response {
     let mut ctx = RequestCtx::new(source, &inc.headers, op.api());
-    let result = run(&state, &mut ctx, op, &model_id, &inc).await;
-    pipeline::finish(&state, &ctx, result)
+    match parse(&state, &mut ctx, op, &model_id, &inc).await {
+        Ok((target, req)) => drive::serve(state, ctx, target, req).await,
+        Err(e) => drive::refuse(&state, &ctx, e),
+    }
 }
 
-async fn run(
+/// Authenticate (SigV4 over the exact bytes received, or a Bedrock API key), parse the body
+/// into the canonical request, and resolve `modelId`.
+async fn parse(
     state: &Arc<AppState>,
     ctx: &mut RequestCtx,
     op: Operation,
     model_id: &str,
     inc: &Incoming,
-) -> Result<Response, EdgeError> {
-    let cfg = state.cfg.clone();
-    // Phase 1: authenticate (SigV4 over the exact bytes received, or a Bedrock API key).
+) -> Result<(Target, ChatRequest), EdgeError> {
     let body = read_body(state, &inc.body)?;
     let tenant = authenticate(state, ctx.source, inc, &body)?;
     ctx.tenant = Some(tenant);
     // An application profile created through another instance: known here before resolving.
     state.app_profiles.prefetch(model_id).await;
-
-    // Phase 2: parse and normalise into the canonical request.
     ctx.model_name = percent_encoding::percent_decode_str(model_id)
         .decode_utf8_lossy()
         .into_owned();
-    if matches!(op, Operation::Converse | Operation::ConverseStream) {
-        // InvokeModel bodies are whatever the model takes (the SDKs may label them
-        // application/octet-stream); Converse is always JSON.
-        require_json(&inc.headers)?;
+    if matches!(op, Operation::Invoke | Operation::InvokeStream) {
+        // Resolve first for Invoke: a model served only by Bedrock upstreams takes its own
+        // native body, passed through unchanged.
+        let target = resolve_ref(state, ctx, tenant, model_id)?;
+        let req = invoke_request(state, ctx, &target, &body, op.stream())?;
+        return Ok((target, req));
     }
-    let req: ChatRequest = match op {
-        Operation::Converse | Operation::ConverseStream => {
-            let conv: ConverseRequest = serde_json::from_slice(&body)
-                .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))?;
-            converse_to_chat(&ctx.model_name, &conv, op.stream())
-                .map_err(|e| EdgeError::BadRequest(e.to_string()))?
-        }
-        Operation::Invoke | Operation::InvokeStream => {
-            // Phase 3 first for Invoke: a model served only by Bedrock upstreams takes its own
-            // native body, passed through unchanged.
-            let target = resolve_ref(state, ctx, tenant, model_id)?;
-            let all_bedrock = target.destinations.iter().all(|r| {
-                cfg.deployment(target.model, *r).is_some_and(|d| {
-                    matches!(
-                        cfg.deployments[d.0 as usize].upstream,
-                        crate::config::Upstream::Bedrock { .. }
-                    )
-                })
-            });
-            let req = if all_bedrock {
-                ctx.invoke_passthrough = Some(body.clone());
-                native_invoke_request(&ctx.model_name, &body, op.stream())?
-            } else {
-                invoke_body(&ctx.model_name, &body, op.stream())?
-            };
-            return pipeline::serve(state, ctx, tenant, target, req).await;
-        }
-    };
+    // InvokeModel bodies are whatever the model takes (the SDKs may label them
+    // application/octet-stream); Converse is always JSON.
+    require_json(&inc.headers)?;
+    let conv: ConverseRequest = serde_json::from_slice(&body)
+        .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))?;
+    let req = converse_to_chat(&ctx.model_name, &conv, op.stream())
+        .map_err(|e| EdgeError::BadRequest(e.to_string()))?;
     if req.messages.is_empty() {
         return Err(EdgeError::BadRequest(
             "The request must contain at least one message.".into(),
@@ -150,10 +131,34 @@ async fn run(
             "maxTokens must be at least 1.".into(),
         ));
     }
-
-    // Phase 3: resolve the model id, profile id or ARN.
     let target = resolve_ref(state, ctx, tenant, model_id)?;
-    pipeline::serve(state, ctx, tenant, target, req).await
+    Ok((target, req))
+}
+
+/// An InvokeModel body: passed through when every destination is a Bedrock upstream, else read
+/// as an OpenAI-style body.
+fn invoke_request(
+    state: &AppState,
+    ctx: &mut RequestCtx,
+    target: &Target,
+    body: &Bytes,
+    stream: bool,
+) -> Result<ChatRequest, EdgeError> {
+    let cfg = &state.cfg;
+    let all_bedrock = target.destinations.iter().all(|r| {
+        cfg.deployment(target.model, *r).is_some_and(|d| {
+            matches!(
+                cfg.deployments[d.0 as usize].upstream,
+                crate::config::Upstream::Bedrock { .. }
+            )
+        })
+    });
+    if all_bedrock {
+        ctx.invoke_passthrough = Some(body.clone());
+        native_invoke_request(&ctx.model_name, body, stream)
+    } else {
+        invoke_body(&ctx.model_name, body, stream)
+    }
 }
 
 pub(crate) fn read_body(
@@ -289,7 +294,7 @@ pub(crate) fn authenticate(
             message: "Missing Authentication Token".into(),
         });
     }
-    pipeline::authenticate(state, &inc.headers).map_err(|_| EdgeError::AwsAuth {
+    crate::pipeline::authenticate(state, &inc.headers).map_err(|_| EdgeError::AwsAuth {
         error_type: "UnrecognizedClientException",
         message: "The security token included in the request is invalid.".into(),
     })
@@ -356,54 +361,66 @@ fn resolve_ref(
             region,
             account: _,
             id,
-        } => {
-            let Some(app) = state.app_profiles.get(tenant, &id) else {
-                return Err(EdgeError::NotFound(format!(
-                    "The application inference profile {id} does not exist."
+        } => resolve_app_profile(state, ctx, tenant, &region, &id),
+    }
+}
+
+/// An application profile's ARN → its target, recording its ARN and tags for the audit record.
+fn resolve_app_profile(
+    state: &AppState,
+    ctx: &mut RequestCtx,
+    tenant: TenantIx,
+    region: &str,
+    id: &str,
+) -> Result<Target, EdgeError> {
+    let cfg = &state.cfg;
+    let src = cfg.region_name(ctx.source).to_string();
+    let Some(app) = state.app_profiles.get(tenant, id) else {
+        return Err(EdgeError::NotFound(format!(
+            "The application inference profile {id} does not exist."
+        )));
+    };
+    if region != src || app.region != ctx.source {
+        return Err(EdgeError::BadRequest(format!(
+            "The ARN names region {region}, but this endpoint is {src}; call the endpoint of {region} or use an ARN of {src}."
+        )));
+    }
+    ctx.profile_arn = Some(app.arn.clone());
+    ctx.tags = app.tags.clone();
+    match app.source {
+        CopySource::Model { model, region } => {
+            if cfg.deployment(model, region).is_none() {
+                return Err(EdgeError::Unavailable(format!(
+                    "{} is no longer served in {}.",
+                    cfg.models[model].id,
+                    cfg.region_name(region)
                 )));
-            };
-            if region != src || app.region != ctx.source {
-                return Err(wrong_region(&region));
             }
-            ctx.profile_arn = Some(app.arn.clone());
-            ctx.tags = app.tags.clone();
-            match app.source {
-                CopySource::Model { model, region } => {
-                    if cfg.deployment(model, region).is_none() {
-                        return Err(EdgeError::Unavailable(format!(
-                            "{} is no longer served in {}.",
-                            cfg.models[model].id,
-                            cfg.region_name(region)
-                        )));
-                    }
-                    Ok(Target {
-                        model,
-                        profile: None,
-                        destinations: vec![region],
-                        cross_region: false,
-                    })
-                }
-                CopySource::Profile(p) => {
-                    let profile = &cfg.profiles[p];
-                    let destinations =
-                        profile
-                            .destinations
-                            .get(&ctx.source)
-                            .cloned()
-                            .ok_or_else(|| {
-                                EdgeError::NotCallableHere(format!(
-                                    "The inference profile {} cannot be called from region {src}.",
-                                    profile.id
-                                ))
-                            })?;
-                    Ok(Target {
-                        model: profile.model,
-                        profile: Some(p),
-                        destinations,
-                        cross_region: true,
-                    })
-                }
-            }
+            Ok(Target {
+                model,
+                profile: None,
+                destinations: vec![region],
+                cross_region: false,
+            })
+        }
+        CopySource::Profile(p) => {
+            let profile = &cfg.profiles[p];
+            let destinations = profile
+                .destinations
+                .get(&ctx.source)
+                .cloned()
+                .ok_or_else(|| {
+                    EdgeError::NotCallableHere(format!(
+                        "The inference profile {} cannot be called from region {src}.",
+                        profile.id
+                    ))
+                })?;
+            Ok(Target {
+                model: profile.model,
+                profile: Some(p),
+                destinations,
+                cross_region: true,
+            })
         }
     }
 }

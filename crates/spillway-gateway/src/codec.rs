@@ -14,23 +14,7 @@ use spillway_proto::bedrock::{self, ChunksToConverse, ConverseToChunks, FrameDec
 use spillway_proto::sse::{self, SseDecoder};
 use spillway_proto::{ChatChunk, ChatCompletion, OpenAiErrorBody};
 
-/// The API a client called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    OpenAi,
-    Converse,
-    Invoke,
-}
-
-impl Api {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Api::OpenAi => "openai",
-            Api::Converse => "converse",
-            Api::Invoke => "invoke",
-        }
-    }
-}
+pub use crate::error::Api;
 
 /// One canonical event from an upstream stream.
 #[derive(Debug)]

@@ -9,6 +9,24 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use spillway_proto::OpenAiErrorBody;
 
+/// The API a client called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    OpenAi,
+    Converse,
+    Invoke,
+}
+
+impl Api {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Api::OpenAi => "openai",
+            Api::Converse => "converse",
+            Api::Invoke => "invoke",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
     #[error("Missing or invalid API key. Pass it as `Authorization: Bearer <key>`.")]
@@ -130,9 +148,9 @@ impl EdgeError {
     }
 
     /// Render in the shape of the API the client called.
-    pub fn into_response_for(self, api: crate::codec::Api) -> Response {
+    pub fn into_response_for(self, api: Api) -> Response {
         match api {
-            crate::codec::Api::OpenAi => self.into_openai_response(),
+            Api::OpenAi => self.into_openai_response(),
             _ => self.into_bedrock_response(),
         }
     }

@@ -4,19 +4,20 @@
 #![forbid(unsafe_code)]
 
 pub mod app_profiles;
-pub mod attempt;
 pub mod audit;
 pub mod bedrock_api;
 pub mod bedrock_sign;
 pub mod codec;
 pub mod config;
+pub mod drive;
 pub mod error;
 pub mod metrics;
 pub mod pipeline;
 pub mod profiles_api;
+pub mod quota_book;
 pub mod redis_link;
-pub mod relay;
 pub mod resolve;
+pub mod routing;
 pub mod server;
 pub mod shared_deployments;
 pub mod shared_quota;

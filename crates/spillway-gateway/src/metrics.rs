@@ -3,7 +3,7 @@
 //! Per-request counters and latency histograms are updated on the request path; deployment
 //! gauges (in-flight, adaptive limit, health) are read from the routing core at scrape time; the
 //! remote ones (other instances' in-flight, ejections learned from them) are updated by the
-//! shared-state sync task ([`crate::shared_deployments`]).
+//! shared-state sync task (`shared_deployments`).
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -2,7 +2,7 @@
 //! whether Redis answers (with its gauge and one log line per change), connecting and
 //! reconnecting with back-off, and the heartbeat.
 //!
-//! Everything that keeps state in Redis ([`crate::shared_quota`] and the rest) holds the same
+//! Everything that keeps state in Redis (the shared quotas, deployments and profiles) holds the same
 //! `Arc<RedisLink>`, takes [`RedisLink::conn`] for each call (a cheap clone of a multiplexed
 //! connection), bounds every call with [`OP_TIMEOUT`], and reports the result with
 //! [`RedisLink::mark`]. A failed call marks the link down: callers then serve on local state
@@ -276,4 +276,16 @@ async fn background(weak: Weak<RedisLink>) {
             }
         }
     }
+}
+
+/// Names in keys: `%`, `:`, `{` and `}` percent-encoded, so a name cannot break the hash tag.
+pub(crate) fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' | ':' | '{' | '}' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }

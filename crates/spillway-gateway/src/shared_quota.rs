@@ -44,8 +44,8 @@ use std::time::{Duration, Instant};
 use spillway_core::{QuotaBucket, QuotaDenied, QuotaLimits, Reservation};
 
 use crate::config::Config;
-use crate::redis_link::RedisLink;
-use crate::state::QuotaKey;
+use crate::quota_book::{Drawn, QuotaBook, QuotaKey, Reserving, Ticket};
+use crate::redis_link::{RedisLink, escape};
 
 mod lua;
 mod upkeep;
@@ -55,15 +55,6 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// A lease unused this long is given back to Redis.
 pub const LEASE_IDLE: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// Where a reservation was taken from, so it settles back there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// This instance's lease of the global bucket.
-    Lease,
-    /// The local fallback bucket of this generation (Redis was unreachable).
-    Fallback(u64),
-}
 
 /// One quota's lease: what this instance may spend without asking Redis.
 struct Lease {
@@ -131,19 +122,19 @@ impl SharedQuotas {
 
     /// Reserve one request and `est` tokens: from the lease, else one take from Redis, else
     /// (Redis unreachable) from this instance's share.
-    pub async fn reserve(
+    async fn reserve_drawn(
         &self,
         key: QuotaKey,
         limits: QuotaLimits,
         est: u64,
-    ) -> Result<Via, QuotaDenied> {
+    ) -> Result<Drawn, QuotaDenied> {
         if limits.rpm == Some(0) || limits.tpm.is_some_and(|t| est > t) {
             return Err(QuotaDenied {
                 retry_after: MINUTE,
             });
         }
         if self.spend_lease(key, limits, est) {
-            return Ok(Via::Lease);
+            return Ok(Drawn::Lease);
         }
         if !self.is_up() {
             return self.reserve_fallback(key, limits, est);
@@ -153,7 +144,7 @@ impl SharedQuotas {
             .clone();
         let _single = refill.lock().await;
         if self.spend_lease(key, limits, est) {
-            return Ok(Via::Lease);
+            return Ok(Drawn::Lease);
         }
         if !self.is_up() {
             return self.reserve_fallback(key, limits, est);
@@ -194,7 +185,7 @@ impl SharedQuotas {
             Ok(Take::Granted(g_r, g_t)) => {
                 l.req += (have_r + g_r).saturating_sub(u64::from(limits.rpm.is_some()));
                 l.tok += (have_t + g_t).saturating_sub(if limits.tpm.is_some() { est } else { 0 });
-                Ok(Via::Lease)
+                Ok(Drawn::Lease)
             }
             Ok(Take::Denied(retry_after)) => {
                 l.req += have_r;
@@ -211,9 +202,10 @@ impl SharedQuotas {
     }
 
     /// Settle (`used` tokens) or cancel (`None`) a reservation where it was taken.
-    pub fn settle(&self, key: QuotaKey, via: Via, r: Reservation, used: Option<u64>) {
-        match via {
-            Via::Fallback(generation) => {
+    fn settle_drawn(&self, key: QuotaKey, drawn: Drawn, r: Reservation, used: Option<u64>) {
+        match drawn {
+            Drawn::Book => {}
+            Drawn::Fallback(generation) => {
                 let now = self.epoch.elapsed();
                 let mut fb = lock(&self.fallback);
                 if fb.generation != generation {
@@ -226,7 +218,7 @@ impl SharedQuotas {
                     }
                 }
             }
-            Via::Lease => {
+            Drawn::Lease => {
                 let Some(limits) = self.limits_of(key) else {
                     return;
                 };
@@ -288,7 +280,7 @@ impl SharedQuotas {
         key: QuotaKey,
         limits: QuotaLimits,
         est: u64,
-    ) -> Result<Via, QuotaDenied> {
+    ) -> Result<Drawn, QuotaDenied> {
         let n = u64::from(self.link.cfg.instances.max(1));
         let share = QuotaLimits {
             rpm: limits.rpm.map(|v| v.div_ceil(n)),
@@ -308,7 +300,7 @@ impl SharedQuotas {
             .or_insert_with(|| QuotaBucket::new(share, now));
         // The hold carries the same reservation (the estimate).
         let _ = b.reserve(est, now)?;
-        Ok(Via::Fallback(generation))
+        Ok(Drawn::Fallback(generation))
     }
 
     fn redis_key(&self, key: QuotaKey) -> String {
@@ -378,14 +370,19 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Names in keys: `%`, `:`, `{` and `}` percent-encoded, so a name cannot break the hash tag.
-pub(crate) fn escape(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        match c {
-            '%' | ':' | '{' | '}' => out.push_str(&format!("%{:02X}", c as u32)),
-            c => out.push(c),
-        }
+impl QuotaBook for SharedQuotas {
+    fn reserve(&self, key: QuotaKey, limits: QuotaLimits, tokens: u64) -> Reserving<'_> {
+        Box::pin(async move {
+            let drawn = self.reserve_drawn(key, limits, tokens).await?;
+            Ok(Ticket {
+                key,
+                reservation: Reservation { tokens },
+                drawn,
+            })
+        })
     }
-    out
+
+    fn settle(&self, ticket: Ticket, used: Option<u64>) {
+        self.settle_drawn(ticket.key, ticket.drawn, ticket.reservation, used);
+    }
 }

@@ -1,27 +1,24 @@
 //! Shared state of one gateway process: the validated config, the routing core behind a lock,
-//! the tenant quota book, upstream targets and metrics (the `memory` state backend). With
-//! `[state] kind = "redis"` tenant quotas are shared with the other instances instead
-//! ([`crate::shared_quota`]).
+//! the tenant quota book, application profiles, upstream targets, metrics and the audit log.
 //!
-//! The core is sans-IO: every call passes `now` (time since the gateway started) and the
-//! seeded RNG kept here. The lock is held only for the decision itself (a few microseconds),
-//! never across I/O.
-use std::collections::HashMap;
+//! The backends are picked once, here, at start-up: with `[state] kind = "memory"` the quota
+//! book is a [`MemoryBook`] and profiles and deployment load stay in this process; with
+//! `kind = "redis"` the book is the Redis-shared one (`shared_quota`), and profiles and
+//! deployment load and health are shared too. Request code only sees the [`QuotaBook`] trait.
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use spillway_core::{
-    Admission, DeploymentIx, DeploymentSpec, Outcome, QuotaBucket, QuotaDenied, QuotaLimits,
-    RegionIx, Reservation, Router,
-};
+use spillway_core::{DeploymentSpec, QuotaDenied, QuotaLimits, Router};
 
-use crate::config::{Config, ModelIx, StateKind, TenantIx};
+use crate::config::{Config, StateKind};
 use crate::metrics::Metrics;
+use crate::quota_book::{MemoryBook, QuotaBook, QuotaKey, Ticket};
 use crate::redis_link::RedisLink;
+use crate::routing::RouterCell;
 use crate::shared_deployments::SharedDeployments;
-use crate::shared_quota::{SharedQuotas, Via};
+use crate::shared_quota::SharedQuotas;
 use crate::upstream::UpstreamTarget;
 
 pub struct AppState {
@@ -36,28 +33,14 @@ pub struct AppState {
     pub started_at: std::time::SystemTime,
     epoch: Instant,
     router: Arc<Mutex<RouterCell>>,
-    quotas: Mutex<HashMap<QuotaKey, QuotaBucket>>,
+    /// Tenant quotas: in this process, or shared through Redis.
+    quotas: Arc<dyn QuotaBook>,
     /// The link to the shared state (`[state] kind = "redis"`).
     link: Option<Arc<RedisLink>>,
-    /// Tenant quotas shared through Redis.
+    /// Tenant quotas shared through Redis (its background task is started with the gateway).
     shared: Option<Arc<SharedQuotas>>,
     /// Deployment load and health shared through Redis.
     shared_deployments: Option<Arc<SharedDeployments>>,
-}
-
-pub struct RouterCell {
-    pub router: Router,
-    pub rng: SmallRng,
-}
-
-/// Which quota a request draws on: a tenant's in-region quota (plain model id) or its
-/// cross-region quota (profile id), per model and source region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct QuotaKey {
-    pub tenant: TenantIx,
-    pub model: ModelIx,
-    pub source: RegionIx,
-    pub cross_region: bool,
 }
 
 impl AppState {
@@ -97,16 +80,21 @@ impl AppState {
         let shared_deployments = link
             .as_ref()
             .map(|l| Arc::new(SharedDeployments::new(&cfg, l.clone(), &metrics)));
+        let epoch = Instant::now();
+        let quotas: Arc<dyn QuotaBook> = match &shared {
+            Some(sq) => sq.clone(),
+            None => Arc::new(MemoryBook::new(epoch)),
+        };
         Ok(AppState {
             link,
             shared,
+            quotas,
             shared_deployments,
             router: Arc::new(Mutex::new(RouterCell {
                 router,
                 rng: SmallRng::seed_from_u64(cfg.seed),
             })),
-            quotas: Mutex::new(HashMap::new()),
-            epoch: Instant::now(),
+            epoch,
             audit: crate::audit::AuditLog::start(&cfg.audit),
             app_profiles,
             started_at: std::time::SystemTime::now(),
@@ -158,6 +146,11 @@ impl AppState {
         self.epoch.elapsed()
     }
 
+    /// The instant at `now` on the core's clock, for tokio's timers.
+    pub fn instant_at(&self, now: Duration) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.epoch + now)
+    }
+
     pub fn router(&self) -> MutexGuard<'_, RouterCell> {
         self.router.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -177,74 +170,25 @@ impl AppState {
         })
     }
 
-    /// Reserve quota up front; the hold settles (or cancels) when dropped. With shared state
-    /// this awaits Redis only when this instance's lease does not cover the request.
+    /// Reserve the tenant's quota for `key` up front: `None` when the tenant has no quota
+    /// there. With shared state this awaits Redis only when this instance's lease does not
+    /// cover the request.
     pub async fn reserve(
-        self: &Arc<Self>,
+        &self,
         key: QuotaKey,
         est_tokens: u64,
-    ) -> Result<QuotaHold, QuotaDenied> {
-        let Some(limits) = self.quota_limits(&key) else {
-            return Ok(QuotaHold {
-                state: self.clone(),
-                key,
-                reservation: None,
-                via: None,
-                used: None,
-            });
-        };
-        if let Some(sq) = &self.shared {
-            let via = sq.reserve(key, limits, est_tokens).await?;
-            return Ok(QuotaHold {
-                state: self.clone(),
-                key,
-                reservation: Some(Reservation { tokens: est_tokens }),
-                via: Some(via),
-                used: None,
-            });
-        }
-        let now = self.now();
-        let mut book = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = book
-            .entry(key)
-            .or_insert_with(|| QuotaBucket::new(limits, now));
-        let r = bucket.reserve(est_tokens, now)?;
-        Ok(QuotaHold {
-            state: self.clone(),
-            key,
-            reservation: Some(r),
-            via: None,
-            used: None,
-        })
-    }
-
-    fn settle_quota(&self, key: QuotaKey, via: Option<Via>, r: Reservation, used: Option<u64>) {
-        if let (Some(sq), Some(via)) = (&self.shared, via) {
-            return sq.settle(key, via, r, used);
-        }
-        let now = self.now();
-        let mut book = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(bucket) = book.get_mut(&key) {
-            match used {
-                Some(tokens) => bucket.settle(r, tokens, now),
-                None => bucket.cancel(r, now),
-            }
+    ) -> Result<Option<Ticket>, QuotaDenied> {
+        match self.quota_limits(&key) {
+            Some(limits) => self.quotas.reserve(key, limits, est_tokens).await.map(Some),
+            None => Ok(None),
         }
     }
 
-    /// Admit on a deployment; the hold releases the slot (as cancelled) if dropped unreported.
-    pub fn acquire(
-        self: &Arc<Self>,
-        d: DeploymentIx,
-        demand: spillway_core::Demand,
-    ) -> Result<AttemptHold, spillway_core::Rejection> {
-        let now = self.now();
-        let admission = self.router().router.try_acquire(d, demand, now)?;
-        Ok(AttemptHold {
-            state: self.clone(),
-            admission: Some(admission),
-            used: 0,
-        })
+    /// Settle a reservation to `used` tokens, or cancel it (`None`): once, at the request's end.
+    pub fn settle(&self, ticket: Option<Ticket>, used: Option<u64>) {
+        if let Some(t) = ticket {
+            self.quotas.settle(t, used);
+        }
     }
 }
 
@@ -254,81 +198,4 @@ pub enum StateError {
     Http(#[from] reqwest::Error),
     #[error("cannot set up the shared state: {0}")]
     Redis(#[from] redis::RedisError),
-}
-
-/// A tenant-quota reservation. Settles to `used` tokens when dropped; with nothing marked used
-/// (the request never reached an upstream) the reservation is cancelled in full.
-pub struct QuotaHold {
-    state: Arc<AppState>,
-    key: QuotaKey,
-    reservation: Option<Reservation>,
-    /// Where a shared-state reservation came from (`None`: the memory book).
-    via: Option<Via>,
-    used: Option<u64>,
-}
-
-impl QuotaHold {
-    /// Record usage so far (prompt tokens once an upstream has the request, then more).
-    pub fn set_used(&mut self, tokens: u64) {
-        self.used = Some(tokens);
-    }
-
-    /// Nothing was served after all: the reservation is cancelled in full when dropped.
-    pub fn clear_used(&mut self) {
-        self.used = None;
-    }
-
-    pub fn reserved_tokens(&self) -> Option<u64> {
-        self.reservation.map(|r| r.tokens)
-    }
-}
-
-impl Drop for QuotaHold {
-    fn drop(&mut self) {
-        if let Some(r) = self.reservation.take() {
-            self.state.settle_quota(self.key, self.via, r, self.used);
-        }
-    }
-}
-
-/// An admitted attempt on one deployment. Report its outcome with [`AttemptHold::finish`];
-/// dropped unreported (the client went away), it is released as cancelled.
-pub struct AttemptHold {
-    state: Arc<AppState>,
-    admission: Option<Admission>,
-    /// Tokens the upstream produced so far (charged to the deployment even if the attempt fails).
-    used: u64,
-}
-
-impl AttemptHold {
-    pub fn deployment(&self) -> Option<DeploymentIx> {
-        self.admission.as_ref().map(|a| a.deployment)
-    }
-
-    /// Tokens the upstream has produced so far for this attempt.
-    pub fn set_used(&mut self, tokens: u64) {
-        self.used = tokens;
-    }
-
-    pub fn finish(mut self, outcome: Outcome) {
-        self.release(outcome);
-    }
-
-    fn release(&mut self, outcome: Outcome) {
-        if let Some(a) = self.admission.take() {
-            let now = self.state.now();
-            let d = a.deployment;
-            let mut cell = self.state.router();
-            cell.router.release(a, outcome, now);
-            if matches!(outcome, Outcome::Failure(_)) && self.used > 0 {
-                cell.router.charge_tokens(d, self.used, now);
-            }
-        }
-    }
-}
-
-impl Drop for AttemptHold {
-    fn drop(&mut self) {
-        self.release(Outcome::Failure(spillway_core::FailureKind::Cancelled));
-    }
 }

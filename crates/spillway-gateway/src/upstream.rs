@@ -180,14 +180,14 @@ pub struct UpstreamFailure {
     pub body: Bytes,
 }
 
-/// Send one attempt; returns the response once its headers arrived with a 2xx status.
+/// Send one attempt; returns the response once its headers arrived with a 2xx status. No
+/// deadline here: the request's exchange owns them, and drops this future when one passes.
 pub async fn send(
     http: &reqwest::Client,
     target: &UpstreamTarget,
     url: String,
     body: Bytes,
     request_id: &str,
-    header_timeout: Duration,
 ) -> Result<reqwest::Response, UpstreamFailure> {
     let mut req = http
         .post(url)
@@ -216,10 +216,9 @@ pub async fn send(
         tracing::error!(error = %e, "cannot sign the Bedrock upstream request");
         return Err(failure(FailureKind::ServerError, None));
     }
-    let resp = match tokio::time::timeout(header_timeout, http.execute(req)).await {
-        Err(_) => return Err(failure(FailureKind::Timeout, None)),
-        Ok(Err(e)) => return Err(failure(classify_transport(&e), None)),
-        Ok(Ok(r)) => r,
+    let resp = match http.execute(req).await {
+        Err(e) => return Err(failure(classify_transport(&e), None)),
+        Ok(r) => r,
     };
     let status = resp.status();
     if status.is_success() {
@@ -227,8 +226,8 @@ pub async fn send(
     }
     let kind = classify_status(status, resp.headers());
     // Keep a bounded amount of the error body: enough to relay a 4xx, never a whole stream.
-    let body = match tokio::time::timeout(header_timeout, resp.bytes()).await {
-        Ok(Ok(b)) if b.len() <= 64 * 1024 => b,
+    let body = match resp.bytes().await {
+        Ok(b) if b.len() <= 64 * 1024 => b,
         _ => Bytes::new(),
     };
     Err(UpstreamFailure {

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use common::M;
 use redis_support::RedisCluster;
 use shared_profiles::*;
-use spillway_gateway::state::{AppState, QuotaKey};
+use spillway_gateway::quota_book::QuotaKey;
+use spillway_gateway::state::AppState;
 
 /// Tenant `acme`'s in-region quota of `M` from us-east-1.
 fn key(state: &AppState) -> QuotaKey {
@@ -62,8 +63,8 @@ async fn quota_leases_on_a_cluster_stay_within_the_bound() {
                 let k = key(&state);
                 while start.elapsed() < window {
                     match state.reserve(k, 10).await {
-                        Ok(mut hold) => {
-                            hold.set_used(10);
+                        Ok(ticket) => {
+                            state.settle(ticket, Some(10));
                             admitted.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,

@@ -14,7 +14,8 @@ use redis_support::RedisServer;
 use spillway_core::RegionIx;
 use spillway_embedded::Stack;
 use spillway_gateway::Config;
-use spillway_gateway::state::{AppState, QuotaKey};
+use spillway_gateway::quota_book::QuotaKey;
+use spillway_gateway::state::AppState;
 
 /// `[state]` for `url`, prepended to the harness's configuration.
 fn gateway_config(url: &str, instances: u32, fraction: f64, tenant: Tenant) -> Config {
@@ -112,8 +113,8 @@ async fn three_instances_and_many_tasks_never_over_admit() {
                 let mut failed_open = 0u64;
                 while start.elapsed() < window {
                     match state.reserve(k, 50).await {
-                        Ok(mut hold) => {
-                            hold.set_used(50);
+                        Ok(ticket) => {
+                            state.settle(ticket, Some(50));
                             admitted.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(_) => {
@@ -181,7 +182,7 @@ async fn settle_refunds_make_room_again() {
     while denied_in_a_row < 3 {
         match states[i % 3].reserve(k, EST).await {
             Ok(h) => {
-                holds.push(h);
+                holds.push((i % 3, h));
                 denied_in_a_row = 0;
             }
             Err(d) => {
@@ -197,15 +198,15 @@ async fn settle_refunds_make_room_again() {
         "{first} reservations of {EST} from {TPM} TPM"
     );
     // Each used a tenth of its estimate: 900 tokens each come back.
-    for mut h in holds.drain(..) {
-        h.set_used(100);
+    for (i, t) in holds.drain(..) {
+        states[i].settle(t, Some(100));
     }
     let mut again = 0;
     let until = Instant::now() + Duration::from_secs(3);
     while again < 7 && Instant::now() < until {
         match states[again % 3].reserve(k, EST).await {
             Ok(h) => {
-                holds.push(h);
+                holds.push((again % 3, h));
                 again += 1;
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,

@@ -1,0 +1,118 @@
+//! Admission: the phases between a parsed request and its exchange — the candidate
+//! destinations, the tenant-quota reservation, and the route (plan and first admission in one
+//! step of the core, so no other request can take the headroom or the queued wait in between).
+use spillway_core::{Candidate, Demand, RouteRequest};
+use spillway_exchange::{Exchange, Facts, Limits, Price};
+use spillway_proto::{ChatRequest, StreamOptions};
+
+use super::ctx::RequestCtx;
+use crate::error::EdgeError;
+use crate::quota_book::{QuotaKey, Ticket};
+use crate::resolve::Target;
+use crate::routing::RouterCell;
+use crate::state::AppState;
+
+/// A request admitted: its exchange, its quota reservation, and the canonical request to send.
+pub struct Admitted {
+    pub exchange: Exchange,
+    pub ticket: Option<Ticket>,
+    pub req: ChatRequest,
+}
+
+/// Reserve quota and route. An error here ends the request before it has an exchange.
+pub async fn admit(
+    app: &AppState,
+    ctx: &mut RequestCtx,
+    target: Target,
+    mut req: ChatRequest,
+) -> Result<Admitted, EdgeError> {
+    let cfg = app.cfg.clone();
+    let tenant = ctx.tenant.ok_or(EdgeError::Unauthorized)?;
+    let denied = &cfg.tenants[tenant].denied_regions;
+    let candidates = cfg.candidates(target.model, ctx.source, &target.destinations, denied);
+    if candidates.is_empty() {
+        return Err(EdgeError::Forbidden(format!(
+            "None of the regions that serve {} from {} is allowed for your account.",
+            ctx.model_name,
+            cfg.region_name(ctx.source)
+        )));
+    }
+    // Reserve tenant quota up front: input tokens + max_tokens x burndown.
+    let model = &cfg.models[target.model];
+    let prompt_tokens = spillway_proto::tokens::prompt_tokens(&req.messages);
+    let output_cap = req.output_cap().unwrap_or(model.default_max_tokens);
+    let est_tokens = prompt_tokens + (output_cap as f64 * model.output_burndown).ceil() as u64;
+    let key = QuotaKey {
+        tenant,
+        model: target.model,
+        source: ctx.source,
+        cross_region: target.cross_region,
+    };
+    let ticket = app.reserve(key, est_tokens).await.map_err(|d| EdgeError::Throttled {
+        message: format!(
+            "Too many requests or tokens for {} from {}; your {} quota is exhausted. Retry after the indicated time.",
+            ctx.model_name,
+            cfg.region_name(ctx.source),
+            if target.cross_region { "cross-region" } else { "in-region" }
+        ),
+        retry_after: d.retry_after,
+    })?;
+    let stream = req.is_stream();
+    if stream {
+        // Always ask for usage, to settle quota exactly; the client's encoder drops the usage
+        // chunk again when the client did not ask for it.
+        ctx.wants_usage = req.wants_stream_usage();
+        let opts = req
+            .stream_options
+            .get_or_insert_with(StreamOptions::default);
+        opts.include_usage = Some(true);
+    }
+    let facts = Facts {
+        source: ctx.source,
+        stream,
+        prompt_tokens,
+        demand: Demand {
+            est_tokens,
+            input_tokens: prompt_tokens,
+        },
+        candidates: candidates.len(),
+        reserved_tokens: ticket.map(|t| t.reservation.tokens),
+        price: cfg.price(target.model, ctx.source).map(|p| Price {
+            input_per_mtok: p.input_per_mtok,
+            output_per_mtok: p.output_per_mtok,
+        }),
+    };
+    let exchange = route(app, &candidates, facts);
+    ctx.target = Some(target);
+    Ok(Admitted {
+        exchange,
+        ticket,
+        req,
+    })
+}
+
+/// Plan and admit the first step in one step of the core, and start the exchange.
+fn route(app: &AppState, candidates: &[Candidate], facts: Facts) -> Exchange {
+    let cfg = &app.cfg;
+    let now = app.now();
+    let routed = {
+        let mut cell = app.router();
+        let RouterCell { router, rng } = &mut *cell;
+        let route = RouteRequest {
+            source: facts.source,
+            candidates,
+            est_tokens: facts.demand.est_tokens,
+            input_tokens: facts.demand.input_tokens,
+        };
+        router.route(&route, now, rng)
+    };
+    // The time to the client's first byte across failovers: as long as every attempt the plan
+    // allows may take.
+    let attempts = u32::try_from(cfg.router.max_attempts.max(1)).unwrap_or(u32::MAX);
+    let limits = Limits {
+        first_byte: cfg.timeouts.first_byte,
+        request: cfg.timeouts.request,
+        total: cfg.timeouts.request.saturating_mul(attempts),
+    };
+    Exchange::new(now, facts, limits, routed.plan, routed.first)
+}

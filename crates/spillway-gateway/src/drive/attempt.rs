@@ -1,0 +1,246 @@
+//! One upstream attempt as a stream of exchange events: the request sent to a deployment, its
+//! head classified (the one place, `upstream::classify_status`), its body decoded into canonical
+//! pieces (SSE or Bedrock event-stream for a stream, the whole body for an answer), ending with
+//! `UpstreamEnd` or `UpstreamError`. It keeps no deadline of its own: the exchange does, and the
+//! driver drops this stream when the exchange cancels the attempt.
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
+use spillway_core::{DeploymentIx, FailureKind};
+use spillway_exchange::{AttemptId, Event, Failure, Piece};
+use spillway_proto::bedrock::{ConverseResponse, FrameDecoder, converse_to_chat_completion};
+use spillway_proto::{ChatCompletion, ChatRequest, Usage};
+
+use super::ctx::RequestCtx;
+use crate::codec::{UpstreamDecoder, UpstreamEvent};
+use crate::state::AppState;
+use crate::upstream::{self, Protocol, UpstreamFailure, UpstreamTarget};
+
+/// What an attempt needs to know about its request, owned (the stream outlives the call).
+struct Spec {
+    app: Arc<AppState>,
+    id: AttemptId,
+    deployment: DeploymentIx,
+    request_id: String,
+    model_name: String,
+    stream: bool,
+    passthrough: bool,
+}
+
+enum Phase {
+    Send {
+        url: String,
+        body: Bytes,
+    },
+    Streaming {
+        body: BoxStream<'static, reqwest::Result<Bytes>>,
+        decoder: UpstreamDecoder,
+    },
+    Whole(reqwest::Response),
+    Over,
+}
+
+/// Start attempt `id` of the request on `deployment`.
+pub fn start(
+    app: &Arc<AppState>,
+    id: AttemptId,
+    deployment: DeploymentIx,
+    req: &ChatRequest,
+    ctx: &RequestCtx,
+) -> BoxStream<'static, Event> {
+    let target = &app.targets[deployment.0 as usize];
+    let (url, body) = match target.request(req, ctx.invoke_passthrough.as_ref()) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(request_id = %ctx.id, error = %e, "the request cannot be sent to this upstream");
+            let f = Failure::of(FailureKind::ClientError);
+            return futures_util::stream::once(async move { Event::UpstreamError(id, f) }).boxed();
+        }
+    };
+    let spec = Spec {
+        app: app.clone(),
+        id,
+        deployment,
+        request_id: ctx.id.clone(),
+        model_name: ctx.model_name.clone(),
+        stream: req.is_stream(),
+        passthrough: ctx.invoke_passthrough.is_some(),
+    };
+    events(spec, Phase::Send { url, body }).boxed()
+}
+
+fn events(spec: Spec, phase: Phase) -> impl Stream<Item = Event> + Send + 'static {
+    let state = (spec, phase, VecDeque::new());
+    futures_util::stream::unfold(state, |(spec, mut phase, mut queue)| async move {
+        loop {
+            if let Some(ev) = queue.pop_front() {
+                return Some((ev, (spec, phase, queue)));
+            }
+            phase = match phase {
+                Phase::Over => return None,
+                Phase::Send { url, body } => spec.send(url, body, &mut queue).await,
+                Phase::Streaming { body, decoder } => spec.read(body, decoder, &mut queue).await,
+                Phase::Whole(resp) => {
+                    spec.whole(resp, &mut queue).await;
+                    Phase::Over
+                }
+            };
+        }
+    })
+}
+
+impl Spec {
+    fn target(&self) -> &UpstreamTarget {
+        &self.app.targets[self.deployment.0 as usize]
+    }
+
+    fn bedrock(&self) -> bool {
+        matches!(self.target().protocol, Protocol::Bedrock { .. })
+    }
+
+    async fn send(&self, url: String, body: Bytes, queue: &mut VecDeque<Event>) -> Phase {
+        let sent = upstream::send(&self.app.http, self.target(), url, body, &self.request_id).await;
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(f) => {
+                queue.push_back(Event::UpstreamError(self.id, failure(f)));
+                return Phase::Over;
+            }
+        };
+        queue.push_back(Event::UpstreamHead(self.id));
+        if !self.stream {
+            return Phase::Whole(resp);
+        }
+        let decoder = if self.bedrock() && self.passthrough {
+            UpstreamDecoder::Passthrough(FrameDecoder::new())
+        } else if self.bedrock() {
+            UpstreamDecoder::converse_stream(&self.model_name, &self.request_id, unix_now())
+        } else {
+            UpstreamDecoder::sse()
+        };
+        Phase::Streaming {
+            body: resp.bytes_stream().boxed(),
+            decoder,
+        }
+    }
+
+    /// The next chunk of a streamed body, decoded.
+    async fn read(
+        &self,
+        mut body: BoxStream<'static, reqwest::Result<Bytes>>,
+        mut decoder: UpstreamDecoder,
+        queue: &mut VecDeque<Event>,
+    ) -> Phase {
+        let end = match body.next().await {
+            Some(Ok(bytes)) => self.decode(&mut decoder, &bytes, queue),
+            Some(Err(e)) => Some(Failure::of(upstream::classify_transport(&e))),
+            None if decoder.ends_at_eof() => {
+                queue.push_back(Event::UpstreamEnd(self.id));
+                return Phase::Over;
+            }
+            // The body ended before the stream's end marker.
+            None => Some(Failure::of(FailureKind::ServerError)),
+        };
+        match end {
+            Some(f) => {
+                queue.push_back(Event::UpstreamError(self.id, f));
+                Phase::Over
+            }
+            None if matches!(queue.back(), Some(Event::UpstreamEnd(_))) => Phase::Over,
+            None => Phase::Streaming { body, decoder },
+        }
+    }
+
+    /// Decode one chunk into pieces; a failure inside the stream ends it.
+    fn decode(
+        &self,
+        decoder: &mut UpstreamDecoder,
+        bytes: &[u8],
+        queue: &mut VecDeque<Event>,
+    ) -> Option<Failure> {
+        for ev in decoder.feed(bytes) {
+            let piece = match ev {
+                UpstreamEvent::Done => {
+                    queue.push_back(Event::UpstreamEnd(self.id));
+                    return None;
+                }
+                UpstreamEvent::Error(detail) => {
+                    tracing::warn!(request_id = %self.request_id, detail = %detail, "upstream error inside a stream");
+                    return Some(Failure::of(FailureKind::ServerError));
+                }
+                UpstreamEvent::Raw(bytes, usage) => Piece::Frame { bytes, usage },
+                UpstreamEvent::Chunk(chunk, raw) => Piece::Chunk { chunk, raw },
+            };
+            queue.push_back(Event::UpstreamPiece(self.id, piece));
+        }
+        None
+    }
+
+    /// A non-streamed answer: read whole, into the canonical shape.
+    async fn whole(&self, resp: reqwest::Response, queue: &mut VecDeque<Event>) {
+        let native = native_usage(resp.headers());
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                let f = Failure::of(upstream::classify_transport(&e));
+                return queue.push_back(Event::UpstreamError(self.id, f));
+            }
+        };
+        let (raw, parsed) = if self.bedrock() && self.passthrough {
+            (bytes, None)
+        } else if self.bedrock() {
+            let Ok(c) = serde_json::from_slice::<ConverseResponse>(&bytes) else {
+                let f = Failure::of(FailureKind::ServerError);
+                return queue.push_back(Event::UpstreamError(self.id, f));
+            };
+            let canonical =
+                converse_to_chat_completion(&c, &self.model_name, &self.request_id, unix_now());
+            let raw = serde_json::to_vec(&canonical)
+                .map(Bytes::from)
+                .unwrap_or_default();
+            (raw, Some(Box::new(canonical)))
+        } else {
+            let parsed = serde_json::from_slice::<ChatCompletion>(&bytes).ok();
+            (bytes, parsed.map(Box::new))
+        };
+        let usage = parsed.as_ref().and_then(|c| c.usage).or(native);
+        let answer = Piece::Answer { raw, parsed, usage };
+        queue.push_back(Event::UpstreamPiece(self.id, answer));
+        queue.push_back(Event::UpstreamEnd(self.id));
+    }
+}
+
+fn failure(f: UpstreamFailure) -> Failure {
+    Failure {
+        kind: f.kind,
+        status: f.status.map(|s| s.as_u16()),
+        body: f.body,
+    }
+}
+
+/// A native InvokeModel answer reports its usage in headers.
+fn native_usage(headers: &axum::http::HeaderMap) -> Option<Usage> {
+    let count = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let input = count("x-amzn-bedrock-input-token-count")?;
+    let output = count("x-amzn-bedrock-output-token-count")?;
+    Some(Usage {
+        prompt_tokens: input,
+        completion_tokens: output,
+        total_tokens: input + output,
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
