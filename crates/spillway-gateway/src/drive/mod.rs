@@ -19,8 +19,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use spillway_core::{Reason, RegionIx};
-use spillway_exchange::{Action, AttemptId, Event, Exchange, Piece, StreamEnd};
+use spillway_core::{Admission, Demand, Outcome, Plan, Reason, RegionIx};
+use spillway_exchange::{Action, AttemptId, Capacity, Event, Exchange, Piece, StreamEnd};
 use spillway_proto::ChatRequest;
 use tokio::sync::oneshot;
 
@@ -85,6 +85,30 @@ pub fn refuse(app: &AppState, ctx: &RequestCtx, e: EdgeError) -> Response {
     resp
 }
 
+/// The routing core as the exchange's capacity, locked only for the calls that need it (a
+/// release, a retry, a failover's admission), never for a stream's pieces.
+struct Locked<'a>(&'a AppState);
+
+impl Capacity for Locked<'_> {
+    fn admit_next(
+        &mut self,
+        plan: &Plan,
+        from: usize,
+        demand: Demand,
+        now: Duration,
+    ) -> Option<(usize, Admission)> {
+        self.0.router().router.admit_next(plan, from, demand, now)
+    }
+
+    fn try_retry(&mut self, now: Duration) -> bool {
+        self.0.router().router.try_retry(now)
+    }
+
+    fn release(&mut self, admission: Admission, outcome: Outcome, charge: u64, now: Duration) {
+        Capacity::release(&mut self.0.router().router, admission, outcome, charge, now);
+    }
+}
+
 struct Driver {
     app: Arc<AppState>,
     ctx: RequestCtx,
@@ -122,8 +146,7 @@ impl Driver {
             match self.wake().await {
                 Wake::Event(ev) => {
                     let now = self.app.now();
-                    let mut cell = self.app.router();
-                    self.x.handle(now, ev, &mut cell.router);
+                    self.x.handle(now, ev, &mut Locked(&self.app));
                 }
                 Wake::AttemptOver => self.attempt = None,
                 Wake::Nothing => {}
