@@ -3,31 +3,43 @@
 //! belongs to its tenant (others get 404), lives in its home region (the listener it was created
 //! on), and routes like what it copies.
 //!
-//! # Where they live
+//! # Two backends, one cache
 //!
-//! Every instance keeps the profiles it knows in memory: resolving a model id on a request
-//! (the hot path, [`AppProfiles::get`]) reads only that cache. With the memory state backend the
-//! cache is the truth. With `[state] kind = "redis"` Redis is ([`store`]): create and delete
-//! are one atomic Lua script each (name uniqueness and `clientRequestToken` idempotency per
-//! tenant hold across instances) and write through to the cache; while Redis does not answer
-//! they fail with 503 `ServiceUnavailableException` rather than diverge, and known profiles
-//! keep resolving from the cache.
+//! Where the truth is kept is a `ProfileStore`, picked once when [`AppProfiles`] is built
+//! (DESIGN §2.1): the request and control-plane code never asks which one it has.
 //!
-//! # Staleness bound
+//! * `memory::MemoryStore` (`[state] kind = "memory"`): the profiles live in this process
+//!   only; create checks name uniqueness and `clientRequestToken` idempotency per tenant under
+//!   the cache's lock, and there is nothing to fetch or refresh.
+//! * `redis_store::RedisStore` (`[state] kind = "redis"`): Redis is the truth. Create and
+//!   delete are one atomic Lua script each (name uniqueness and token idempotency hold across
+//!   instances) and write through to the cache; while Redis does not answer they fail with 503
+//!   `ServiceUnavailableException` rather than diverge, and known profiles keep resolving from
+//!   the cache.
+//!
+//! Both backends fill one cache, owned here and lent to the store. Resolving a model id on a
+//! request (the hot path, [`AppProfiles::get`]) reads only that cache: no I/O, no future, no
+//! call through the trait, whichever backend holds the truth. With the memory backend the cache
+//! *is* the truth (the store has nothing else to keep); with Redis it is this instance's copy,
+//! which the store keeps current.
+//!
+//! # Staleness bound (Redis)
 //!
 //! The control-plane reads (get, list, delete's lookup) ask Redis first, so they see every
 //! other instance's creates and deletes at once. A request naming a profile this instance does
 //! not know fetches it from Redis before resolving (at most once per id per refresh interval),
 //! so a profile created on one instance is callable on all at once. The cache is refreshed from
-//! Redis every [`store::REFRESH`] (1 s; one small script call, which returns only a version
-//! number unless something changed): a profile deleted through another instance stops resolving
-//! here within `REFRESH + OP_TIMEOUT` (1.3 s) while Redis answers. While it does not, nothing
-//! can be created or deleted, so the cache cannot go stale except by an instance that still
-//! reaches Redis in a partition; it catches up within 1 s of Redis answering again.
+//! Redis every `redis_store::REFRESH` (1 s; one small script call, which returns only a
+//! version number unless something changed): a profile deleted through another instance stops
+//! resolving here within `REFRESH + OP_TIMEOUT` (1.3 s) while Redis answers. While it does not,
+//! nothing can be created or deleted, so the cache cannot go stale except by an instance that
+//! still reaches Redis in a partition; it catches up within 1 s of Redis answering again.
 //!
 //! Profiles are kept in Redis without expiry: run it with persistence, or a Redis restarted
 //! empty loses them (every instance's cache follows within 1 s).
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,7 +49,8 @@ use crate::config::{Config, ModelIx, ProfileIx, TenantIx};
 use crate::error::EdgeError;
 use crate::redis_link::RedisLink;
 
-mod store;
+mod memory;
+mod redis_store;
 
 /// What an application profile routes like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,17 +112,74 @@ impl NewAppProfile {
 #[derive(Default)]
 struct Cache {
     by_id: HashMap<String, AppProfile>,
-    /// The Redis version the cache reflects (`None`: not loaded yet).
+    /// The Redis version the cache reflects (`None`: not loaded yet; always with memory).
     version: Option<String>,
-    /// Ids asked of Redis and not found there, and when (asked again after [`store::REFRESH`]).
+    /// Ids asked of Redis and not found there, and when (asked again after
+    /// `redis_store::REFRESH`; always empty with memory).
     missing: HashMap<String, Instant>,
 }
 
-#[derive(Default)]
+impl Cache {
+    /// The tenant's profiles in `region`, oldest first (ties by id, so the order is the same
+    /// on every instance).
+    fn list(&self, tenant: TenantIx, region: RegionIx) -> Vec<AppProfile> {
+        let mut v: Vec<AppProfile> = self
+            .by_id
+            .values()
+            .filter(|p| p.tenant == tenant && p.region == region)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        v
+    }
+}
+
+/// The cache every backend fills and [`AppProfiles::get`] reads.
+type SharedCache = Arc<Mutex<Cache>>;
+
+/// A `ProfileStore` call in flight.
+type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the truth about application profiles is kept. Every method leaves the shared cache
+/// reflecting what it learnt, so the callers answer from the cache afterwards.
+trait ProfileStore: Send + Sync {
+    /// Create, or return the profile an earlier call with the same client request token made
+    /// (if it asked for the same name and source); the result is in the cache.
+    fn create(&self, new: NewAppProfile) -> Pending<'_, Result<AppProfile, EdgeError>>;
+
+    /// Delete the tenant's profile (and drop it from the cache); `Ok(false)`: there is none
+    /// with this id.
+    fn delete<'a>(&'a self, tenant: TenantIx, id: &'a str) -> Pending<'a, Result<bool, EdgeError>>;
+
+    /// Bring the cache's entry for `id` up to date (the control plane's reads), if the truth
+    /// answers.
+    fn fetch<'a>(&'a self, id: &'a str) -> Pending<'a, ()>;
+
+    /// [`ProfileStore::fetch`] for the request path: only an id the cache does not know, and
+    /// at most once per id per refresh interval.
+    fn fetch_if_unknown<'a>(&'a self, id: &'a str) -> Pending<'a, ()>;
+
+    /// Bring the whole cache up to date (before listing), if the truth answers.
+    fn refresh(&self) -> Pending<'_, ()>;
+
+    /// Start background upkeep, if any; it stops when the store is dropped.
+    fn start(self: Arc<Self>);
+}
+
 pub struct AppProfiles {
-    cache: Arc<Mutex<Cache>>,
-    /// Redis, the truth with `[state] kind = "redis"`.
-    store: Option<Arc<store::Store>>,
+    cache: SharedCache,
+    /// The truth, picked once: memory or Redis.
+    store: Arc<dyn ProfileStore>,
+}
+
+impl Default for AppProfiles {
+    fn default() -> AppProfiles {
+        AppProfiles::memory()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -127,62 +197,34 @@ fn name_taken(name: &str) -> EdgeError {
 impl AppProfiles {
     /// Kept in this process only (the memory state backend).
     pub fn memory() -> AppProfiles {
-        AppProfiles::default()
-    }
-
-    /// Shared through Redis when `link` is given, else kept in this process.
-    pub fn new(cfg: Arc<Config>, link: Option<Arc<RedisLink>>) -> AppProfiles {
-        let cache = Arc::new(Mutex::new(Cache::default()));
+        let cache = SharedCache::default();
         AppProfiles {
-            store: link.map(|l| Arc::new(store::Store::new(cfg, l, cache.clone()))),
+            store: Arc::new(memory::MemoryStore::new(cache.clone())),
             cache,
         }
     }
 
-    /// Start the background refresh (Redis only); it stops when `self` is dropped.
-    pub fn start(&self) {
-        if let Some(s) = &self.store {
-            tokio::spawn(store::background(Arc::downgrade(s)));
+    /// Shared through Redis when `link` is given, else kept in this process.
+    pub fn new(cfg: Arc<Config>, link: Option<Arc<RedisLink>>) -> AppProfiles {
+        let Some(link) = link else {
+            return AppProfiles::memory();
+        };
+        let cache = SharedCache::default();
+        AppProfiles {
+            store: Arc::new(redis_store::RedisStore::new(cfg, link, cache.clone())),
+            cache,
         }
+    }
+
+    /// Start the store's background upkeep (the Redis refresh); it stops when `self` is
+    /// dropped.
+    pub fn start(&self) {
+        self.store.clone().start();
     }
 
     /// Create, or return the profile an earlier call with the same client request token made.
     pub async fn create(&self, new: NewAppProfile) -> Result<AppProfile, EdgeError> {
-        match &self.store {
-            Some(s) => s.create(new).await,
-            None => self.create_local(new),
-        }
-    }
-
-    fn create_local(&self, new: NewAppProfile) -> Result<AppProfile, EdgeError> {
-        let mut cache = lock(&self.cache);
-        let map = &mut cache.by_id;
-        if let Some(token) = &new.client_request_token
-            && let Some(p) = map
-                .values()
-                .find(|p| p.tenant == new.tenant && p.client_request_token.as_ref() == Some(token))
-        {
-            return if p.name == new.name && p.source == new.source {
-                Ok(p.clone())
-            } else {
-                Err(already_used())
-            };
-        }
-        if map
-            .values()
-            .any(|p| p.tenant == new.tenant && p.name == new.name)
-        {
-            return Err(name_taken(&new.name));
-        }
-        let id = loop {
-            let id = random_id();
-            if !map.contains_key(&id) {
-                break id;
-            }
-        };
-        let profile = new.build(id.clone());
-        map.insert(id, profile.clone());
-        Ok(profile)
+        self.store.create(new).await
     }
 
     /// The tenant's profile with this id, from this instance's cache (the hot path: no I/O);
@@ -196,63 +238,36 @@ impl AppProfiles {
     }
 
     /// Before resolving `model_id` (as received, maybe percent-encoded): if it is an
-    /// application profile ARN this instance does not know, fetch it from Redis (at most once
-    /// per id per refresh interval; no-op without Redis).
+    /// application profile ARN this instance does not know, fetch it from the store (with
+    /// Redis at most once per id per refresh interval; a no-op with memory).
     pub async fn prefetch(&self, model_id: &str) {
-        let Some(s) = &self.store else {
-            return;
-        };
         if !model_id.contains("application-inference-profile") {
             return;
         }
         if let Ok(spillway_proto::bedrock::ModelRef::ApplicationProfileArn { id, .. }) =
             spillway_proto::bedrock::parse_model_ref(model_id)
         {
-            s.fetch_if_unknown(&id).await;
+            self.store.fetch_if_unknown(&id).await;
         }
     }
 
-    /// Like [`AppProfiles::get`] for the control plane: asks Redis first (if it answers).
+    /// Like [`AppProfiles::get`] for the control plane: asks the store first (Redis, if it
+    /// answers).
     pub async fn lookup(&self, tenant: TenantIx, id: &str) -> Option<AppProfile> {
-        if let Some(s) = &self.store {
-            s.fetch(id).await;
-        }
+        self.store.fetch(id).await;
         self.get(tenant, id)
     }
 
     /// Delete the tenant's profile; `Ok(false)`: there is none with this id.
     pub async fn delete(&self, tenant: TenantIx, id: &str) -> Result<bool, EdgeError> {
-        if let Some(s) = &self.store {
-            return s.delete(tenant, id).await;
-        }
-        let mut cache = lock(&self.cache);
-        if cache.by_id.get(id).is_some_and(|p| p.tenant == tenant) {
-            cache.by_id.remove(id);
-            Ok(true)
-        } else {
-            Ok(false)
-        }
+        self.store.delete(tenant, id).await
     }
 
     /// The tenant's profiles in `region`, oldest first (with Redis: refreshed first, if it
     /// answers).
     pub async fn list(&self, tenant: TenantIx, region: RegionIx) -> Vec<AppProfile> {
-        if let Some(s) = &self.store {
-            s.refresh().await;
-        }
-        let cache = lock(&self.cache);
-        let mut v: Vec<AppProfile> = cache
-            .by_id
-            .values()
-            .filter(|p| p.tenant == tenant && p.region == region)
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        v
+        self.store.refresh().await;
+        lock(&self.cache).list(tenant, region)
     }
 }
 
@@ -268,53 +283,4 @@ fn now_ms() -> SystemTime {
 /// UUID's hex digits).
 fn random_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn new(name: &str, token: Option<&str>) -> NewAppProfile {
-        NewAppProfile {
-            name: name.into(),
-            description: None,
-            tenant: 0,
-            account_id: "123456789012".into(),
-            region: RegionIx(0),
-            region_name: "us-east-1".into(),
-            source: CopySource::Profile(0),
-            tags: vec![("team".into(), "search".into())],
-            client_request_token: token.map(str::to_string),
-        }
-    }
-
-    #[tokio::test]
-    async fn create_is_idempotent_on_the_token_and_names_are_unique() {
-        let store = AppProfiles::memory();
-        let a = store.create(new("a", Some("t1"))).await.unwrap();
-        assert!(
-            a.arn.starts_with(
-                "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/"
-            )
-        );
-        assert_eq!(store.create(new("a", Some("t1"))).await.unwrap(), a);
-        assert!(matches!(
-            store.create(new("a", None)).await,
-            Err(EdgeError::Conflict(_))
-        ));
-        assert!(matches!(
-            store.create(new("b", Some("t1"))).await,
-            Err(EdgeError::Conflict(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn profiles_belong_to_their_tenant() {
-        let store = AppProfiles::memory();
-        let a = store.create(new("a", None)).await.unwrap();
-        assert!(store.get(1, &a.id).is_none());
-        assert!(!store.delete(1, &a.id).await.unwrap());
-        assert!(store.delete(0, &a.id).await.unwrap());
-        assert!(store.get(0, &a.id).is_none());
-    }
 }

@@ -6,14 +6,23 @@
 //! (a version, seeded at random and incremented by every change, so an instance refreshes its
 //! cache only when something changed, and a Redis restarted empty is noticed). Create, delete
 //! and the snapshot are one Lua script each; fetching one profile is one `HGET`.
+//!
+//! Every call writes what it learnt into the shared cache (create and fetch insert, delete and
+//! a missing fetch remove, the snapshot replaces it whole); one gate per instance orders those
+//! writes so an older answer never overwrites a newer one. [`background`] refreshes the cache
+//! every [`REFRESH`] so that deletes made through other instances reach it within the bound the
+//! parent module states.
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
-use super::{AppProfile, Cache, CopySource, NewAppProfile, already_used, lock, name_taken};
+use super::{
+    AppProfile, CopySource, NewAppProfile, Pending, ProfileStore, SharedCache, already_used, lock,
+    name_taken,
+};
 use crate::config::{Config, TenantIx};
 use crate::error::EdgeError;
 use crate::redis_link::RedisLink;
@@ -99,10 +108,10 @@ enum Source {
     Profile { profile: String },
 }
 
-pub(super) struct Store {
+pub(super) struct RedisStore {
     cfg: Arc<Config>,
     link: Arc<RedisLink>,
-    cache: Arc<Mutex<Cache>>,
+    cache: SharedCache,
     keys: [String; 4],
     create: Script,
     delete: Script,
@@ -125,11 +134,11 @@ fn seed() -> u64 {
     (uuid::Uuid::new_v4().as_u128() as u64) >> 12
 }
 
-impl Store {
-    pub(super) fn new(cfg: Arc<Config>, link: Arc<RedisLink>, cache: Arc<Mutex<Cache>>) -> Store {
+impl RedisStore {
+    pub(super) fn new(cfg: Arc<Config>, link: Arc<RedisLink>, cache: SharedCache) -> RedisStore {
         let prefix = &link.cfg.key_prefix;
         let keys = ["p", "n", "t", "v"].map(|k| format!("{prefix}:{{ap}}:{k}"));
-        Store {
+        RedisStore {
             cfg,
             link,
             cache,
@@ -195,7 +204,7 @@ impl Store {
         })
     }
 
-    pub(super) async fn create(&self, new: NewAppProfile) -> Result<AppProfile, EdgeError> {
+    async fn create(&self, new: NewAppProfile) -> Result<AppProfile, EdgeError> {
         if !self.link.is_up() {
             return Err(unavailable());
         }
@@ -246,7 +255,7 @@ impl Store {
         Err(unavailable())
     }
 
-    pub(super) async fn delete(&self, tenant: TenantIx, id: &str) -> Result<bool, EdgeError> {
+    async fn delete(&self, tenant: TenantIx, id: &str) -> Result<bool, EdgeError> {
         if !self.link.is_up() {
             return Err(unavailable());
         }
@@ -271,7 +280,7 @@ impl Store {
 
     /// Fetch one profile into the cache (or drop it from the cache: deleted elsewhere). No-op
     /// while Redis does not answer: the cache serves.
-    pub(super) async fn fetch(&self, id: &str) {
+    async fn fetch(&self, id: &str) {
         if !self.link.is_up() {
             return;
         }
@@ -307,9 +316,9 @@ impl Store {
         }
     }
 
-    /// [`Store::fetch`] an id this instance does not know, unless it was asked for less than
+    /// [`RedisStore::fetch`] an id this instance does not know, unless it was asked for less than
     /// [`REFRESH`] ago.
-    pub(super) async fn fetch_if_unknown(&self, id: &str) {
+    async fn fetch_if_unknown(&self, id: &str) {
         {
             let cache = lock(&self.cache);
             if cache.by_id.contains_key(id)
@@ -322,7 +331,7 @@ impl Store {
     }
 
     /// Reload the cache if anything changed in Redis since it was loaded.
-    pub(super) async fn refresh(&self) {
+    async fn refresh(&self) {
         if !self.link.is_up() {
             return;
         }
@@ -362,8 +371,37 @@ impl Store {
     }
 }
 
+// The trait's methods call the inherent ones of the same name (a path names the inherent
+// method first).
+impl ProfileStore for RedisStore {
+    fn create(&self, new: NewAppProfile) -> Pending<'_, Result<AppProfile, EdgeError>> {
+        Box::pin(RedisStore::create(self, new))
+    }
+
+    fn delete<'a>(&'a self, tenant: TenantIx, id: &'a str) -> Pending<'a, Result<bool, EdgeError>> {
+        Box::pin(RedisStore::delete(self, tenant, id))
+    }
+
+    fn fetch<'a>(&'a self, id: &'a str) -> Pending<'a, ()> {
+        Box::pin(RedisStore::fetch(self, id))
+    }
+
+    fn fetch_if_unknown<'a>(&'a self, id: &'a str) -> Pending<'a, ()> {
+        Box::pin(RedisStore::fetch_if_unknown(self, id))
+    }
+
+    fn refresh(&self) -> Pending<'_, ()> {
+        Box::pin(RedisStore::refresh(self))
+    }
+
+    /// Refresh the cache every [`REFRESH`] until the store is dropped.
+    fn start(self: Arc<Self>) {
+        tokio::spawn(background(Arc::downgrade(&self)));
+    }
+}
+
 /// Every [`REFRESH`] while Redis answers: reload the cache if anything changed.
-pub(super) async fn background(weak: Weak<Store>) {
+async fn background(weak: Weak<RedisStore>) {
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
