@@ -111,3 +111,22 @@ pub enum Refusal {
     /// The upstream refused the request itself (a 4xx other than 429): relayed as it came.
     Rejected { status: u16, body: Bytes },
 }
+
+impl Refusal {
+    /// The refusal for a request whose last failure ends it.
+    pub fn after(f: Failure) -> Refusal {
+        match f.kind {
+            FailureKind::ClientError => Refusal::Rejected {
+                status: f.status.unwrap_or(400),
+                body: f.body,
+            },
+            FailureKind::Throttled { retry_after } => Refusal::AllThrottled {
+                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+            },
+            FailureKind::Timeout => Refusal::Timeout,
+            FailureKind::Connect | FailureKind::ServerError | FailureKind::Cancelled => {
+                Refusal::Unavailable
+            }
+        }
+    }
+}

@@ -281,7 +281,7 @@ impl Exchange {
         // Nothing reached the client: what this attempt produced is dropped.
         self.answer = Answer::default();
         if !kind.is_retryable() {
-            return self.refuse(now, final_refusal(failure));
+            return self.refuse(now, Refusal::after(failure));
         }
         if now >= self.admitted_at + self.limits.total {
             return self.refuse(now, Refusal::Timeout);
@@ -304,7 +304,7 @@ impl Exchange {
                     };
                     Refusal::NoCapacity { retry_after }
                 } else {
-                    final_refusal(failure)
+                    Refusal::after(failure)
                 };
                 self.refuse(now, refusal);
             }
@@ -480,23 +480,6 @@ impl Exchange {
             if let Some(d) = deadline {
                 self.actions.push_back(Action::SetTimer(d));
             }
-        }
-    }
-}
-
-/// The refusal for a request whose last failure ends it.
-fn final_refusal(f: Failure) -> Refusal {
-    match f.kind {
-        FailureKind::ClientError => Refusal::Rejected {
-            status: f.status.unwrap_or(400),
-            body: f.body,
-        },
-        FailureKind::Throttled { retry_after } => Refusal::AllThrottled {
-            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
-        },
-        FailureKind::Timeout => Refusal::Timeout,
-        FailureKind::Connect | FailureKind::ServerError | FailureKind::Cancelled => {
-            Refusal::Unavailable
         }
     }
 }
