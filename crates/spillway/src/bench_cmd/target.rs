@@ -23,10 +23,10 @@
 //!   (the network is real).
 use std::collections::HashSet;
 
-use spillway_bench::client::LoadClient;
-use spillway_bench::oracle::{Network, oracle};
-use spillway_bench::report::{self, BenchReport, Context, Scale, Setup};
-use spillway_bench::workload;
+use spillway_bench::client::{LoadClient, RequestResult};
+use spillway_bench::oracle::{Network, Oracle, oracle};
+use spillway_bench::report::{self, BenchReport, Context, PolicyReport, Scale, Setup};
+use spillway_bench::workload::{self, Workload};
 
 use super::local::{DECODE_TPS, PREFILL_TPS};
 use super::{BUCKET, BenchArgs, TIMELINE_BUCKETS};
@@ -63,48 +63,182 @@ impl Allowed {
     }
 }
 
-pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
-    let model = args.model.clone().ok_or_else(|| {
-        anyhow::anyhow!(
-            "--target needs --model (the model id or inference profile to request, e.g. us.demo.chat-small-v1:0)"
-        )
-    })?;
-    let key = super::api_key(args).ok_or_else(|| {
-        anyhow::anyhow!("--target needs the gateway's API key: --api-key KEY or $SPILLWAY_API_KEY")
-    })?;
-    let sources: Vec<String> = args.target.iter().map(|t| t.0.clone()).collect();
-    let urls: Vec<String> = args.target.iter().map(|t| t.1.clone()).collect();
-    for (i, s) in sources.iter().enumerate() {
-        anyhow::ensure!(
-            !sources[..i].contains(s),
-            "--target {s}=… is given twice (one --target per source region)"
+/// What the `--target` options name: the model and key to request with, each source region and
+/// the URL of its listener, and where each source may be served.
+struct Targets {
+    model: String,
+    key: String,
+    sources: Vec<String>,
+    urls: Vec<String>,
+    allowed: Allowed,
+}
+
+impl Targets {
+    fn from_args(args: &BenchArgs) -> anyhow::Result<Targets> {
+        let model = args.model.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "--target needs --model (the model id or inference profile to request, e.g. us.demo.chat-small-v1:0)"
+            )
+        })?;
+        let key = super::api_key(args).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--target needs the gateway's API key: --api-key KEY or $SPILLWAY_API_KEY"
+            )
+        })?;
+        let sources: Vec<String> = args.target.iter().map(|t| t.0.clone()).collect();
+        let urls: Vec<String> = args.target.iter().map(|t| t.1.clone()).collect();
+        for (i, s) in sources.iter().enumerate() {
+            anyhow::ensure!(
+                !sources[..i].contains(s),
+                "--target {s}=… is given twice (one --target per source region)"
+            );
+        }
+        let allowed = Allowed(
+            args.allowed_regions
+                .as_ref()
+                .map(|v| v.iter().map(|r| r.trim().to_string()).collect()),
+        );
+        if let Some(set) = &allowed.0 {
+            anyhow::ensure!(
+                !set.is_empty() && !set.contains(""),
+                "--allowed-regions: expected region names, comma-separated"
+            );
+        }
+        Ok(Targets {
+            model,
+            key,
+            sources,
+            urls,
+            allowed,
+        })
+    }
+}
+
+/// The offered load and what it is measured against, before any request is sent.
+struct Offer {
+    w: Workload,
+    /// Sources first (the workload's demand columns), then the other allowed regions.
+    regions: Vec<String>,
+    /// Mean service time (s) at the simulator's default speeds.
+    service: f64,
+    /// Requests per second a region completes, when known.
+    capacity: Option<f64>,
+    /// How `capacity` was obtained.
+    concurrency_from: String,
+    window_secs: f64,
+    bound: Option<Oracle>,
+}
+
+impl Offer {
+    fn new(args: &BenchArgs, t: &Targets) -> anyhow::Result<Offer> {
+        let w = super::workload(args, t.sources.len())?;
+        let mut regions = t.sources.clone();
+        let mut extra: Vec<String> = t
+            .allowed
+            .0
+            .iter()
+            .flatten()
+            .filter(|r| !t.sources.contains(r))
+            .cloned()
+            .collect();
+        extra.sort();
+        regions.extend(extra);
+        let service = w.mean_service_secs(PREFILL_TPS, DECODE_TPS);
+        let (capacity, concurrency_from) = capacity(args, service)?;
+        let demand = w.demand(regions.len(), BUCKET);
+        let window_secs = demand.len() as f64 * BUCKET.as_secs_f64();
+        let bound = capacity.map(|c| {
+            let b = BUCKET.as_secs_f64();
+            let net = Network {
+                capacity: vec![c * b; regions.len()],
+                cross_cap: vec![2.0 * c * b; regions.len()],
+                reach: regions
+                    .iter()
+                    .map(|s| regions.iter().map(|r| t.allowed.allows(s, r)).collect())
+                    .collect(),
+            };
+            oracle(&net, &demand, b)
+        });
+        Ok(Offer {
+            w,
+            regions,
+            service,
+            capacity,
+            concurrency_from,
+            window_secs,
+            bound,
+        })
+    }
+
+    /// The opening line (see [`super::announce`]).
+    fn announce(&self, args: &BenchArgs) {
+        super::announce(
+            &self.w,
+            self.window_secs,
+            args.time_scale,
+            &self.capacity.map_or_else(
+                || "region capacity unknown".to_string(),
+                |c| format!("{c:.1} req/s per region ({})", self.concurrency_from),
+            ),
+            self.bound.as_ref().map(|b| b.goodput_rps),
         );
     }
-    let allowed = Allowed(
-        args.allowed_regions
-            .as_ref()
-            .map(|v| v.iter().map(|r| r.trim().to_string()).collect()),
-    );
-    if let Some(set) = &allowed.0 {
-        anyhow::ensure!(
-            !set.is_empty() && !set.contains(""),
-            "--allowed-regions: expected region names, comma-separated"
-        );
+
+    /// The `target` row's figures from the results (serving regions already attributed).
+    fn policy(
+        &self,
+        args: &BenchArgs,
+        t: &Targets,
+        results: &[RequestResult],
+        violations: u64,
+        chart: &[String],
+    ) -> PolicyReport {
+        let sent = super::sent_by_id(&self.w, &t.sources);
+        let cx = Context {
+            sent: &sent,
+            window_secs: self.window_secs,
+            slo: args.slo,
+            scale: Scale {
+                time_scale: args.time_scale,
+                rtt_ms: Default::default(),
+                local_rtt_ms: 0.0,
+            },
+            oracle_rps: self.bound.as_ref().map_or(0.0, |b| b.goodput_rps),
+            regions: chart.to_vec(),
+            timeline_buckets: TIMELINE_BUCKETS,
+        };
+        report::policy_report(NAME, results, violations, &cx)
     }
-    let w = super::workload(args, sources.len())?;
-    // Sources first (the workload's demand columns), then the other allowed regions.
-    let mut regions = sources.clone();
-    let mut extra: Vec<String> = allowed
-        .0
-        .iter()
-        .flatten()
-        .filter(|r| !sources.contains(r))
-        .cloned()
-        .collect();
-    extra.sort();
-    regions.extend(extra);
-    let service = w.mean_service_secs(PREFILL_TPS, DECODE_TPS);
-    let (capacity, concurrency_from) = match (args.region_rps, args.concurrency) {
+
+    /// How the run was set up, for the report.
+    fn setup(self, args: &BenchArgs, sources: Vec<String>, chart: Vec<String>) -> Setup {
+        Setup {
+            arrivals: self.w.description.clone(),
+            sources,
+            regions: chart,
+            concurrency: args.concurrency.unwrap_or(0),
+            concurrency_from: self.concurrency_from,
+            region_capacity_rps: self.capacity.map_or(0.0, |c| (c * 100.0).round() / 100.0),
+            mean_service_ms: if args.concurrency.is_some() {
+                (self.service * 1000.0).round()
+            } else {
+                0.0
+            },
+            time_scale: args.time_scale,
+            window_secs: self.window_secs,
+            slo_ttft_ms: args.slo.ttft_ms,
+            slo_tpot_ms: args.slo.tpot_ms,
+            max_input_tokens: workload::MAX_INPUT_TOKENS,
+            max_output_tokens: workload::MAX_OUTPUT_TOKENS,
+            rtt_added: false,
+        }
+    }
+}
+
+/// A region's capacity (requests per second) from `--region-rps`, or from `--concurrency` at a
+/// mean service time of `service` seconds; `None` without either. With how it was obtained.
+fn capacity(args: &BenchArgs, service: f64) -> anyhow::Result<(Option<f64>, String)> {
+    Ok(match (args.region_rps, args.concurrency) {
         (Some(rps), _) => {
             anyhow::ensure!(
                 rps.is_finite() && rps > 0.0,
@@ -120,42 +254,12 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             )
         }
         (None, None) => (None, "unknown".to_string()),
-    };
-    let demand = w.demand(regions.len(), BUCKET);
-    let window_secs = demand.len() as f64 * BUCKET.as_secs_f64();
-    let bound = capacity.map(|c| {
-        let b = BUCKET.as_secs_f64();
-        let net = Network {
-            capacity: vec![c * b; regions.len()],
-            cross_cap: vec![2.0 * c * b; regions.len()],
-            reach: regions
-                .iter()
-                .map(|s| regions.iter().map(|r| allowed.allows(s, r)).collect())
-                .collect(),
-        };
-        oracle(&net, &demand, b)
-    });
-    let mut notes = vec![format!(
-        "{NAME}: serving regions from the gateway's x-spillway-region header (this mode cannot see the upstreams' records); residency judged against {}",
-        allowed.describe()
-    )];
-    if bound.is_none() {
-        notes.push(
-            "oracle skipped: the regions' capacity is unknown (give --region-rps RPS, or --concurrency N for regions of `spillway sim`s at their default speeds)".into(),
-        );
-    }
-    super::announce(
-        &w,
-        window_secs,
-        args.time_scale,
-        &capacity.map_or_else(
-            || "region capacity unknown".to_string(),
-            |c| format!("{c:.1} req/s per region ({concurrency_from})"),
-        ),
-        bound.as_ref().map(|b| b.goodput_rps),
-    );
-    let specs = super::specs(&w, args.time_scale, &urls, &sources, &model);
-    let mut results = super::drive(NAME, LoadClient::new(&key)?, specs).await?;
+    })
+}
+
+/// Marks served responses without `x-spillway-region` as served in [`UNKNOWN`]; returns how many
+/// there were, and how many served requests were served outside their allowed regions.
+fn attribute(results: &mut [RequestResult], allowed: &Allowed) -> (u64, u64) {
     let (mut unknown, mut violations) = (0u64, 0u64);
     for r in results.iter_mut().filter(|r| r.ok()) {
         match &r.served_region {
@@ -167,13 +271,12 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             Some(_) => {}
         }
     }
-    if unknown > 0 {
-        notes.push(format!(
-            "{NAME}: {unknown} served responses carried no x-spillway-region; they count as '{UNKNOWN}', not local, and residency could not be judged for them"
-        ));
-    }
-    // The chart's regions: the known ones, then any the gateway reported besides.
-    let mut chart = regions.clone();
+    (unknown, violations)
+}
+
+/// The chart's regions: the known ones, then any the gateway reported besides.
+fn chart_regions(regions: &[String], results: &[RequestResult]) -> Vec<String> {
+    let mut chart = regions.to_vec();
     let mut others: Vec<String> = results
         .iter()
         .filter_map(|r| r.served_region.clone())
@@ -183,44 +286,37 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         .collect();
     others.sort();
     chart.extend(others);
-    let sent = super::sent_by_id(&w, &sources);
-    let cx = Context {
-        sent: &sent,
-        window_secs,
-        slo: args.slo,
-        scale: Scale {
-            time_scale: args.time_scale,
-            rtt_ms: Default::default(),
-            local_rtt_ms: 0.0,
-        },
-        oracle_rps: bound.as_ref().map_or(0.0, |b| b.goodput_rps),
-        regions: chart.clone(),
-        timeline_buckets: TIMELINE_BUCKETS,
-    };
-    let policy = report::policy_report(NAME, &results, violations, &cx);
-    let setup = Setup {
-        arrivals: w.description.clone(),
-        sources,
-        regions: chart,
-        concurrency: args.concurrency.unwrap_or(0),
-        concurrency_from,
-        region_capacity_rps: capacity.map_or(0.0, |c| (c * 100.0).round() / 100.0),
-        mean_service_ms: if args.concurrency.is_some() {
-            (service * 1000.0).round()
-        } else {
-            0.0
-        },
-        time_scale: args.time_scale,
-        window_secs,
-        slo_ttft_ms: args.slo.ttft_ms,
-        slo_tpot_ms: args.slo.tpot_ms,
-        max_input_tokens: workload::MAX_INPUT_TOKENS,
-        max_output_tokens: workload::MAX_OUTPUT_TOKENS,
-        rtt_added: false,
-    };
+    chart
+}
+
+pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    let t = Targets::from_args(args)?;
+    let offer = Offer::new(args, &t)?;
+    let mut notes = vec![format!(
+        "{NAME}: serving regions from the gateway's x-spillway-region header (this mode cannot see the upstreams' records); residency judged against {}",
+        t.allowed.describe()
+    )];
+    if offer.bound.is_none() {
+        notes.push(
+            "oracle skipped: the regions' capacity is unknown (give --region-rps RPS, or --concurrency N for regions of `spillway sim`s at their default speeds)".into(),
+        );
+    }
+    offer.announce(args);
+    let specs = super::specs(&offer.w, args.time_scale, &t.urls, &t.sources, &t.model);
+    let mut results = super::drive(NAME, LoadClient::new(&t.key)?, specs).await?;
+    let (unknown, violations) = attribute(&mut results, &t.allowed);
+    if unknown > 0 {
+        notes.push(format!(
+            "{NAME}: {unknown} served responses carried no x-spillway-region; they count as '{UNKNOWN}', not local, and residency could not be judged for them"
+        ));
+    }
+    let chart = chart_regions(&offer.regions, &results);
+    let policy = offer.policy(args, &t, &results, violations, &chart);
+    let oracle = offer.bound.clone();
+    let setup = offer.setup(args, t.sources, chart);
     Ok(BenchReport {
         policies: vec![policy],
-        oracle: bound,
+        oracle,
         setup,
         notes,
     })
