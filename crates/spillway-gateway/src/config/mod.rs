@@ -14,6 +14,7 @@ use spillway_core::{Candidate, DeploymentIx, QuotaLimits, RegionIx, RouterConfig
 pub mod embedded;
 mod profiles;
 pub mod raw;
+mod routing;
 mod state;
 mod tenants;
 mod upstreams;

@@ -23,11 +23,27 @@ pub(super) fn derive(
     model_by_id: &HashMap<String, ModelIx>,
     deployment_by: &HashMap<(ModelIx, RegionIx), DeploymentIx>,
 ) -> Result<Vec<Profile>, ConfigError> {
-    let err = |key: String, message: String| ConfigError::Invalid {
-        file: file.to_string(),
-        key,
-        message,
+    let mut profiles = system_profiles(regions, rtt, models, deployment_by);
+    let cx = Overrides {
+        file,
+        regions,
+        models,
+        model_by_id,
+        deployment_by,
     };
+    for (i, o) in overrides.iter().enumerate() {
+        cx.apply(&format!("profiles[{i}]"), o, &mut profiles)?;
+    }
+    Ok(profiles)
+}
+
+/// The derived profiles: per model, one per geography with a deployment of it, then `global`.
+fn system_profiles(
+    regions: &[Region],
+    rtt: &[Vec<Duration>],
+    models: &[Model],
+    deployment_by: &HashMap<(ModelIx, RegionIx), DeploymentIx>,
+) -> Vec<Profile> {
     let all: Vec<RegionIx> = (0..regions.len()).map(|i| RegionIx(i as u16)).collect();
     let mut geographies: Vec<&str> = Vec::new();
     for r in regions {
@@ -72,12 +88,51 @@ pub(super) fn derive(
             });
         }
     }
+    profiles
+}
 
-    for (i, o) in overrides.iter().enumerate() {
-        let key = format!("profiles[{i}]");
+/// What an override is checked against.
+struct Overrides<'a> {
+    file: &'a str,
+    regions: &'a [Region],
+    models: &'a [Model],
+    model_by_id: &'a HashMap<String, ModelIx>,
+    deployment_by: &'a HashMap<(ModelIx, RegionIx), DeploymentIx>,
+}
+
+impl Overrides<'_> {
+    fn err(&self, key: String, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_string(),
+            key,
+            message,
+        }
+    }
+
+    fn region_ix(&self, key: String, name: &str) -> Result<RegionIx, ConfigError> {
+        self.regions
+            .iter()
+            .position(|r| r.name == name)
+            .map(|i| RegionIx(i as u16))
+            .ok_or_else(|| self.err(key, format!("unknown region {name:?}")))
+    }
+
+    fn in_scope(&self, p: &Profile, r: RegionIx) -> bool {
+        p.geography
+            .as_deref()
+            .is_none_or(|g| self.regions[r.0 as usize].geography == g)
+    }
+
+    /// Applies override `o` (at `key`) to the system profile it names.
+    fn apply(
+        &self,
+        key: &str,
+        o: &RawProfile,
+        profiles: &mut [Profile],
+    ) -> Result<(), ConfigError> {
         let Some(p) = profiles.iter_mut().find(|p| p.id == o.id) else {
             let hint = match o.id.split_once('.') {
-                Some((_, m)) if model_by_id.contains_key(m) => format!(
+                Some((_, m)) if self.model_by_id.contains_key(m) => format!(
                     "model {m:?} has no deployment in that geography, or the prefix is not a geography"
                 ),
                 _ => {
@@ -85,28 +140,16 @@ pub(super) fn derive(
                         .to_string()
                 }
             };
-            return Err(err(
+            return Err(self.err(
                 format!("{key}.id"),
                 format!("no system profile {:?}: {hint}", o.id),
             ));
         };
-        let region_ix = |k: String, name: &str| -> Result<RegionIx, ConfigError> {
-            regions
-                .iter()
-                .position(|r| r.name == name)
-                .map(|i| RegionIx(i as u16))
-                .ok_or_else(|| err(k, format!("unknown region {name:?}")))
-        };
-        let in_scope = |r: RegionIx| {
-            p.geography
-                .as_deref()
-                .is_none_or(|g| regions[r.0 as usize].geography == g)
-        };
         for (source, dests) in &o.sources {
             let skey = format!("{key}.sources.{source:?}");
-            let s = region_ix(skey.clone(), source)?;
-            if !in_scope(s) {
-                return Err(err(
+            let s = self.region_ix(skey.clone(), source)?;
+            if !self.in_scope(p, s) {
+                return Err(self.err(
                     skey,
                     format!(
                         "{source:?} is not in geography {:?}; the profile cannot be called from it",
@@ -114,39 +157,51 @@ pub(super) fn derive(
                     ),
                 ));
             }
-            let mut set = Vec::new();
-            for (j, d) in dests.iter().enumerate() {
-                let dkey = format!("{skey}[{j}]");
-                let r = region_ix(dkey.clone(), d)?;
-                if !in_scope(r) {
-                    return Err(err(
-                        dkey,
-                        format!(
-                            "{d:?} is outside geography {:?}: a profile never leaves its geography",
-                            p.geography.as_deref().unwrap_or("global")
-                        ),
-                    ));
-                }
-                if !deployment_by.contains_key(&(p.model, r)) {
-                    return Err(err(
-                        dkey,
-                        format!("{d:?} has no deployment of {:?}", models[p.model].id),
-                    ));
-                }
-                if set.contains(&r) {
-                    return Err(err(dkey, format!("{d:?} is listed twice")));
-                }
-                set.push(r);
-            }
-            if set.is_empty() {
-                return Err(err(skey, "expected at least one destination region (use disabled_sources to disable a source)".to_string()));
-            }
+            let set = self.destinations(p, &skey, dests)?;
             p.destinations.insert(s, set);
         }
         for (j, source) in o.disabled_sources.iter().enumerate() {
-            let s = region_ix(format!("{key}.disabled_sources[{j}]"), source)?;
+            let s = self.region_ix(format!("{key}.disabled_sources[{j}]"), source)?;
             p.destinations.remove(&s);
         }
+        Ok(())
     }
-    Ok(profiles)
+
+    /// A source's destination set (at `skey`): in the profile's geography, deployed, no
+    /// repeats, not empty.
+    fn destinations(
+        &self,
+        p: &Profile,
+        skey: &str,
+        dests: &[String],
+    ) -> Result<Vec<RegionIx>, ConfigError> {
+        let mut set = Vec::new();
+        for (j, d) in dests.iter().enumerate() {
+            let dkey = format!("{skey}[{j}]");
+            let r = self.region_ix(dkey.clone(), d)?;
+            if !self.in_scope(p, r) {
+                return Err(self.err(
+                    dkey,
+                    format!(
+                        "{d:?} is outside geography {:?}: a profile never leaves its geography",
+                        p.geography.as_deref().unwrap_or("global")
+                    ),
+                ));
+            }
+            if !self.deployment_by.contains_key(&(p.model, r)) {
+                return Err(self.err(
+                    dkey,
+                    format!("{d:?} has no deployment of {:?}", self.models[p.model].id),
+                ));
+            }
+            if set.contains(&r) {
+                return Err(self.err(dkey, format!("{d:?} is listed twice")));
+            }
+            set.push(r);
+        }
+        if set.is_empty() {
+            return Err(self.err(skey.to_string(), "expected at least one destination region (use disabled_sources to disable a source)".to_string()));
+        }
+        Ok(set)
+    }
 }

@@ -33,74 +33,12 @@ pub(super) fn state(cx: &Ctx<'_>, raw: &RawState) -> Result<StateKind, ConfigErr
 
 fn redis(cx: &Ctx<'_>, raw: &RawState) -> Result<RedisState, ConfigError> {
     let cluster = raw.cluster.unwrap_or(false);
-    let (key, urls) = match (&raw.url, &raw.urls, &raw.url_env) {
-        (Some(url), None, None) => ("state.url", vec![url.clone()]),
-        (None, Some(urls), None) => {
-            if !cluster {
-                return Err(cx.err(
-                    "state.urls",
-                    "urls lists the seed nodes of a Redis Cluster: set cluster = true, or give one url",
-                ));
-            }
-            if urls.is_empty() {
-                return Err(cx.err("state.urls", "expected at least one seed node URL"));
-            }
-            ("state.urls", urls.clone())
-        }
-        (None, None, Some(var)) => match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => {
-                let urls: Vec<String> = v
-                    .split(',')
-                    .map(|u| u.trim().to_string())
-                    .filter(|u| !u.is_empty())
-                    .collect();
-                if urls.len() > 1 && !cluster {
-                    return Err(cx.err(
-                        "state.url_env",
-                        format!("{var:?} holds several URLs (the seed nodes of a Redis Cluster): set cluster = true, or give one URL"),
-                    ));
-                }
-                ("state.url_env", urls)
-            }
-            _ => {
-                return Err(cx.err(
-                    "state.url_env",
-                    format!("environment variable {var:?} is not set (expected a redis:// URL)"),
-                ));
-            }
-        },
-        (None, None, None) => {
-            return Err(cx.err(
-                "state.url",
-                "kind = \"redis\" needs url = \"redis://host:port\" (or url_env, or with cluster = true urls = [seed nodes])",
-            ));
-        }
-        _ => {
-            return Err(cx.err("state.url", "give one of url, urls or url_env"));
-        }
-    };
+    let (key, urls) = urls(cx, raw, cluster)?;
     let Some(first) = urls.first().cloned() else {
         return Err(cx.err(key, "expected at least one redis:// URL"));
     };
     for url in &urls {
-        if !(url.starts_with("redis://") || url.starts_with("valkey://")) {
-            return Err(cx.err(
-                key,
-                format!("expected a redis://host:port URL, got {:?} (TLS rediss:// is not supported yet)", redact(url)),
-            ));
-        }
-        let info = match redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
-            Ok(info) => info,
-            Err(e) => {
-                return Err(cx.err(key, format!("not a usable Redis URL ({:?})", e.kind())));
-            }
-        };
-        if cluster && info.redis_settings().db() != 0 {
-            return Err(cx.err(
-                key,
-                "a Redis Cluster has only database 0: drop the /db from the URL",
-            ));
-        }
+        check_url(cx, key, url, cluster)?;
     }
     let instances = raw.instances.unwrap_or(1);
     if !(1..=1000).contains(&instances) {
@@ -135,6 +73,80 @@ fn redis(cx: &Ctx<'_>, raw: &RawState) -> Result<RedisState, ConfigError> {
         lease_fraction,
         key_prefix,
     })
+}
+
+/// The Redis URLs (one of `url`, `urls` or `url_env`) and the key they came from.
+fn urls(
+    cx: &Ctx<'_>,
+    raw: &RawState,
+    cluster: bool,
+) -> Result<(&'static str, Vec<String>), ConfigError> {
+    match (&raw.url, &raw.urls, &raw.url_env) {
+        (Some(url), None, None) => Ok(("state.url", vec![url.clone()])),
+        (None, Some(urls), None) => {
+            if !cluster {
+                return Err(cx.err(
+                    "state.urls",
+                    "urls lists the seed nodes of a Redis Cluster: set cluster = true, or give one url",
+                ));
+            }
+            if urls.is_empty() {
+                return Err(cx.err("state.urls", "expected at least one seed node URL"));
+            }
+            Ok(("state.urls", urls.clone()))
+        }
+        (None, None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => {
+                let urls: Vec<String> = v
+                    .split(',')
+                    .map(|u| u.trim().to_string())
+                    .filter(|u| !u.is_empty())
+                    .collect();
+                if urls.len() > 1 && !cluster {
+                    return Err(cx.err(
+                        "state.url_env",
+                        format!("{var:?} holds several URLs (the seed nodes of a Redis Cluster): set cluster = true, or give one URL"),
+                    ));
+                }
+                Ok(("state.url_env", urls))
+            }
+            _ => Err(cx.err(
+                "state.url_env",
+                format!("environment variable {var:?} is not set (expected a redis:// URL)"),
+            )),
+        },
+        (None, None, None) => Err(cx.err(
+            "state.url",
+            "kind = \"redis\" needs url = \"redis://host:port\" (or url_env, or with cluster = true urls = [seed nodes])",
+        )),
+        _ => Err(cx.err("state.url", "give one of url, urls or url_env")),
+    }
+}
+
+/// One Redis URL: `redis://` or `valkey://`, parseable, database 0 on a cluster.
+fn check_url(cx: &Ctx<'_>, key: &str, url: &str, cluster: bool) -> Result<(), ConfigError> {
+    if !(url.starts_with("redis://") || url.starts_with("valkey://")) {
+        return Err(cx.err(
+            key,
+            format!(
+                "expected a redis://host:port URL, got {:?} (TLS rediss:// is not supported yet)",
+                redact(url)
+            ),
+        ));
+    }
+    let info = match redis::IntoConnectionInfo::into_connection_info(url) {
+        Ok(info) => info,
+        Err(e) => {
+            return Err(cx.err(key, format!("not a usable Redis URL ({:?})", e.kind())));
+        }
+    };
+    if cluster && info.redis_settings().db() != 0 {
+        return Err(cx.err(
+            key,
+            "a Redis Cluster has only database 0: drop the /db from the URL",
+        ));
+    }
+    Ok(())
 }
 
 /// A URL for an error message: without its password.

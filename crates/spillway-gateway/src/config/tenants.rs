@@ -25,14 +25,15 @@ pub(super) fn validate(
     region_ix: &RegionLookup<'_>,
     model_ix: &ModelLookup<'_>,
 ) -> Result<Tenants, ConfigError> {
-    let mut tenant_by_access_key = HashMap::new();
-    let mut tenants = Vec::new();
-    let mut tenant_by_key = HashMap::new();
-    let demo_hash = sha256(DEMO_API_KEY.as_bytes());
-    let mut demo_key_in_use = false;
+    let mut out = Tenants {
+        tenants: Vec::new(),
+        tenant_by_key: HashMap::new(),
+        tenant_by_access_key: HashMap::new(),
+        demo_key_in_use: false,
+    };
     for (i, t) in raw.iter().enumerate() {
         let key = format!("tenants[{i}]");
-        if t.name.is_empty() || tenants.iter().any(|x: &Tenant| x.name == t.name) {
+        if t.name.is_empty() || out.tenants.iter().any(|x: &Tenant| x.name == t.name) {
             return Err(cx.err(
                 format!("{key}.name"),
                 format!("expected a unique, non-empty tenant name, got {:?}", t.name),
@@ -44,46 +45,7 @@ pub(super) fn validate(
                 "expected at least one API key ({ sha256 = \"<hex>\" } or { env = \"VAR\" }) or access key pair",
             ));
         }
-        let mut key_hashes = Vec::new();
-        for (j, k) in t.api_keys.iter().enumerate() {
-            let kkey = format!("{key}.api_keys[{j}]");
-            let hash = match k {
-                RawApiKey::Sha256(hex_str) => {
-                    let bytes = hex::decode(hex_str)
-                        .ok()
-                        .filter(|b| b.len() == 32)
-                        .ok_or_else(|| {
-                            cx.err(
-                                format!("{kkey}.sha256"),
-                                "expected 64 hex digits (the SHA-256 of the key)",
-                            )
-                        })?;
-                    let mut h = [0u8; 32];
-                    h.copy_from_slice(&bytes);
-                    h
-                }
-                RawApiKey::Env(var) => {
-                    let v = std::env::var(var)
-                        .ok()
-                        .filter(|v| !v.is_empty())
-                        .ok_or_else(|| {
-                            cx.err(
-                                format!("{kkey}.env"),
-                                format!("environment variable {var} is not set or empty"),
-                            )
-                        })?;
-                    sha256(v.as_bytes())
-                }
-            };
-            demo_key_in_use |= hash == demo_hash;
-            if tenant_by_key.insert(hash, tenants.len()).is_some() {
-                return Err(cx.err(
-                    kkey,
-                    "this key is already given to another tenant (or twice)",
-                ));
-            }
-            key_hashes.push(hash);
-        }
+        let key_hashes = out.api_keys(cx, &key, &t.api_keys)?;
         let multiplier = t.cross_region_multiplier.unwrap_or(2.0);
         if !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier)) {
             return Err(cx.err(
@@ -95,28 +57,62 @@ pub(super) fn validate(
         for (j, r) in t.denied_regions.iter().enumerate() {
             denied_regions.push(region_ix(&format!("{key}.denied_regions[{j}]"), r)?);
         }
-        let mut quotas = HashMap::new();
-        for (j, q) in t.quotas.iter().enumerate() {
-            let qkey = format!("{key}.quotas[{j}]");
-            let model = model_ix(&format!("{qkey}.model"), &q.model)?;
-            if q.rpm == Some(0) || q.tpm == Some(0) {
-                return Err(cx.err(qkey, "expected positive rpm/tpm (omit a key for no limit)"));
-            }
-            let limits = QuotaLimits {
-                rpm: q.rpm,
-                tpm: q.tpm,
-            };
-            let sources: Vec<RegionIx> = match &q.region {
-                Some(r) => vec![region_ix(&format!("{qkey}.region"), r)?],
-                None => (0..n_regions).map(|i| RegionIx(i as u16)).collect(),
-            };
-            for s in sources {
-                // A region-specific entry wins over an all-regions one, whatever the order.
-                if q.region.is_some() || !quotas.contains_key(&(model, s)) {
-                    quotas.insert((model, s), limits);
-                }
-            }
+        let quotas = quotas(cx, &key, t, n_regions, region_ix, model_ix)?;
+        out.access_keys(cx, &key, t)?;
+        let account_id = t
+            .account_id
+            .clone()
+            .unwrap_or_else(|| "000000000000".to_string());
+        if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(cx.err(
+                format!("{key}.account_id"),
+                format!("expected 12 digits, got {account_id:?}"),
+            ));
         }
+        out.tenants.push(Tenant {
+            name: t.name.clone(),
+            key_hashes,
+            cross_region_multiplier: multiplier,
+            denied_regions,
+            quotas,
+            account_id,
+        });
+    }
+    Ok(out)
+}
+
+impl Tenants {
+    /// The hashes of the next tenant's API keys, each registered for it (a key given to two
+    /// tenants, or twice, is an error).
+    fn api_keys(
+        &mut self,
+        cx: &Ctx<'_>,
+        key: &str,
+        raw: &[RawApiKey],
+    ) -> Result<Vec<[u8; 32]>, ConfigError> {
+        let demo_hash = sha256(DEMO_API_KEY.as_bytes());
+        let mut key_hashes = Vec::new();
+        for (j, k) in raw.iter().enumerate() {
+            let kkey = format!("{key}.api_keys[{j}]");
+            let hash = api_key_hash(cx, &kkey, k)?;
+            self.demo_key_in_use |= hash == demo_hash;
+            if self
+                .tenant_by_key
+                .insert(hash, self.tenants.len())
+                .is_some()
+            {
+                return Err(cx.err(
+                    kkey,
+                    "this key is already given to another tenant (or twice)",
+                ));
+            }
+            key_hashes.push(hash);
+        }
+        Ok(key_hashes)
+    }
+
+    /// Registers the next tenant's SigV4 access keys.
+    fn access_keys(&mut self, cx: &Ctx<'_>, key: &str, t: &RawTenant) -> Result<(), ConfigError> {
         for (j, k) in t.access_keys.iter().enumerate() {
             let kkey = format!("{key}.access_keys[{j}]");
             if k.id.len() < 16
@@ -133,20 +129,13 @@ pub(super) fn validate(
             }
             let secret = match (&k.secret, &k.secret_env) {
                 (Some(s), None) if !s.is_empty() => s.clone(),
-                (None, Some(var)) => std::env::var(var)
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| {
-                        cx.err(
-                            format!("{kkey}.secret_env"),
-                            format!("environment variable {var} is not set or empty"),
-                        )
-                    })?,
+                (None, Some(var)) => env_value(cx, &format!("{kkey}.secret_env"), var)?,
                 _ => return Err(cx.err(kkey, "expected exactly one of `secret` or `secret_env`")),
             };
-            demo_key_in_use |= k.id == DEMO_ACCESS_KEY_ID;
-            if tenant_by_access_key
-                .insert(k.id.clone(), (tenants.len(), Secret(secret)))
+            self.demo_key_in_use |= k.id == DEMO_ACCESS_KEY_ID;
+            if self
+                .tenant_by_access_key
+                .insert(k.id.clone(), (self.tenants.len(), Secret(secret)))
                 .is_some()
             {
                 return Err(cx.err(
@@ -155,32 +144,79 @@ pub(super) fn validate(
                 ));
             }
         }
-        let account_id = t
-            .account_id
-            .clone()
-            .unwrap_or_else(|| "000000000000".to_string());
-        if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(cx.err(
-                format!("{key}.account_id"),
-                format!("expected 12 digits, got {account_id:?}"),
-            ));
-        }
-        tenants.push(Tenant {
-            name: t.name.clone(),
-            key_hashes,
-            cross_region_multiplier: multiplier,
-            denied_regions,
-            quotas,
-            account_id,
-        });
+        Ok(())
     }
+}
 
-    Ok(Tenants {
-        tenants,
-        tenant_by_key,
-        tenant_by_access_key,
-        demo_key_in_use,
-    })
+/// The value of environment variable `var`, an error at `key` if it is unset or empty.
+fn env_value(cx: &Ctx<'_>, key: &str, var: &str) -> Result<String, ConfigError> {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            cx.err(
+                key,
+                format!("environment variable {var} is not set or empty"),
+            )
+        })
+}
+
+/// The SHA-256 of an API key: given as hex, or hashed from an environment variable.
+fn api_key_hash(cx: &Ctx<'_>, kkey: &str, k: &RawApiKey) -> Result<[u8; 32], ConfigError> {
+    match k {
+        RawApiKey::Sha256(hex_str) => {
+            let bytes = hex::decode(hex_str)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| {
+                    cx.err(
+                        format!("{kkey}.sha256"),
+                        "expected 64 hex digits (the SHA-256 of the key)",
+                    )
+                })?;
+            let mut h = [0u8; 32];
+            h.copy_from_slice(&bytes);
+            Ok(h)
+        }
+        RawApiKey::Env(var) => {
+            let v = env_value(cx, &format!("{kkey}.env"), var)?;
+            Ok(sha256(v.as_bytes()))
+        }
+    }
+}
+
+/// A tenant's in-region limits per (model, source region); a region-specific entry wins over an
+/// all-regions one, whatever the order.
+fn quotas(
+    cx: &Ctx<'_>,
+    key: &str,
+    t: &RawTenant,
+    n_regions: usize,
+    region_ix: &RegionLookup<'_>,
+    model_ix: &ModelLookup<'_>,
+) -> Result<HashMap<(ModelIx, RegionIx), QuotaLimits>, ConfigError> {
+    let mut quotas = HashMap::new();
+    for (j, q) in t.quotas.iter().enumerate() {
+        let qkey = format!("{key}.quotas[{j}]");
+        let model = model_ix(&format!("{qkey}.model"), &q.model)?;
+        if q.rpm == Some(0) || q.tpm == Some(0) {
+            return Err(cx.err(qkey, "expected positive rpm/tpm (omit a key for no limit)"));
+        }
+        let limits = QuotaLimits {
+            rpm: q.rpm,
+            tpm: q.tpm,
+        };
+        let sources: Vec<RegionIx> = match &q.region {
+            Some(r) => vec![region_ix(&format!("{qkey}.region"), r)?],
+            None => (0..n_regions).map(|i| RegionIx(i as u16)).collect(),
+        };
+        for s in sources {
+            if q.region.is_some() || !quotas.contains_key(&(model, s)) {
+                quotas.insert((model, s), limits);
+            }
+        }
+    }
+    Ok(quotas)
 }
 
 /// Per-region prices; a price for a region without that model is allowed (it is the source

@@ -1,7 +1,7 @@
-//! Validation of a deployment's `upstream` table.
+//! Validation of a deployment's `upstream` table: one function per `kind`.
 use std::time::Duration;
 
-use super::raw::RawUpstream;
+use super::raw::{RawBedrockUpstream, RawOpenAiUpstream, RawSimUpstream, RawUpstream};
 use super::validate::Ctx;
 use super::{BedrockCredentials, ConfigError, Secret, SimParams, Upstream, UpstreamAuth};
 
@@ -13,149 +13,168 @@ pub(super) fn upstream(
     region: &str,
 ) -> Result<Upstream, ConfigError> {
     match u {
-        RawUpstream::Openai(o) => {
-            if !(o.base_url.starts_with("http://") || o.base_url.starts_with("https://")) {
-                return Err(cx.err(
-                    format!("{key}.base_url"),
-                    format!("expected an http:// or https:// URL, got {:?}", o.base_url),
-                ));
-            }
-            let auth = match o.auth.as_deref() {
-                None | Some("bearer") => UpstreamAuth::Bearer,
-                Some("api-key") => UpstreamAuth::ApiKeyHeader,
-                Some(other) => {
-                    return Err(cx.err(
-                        format!("{key}.auth"),
-                        format!("expected \"bearer\" or \"api-key\", got {other:?}"),
-                    ));
-                }
-            };
-            let api_key = match &o.api_key_env {
-                None => None,
-                Some(var) => Some(
-                    std::env::var(var)
-                        .ok()
-                        .filter(|v| !v.is_empty())
-                        .ok_or_else(|| {
-                            cx.err(
-                                format!("{key}.api_key_env"),
-                                format!("environment variable {var} is not set or empty"),
-                            )
-                        })?,
-                ),
-            };
-            Ok(Upstream::OpenAi {
-                base_url: o.base_url.trim_end_matches('/').to_string(),
-                model: o.model.clone().unwrap_or_else(|| model_id.to_string()),
-                api_key: api_key.map(Secret),
-                auth,
-            })
-        }
-        RawUpstream::Bedrock(b) => {
-            let base_url = b
-                .base_url
-                .clone()
-                .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
-            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                return Err(cx.err(
-                    format!("{key}.base_url"),
-                    format!("expected an http:// or https:// URL, got {base_url:?}"),
-                ));
-            }
-            let env = |k: &str,
-                       var: &Option<String>,
-                       default: &str,
-                       required: bool|
-             -> Result<Option<String>, ConfigError> {
-                let name = var.as_deref().unwrap_or(default);
-                match std::env::var(name).ok().filter(|v| !v.is_empty()) {
-                    Some(v) => Ok(Some(v)),
-                    None if required => Err(cx.err(format!("{key}.{k}"), format!("environment variable {name} (the Bedrock upstream's credentials) is not set or empty"))),
-                    None => Ok(None),
-                }
-            };
-            let access_key_id = env(
-                "access_key_id_env",
-                &b.access_key_id_env,
-                "AWS_ACCESS_KEY_ID",
-                true,
-            )?
-            .unwrap_or_default();
-            let secret = env(
-                "secret_access_key_env",
-                &b.secret_access_key_env,
-                "AWS_SECRET_ACCESS_KEY",
-                true,
-            )?
-            .unwrap_or_default();
-            let token = env(
-                "session_token_env",
-                &b.session_token_env,
-                "AWS_SESSION_TOKEN",
-                false,
-            )?;
-            Ok(Upstream::Bedrock {
-                base_url: base_url.trim_end_matches('/').to_string(),
-                model: b.model.clone().unwrap_or_else(|| model_id.to_string()),
-                signing_region: b.region.clone().unwrap_or_else(|| region.to_string()),
-                credentials: BedrockCredentials {
-                    access_key_id,
-                    secret_access_key: Secret(secret),
-                    session_token: token.map(Secret),
-                },
-            })
-        }
-        RawUpstream::Sim(s) => {
-            if let Some(url) = &s.base_url
-                && !url.starts_with("http://")
-            {
-                return Err(cx.err(
-                    format!("{key}.base_url"),
-                    format!("expected an http:// URL of a `spillway sim`, got {url:?}"),
-                ));
-            }
-            let d = SimParams::default();
-            let pos = |k: &str, v: Option<f64>, default: f64| -> Result<f64, ConfigError> {
-                let v = v.unwrap_or(default);
-                if v.is_finite() && v > 0.0 {
-                    Ok(v)
-                } else {
-                    Err(cx.err(
-                        format!("{key}.{k}"),
-                        format!("expected a positive number, got {v}"),
-                    ))
-                }
-            };
-            let rtt_ms = s.rtt_ms.unwrap_or(0.0);
-            if !(rtt_ms.is_finite() && (0.0..10_000.0).contains(&rtt_ms)) {
-                return Err(cx.err(
-                    format!("{key}.rtt_ms"),
-                    format!("expected 0 to 10000 ms, got {rtt_ms}"),
-                ));
-            }
-            let params = SimParams {
-                concurrency: s.concurrency.unwrap_or(d.concurrency).max(1),
-                queue_limit: s.queue_limit.unwrap_or(d.queue_limit),
-                prefill_tokens_per_sec: pos(
-                    "prefill_tokens_per_sec",
-                    s.prefill_tokens_per_sec,
-                    d.prefill_tokens_per_sec,
-                )?,
-                decode_tokens_per_sec: pos(
-                    "decode_tokens_per_sec",
-                    s.decode_tokens_per_sec,
-                    d.decode_tokens_per_sec,
-                )?,
-                rtt: Duration::from_secs_f64(rtt_ms / 1000.0),
-                time_scale: pos("time_scale", s.time_scale, d.time_scale)?,
-            };
-            Ok(Upstream::Sim {
-                base_url: s
-                    .base_url
-                    .as_ref()
-                    .map(|u| u.trim_end_matches('/').to_string()),
-                params,
-            })
-        }
+        RawUpstream::Openai(o) => openai(cx, key, o, model_id),
+        RawUpstream::Bedrock(b) => bedrock(cx, key, b, model_id, region),
+        RawUpstream::Sim(s) => sim(cx, key, s),
     }
+}
+
+fn openai(
+    cx: &Ctx<'_>,
+    key: &str,
+    o: &RawOpenAiUpstream,
+    model_id: &str,
+) -> Result<Upstream, ConfigError> {
+    if !(o.base_url.starts_with("http://") || o.base_url.starts_with("https://")) {
+        return Err(cx.err(
+            format!("{key}.base_url"),
+            format!("expected an http:// or https:// URL, got {:?}", o.base_url),
+        ));
+    }
+    let auth = match o.auth.as_deref() {
+        None | Some("bearer") => UpstreamAuth::Bearer,
+        Some("api-key") => UpstreamAuth::ApiKeyHeader,
+        Some(other) => {
+            return Err(cx.err(
+                format!("{key}.auth"),
+                format!("expected \"bearer\" or \"api-key\", got {other:?}"),
+            ));
+        }
+    };
+    let api_key = match &o.api_key_env {
+        None => None,
+        Some(var) => Some(
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    cx.err(
+                        format!("{key}.api_key_env"),
+                        format!("environment variable {var} is not set or empty"),
+                    )
+                })?,
+        ),
+    };
+    Ok(Upstream::OpenAi {
+        base_url: o.base_url.trim_end_matches('/').to_string(),
+        model: o.model.clone().unwrap_or_else(|| model_id.to_string()),
+        api_key: api_key.map(Secret),
+        auth,
+    })
+}
+
+fn bedrock(
+    cx: &Ctx<'_>,
+    key: &str,
+    b: &RawBedrockUpstream,
+    model_id: &str,
+    region: &str,
+) -> Result<Upstream, ConfigError> {
+    let base_url = b
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(cx.err(
+            format!("{key}.base_url"),
+            format!("expected an http:// or https:// URL, got {base_url:?}"),
+        ));
+    }
+    let env = |k: &str,
+               var: &Option<String>,
+               default: &str,
+               required: bool|
+     -> Result<Option<String>, ConfigError> {
+        let name = var.as_deref().unwrap_or(default);
+        match std::env::var(name).ok().filter(|v| !v.is_empty()) {
+            Some(v) => Ok(Some(v)),
+            None if required => Err(cx.err(format!("{key}.{k}"), format!("environment variable {name} (the Bedrock upstream's credentials) is not set or empty"))),
+            None => Ok(None),
+        }
+    };
+    let access_key_id = env(
+        "access_key_id_env",
+        &b.access_key_id_env,
+        "AWS_ACCESS_KEY_ID",
+        true,
+    )?
+    .unwrap_or_default();
+    let secret = env(
+        "secret_access_key_env",
+        &b.secret_access_key_env,
+        "AWS_SECRET_ACCESS_KEY",
+        true,
+    )?
+    .unwrap_or_default();
+    let token = env(
+        "session_token_env",
+        &b.session_token_env,
+        "AWS_SESSION_TOKEN",
+        false,
+    )?;
+    Ok(Upstream::Bedrock {
+        base_url: base_url.trim_end_matches('/').to_string(),
+        model: b.model.clone().unwrap_or_else(|| model_id.to_string()),
+        signing_region: b.region.clone().unwrap_or_else(|| region.to_string()),
+        credentials: BedrockCredentials {
+            access_key_id,
+            secret_access_key: Secret(secret),
+            session_token: token.map(Secret),
+        },
+    })
+}
+
+/// A simulator: an external `spillway sim` (`base_url`), or one the embedded stack starts with
+/// these parameters (the simulator's defaults for what is not set).
+fn sim(cx: &Ctx<'_>, key: &str, s: &RawSimUpstream) -> Result<Upstream, ConfigError> {
+    if let Some(url) = &s.base_url
+        && !url.starts_with("http://")
+    {
+        return Err(cx.err(
+            format!("{key}.base_url"),
+            format!("expected an http:// URL of a `spillway sim`, got {url:?}"),
+        ));
+    }
+    let d = SimParams::default();
+    let pos = |k: &str, v: Option<f64>, default: f64| -> Result<f64, ConfigError> {
+        let v = v.unwrap_or(default);
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(cx.err(
+                format!("{key}.{k}"),
+                format!("expected a positive number, got {v}"),
+            ))
+        }
+    };
+    let rtt_ms = s.rtt_ms.unwrap_or(0.0);
+    if !(rtt_ms.is_finite() && (0.0..10_000.0).contains(&rtt_ms)) {
+        return Err(cx.err(
+            format!("{key}.rtt_ms"),
+            format!("expected 0 to 10000 ms, got {rtt_ms}"),
+        ));
+    }
+    let params = SimParams {
+        concurrency: s.concurrency.unwrap_or(d.concurrency).max(1),
+        queue_limit: s.queue_limit.unwrap_or(d.queue_limit),
+        prefill_tokens_per_sec: pos(
+            "prefill_tokens_per_sec",
+            s.prefill_tokens_per_sec,
+            d.prefill_tokens_per_sec,
+        )?,
+        decode_tokens_per_sec: pos(
+            "decode_tokens_per_sec",
+            s.decode_tokens_per_sec,
+            d.decode_tokens_per_sec,
+        )?,
+        rtt: Duration::from_secs_f64(rtt_ms / 1000.0),
+        time_scale: pos("time_scale", s.time_scale, d.time_scale)?,
+    };
+    Ok(Upstream::Sim {
+        base_url: s
+            .base_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_string()),
+        params,
+    })
 }
