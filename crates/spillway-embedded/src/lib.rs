@@ -13,6 +13,8 @@
 //!    simulators still running), then the simulators.
 //!
 //! If a step fails, what was already started is stopped before the error is returned.
+//!
+//! The gateway's end-to-end tests live in this crate's `tests/`: they run on a [`Stack`].
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// The gateway tests' real `redis-server` helper, shared rather than copied.
-#[path = "../../../spillway-gateway/tests/redis_support/mod.rs"]
+#[path = "../../../spillway-embedded/tests/redis_support/mod.rs"]
 pub mod redis;
 
 /// The key of the embedded default's demo tenant.
