@@ -206,7 +206,7 @@ pub struct Timeouts {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StateKind {
     Memory,
-    /// Tenant quotas shared by several instances through Redis (see [`crate::shared_quota`]).
+    /// Tenant quotas shared by several instances through Redis (see the `shared_quota` module).
     Redis(RedisState),
 }
 
