@@ -84,71 +84,15 @@ pub(super) fn scale(time_scale: f64) -> Scale {
 
 /// `--self-contained`, `--peer`, or both: the simulated topology, its policies and/or the peer.
 pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
-    let policies: Vec<String> = match &args.policies {
-        Some(p) => p.clone(),
-        None if args.self_contained => POLICIES[..DEFAULT_POLICIES]
-            .iter()
-            .map(|p| p.to_string())
-            .collect(),
-        None => Vec::new(),
-    };
-    for p in &policies {
-        if let Some(options) = p.strip_prefix("spillway:") {
-            variant_options(options).with_context(|| format!("policy {p:?}"))?;
-        } else {
-            anyhow::ensure!(
-                POLICIES.contains(&p.as_str()),
-                "unknown policy {p:?} (expected some of {}, or spillway:KEY=VALUE:…)",
-                POLICIES.join(", ")
-            );
-        }
-    }
+    let policies = selected_policies(args)?;
     let w = super::workload(args, SOURCES)?;
     let service = w.mean_service_secs(PREFILL_TPS, DECODE_TPS);
     let demand = w.demand(REGIONS.len(), BUCKET);
-    let (concurrency, concurrency_from) = match args.concurrency {
-        Some(c) if c > 0 => (c, "--concurrency".to_string()),
-        Some(_) => anyhow::bail!("--concurrency must be at least 1"),
-        None => {
-            anyhow::ensure!(
-                (0.0..100.0).contains(&args.overflow),
-                "--overflow must be a percentage, at least 0 and below 100"
-            );
-            let (slots, refused) = size_for_overflow(
-                &w.requests,
-                SOURCES,
-                args.overflow / 100.0,
-                PREFILL_TPS,
-                DECODE_TPS,
-            );
-            let how = format!(
-                "sized: the fewest slots at which a source region alone, without a queue, \
-                 refuses at most {}% of its requests ({:.1}%)",
-                args.overflow,
-                refused * 100.0
-            );
-            (slots, how)
-        }
-    };
+    let (concurrency, concurrency_from) = slots(args, &w)?;
     // The peer's simulators first: a busy port or a peer that never answers fails fast.
-    let peer = match &args.peer {
-        Some(_) => {
-            let p = super::peer::Peer::start(args, concurrency).await?;
-            p.wait_ready().await?;
-            Some(p)
-        }
-        None => None,
-    };
+    let peer = start_peer(args, concurrency).await?;
     let capacity = f64::from(concurrency) / service.max(1e-9);
-    let net = Network {
-        capacity: vec![capacity * BUCKET.as_secs_f64(); REGIONS.len()],
-        cross_cap: vec![2.0 * capacity * BUCKET.as_secs_f64(); REGIONS.len()],
-        reach: REGIONS
-            .iter()
-            .map(|(_, ga)| REGIONS.iter().map(|(_, gb)| ga == gb).collect())
-            .collect(),
-    };
-    let bound = oracle(&net, &demand, BUCKET.as_secs_f64());
+    let bound = oracle(&network(capacity), &demand, BUCKET.as_secs_f64());
     let window_secs = demand.len() as f64 * BUCKET.as_secs_f64();
     let setup = Setup {
         arrivals: w.description.clone(),
@@ -198,6 +142,88 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         setup,
         notes,
     })
+}
+
+/// The policies to run (`--policies`, else the default ones with `--self-contained`, else
+/// none), each checked to be one this topology knows.
+fn selected_policies(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
+    let policies: Vec<String> = match &args.policies {
+        Some(p) => p.clone(),
+        None if args.self_contained => POLICIES[..DEFAULT_POLICIES]
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+        None => Vec::new(),
+    };
+    for p in &policies {
+        if let Some(options) = p.strip_prefix("spillway:") {
+            variant_options(options).with_context(|| format!("policy {p:?}"))?;
+        } else {
+            anyhow::ensure!(
+                POLICIES.contains(&p.as_str()),
+                "unknown policy {p:?} (expected some of {}, or spillway:KEY=VALUE:…)",
+                POLICIES.join(", ")
+            );
+        }
+    }
+    Ok(policies)
+}
+
+/// Each region's slots and where that number came from: `--concurrency`, else sized for
+/// `--overflow` on these arrivals (see the module docs).
+fn slots(args: &BenchArgs, w: &Workload) -> anyhow::Result<(u32, String)> {
+    match args.concurrency {
+        Some(c) if c > 0 => Ok((c, "--concurrency".to_string())),
+        Some(_) => anyhow::bail!("--concurrency must be at least 1"),
+        None => {
+            anyhow::ensure!(
+                (0.0..100.0).contains(&args.overflow),
+                "--overflow must be a percentage, at least 0 and below 100"
+            );
+            let (slots, refused) = size_for_overflow(
+                &w.requests,
+                SOURCES,
+                args.overflow / 100.0,
+                PREFILL_TPS,
+                DECODE_TPS,
+            );
+            let how = format!(
+                "sized: the fewest slots at which a source region alone, without a queue, \
+                 refuses at most {}% of its requests ({:.1}%)",
+                args.overflow,
+                refused * 100.0
+            );
+            Ok((slots, how))
+        }
+    }
+}
+
+/// With `--peer`: its simulators started and the peer answering.
+async fn start_peer(
+    args: &BenchArgs,
+    concurrency: u32,
+) -> anyhow::Result<Option<super::peer::Peer>> {
+    match &args.peer {
+        Some(_) => {
+            let p = super::peer::Peer::start(args, concurrency).await?;
+            p.wait_ready().await?;
+            Ok(Some(p))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The topology as the oracle sees it: every region completes `capacity` requests per second,
+/// takes in at most twice that from elsewhere, and reaches the regions of its geography.
+fn network(capacity: f64) -> Network {
+    Network {
+        capacity: vec![capacity * BUCKET.as_secs_f64(); REGIONS.len()],
+        cross_cap: vec![2.0 * capacity * BUCKET.as_secs_f64(); REGIONS.len()],
+        reach: REGIONS
+            .iter()
+            .map(|(_, ga)| REGIONS.iter().map(|(_, gb)| ga == gb).collect())
+            .collect(),
+    }
 }
 
 /// The gateway's configuration for one policy (`spillway` also for `in-region`; the variants

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use spillway_bench::client::{LoadClient, RequestSpec};
+use spillway_bench::client::{LoadClient, Progress, RequestSpec};
 use spillway_bench::summary::{Summary, residency_violations};
 use spillway_gateway::{Config, Gateway};
 use spillway_sim::SimHandle;
@@ -142,6 +142,52 @@ async fn drive(
     sims: &[SimHandle],
 ) -> anyhow::Result<Outcome> {
     let window = Duration::from_secs(args.seconds);
+    let (specs, measured) = requests(args, name, s, gateways, window);
+    let source_of: HashMap<String, String> = specs
+        .iter()
+        .map(|s| (s.id.clone(), s.source.clone()))
+        .collect();
+    let measured_ids: HashSet<String> = specs.iter().take(measured).map(|s| s.id.clone()).collect();
+    let client = LoadClient::new(s.key)?;
+    let progress = client.progress.clone();
+    let run = tokio::spawn({
+        let client = client.clone();
+        async move { client.run(specs).await }
+    });
+    let watch = Watch {
+        name,
+        s,
+        window,
+        redis,
+        gateways,
+        sims,
+        progress: &progress,
+    };
+    let mut pause = watch.until_finished(&run).await;
+    let results = run.await?;
+    if let Some(p) = pause.as_mut() {
+        p.recovered = recovered(gateways, Duration::from_secs(10)).await;
+    }
+    let (served, violations) = residency(sims, gateways, &s.model, &source_of, &measured_ids);
+    let measured_results: Vec<_> = results.into_iter().take(measured).collect();
+    Ok(Outcome {
+        summary: Summary::of(name, &measured_results, window, TTFT_SLO, violations),
+        served_by_sims: served,
+        window,
+        pause,
+    })
+}
+
+/// The scenario's requests, measured ones first: the load from [`SOURCE`] on the scenario's
+/// model, then (for a burst) the background load of the other US regions on the plain model
+/// id. Also how many are measured.
+fn requests(
+    args: &DemoArgs,
+    name: &str,
+    s: &Scenario,
+    gateways: &[Gateway],
+    window: Duration,
+) -> (Vec<RequestSpec>, usize) {
     let mut rng = SmallRng::seed_from_u64(args.seed);
     // Instance `i % n` takes the i-th request of each source: a round-robin load balancer.
     let url = |r: &str, i: usize| {
@@ -179,40 +225,65 @@ async fn drive(
             }
         }
     }
-    let source_of: HashMap<String, String> = specs
-        .iter()
-        .map(|s| (s.id.clone(), s.source.clone()))
-        .collect();
-    let measured_ids: HashSet<String> = specs.iter().take(measured).map(|s| s.id.clone()).collect();
-    let client = LoadClient::new(s.key)?;
-    let progress = client.progress.clone();
-    let run = tokio::spawn({
-        let client = client.clone();
-        async move { client.run(specs).await }
-    });
-    let started = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut fault_done = s.fault == Fault::None;
-    let mut pause = (s.fault == Fault::RedisPause).then(PauseReport::default);
-    let mut ticks = 0u64;
-    while !run.is_finished() {
-        tick.tick().await;
-        ticks += 1;
-        let t = started.elapsed();
-        if !fault_done && t >= window / 3 {
-            fault_done = true;
-            inject(name, s.fault, t, window, redis, sims, pause.as_mut()).await;
+    (specs, measured)
+}
+
+/// What a scenario watches while its load runs: when to inject the fault, whether the
+/// instances saw the shared state down, and the progress line.
+struct Watch<'a> {
+    name: &'a str,
+    s: &'a Scenario,
+    window: Duration,
+    redis: Option<&'a Redis>,
+    gateways: &'a [Gateway],
+    sims: &'a [SimHandle],
+    progress: &'a Progress,
+}
+
+impl Watch<'_> {
+    /// Every 100 ms until `run` finishes: the fault a third of the way in, the shared state's
+    /// health (for a Redis pause, whose report this returns), and every second the progress.
+    async fn until_finished<T>(&self, run: &tokio::task::JoinHandle<T>) -> Option<PauseReport> {
+        let started = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut fault_done = self.s.fault == Fault::None;
+        let mut pause = (self.s.fault == Fault::RedisPause).then(PauseReport::default);
+        let mut ticks = 0u64;
+        while !run.is_finished() {
+            tick.tick().await;
+            ticks += 1;
+            let t = started.elapsed();
+            if !fault_done && t >= self.window / 3 {
+                fault_done = true;
+                let (name, fault, window) = (self.name, self.s.fault, self.window);
+                inject(
+                    name,
+                    fault,
+                    t,
+                    window,
+                    self.redis,
+                    self.sims,
+                    pause.as_mut(),
+                )
+                .await;
+            }
+            if let Some(p) = pause.as_mut() {
+                p.degraded_seen |= self.gateways.iter().any(|g| !g.state().shared_state_up());
+            }
+            if ticks.is_multiple_of(10) {
+                self.print_progress(t);
+            }
         }
-        if let Some(p) = pause.as_mut() {
-            p.degraded_seen |= gateways.iter().any(|g| !g.state().shared_state_up());
-        }
-        if !ticks.is_multiple_of(10) {
-            continue;
-        }
-        let done = (t.as_secs_f64() / window.as_secs_f64()).min(1.0);
+        pause
+    }
+
+    fn print_progress(&self, t: Duration) {
+        let done = (t.as_secs_f64() / self.window.as_secs_f64()).min(1.0);
         let bar = (done * 30.0) as usize;
+        let progress = self.progress;
         eprintln!(
-            "  {name:<20} [{}{}] {:>3.0}%  all traffic: sent {:>4}  ok {:>4}  throttled {:>4}  failed {:>3}",
+            "  {:<20} [{}{}] {:>3.0}%  all traffic: sent {:>4}  ok {:>4}  throttled {:>4}  failed {:>3}",
+            self.name,
             "#".repeat(bar),
             ".".repeat(30 - bar),
             done * 100.0,
@@ -222,11 +293,17 @@ async fn drive(
             progress.failed.load(Ordering::Relaxed),
         );
     }
-    let results = run.await?;
-    if let Some(p) = pause.as_mut() {
-        p.recovered = recovered(gateways, Duration::from_secs(10)).await;
-    }
-    // Residency from the simulators' own records: every request id any region saw.
+}
+
+/// Residency from the simulators' own records (every request id any region saw): how many
+/// measured requests a simulator served completely, and the violations.
+fn residency(
+    sims: &[SimHandle],
+    gateways: &[Gateway],
+    model: &str,
+    source_of: &HashMap<String, String>,
+    measured_ids: &HashSet<String>,
+) -> (u64, u64) {
     let mut seen = Vec::new();
     let mut served = HashSet::new();
     for sim in sims {
@@ -239,15 +316,9 @@ async fn drive(
             }
         }
     }
-    let allowed = allowed_sets(gateways[0].config(), &s.model);
-    let violations = residency_violations(&seen, &source_of, &allowed);
-    let measured_results: Vec<_> = results.into_iter().take(measured).collect();
-    Ok(Outcome {
-        summary: Summary::of(name, &measured_results, window, TTFT_SLO, violations),
-        served_by_sims: served.len() as u64,
-        window,
-        pause,
-    })
+    let allowed = allowed_sets(gateways[0].config(), model);
+    let violations = residency_violations(&seen, source_of, &allowed);
+    (served.len() as u64, violations)
 }
 
 async fn inject(

@@ -352,73 +352,106 @@ fn drive_on_own_runtime(
     rt.block_on(drive(plan, sim))
 }
 
+/// Each case in turn: side by side, then (without `--state`) the ramp of the gateway path.
 async fn drive(plan: Plan, sim: spillway_sim::SimHandle) -> anyhow::Result<Vec<CaseReport>> {
     let args = &plan.args;
     let client = load::client(4096)?;
     let mut reports = Vec::new();
     for case in args.cases.clone() {
         let body = request_body(args, case.stream());
-        let side_by_side = |duration: f64| Load {
-            endpoints: [&plan.direct, &plan.gateway]
-                .into_iter()
-                .chain(plan.redis.as_ref())
-                .cloned()
-                .collect(),
-            rps: args.rps,
-            duration: Duration::from_secs_f64(duration),
-            body: body.clone(),
-            stream: case.stream(),
-            timeout: Duration::from_secs(10),
-            max_outstanding: None,
-            seed: duration.to_bits(),
-        };
-        if args.warmup > 0.0 {
-            eprintln!("  {:<14} warming up", case.name());
-            load::run(&client, &side_by_side(args.warmup)).await;
-        }
-        eprintln!(
-            "  {:<14} side by side: {} requests/s to each path for {} s",
-            case.name(),
-            args.rps,
-            args.seconds
-        );
-        let out = load::run(&client, &side_by_side(args.seconds)).await;
+        let out = side_by_side(&client, &plan, case, &body).await;
         sim.clear_served();
         let (direct, gw) = (out.stats(0), out.stats(1));
         let redis = plan
             .redis
             .as_ref()
             .map(|_| state::figures(&gw, out.stats(2)));
-        eprintln!(
-            "  {:<14} direct p50 {:.3} ms p99 {:.3} ms | gateway p50 {:.3} ms p99 {:.3} ms | errors {}",
-            case.name(),
-            direct.p50_ms,
-            direct.p99_ms,
-            gw.p50_ms,
-            gw.p99_ms,
-            direct.errors + gw.errors
-        );
-        if let Some(r) = &redis {
-            eprintln!(
-                "  {:<14} redis gateway p50 {:.3} ms p99 {:.3} ms (added over memory: p50 {:.3} ms, p99 {:.3} ms) | errors {}",
-                case.name(),
-                r.gateway_p50_ms,
-                r.gateway_p99_ms,
-                r.added_p50_ms,
-                r.added_p99_ms,
-                r.gateway.errors
-            );
-        }
+        print_side_by_side(case, &direct, &gw, redis.as_ref());
         let bound = gw.p99_ms + args.ramp_slack_ms;
-        let (max_rps, ceiling, ramp) = if plan.redis.is_some() {
+        let ramped = if plan.redis.is_some() {
             (0.0, false, Vec::new())
         } else {
             ramp(&client, &plan, case, &body, &sim, bound).await
         };
+        reports.push(CaseReport::new(case, args.rps, direct, gw, redis, ramped));
+    }
+    Ok(reports)
+}
+
+/// One case's side-by-side run, after its warm-up: the same request at `--rps` to each path at
+/// once (direct, gateway, and the Redis-backed gateway with `--state`).
+async fn side_by_side(
+    client: &load::Client,
+    plan: &Plan,
+    case: Case,
+    body: &Bytes,
+) -> load::Outcome {
+    let args = &plan.args;
+    let side_by_side = |duration: f64| Load {
+        endpoints: [&plan.direct, &plan.gateway]
+            .into_iter()
+            .chain(plan.redis.as_ref())
+            .cloned()
+            .collect(),
+        rps: args.rps,
+        duration: Duration::from_secs_f64(duration),
+        body: body.clone(),
+        stream: case.stream(),
+        timeout: Duration::from_secs(10),
+        max_outstanding: None,
+        seed: duration.to_bits(),
+    };
+    if args.warmup > 0.0 {
+        eprintln!("  {:<14} warming up", case.name());
+        load::run(client, &side_by_side(args.warmup)).await;
+    }
+    eprintln!(
+        "  {:<14} side by side: {} requests/s to each path for {} s",
+        case.name(),
+        args.rps,
+        args.seconds
+    );
+    load::run(client, &side_by_side(args.seconds)).await
+}
+
+fn print_side_by_side(case: Case, direct: &Stats, gw: &Stats, redis: Option<&state::RedisFigures>) {
+    eprintln!(
+        "  {:<14} direct p50 {:.3} ms p99 {:.3} ms | gateway p50 {:.3} ms p99 {:.3} ms | errors {}",
+        case.name(),
+        direct.p50_ms,
+        direct.p99_ms,
+        gw.p50_ms,
+        gw.p99_ms,
+        direct.errors + gw.errors
+    );
+    if let Some(r) = redis {
+        eprintln!(
+            "  {:<14} redis gateway p50 {:.3} ms p99 {:.3} ms (added over memory: p50 {:.3} ms, p99 {:.3} ms) | errors {}",
+            case.name(),
+            r.gateway_p50_ms,
+            r.gateway_p99_ms,
+            r.added_p50_ms,
+            r.added_p99_ms,
+            r.gateway.errors
+        );
+    }
+}
+
+impl CaseReport {
+    /// The figures of one case from its side-by-side run and its ramp (max rps, whether that
+    /// is the ceiling, the steps).
+    fn new(
+        case: Case,
+        rps: f64,
+        direct: Stats,
+        gw: Stats,
+        redis: Option<state::RedisFigures>,
+        (max_rps, ceiling, ramp): (f64, bool, Vec<RampStep>),
+    ) -> CaseReport {
         let errors = direct.errors + gw.errors + redis.as_ref().map_or(0, |r| r.gateway.errors);
-        reports.push(CaseReport {
+        CaseReport {
             name: case.name(),
-            rps: args.rps,
+            rps,
             direct_p50_ms: round3(direct.p50_ms),
             direct_p99_ms: round3(direct.p99_ms),
             gateway_p50_ms: round3(gw.p50_ms),
@@ -432,9 +465,8 @@ async fn drive(plan: Plan, sim: spillway_sim::SimHandle) -> anyhow::Result<Vec<C
             gateway: gw,
             ramp,
             redis,
-        });
+        }
     }
-    Ok(reports)
 }
 
 fn request_body(args: &OverheadArgs, stream: bool) -> Bytes {

@@ -29,49 +29,95 @@ pub async fn ramp(
     sim: &spillway_sim::SimHandle,
     p99_bound_ms: f64,
 ) -> (f64, bool, Vec<RampStep>) {
-    let args = &plan.args;
-    let mut steps = Vec::new();
-    if args.ramp_max_rps <= 0.0 {
-        return (0.0, false, steps);
+    if plan.args.ramp_max_rps <= 0.0 {
+        return (0.0, false, Vec::new());
     }
     // Every request outstanding through the gateway holds four sockets of this process (the
     // client's, the gateway's two, the simulator's); stay clear of the open-files limit.
     let fd_budget = open_files_limit().unwrap_or(1024).saturating_sub(1024) / 4;
-    let mut step = async |rps: f64| -> bool {
-        // A failed step is run again once unless it was plainly overloaded: one stall of the
-        // shared machine (another process, a page-cache flush) can fail a 3 s step on its own.
-        for attempt in 0..2 {
-            let l = Load {
-                endpoints: vec![plan.gateway.clone()],
-                rps,
-                duration: Duration::from_secs_f64(args.ramp_seconds),
-                body: body.clone(),
-                stream: case.stream(),
-                timeout: Duration::from_secs(5),
-                // More than a second's worth outstanding: the machine is not keeping up.
-                max_outstanding: Some((rps as usize).max(100).min(fd_budget.max(16))),
-                seed: rps.to_bits() ^ attempt,
-            };
-            // A fresh client each step: the idle connections of a faster step before it would
-            // otherwise hold sockets (and the gateway's side of them) through this one.
-            let fresh = load::client(4096);
-            let out = load::run(fresh.as_ref().unwrap_or(client), &l).await;
-            drop(fresh);
-            sim.clear_served();
-            let s = ramp_step(rps, &out, p99_bound_ms);
-            eprintln!(
-                "  {:<14} ramp {:>7.0} requests/s: p99 {:>8.3} ms from due time, errors {:>5} {}",
-                case.name(),
-                rps,
-                s.stats.p99_from_schedule_ms,
-                s.stats.errors,
-                match &s.failure {
-                    None => "pass".to_string(),
-                    Some(why) => format!("FAIL ({why})"),
+    let mut r = Ramp {
+        client,
+        plan,
+        case,
+        body,
+        sim,
+        p99_bound_ms,
+        fd_budget,
+        steps: Vec::new(),
+    };
+    let (good, bad) = r.double().await;
+    let (good, bad) = r.bisect(good, bad).await;
+    let max = good.unwrap_or(0.0);
+    (max, bad.is_none() && max > 0.0, r.steps)
+}
+
+/// One ramp in progress: what each step sends, and the steps so far.
+struct Ramp<'a> {
+    client: &'a load::Client,
+    plan: &'a Plan,
+    case: Case,
+    body: &'a Bytes,
+    sim: &'a spillway_sim::SimHandle,
+    p99_bound_ms: f64,
+    /// Requests the open-files limit lets be outstanding.
+    fd_budget: usize,
+    steps: Vec<RampStep>,
+}
+
+impl Ramp<'_> {
+    /// Doubling from `--rps` until a step fails or one at the ceiling passes (halving instead
+    /// while nothing has passed, until a rate below 20 requests/s fails): the last passing and
+    /// the last failing rate, if any.
+    async fn double(&mut self) -> (Option<f64>, Option<f64>) {
+        let args = &self.plan.args;
+        let (mut good, mut bad): (Option<f64>, Option<f64>) = (None, None);
+        let mut rate = args.rps.min(args.ramp_max_rps);
+        loop {
+            if self.step(rate).await {
+                good = Some(rate);
+                if rate >= args.ramp_max_rps {
+                    break;
                 }
-            );
-            let (passed, overloaded) = (s.passed, out.aborted);
-            steps.push(s);
+                rate = (rate * 2.0).min(args.ramp_max_rps);
+            } else {
+                bad = Some(rate);
+                if good.is_some() || rate < 20.0 {
+                    break;
+                }
+                rate /= 2.0;
+            }
+        }
+        (good, bad)
+    }
+
+    /// Up to `--ramp-bisect` steps halfway (rounded to 10 requests/s) between the passing and
+    /// the failing rate, while they are more than 5% apart.
+    async fn bisect(
+        &mut self,
+        mut good: Option<f64>,
+        mut bad: Option<f64>,
+    ) -> (Option<f64>, Option<f64>) {
+        for _ in 0..self.plan.args.ramp_bisect {
+            let (lo, hi) = (good.unwrap_or(0.0), bad.unwrap_or(0.0));
+            let mid = ((lo + hi) / 2.0 / 10.0).round() * 10.0;
+            if bad.is_none() || hi - lo < 0.05 * hi || mid <= lo || mid >= hi {
+                break;
+            }
+            if self.step(mid).await {
+                good = Some(mid);
+            } else {
+                bad = Some(mid);
+            }
+        }
+        (good, bad)
+    }
+
+    /// One step at `rps`: whether it passed. A failed step is run again once unless it was
+    /// plainly overloaded: one stall of the shared machine (another process, a page-cache
+    /// flush) can fail a 3 s step on its own.
+    async fn step(&mut self, rps: f64) -> bool {
+        for attempt in 0..2 {
+            let (passed, overloaded) = self.attempt(rps, attempt).await;
             // Let the backlog of a failed step drain before the next one.
             tokio::time::sleep(Duration::from_millis(if passed { 200 } else { 1000 })).await;
             if passed || overloaded {
@@ -79,38 +125,44 @@ pub async fn ramp(
             }
         }
         false
-    };
-    let (mut good, mut bad): (Option<f64>, Option<f64>) = (None, None);
-    let mut rate = args.rps.min(args.ramp_max_rps);
-    loop {
-        if step(rate).await {
-            good = Some(rate);
-            if rate >= args.ramp_max_rps {
-                break;
-            }
-            rate = (rate * 2.0).min(args.ramp_max_rps);
-        } else {
-            bad = Some(rate);
-            if good.is_some() || rate < 20.0 {
-                break;
-            }
-            rate /= 2.0;
-        }
     }
-    for _ in 0..args.ramp_bisect {
-        let (lo, hi) = (good.unwrap_or(0.0), bad.unwrap_or(0.0));
-        let mid = ((lo + hi) / 2.0 / 10.0).round() * 10.0;
-        if bad.is_none() || hi - lo < 0.05 * hi || mid <= lo || mid >= hi {
-            break;
-        }
-        if step(mid).await {
-            good = Some(mid);
-        } else {
-            bad = Some(mid);
-        }
+
+    /// One run of a step, judged, printed and recorded: whether it passed, and whether the
+    /// generator stopped because it was overloaded.
+    async fn attempt(&mut self, rps: f64, attempt: u64) -> (bool, bool) {
+        let l = Load {
+            endpoints: vec![self.plan.gateway.clone()],
+            rps,
+            duration: Duration::from_secs_f64(self.plan.args.ramp_seconds),
+            body: self.body.clone(),
+            stream: self.case.stream(),
+            timeout: Duration::from_secs(5),
+            // More than a second's worth outstanding: the machine is not keeping up.
+            max_outstanding: Some((rps as usize).max(100).min(self.fd_budget.max(16))),
+            seed: rps.to_bits() ^ attempt,
+        };
+        // A fresh client each step: the idle connections of a faster step before it would
+        // otherwise hold sockets (and the gateway's side of them) through this one.
+        let fresh = load::client(4096);
+        let out = load::run(fresh.as_ref().unwrap_or(self.client), &l).await;
+        drop(fresh);
+        self.sim.clear_served();
+        let s = ramp_step(rps, &out, self.p99_bound_ms);
+        eprintln!(
+            "  {:<14} ramp {:>7.0} requests/s: p99 {:>8.3} ms from due time, errors {:>5} {}",
+            self.case.name(),
+            rps,
+            s.stats.p99_from_schedule_ms,
+            s.stats.errors,
+            match &s.failure {
+                None => "pass".to_string(),
+                Some(why) => format!("FAIL ({why})"),
+            }
+        );
+        let result = (s.passed, out.aborted);
+        self.steps.push(s);
+        result
     }
-    let max = good.unwrap_or(0.0);
-    (max, bad.is_none() && max > 0.0, steps)
 }
 
 /// The soft limit on open files of this process (Linux: `/proc/self/limits`).
