@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::M;
 use redis_support::RedisCluster;
 use shared_profiles::*;
-use spillway_gateway::quota_book::QuotaKey;
 use spillway_gateway::state::AppState;
+use spillway_gateway::state::quota_book::QuotaKey;
 
 /// Tenant `acme`'s in-region quota of `M` from us-east-1.
 fn key(state: &AppState) -> QuotaKey {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use redis_support::RedisServer;
 use spillway_core::{DeploymentIx, Load};
-use spillway_gateway::shared_deployments::{LIVE_TTL, SYNC_EVERY};
+use spillway_gateway::state::shared_deployments::{LIVE_TTL, SYNC_EVERY};
 use spillway_sim::Fault;
 
 /// The profile of `M` in the `us` geography.

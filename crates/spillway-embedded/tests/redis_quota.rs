@@ -14,8 +14,8 @@ use redis_support::RedisServer;
 use spillway_core::RegionIx;
 use spillway_embedded::Stack;
 use spillway_gateway::Config;
-use spillway_gateway::quota_book::QuotaKey;
 use spillway_gateway::state::AppState;
+use spillway_gateway::state::quota_book::QuotaKey;
 
 /// `[state]` for `url`, prepended to the harness's configuration.
 fn gateway_config(url: &str, instances: u32, fraction: f64, tenant: Tenant) -> Config {

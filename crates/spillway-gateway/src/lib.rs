@@ -1,30 +1,33 @@
-//! Spillway's gateway: configuration, listeners, authentication, the request pipeline, upstream
-//! clients, state and metrics. The routing policy lives in `spillway-core`; this crate does the
-//! I/O and feeds outcomes back to it.
+//! Spillway's gateway: the I/O around the two sans-IO crates. `spillway-core` decides where a
+//! request may go; `spillway-exchange` owns one request's life; this crate listens, translates,
+//! drives and writes.
+//!
+//! A map for a newcomer, from the network inwards (each module only uses those below it):
+//!
+//! * [`edge`]: the listeners (one per region's endpoint), the path table, operations routes,
+//!   start-up and graceful shutdown.
+//! * [`api`]: the adapters (OpenAI chat completions, the Bedrock runtime, the inference-profile
+//!   control plane) and model resolution; they translate wire ⇄ canonical and nothing more.
+//! * [`drive`]: the task that runs one [`spillway_exchange::Exchange`]: upstream attempts, the
+//!   client side, the stream codecs, and [`drive::finish`], the one place a request ends.
+//! * [`state`]: [`state::AppState`] and the backends picked once at start-up (quota book,
+//!   deployment state, profile store; memory or Redis).
+//! * Leaves: [`upstream`] (targets and the one classifier of upstream answers), [`sigv4`]
+//!   (verification, and signing to Bedrock upstreams), [`config`] (raw → validated), [`error`]
+//!   (the edge error rendered in each API's shape), [`metrics`], [`audit`].
 #![forbid(unsafe_code)]
 
-pub mod app_profiles;
+pub mod api;
 pub mod audit;
-pub mod bedrock_api;
-pub mod bedrock_sign;
-pub mod codec;
 pub mod config;
 pub mod drive;
+pub mod edge;
 pub mod error;
 pub mod metrics;
-pub mod pipeline;
-pub mod profiles_api;
-pub mod quota_book;
-pub mod redis_link;
-pub mod resolve;
-pub mod routing;
-pub mod server;
-pub mod shared_deployments;
-pub mod shared_quota;
 pub mod sigv4;
 pub mod state;
 pub mod upstream;
 
 pub use config::{Config, ConfigError};
+pub use edge::server::{Gateway, GatewayError};
 pub use error::EdgeError;
-pub use server::{Gateway, GatewayError};

@@ -6,7 +6,7 @@
 //! rather than delegated to the `aws-sigv4` crate: that crate *signs* — it decides which headers to
 //! sign — but a verifier must rebuild the canonical request over exactly the `SignedHeaders` set the
 //! client chose, and `aws-sigv4` has no API for that. (`aws-sigv4` is used in the tests to produce
-//! requests signed the way the SDKs sign them, and in [`crate::bedrock_sign`] for outgoing calls.)
+//! requests signed the way the SDKs sign them, and in [`crate::sigv4::sign`] for outgoing calls.)
 //!
 //! Steps, for `Authorization: AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…`:
 //!
@@ -148,6 +148,7 @@ macro_rules! malformed {
 mod auth;
 mod canonical;
 mod clock;
+pub mod sign;
 
 use auth::extract_auth;
 use canonical::{canonical_request, parse_query, payload_hash};

@@ -8,8 +8,8 @@ use spillway_core::FailureKind;
 
 use spillway_proto::ChatRequest;
 
-use crate::bedrock_sign::AwsCredentials;
 use crate::config::{Config, Upstream, UpstreamAuth};
+use crate::sigv4::sign::AwsCredentials;
 
 /// How the AWS SDKs encode a model id in a runtime path: everything but unreserved characters
 /// (`A-Z a-z 0-9 - . _ ~`), so `:` is `%3A` and an ARN's `/` is `%2F`.
@@ -205,7 +205,7 @@ pub async fn send(
         signing_region,
         credentials,
     } = &target.protocol
-        && let Err(e) = crate::bedrock_sign::sign_request(
+        && let Err(e) = crate::sigv4::sign::sign_request(
             &mut req,
             credentials,
             signing_region,

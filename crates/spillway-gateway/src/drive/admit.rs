@@ -6,11 +6,11 @@ use spillway_exchange::{Exchange, Facts, Limits, Price};
 use spillway_proto::{ChatRequest, StreamOptions};
 
 use super::ctx::RequestCtx;
+use crate::drive::ctx::Target;
 use crate::error::EdgeError;
-use crate::quota_book::{QuotaKey, Ticket};
-use crate::resolve::Target;
-use crate::routing::RouterCell;
 use crate::state::AppState;
+use crate::state::quota_book::{QuotaKey, Ticket};
+use crate::state::routing::RouterCell;
 
 /// A request admitted: its exchange, its quota reservation, and the canonical request to send.
 pub struct Admitted {

@@ -15,7 +15,7 @@ use spillway_proto::bedrock::{ConverseResponse, FrameDecoder, converse_to_chat_c
 use spillway_proto::{ChatCompletion, ChatRequest, Usage};
 
 use super::ctx::RequestCtx;
-use crate::codec::{UpstreamDecoder, UpstreamEvent};
+use crate::drive::codec::{UpstreamDecoder, UpstreamEvent};
 use crate::state::AppState;
 use crate::upstream::{self, Protocol, UpstreamFailure, UpstreamTarget};
 

@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::ctx::RequestCtx;
-use crate::codec::{ClientEncoder, render_completion};
 use crate::config::Config;
+use crate::drive::codec::{ClientEncoder, render_completion};
 use crate::error::EdgeError;
 
 /// Above this many bytes waiting for the client, the upstream is not read.

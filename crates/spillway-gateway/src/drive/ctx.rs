@@ -5,9 +5,19 @@ use axum::http::HeaderMap;
 use bytes::Bytes;
 use spillway_core::RegionIx;
 
-use crate::config::TenantIx;
+use crate::config::{ModelIx, ProfileIx, TenantIx};
 use crate::error::Api;
-use crate::resolve::Target;
+
+/// What the client named, resolved by the adapter (`api::resolve`): the model, the profile if
+/// one was named, and the destination set for the listener's region.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub model: ModelIx,
+    pub profile: Option<ProfileIx>,
+    /// Ordered destination regions (before the tenant's denied regions are removed).
+    pub destinations: Vec<RegionIx>,
+    pub cross_region: bool,
+}
 
 /// Everything the gateway knows about one request, filled in as its phases learn it.
 #[derive(Debug)]

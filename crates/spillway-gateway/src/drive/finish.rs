@@ -10,8 +10,8 @@ use super::ctx::RequestCtx;
 use crate::audit::{AuditRecord, Cost};
 use crate::error::EdgeError;
 use crate::metrics::{AttemptLabels, RequestLabels, RouteLabels};
-use crate::quota_book::Ticket;
 use crate::state::AppState;
+use crate::state::quota_book::Ticket;
 
 /// How a request ended.
 pub enum Ending<'a> {

@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 pub mod admit;
 pub mod attempt;
 pub mod client;
+pub mod codec;
 pub mod ctx;
 pub mod finish;
 
@@ -35,10 +36,10 @@ pub use ctx::RequestCtx;
 use self::admit::Admitted;
 use self::client::Client;
 use self::finish::Ending;
+use crate::drive::ctx::Target;
 use crate::error::EdgeError;
-use crate::quota_book::Ticket;
-use crate::resolve::Target;
 use crate::state::AppState;
+use crate::state::quota_book::Ticket;
 
 /// Admit a parsed request and drive it to its end; the response (an error, a whole answer, or
 /// a stream's head) comes back as soon as the exchange has one.

@@ -9,7 +9,7 @@ use spillway_core::{DeploymentEvent, DeploymentIx, Load, Router};
 
 use super::lua::{Change, Synced};
 use super::{EVENT_TICK, LIVE_TTL, SYNC_EVERY, SharedDeployments, local_only, lock};
-use crate::routing::RouterCell;
+use crate::state::routing::RouterCell;
 
 /// A learned ejection that ends within this of what the core already has is the same one
 /// (ours, read back with the latency of two calls): applying it would restart a probe.

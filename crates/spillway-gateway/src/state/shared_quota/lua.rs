@@ -6,7 +6,7 @@
 //! change and sets the key to expire once it would be full again (then absent = full).
 use redis::Script;
 
-use crate::redis_link::Conn;
+use crate::state::redis_link::Conn;
 use spillway_core::QuotaLimits;
 
 /// Shared by both scripts: `level(cap, h, i, elapsed)` and `store(key, cap, level, now)`.

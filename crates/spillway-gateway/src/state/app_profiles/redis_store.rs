@@ -25,7 +25,7 @@ use super::{
 };
 use crate::config::{Config, TenantIx};
 use crate::error::EdgeError;
-use crate::redis_link::RedisLink;
+use crate::state::redis_link::RedisLink;
 
 /// How often each instance refreshes its cache from Redis.
 pub const REFRESH: Duration = Duration::from_secs(1);

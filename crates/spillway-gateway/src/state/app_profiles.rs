@@ -47,7 +47,7 @@ use spillway_core::RegionIx;
 
 use crate::config::{Config, ModelIx, ProfileIx, TenantIx};
 use crate::error::EdgeError;
-use crate::redis_link::RedisLink;
+use crate::state::redis_link::RedisLink;
 
 mod memory;
 mod redis_store;

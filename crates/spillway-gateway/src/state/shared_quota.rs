@@ -44,8 +44,8 @@ use std::time::{Duration, Instant};
 use spillway_core::{QuotaBucket, QuotaDenied, QuotaLimits, Reservation};
 
 use crate::config::Config;
-use crate::quota_book::{Drawn, QuotaBook, QuotaKey, Reserving, Ticket};
-use crate::redis_link::{RedisLink, escape};
+use crate::state::quota_book::{Drawn, QuotaBook, QuotaKey, Reserving, Ticket};
+use crate::state::redis_link::{RedisLink, escape};
 
 mod lua;
 mod upkeep;

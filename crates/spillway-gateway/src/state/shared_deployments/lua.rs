@@ -9,7 +9,7 @@
 //!   the two, so a recovery stays visible for that long.
 use redis::Script;
 
-use crate::redis_link::Conn;
+use crate::state::redis_link::Conn;
 use spillway_core::Load;
 
 /// KEYS: load, health. ARGV: instance, ttl_ms, in_flight, requests, tokens.

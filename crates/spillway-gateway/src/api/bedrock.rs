@@ -14,13 +14,14 @@ use bytes::Bytes;
 use spillway_proto::ChatRequest;
 use spillway_proto::bedrock::{ConverseRequest, ModelRef, converse_to_chat, parse_model_ref};
 
-use crate::app_profiles::CopySource;
-use crate::codec::Api;
+use crate::api::resolve::resolve;
 use crate::config::TenantIx;
+use crate::drive::ctx::Target;
 use crate::drive::{self, RequestCtx};
+use crate::error::Api;
 use crate::error::EdgeError;
-use crate::resolve::{Target, resolve};
 use crate::state::AppState;
+use crate::state::app_profiles::CopySource;
 use spillway_core::RegionIx;
 
 /// Which runtime operation a route is.
@@ -294,7 +295,7 @@ pub(crate) fn authenticate(
             message: "Missing Authentication Token".into(),
         });
     }
-    crate::pipeline::authenticate(state, &inc.headers).map_err(|_| EdgeError::AwsAuth {
+    crate::api::openai::authenticate(state, &inc.headers).map_err(|_| EdgeError::AwsAuth {
         error_type: "UnrecognizedClientException",
         message: "The security token included in the request is invalid.".into(),
     })

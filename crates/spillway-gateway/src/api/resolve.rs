@@ -6,17 +6,9 @@
 //! validated configuration, which never lets a profile leave its geography.
 use spillway_core::RegionIx;
 
-use crate::config::{Config, ModelIx, ProfileIx};
+use crate::config::Config;
+use crate::drive::ctx::Target;
 use crate::error::EdgeError;
-
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub model: ModelIx,
-    pub profile: Option<ProfileIx>,
-    /// Ordered destination regions (before the tenant's denied regions are removed).
-    pub destinations: Vec<RegionIx>,
-    pub cross_region: bool,
-}
 
 pub fn resolve(cfg: &Config, source: RegionIx, name: &str) -> Result<Target, EdgeError> {
     let src = cfg.region_name(source);

@@ -24,10 +24,10 @@ use spillway_proto::{ModelList, ModelObject};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::bedrock_api::{Incoming, Operation};
+use crate::api::bedrock::{Incoming, Operation};
+use crate::api::profiles::Call;
 use crate::config::{Config, Listener};
 use crate::metrics::DeploymentLabels;
-use crate::profiles_api::Call;
 use crate::state::AppState;
 use crate::upstream::UpstreamTarget;
 
@@ -274,7 +274,7 @@ async fn chat(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    crate::pipeline::chat_completions(ls.app, ls.region, headers, body).await
+    crate::api::openai::chat_completions(ls.app, ls.region, headers, body).await
 }
 
 /// The raw (still percent-encoded) path segment at `index`: SigV4 and ARN parsing want the
@@ -289,19 +289,19 @@ fn raw_segment(uri: &Uri, index: usize) -> String {
 
 async fn runtime_op(ls: ListenerState, op: Operation, inc: Incoming) -> Response {
     let model_id = raw_segment(&inc.uri, 2);
-    crate::bedrock_api::runtime(ls.app, ls.region, op, model_id, inc).await
+    crate::api::bedrock::runtime(ls.app, ls.region, op, model_id, inc).await
 }
 
 async fn control(ls: ListenerState, inc: Incoming, call: impl FnOnce(&Uri) -> Call) -> Response {
     let call = call(&inc.uri);
-    crate::profiles_api::handle(ls.app, ls.region, call, inc).await
+    crate::api::profiles::handle(ls.app, ls.region, call, inc).await
 }
 
 async fn models(State(ls): State<ListenerState>, headers: HeaderMap) -> Response {
-    if let Err(e) = crate::pipeline::authenticate(&ls.app, &headers) {
+    if let Err(e) = crate::api::openai::authenticate(&ls.app, &headers) {
         return e.into_openai_response();
     }
-    let data = crate::resolve::callable_ids(&ls.app.cfg, ls.region)
+    let data = crate::api::resolve::callable_ids(&ls.app.cfg, ls.region)
         .into_iter()
         .map(|id| ModelObject {
             id,

@@ -73,7 +73,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::Config;
 use crate::metrics::{DeploymentLabels, Metrics};
-use crate::redis_link::{RedisLink, escape};
+use crate::state::redis_link::{RedisLink, escape};
 
 mod lua;
 mod sync;
@@ -157,7 +157,7 @@ impl SharedDeployments {
     /// when the router is dropped, or with [`SharedDeployments::stop_heartbeat`].
     pub fn start(
         this: &Arc<SharedDeployments>,
-        router: std::sync::Weak<Mutex<crate::routing::RouterCell>>,
+        router: std::sync::Weak<Mutex<crate::state::routing::RouterCell>>,
         epoch: Instant,
     ) {
         if let Some(cell) = router.upgrade() {

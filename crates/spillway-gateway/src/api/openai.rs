@@ -12,10 +12,11 @@ use bytes::Bytes;
 use spillway_core::RegionIx;
 use spillway_proto::ChatRequest;
 
+use crate::api::resolve::resolve;
 use crate::config::TenantIx;
+use crate::drive::ctx::Target;
 use crate::drive::{self, RequestCtx};
 use crate::error::{Api, EdgeError};
-use crate::resolve::{Target, resolve};
 use crate::state::AppState;
 
 /// `POST /v1/chat/completions` on the listener of region `source`.

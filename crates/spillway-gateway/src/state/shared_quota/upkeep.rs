@@ -5,7 +5,7 @@ use std::time::Duration;
 use spillway_core::QuotaLimits;
 
 use super::{LEASE_IDLE, SharedQuotas, TICK, lock, to_i64};
-use crate::quota_book::QuotaKey;
+use crate::state::quota_book::QuotaKey;
 
 impl SharedQuotas {
     /// Give back what leases idle for `idle` hold, and every pending refund and debt.

@@ -17,11 +17,11 @@ use serde_json::{Value, json};
 use spillway_core::RegionIx;
 use spillway_proto::bedrock::{ModelRef, parse_model_ref};
 
-use crate::app_profiles::{AppProfile, CopySource, NewAppProfile};
-use crate::bedrock_api::{Incoming, authenticate, read_body};
+use crate::api::bedrock::{Incoming, authenticate, read_body};
 use crate::config::{Config, ProfileIx, TenantIx};
 use crate::error::EdgeError;
 use crate::state::AppState;
+use crate::state::app_profiles::{AppProfile, CopySource, NewAppProfile};
 
 /// Which control-plane call.
 pub enum Call {

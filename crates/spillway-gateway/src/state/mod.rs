@@ -5,6 +5,13 @@
 //! book is a [`MemoryBook`] and profiles and deployment load stay in this process; with
 //! `kind = "redis"` the book is the Redis-shared one (`shared_quota`), and profiles and
 //! deployment load and health are shared too. Request code only sees the [`QuotaBook`] trait.
+
+pub mod app_profiles;
+pub mod quota_book;
+pub mod redis_link;
+pub mod routing;
+pub mod shared_deployments;
+pub mod shared_quota;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -14,11 +21,11 @@ use spillway_core::{DeploymentSpec, QuotaDenied, QuotaLimits, Router};
 
 use crate::config::{Config, StateKind};
 use crate::metrics::Metrics;
-use crate::quota_book::{MemoryBook, QuotaBook, QuotaKey, Ticket};
-use crate::redis_link::RedisLink;
-use crate::routing::RouterCell;
-use crate::shared_deployments::SharedDeployments;
-use crate::shared_quota::SharedQuotas;
+use crate::state::quota_book::{MemoryBook, QuotaBook, QuotaKey, Ticket};
+use crate::state::redis_link::RedisLink;
+use crate::state::routing::RouterCell;
+use crate::state::shared_deployments::SharedDeployments;
+use crate::state::shared_quota::SharedQuotas;
 use crate::upstream::UpstreamTarget;
 
 pub struct AppState {
@@ -28,7 +35,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub audit: crate::audit::AuditLog,
     /// Application inference profiles (cached here; with Redis, shared through it).
-    pub app_profiles: crate::app_profiles::AppProfiles,
+    pub app_profiles: crate::state::app_profiles::AppProfiles,
     /// Wall-clock start (system profiles' `createdAt`).
     pub started_at: std::time::SystemTime,
     epoch: Instant,
@@ -76,7 +83,7 @@ impl AppState {
         let shared = link
             .as_ref()
             .map(|l| Arc::new(SharedQuotas::new(cfg.clone(), l.clone())));
-        let app_profiles = crate::app_profiles::AppProfiles::new(cfg.clone(), link.clone());
+        let app_profiles = crate::state::app_profiles::AppProfiles::new(cfg.clone(), link.clone());
         let shared_deployments = link
             .as_ref()
             .map(|l| Arc::new(SharedDeployments::new(&cfg, l.clone(), &metrics)));
