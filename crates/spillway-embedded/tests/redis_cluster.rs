@@ -23,8 +23,8 @@ use spillway_gateway::state::quota_book::QuotaKey;
 fn key(state: &AppState) -> QuotaKey {
     let cfg = &state.cfg;
     QuotaKey {
-        tenant: 0,
-        model: cfg.models.iter().position(|m| m.id == M).expect("model"),
+        tenant: spillway_gateway::config::TenantIx(0),
+        model: cfg.model_ix(M).expect("model"),
         source: cfg.region_ix("us-east-1").expect("region"),
         cross_region: false,
     }

@@ -38,8 +38,8 @@ async fn gateway(url: &str, instances: u32, fraction: f64, tenant: Tenant) -> St
 fn key(state: &AppState) -> QuotaKey {
     let cfg = &state.cfg;
     QuotaKey {
-        tenant: 0,
-        model: cfg.models.iter().position(|m| m.id == M).expect("model"),
+        tenant: spillway_gateway::config::TenantIx(0),
+        model: cfg.model_ix(M).expect("model"),
         source: RegionIx(
             cfg.regions
                 .iter()

@@ -257,7 +257,13 @@ async fn list(
     if kind.as_deref() != Some("APPLICATION") {
         for (i, p) in cfg.profiles.iter().enumerate() {
             if p.destinations.contains_key(&source) {
-                all.push(system_json(cfg, source, tenant, i, state.started_at));
+                all.push(system_json(
+                    cfg,
+                    source,
+                    tenant,
+                    ProfileIx::nth(i),
+                    state.started_at,
+                ));
             }
         }
     }

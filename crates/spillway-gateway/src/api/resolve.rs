@@ -6,7 +6,7 @@
 //! validated configuration, which never lets a profile leave its geography.
 use spillway_core::RegionIx;
 
-use crate::config::Config;
+use crate::config::{Config, ModelIx};
 use crate::drive::ctx::Target;
 use crate::error::EdgeError;
 
@@ -53,7 +53,9 @@ pub fn callable_ids(cfg: &Config, source: RegionIx) -> Vec<String> {
         .models
         .iter()
         .enumerate()
-        .filter(|(m, model)| !model.profile_only && cfg.deployment(*m, source).is_some())
+        .filter(|(m, model)| {
+            !model.profile_only && cfg.deployment(ModelIx::nth(*m), source).is_some()
+        })
         .map(|(_, model)| model.id.clone());
     let profiles = cfg
         .profiles

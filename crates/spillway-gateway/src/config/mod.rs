@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use spillway_core::{Candidate, DeploymentIx, QuotaLimits, RegionIx, RouterConfig};
 
+mod edge;
 pub mod embedded;
 mod profiles;
 pub mod raw;
@@ -20,6 +21,7 @@ mod tenants;
 mod upstreams;
 mod validate;
 
+pub use edge::{AdminListener, EdgeLimits};
 pub use validate::{DEMO_ACCESS_KEY_ID, DEMO_API_KEY, from_raw, sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +55,50 @@ impl Secret {
     }
 }
 
-pub type ModelIx = usize;
-pub type TenantIx = usize;
-pub type ProfileIx = usize;
+/// Index newtypes: a model, tenant or system profile by its position in the validated config,
+/// so that one kind of index cannot be passed where another is meant.
+macro_rules! index_newtype {
+    ($(#[$doc:meta] $name:ident indexes $item:ident;)*) => {$(
+        #[$doc]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u32);
+
+        impl $name {
+            /// The position in the config's list.
+            pub fn ix(self) -> usize {
+                self.0 as usize
+            }
+
+            /// The index of the `i`th item of a validated list (lists are far below `u32::MAX`).
+            pub(crate) fn nth(i: usize) -> Self {
+                Self(u32::try_from(i).unwrap_or(u32::MAX))
+            }
+        }
+
+        impl std::ops::Index<$name> for [$item] {
+            type Output = $item;
+            fn index(&self, ix: $name) -> &$item {
+                &self[ix.ix()]
+            }
+        }
+
+        impl std::ops::Index<$name> for Vec<$item> {
+            type Output = $item;
+            fn index(&self, ix: $name) -> &$item {
+                &self[ix.ix()]
+            }
+        }
+    )*};
+}
+
+index_newtype! {
+    /// A model of `[[models]]`.
+    ModelIx indexes Model;
+    /// A tenant of `[[tenants]]`.
+    TenantIx indexes Tenant;
+    /// A system inference profile.
+    ProfileIx indexes Profile;
+}
 
 #[derive(Debug, Clone)]
 pub struct Region {
@@ -255,6 +298,10 @@ pub struct Config {
     pub source_name: String,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Client-side limits of the API listeners.
+    pub edge: EdgeLimits,
+    /// The operations listener.
+    pub admin: AdminListener,
     pub router: RouterConfig,
     pub timeouts: Timeouts,
     pub seed: u64,

@@ -63,6 +63,7 @@ fn system_profiles(
 
     let mut profiles = Vec::new();
     for (m, model) in models.iter().enumerate() {
+        let m = ModelIx::nth(m);
         let scopes = geographies
             .iter()
             .map(|g| Some(*g))

@@ -12,6 +12,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
     pub routing: RawRouting,
     #[serde(default)]
     pub state: RawState,
@@ -61,6 +63,24 @@ pub struct RawServer {
     pub max_body_bytes: Option<usize>,
     /// How long in-flight requests may run on after SIGINT/SIGTERM (default 30 s).
     pub shutdown_grace_secs: Option<u64>,
+    /// The client-side limits (`config::edge`, defaults there).
+    pub header_read_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_uri_bytes: Option<usize>,
+    pub stream_stall_timeout_ms: Option<u64>,
+    pub allow_unsigned_payload: Option<bool>,
+}
+
+/// `[admin]`: the operations listener.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: Option<String>,
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

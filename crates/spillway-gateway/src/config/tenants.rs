@@ -98,7 +98,7 @@ impl Tenants {
             self.demo_key_in_use |= hash == demo_hash;
             if self
                 .tenant_by_key
-                .insert(hash, self.tenants.len())
+                .insert(hash, TenantIx::nth(self.tenants.len()))
                 .is_some()
             {
                 return Err(cx.err(
@@ -135,7 +135,10 @@ impl Tenants {
             self.demo_key_in_use |= k.id == DEMO_ACCESS_KEY_ID;
             if self
                 .tenant_by_access_key
-                .insert(k.id.clone(), (self.tenants.len(), Secret(secret)))
+                .insert(
+                    k.id.clone(),
+                    (TenantIx::nth(self.tenants.len()), Secret(secret)),
+                )
                 .is_some()
             {
                 return Err(cx.err(

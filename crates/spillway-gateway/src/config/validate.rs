@@ -56,7 +56,7 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
     let profile_by_id = profiles
         .iter()
         .enumerate()
-        .map(|(i, p)| (p.id.clone(), i))
+        .map(|(i, p)| (p.id.clone(), ProfileIx::nth(i)))
         .collect();
 
     let region_lookup = |key: &str, name: &str| region_ix(&cx, &regions, key, name);
@@ -87,9 +87,14 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         ));
     }
 
+    let edge = super::edge::limits(&cx, &raw.server)?;
+    let admin = super::edge::admin(&cx, &raw.admin)?;
+
     Ok(Config {
         source_name: file.to_string(),
         max_body_bytes,
+        edge,
+        admin,
         shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs.unwrap_or(30)),
         router,
         timeouts,
@@ -233,7 +238,10 @@ fn models(
         if first == "global" || regions.iter().any(|r| r.geography == first) {
             return Err(cx.err(format!("{key}.id"), format!("model id {:?} starts with a geography prefix and would be mistaken for a profile", m.id)));
         }
-        if model_by_id.insert(m.id.clone(), models.len()).is_some() {
+        if model_by_id
+            .insert(m.id.clone(), ModelIx::nth(models.len()))
+            .is_some()
+        {
             return Err(cx.err(
                 format!("{key}.id"),
                 format!("duplicate model id {:?}", m.id),

@@ -119,8 +119,8 @@ mod tests {
 
     fn key() -> QuotaKey {
         QuotaKey {
-            tenant: 0,
-            model: 0,
+            tenant: TenantIx(0),
+            model: ModelIx(0),
             source: RegionIx(0),
             cross_region: false,
         }

@@ -99,6 +99,7 @@ mod tests {
 
     use super::super::{AppProfiles, CopySource};
     use super::*;
+    use crate::config::ProfileIx;
 
     fn new(tenant: TenantIx, name: &str, token: Option<&str>) -> NewAppProfile {
         NewAppProfile {
@@ -108,7 +109,7 @@ mod tests {
             account_id: "123456789012".into(),
             region: RegionIx(0),
             region_name: "us-east-1".into(),
-            source: CopySource::Profile(0),
+            source: CopySource::Profile(ProfileIx(0)),
             tags: vec![("team".into(), "search".into())],
             client_request_token: token.map(str::to_string),
         }
@@ -124,7 +125,7 @@ mod tests {
     #[tokio::test]
     async fn create_without_a_token_makes_a_new_profile_each_time() {
         let profiles = AppProfiles::memory();
-        let a = profiles.create(new(0, "a", None)).await.unwrap();
+        let a = profiles.create(new(TenantIx(0), "a", None)).await.unwrap();
         assert_eq!(a.id.len(), 12);
         assert_eq!(
             a.arn,
@@ -133,75 +134,107 @@ mod tests {
                 a.id
             )
         );
-        assert_eq!((a.name.as_str(), a.tenant, a.region), ("a", 0, RegionIx(0)));
+        assert_eq!(
+            (a.name.as_str(), a.tenant, a.region),
+            ("a", TenantIx(0), RegionIx(0))
+        );
         assert_eq!(a.client_request_token, None);
-        assert_eq!(profiles.get(0, &a.id), Some(a.clone()));
-        let b = profiles.create(new(0, "b", None)).await.unwrap();
+        assert_eq!(profiles.get(TenantIx(0), &a.id), Some(a.clone()));
+        let b = profiles.create(new(TenantIx(0), "b", None)).await.unwrap();
         assert_ne!(a.id, b.id);
     }
 
     #[tokio::test]
     async fn create_with_a_token_is_idempotent() {
         let profiles = AppProfiles::memory();
-        let a = profiles.create(new(0, "a", Some("t1"))).await.unwrap();
+        let a = profiles
+            .create(new(TenantIx(0), "a", Some("t1")))
+            .await
+            .unwrap();
         assert_eq!(a.client_request_token.as_deref(), Some("t1"));
-        assert_eq!(profiles.create(new(0, "a", Some("t1"))).await.unwrap(), a);
-        assert_eq!(profiles.list(0, RegionIx(0)).await, vec![a]);
+        assert_eq!(
+            profiles
+                .create(new(TenantIx(0), "a", Some("t1")))
+                .await
+                .unwrap(),
+            a
+        );
+        assert_eq!(profiles.list(TenantIx(0), RegionIx(0)).await, vec![a]);
     }
 
     #[tokio::test]
     async fn a_name_is_unique_per_tenant() {
         let profiles = AppProfiles::memory();
-        profiles.create(new(0, "a", None)).await.unwrap();
+        profiles.create(new(TenantIx(0), "a", None)).await.unwrap();
         assert_eq!(
-            conflict(profiles.create(new(0, "a", None)).await),
+            conflict(profiles.create(new(TenantIx(0), "a", None)).await),
             "An inference profile named a already exists."
         );
         // A new token does not make a taken name free.
-        assert!(profiles.create(new(0, "a", Some("t2"))).await.is_err());
+        assert!(
+            profiles
+                .create(new(TenantIx(0), "a", Some("t2")))
+                .await
+                .is_err()
+        );
         // Another tenant may use the name.
-        assert!(profiles.create(new(1, "a", None)).await.is_ok());
+        assert!(profiles.create(new(TenantIx(1), "a", None)).await.is_ok());
     }
 
     #[tokio::test]
     async fn a_token_reused_for_another_request_is_a_conflict() {
         let profiles = AppProfiles::memory();
-        profiles.create(new(0, "a", Some("t1"))).await.unwrap();
+        profiles
+            .create(new(TenantIx(0), "a", Some("t1")))
+            .await
+            .unwrap();
         let used = "The client request token was already used for a different request.";
         assert_eq!(
-            conflict(profiles.create(new(0, "b", Some("t1"))).await),
+            conflict(profiles.create(new(TenantIx(0), "b", Some("t1"))).await),
             used
         );
-        let mut other_source = new(0, "a", Some("t1"));
-        other_source.source = CopySource::Profile(1);
+        let mut other_source = new(TenantIx(0), "a", Some("t1"));
+        other_source.source = CopySource::Profile(ProfileIx(1));
         assert_eq!(conflict(profiles.create(other_source).await), used);
         // Tokens are per tenant too.
-        let theirs = profiles.create(new(1, "b", Some("t1"))).await.unwrap();
-        assert_eq!(theirs.tenant, 1);
-        assert_eq!(profiles.list(0, RegionIx(0)).await.len(), 1);
+        let theirs = profiles
+            .create(new(TenantIx(1), "b", Some("t1")))
+            .await
+            .unwrap();
+        assert_eq!(theirs.tenant, TenantIx(1));
+        assert_eq!(profiles.list(TenantIx(0), RegionIx(0)).await.len(), 1);
     }
 
     #[tokio::test]
     async fn delete_frees_the_name_and_the_token() {
         let profiles = AppProfiles::memory();
-        let a = profiles.create(new(0, "a", Some("t1"))).await.unwrap();
-        assert!(profiles.delete(0, &a.id).await.unwrap());
-        assert_eq!(profiles.get(0, &a.id), None);
-        assert_eq!(profiles.lookup(0, &a.id).await, None);
-        assert!(!profiles.delete(0, &a.id).await.unwrap(), "already gone");
-        let again = profiles.create(new(0, "a", Some("t1"))).await.unwrap();
+        let a = profiles
+            .create(new(TenantIx(0), "a", Some("t1")))
+            .await
+            .unwrap();
+        assert!(profiles.delete(TenantIx(0), &a.id).await.unwrap());
+        assert_eq!(profiles.get(TenantIx(0), &a.id), None);
+        assert_eq!(profiles.lookup(TenantIx(0), &a.id).await, None);
+        assert!(
+            !profiles.delete(TenantIx(0), &a.id).await.unwrap(),
+            "already gone"
+        );
+        let again = profiles
+            .create(new(TenantIx(0), "a", Some("t1")))
+            .await
+            .unwrap();
         assert_ne!(again.id, a.id, "a new profile, not the deleted one");
     }
 
     #[tokio::test]
     async fn another_tenants_profile_is_not_found() {
         let profiles = AppProfiles::memory();
-        let a = profiles.create(new(0, "a", None)).await.unwrap();
-        assert_eq!(profiles.get(1, &a.id), None);
-        assert_eq!(profiles.lookup(1, &a.id).await, None);
-        assert!(profiles.list(1, RegionIx(0)).await.is_empty());
-        assert!(!profiles.delete(1, &a.id).await.unwrap());
-        assert_eq!(profiles.lookup(0, &a.id).await, Some(a));
+        let a = profiles.create(new(TenantIx(0), "a", None)).await.unwrap();
+        assert_eq!(profiles.get(TenantIx(1), &a.id), None);
+        assert_eq!(profiles.lookup(TenantIx(1), &a.id).await, None);
+        assert!(profiles.list(TenantIx(1), RegionIx(0)).await.is_empty());
+        assert!(!profiles.delete(TenantIx(1), &a.id).await.unwrap());
+        assert_eq!(profiles.lookup(TenantIx(0), &a.id).await, Some(a));
     }
 
     #[tokio::test]
@@ -216,7 +249,7 @@ mod tests {
             ("ddd", "d", t0 - Duration::from_millis(1), 1),
         ];
         for (id, name, created, region) in rows {
-            let mut p = new(0, name, None);
+            let mut p = new(TenantIx(0), name, None);
             p.region = RegionIx(region);
             let mut profile = p.build(id.into());
             profile.created_at = created;
@@ -224,13 +257,13 @@ mod tests {
         }
         let ids = |v: Vec<AppProfile>| v.into_iter().map(|p| p.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(profiles.list(0, RegionIx(0)).await),
+            ids(profiles.list(TenantIx(0), RegionIx(0)).await),
             ["ccc", "aaa", "bbb"]
         );
-        assert_eq!(ids(profiles.list(0, RegionIx(1)).await), ["ddd"]);
-        let e = profiles.create(new(0, "e", None)).await.unwrap();
+        assert_eq!(ids(profiles.list(TenantIx(0), RegionIx(1)).await), ["ddd"]);
+        let e = profiles.create(new(TenantIx(0), "e", None)).await.unwrap();
         assert_eq!(
-            ids(profiles.list(0, RegionIx(0)).await),
+            ids(profiles.list(TenantIx(0), RegionIx(0)).await),
             ["ccc", "aaa", "bbb", e.id.as_str()]
         );
     }

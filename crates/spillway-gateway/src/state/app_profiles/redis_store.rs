@@ -182,7 +182,7 @@ impl RedisStore {
     fn decode(&self, json: &str) -> Option<AppProfile> {
         let cfg = &self.cfg;
         let r: Record = serde_json::from_str(json).ok()?;
-        let tenant = cfg.tenants.iter().position(|t| t.name == r.tenant)?;
+        let tenant = TenantIx::nth(cfg.tenants.iter().position(|t| t.name == r.tenant)?);
         let source = match &r.source {
             Source::Model { model, region } => CopySource::Model {
                 model: cfg.model_ix(model)?,
