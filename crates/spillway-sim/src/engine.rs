@@ -84,6 +84,8 @@ pub(crate) struct Plan {
     per_token_secs: f64,
     /// Abort after this many content tokens (only set when the response would reach them).
     pub break_after: Option<u64>,
+    /// Hang after this many content tokens (only set when the response would reach them).
+    pub stall_after: Option<u64>,
 }
 
 impl Plan {
@@ -101,6 +103,7 @@ impl Plan {
             prefill: secs(prompt_tokens as f64 / cfg.prefill_tokens_per_sec * scale),
             per_token_secs: scale / cfg.decode_tokens_per_sec,
             break_after: fault.break_after_tokens.filter(|k| *k <= output_tokens),
+            stall_after: fault.stall_after_tokens.filter(|k| *k <= output_tokens),
         }
     }
 

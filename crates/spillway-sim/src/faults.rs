@@ -25,6 +25,20 @@ pub struct Fault {
     /// connection is aborted instead of responding. Either way only if the response would have
     /// reached that many tokens.
     pub break_after_tokens: Option<u64>,
+    /// A 429 storm: every new request is answered 429 (`rate_limit_error`) at once, as a
+    /// provider's rate limiter does, whatever the engine's load.
+    pub throttle: bool,
+    /// With `throttle`: the `Retry-After` to send, in milliseconds (`Retry-After` in whole
+    /// seconds rounded up, and `retry-after-ms`). `None`: the 429 carries no `Retry-After` at all.
+    pub throttle_retry_after_ms: Option<u64>,
+    /// Connection reset: every new request's connection is closed without any response (no
+    /// status line), streamed or not.
+    pub reset: bool,
+    /// A hang after the first byte. Streaming: after this many content tokens (0: right after
+    /// the role chunk) no more bytes come until the client goes away. Non-streaming: the
+    /// response head (200) goes out and its body never does. Only if the response would have
+    /// reached that many tokens; the request keeps its slot while it hangs.
+    pub stall_after_tokens: Option<u64>,
 }
 
 impl Fault {
@@ -50,6 +64,9 @@ impl Fault {
                 "slow_factor must be a finite number >= 0, got {}",
                 self.slow_factor
             ));
+        }
+        if self.throttle_retry_after_ms.is_some() && !self.throttle {
+            return Err("throttle_retry_after_ms needs throttle".to_string());
         }
         Ok(())
     }
@@ -105,6 +122,15 @@ mod tests {
         assert!(serde_json::from_str::<Fault>(r#"{"outage":true,"oops":1}"#).is_err());
         let f: Fault = serde_json::from_str(r#"{"break_after_tokens":3}"#).unwrap();
         assert_eq!(f.break_after_tokens, Some(3));
+        let f: Fault = serde_json::from_str(
+            r#"{"throttle":true,"throttle_retry_after_ms":1500,"reset":true,"stall_after_tokens":0}"#,
+        )
+        .unwrap();
+        assert!(f.throttle && f.reset);
+        assert_eq!(
+            (f.throttle_retry_after_ms, f.stall_after_tokens),
+            (Some(1500), Some(0))
+        );
     }
 
     #[test]
@@ -144,6 +170,15 @@ mod tests {
             }
             .validate()
             .is_err()
+        );
+        assert!(
+            Fault {
+                throttle_retry_after_ms: Some(1000),
+                ..Fault::default()
+            }
+            .validate()
+            .is_err(),
+            "a Retry-After without the storm means nothing"
         );
     }
 

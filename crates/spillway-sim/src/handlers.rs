@@ -17,6 +17,7 @@ use spillway_proto::{
     ChatCompletion, ChatRequest, Choice, ModelList, ModelObject, OpenAiErrorBody, ResponseMessage,
     Usage,
 };
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::Sim;
@@ -89,14 +90,18 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
 /// 429 with `Retry-After` in whole seconds (at least 1) and, as Azure OpenAI does,
 /// `retry-after-ms` with the unrounded estimate.
 fn throttled(retry_after: Duration) -> Response {
-    let ms = retry_after.as_millis().max(1);
-    let secs = ms.div_ceil(1000).max(1);
-    let mut res = openai_error(
+    let res = openai_error(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limit_error",
         Some("rate_limit_exceeded"),
         "the engine's queue is full; retry later",
     );
+    with_retry_after(res, retry_after)
+}
+
+fn with_retry_after(mut res: Response, retry_after: Duration) -> Response {
+    let ms = retry_after.as_millis().max(1);
+    let secs = ms.div_ceil(1000).max(1);
     let h = res.headers_mut();
     h.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
     h.insert(
@@ -104,6 +109,20 @@ fn throttled(retry_after: Duration) -> Response {
         HeaderValue::from(ms as u64),
     );
     res
+}
+
+/// The `throttle` fault's 429: with `Retry-After` when the fault names one, else without.
+fn storm(retry_after_ms: Option<u64>) -> Response {
+    let res = openai_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        Some("rate_limit_exceeded"),
+        "rate limit reached (injected)",
+    );
+    match retry_after_ms {
+        Some(ms) => with_retry_after(res, Duration::from_millis(ms)),
+        None => res,
+    }
 }
 
 fn unavailable(message: &str) -> Response {
@@ -172,9 +191,9 @@ async fn chat_completions(
         decode_start,
     };
     if admitted.req.is_stream() {
-        streamed(admitted)
+        streamed(admitted, sim.shutdown.clone())
     } else {
-        unary(admitted).await
+        unary(admitted, &sim).await
     }
 }
 
@@ -220,6 +239,16 @@ async fn injected_failure(sim: &Sim, fault: &Fault, ticket: &mut Ticket) -> Opti
         ticket.close(Outcome::Outage);
         return Some(unavailable("region outage (injected)"));
     }
+    if fault.reset {
+        ticket.close(Outcome::Reset);
+        return Some(aborted_response(
+            "spillway-sim: connection reset (injected)",
+        ));
+    }
+    if fault.throttle {
+        ticket.close(Outcome::Throttled);
+        return Some(storm(fault.throttle_retry_after_ms));
+    }
     if sim.faults.sample_error(fault.error_rate) {
         ticket.close(Outcome::Error);
         return Some(openai_error(
@@ -244,7 +273,7 @@ fn completion_id() -> String {
 }
 
 /// An SSE response whose body decodes the tokens as it streams them (see [`stream`]).
-fn streamed(a: Admitted) -> Response {
+fn streamed(a: Admitted, shutdown: watch::Receiver<bool>) -> Response {
     let meta = ChunkMeta {
         id: completion_id(),
         model: a.req.model.clone(),
@@ -252,7 +281,7 @@ fn streamed(a: Admitted) -> Response {
         prompt_tokens: a.prompt,
         include_usage: a.req.wants_stream_usage(),
     };
-    let body = stream::body(meta, a.plan, a.decode_start, a.slot, a.ticket);
+    let body = stream::body(meta, a.plan, a.decode_start, a.slot, a.ticket, shutdown);
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -264,8 +293,8 @@ fn streamed(a: Admitted) -> Response {
 }
 
 /// Decodes the whole completion, then answers it as one JSON body; a `break_after_tokens` fault
-/// drops the connection instead.
-async fn unary(a: Admitted) -> Response {
+/// drops the connection instead, a `stall_after_tokens` fault sends the head and no body.
+async fn unary(a: Admitted, sim: &Sim) -> Response {
     let Admitted {
         req,
         prompt,
@@ -275,13 +304,23 @@ async fn unary(a: Admitted) -> Response {
         decode_start,
     } = a;
     let id = completion_id();
+    if let Some(k) = plan
+        .stall_after
+        .filter(|k| plan.break_after.is_none_or(|b| *k < b))
+    {
+        crate::engine::decode(&plan, decode_start, k).await;
+        ticket.set_completion_tokens(k);
+        return stalled_response(slot, ticket, sim.shutdown.clone());
+    }
     let produced = plan.break_after.unwrap_or(plan.output_tokens);
     crate::engine::decode(&plan, decode_start, produced).await;
     ticket.set_completion_tokens(produced);
     if plan.break_after.is_some() {
         drop(slot);
         ticket.close(Outcome::Broken);
-        return aborted_response(produced);
+        return aborted_response(&format!(
+            "spillway-sim: break_after_tokens fault after {produced} tokens"
+        ));
     }
     slot.finish();
     ticket.close(Outcome::Ok);
@@ -313,13 +352,36 @@ async fn unary(a: Admitted) -> Response {
 
 /// A response whose body fails on its first poll: hyper then closes the connection before the
 /// buffered head is flushed, so the client sees the connection drop with no response at all.
-fn aborted_response(after_tokens: u64) -> Response {
-    let err = std::io::Error::new(
-        std::io::ErrorKind::ConnectionAborted,
-        format!("spillway-sim: break_after_tokens fault after {after_tokens} tokens"),
-    );
+fn aborted_response(why: &str) -> Response {
+    let err = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, why.to_string());
     let body = futures_util::stream::once(async move { Err::<Bytes, _>(err) });
     Response::new(Body::from_stream(body))
+}
+
+/// A 200 head whose body never comes (`stall_after_tokens`, non-streamed): the body holds the
+/// slot and the record until the client goes away (recorded `cancelled`) or the simulator shuts
+/// down (the connection is then dropped, recorded `outage`).
+fn stalled_response(
+    slot: Slot,
+    mut ticket: Ticket,
+    mut shutdown: watch::Receiver<bool>,
+) -> Response {
+    let body = futures_util::stream::once(async move {
+        if shutdown.wait_for(|down| *down).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        drop(slot);
+        ticket.close(Outcome::Outage);
+        Err::<Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "spillway-sim: shutting down during a stall",
+        ))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 async fn models(State(sim): State<Arc<Sim>>) -> Response {

@@ -10,7 +10,9 @@
 //!   shortens service times so a long trace replays quickly.
 //! * **Faults** ([`Fault`]), switched at run time through [`SimHandle::set_fault`] or
 //!   `POST /admin/fault`: outage (503), error rate (500), hang (no first byte), brown-out
-//!   (`slow_factor`) and a connection break after N streamed tokens.
+//!   (`slow_factor`), a connection break after N streamed tokens, a 429 storm with or without
+//!   `Retry-After` (`throttle`, `throttle_retry_after_ms`), a connection reset before any
+//!   response (`reset`) and a hang after the first byte (`stall_after_tokens`).
 //! * **Evidence** ([`ServedRecord`]): every request that reaches the handler is recorded with its
 //!   request id, model, token counts and outcome, so a test can prove where each request went.
 //!

@@ -22,7 +22,8 @@ pub struct ServedRecord {
     pub prompt_tokens: u64,
     /// Output tokens produced (all of them for `ok`; those produced before the end otherwise).
     pub completion_tokens: u64,
-    /// See [`Outcome`]: `ok`, `throttled`, `outage`, `error`, `broken`, `cancelled`, `invalid`.
+    /// See [`Outcome`]: `ok`, `throttled`, `outage`, `error`, `broken`, `reset`,
+    /// `cancelled`, `invalid`.
     pub outcome: String,
     /// Milliseconds since the simulator started, when the request arrived.
     pub at_ms: u64,
@@ -41,6 +42,8 @@ pub enum Outcome {
     Error,
     /// Aborted by `break_after_tokens`.
     Broken,
+    /// Closed without a response by the `reset` fault.
+    Reset,
     /// The client went away first (hang, queue, prefill or mid-stream).
     Cancelled,
     /// 400: the body was not a chat-completions request.
@@ -55,6 +58,7 @@ impl Outcome {
             Outcome::Outage => "outage",
             Outcome::Error => "error",
             Outcome::Broken => "broken",
+            Outcome::Reset => "reset",
             Outcome::Cancelled => "cancelled",
             Outcome::Invalid => "invalid",
         }

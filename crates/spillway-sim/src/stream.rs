@@ -1,7 +1,9 @@
 //! The streamed (`stream: true`) response body: SSE chunks produced as the tokens are decoded.
 //!
 //! The body owns the request's [`Slot`] and [`Ticket`]. If the client disconnects, hyper drops
-//! the body, which frees the slot at once and records the request as `cancelled`.
+//! the body, which frees the slot at once and records the request as `cancelled`. A
+//! `stall_after_tokens` fault makes the body pend (holding its slot) after that many tokens
+//! until then, or until the simulator shuts down.
 use std::io;
 
 use bytes::{Bytes, BytesMut};
@@ -9,6 +11,7 @@ use futures_util::Stream;
 use serde_json::Map;
 use spillway_proto::sse::{DONE, encode_data};
 use spillway_proto::{ChatChunk, ChunkChoice, Delta, Usage};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::engine::{HALF_TICK, Plan, Slot, token_text};
@@ -71,12 +74,14 @@ struct State {
     slot: Option<Slot>,
     ticket: Ticket,
     phase: Phase,
+    /// Ends a stall when the simulator shuts down.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl State {
     async fn step(&mut self) -> Option<Result<Bytes, io::Error>> {
         if matches!(self.phase, Phase::Tokens(sent) if sent >= self.plan.output_tokens
-            && self.plan.break_after != Some(sent))
+            && self.plan.break_after != Some(sent) && self.plan.stall_after != Some(sent))
         {
             self.phase = Phase::Finish;
         }
@@ -84,6 +89,9 @@ impl State {
             Phase::Role => Some(Ok(self.role())),
             Phase::Tokens(sent) if self.plan.break_after == Some(sent) => {
                 Some(Err(self.broken(sent).await))
+            }
+            Phase::Tokens(sent) if self.plan.stall_after == Some(sent) => {
+                Some(Err(self.stalled().await))
             }
             Phase::Tokens(sent) => Some(Ok(self.tokens(sent).await)),
             Phase::Finish => Some(Ok(self.finish())),
@@ -123,13 +131,33 @@ impl State {
         )
     }
 
+    /// The `stall_after_tokens` fault: no more bytes (the slot stays held) until the client goes
+    /// away, which drops the body (`cancelled`), or the simulator shuts down, which ends it with
+    /// an error so that graceful shutdown can finish (`outage`).
+    async fn stalled(&mut self) -> io::Error {
+        if self.shutdown.wait_for(|down| *down).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        self.phase = Phase::End;
+        self.slot = None;
+        self.ticket.close(Outcome::Outage);
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "spillway-sim: shutting down during a stall",
+        )
+    }
+
     /// The content tokens from `sent` on that are due, once the next one is.
     async fn tokens(&mut self, sent: u64) -> Bytes {
         crate::engine::sleep_until(self.start + self.plan.decode_time(sent + 1)).await;
         // Every token due by the next half tick goes out in this wake-up, one SSE event
         // each, in one write: a token takes less than tokio's 1 ms timer tick at high
         // time scales, and wake-ups land within half a tick of their deadline.
-        let end = self.plan.break_after.unwrap_or(self.plan.output_tokens);
+        let end = [self.plan.break_after, self.plan.stall_after]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.plan.output_tokens);
         let due = self
             .plan
             .tokens_due(self.start, Instant::now() + HALF_TICK)
@@ -183,6 +211,7 @@ pub(crate) fn body(
     start: Instant,
     slot: Slot,
     ticket: Ticket,
+    shutdown: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
     let state = State {
         meta,
@@ -191,6 +220,7 @@ pub(crate) fn body(
         slot: Some(slot),
         ticket,
         phase: Phase::Role,
+        shutdown,
     };
     futures_util::stream::unfold(state, |mut st| async move {
         let item = st.step().await?;
@@ -211,6 +241,7 @@ mod tests {
     struct Rig {
         engine: Arc<Engine>,
         recorder: Arc<Recorder>,
+        shutdown: watch::Sender<bool>,
     }
 
     /// A body for `n` tokens at 50 tokens/s (20 ms each), decode starting now.
@@ -250,8 +281,16 @@ mod tests {
             prompt_tokens: 10,
             include_usage,
         };
-        let body = body(meta, plan, Instant::now(), slot, ticket);
-        (Rig { engine, recorder }, body)
+        let (tx, rx) = watch::channel(false);
+        let body = body(meta, plan, Instant::now(), slot, ticket, rx);
+        (
+            Rig {
+                engine,
+                recorder,
+                shutdown: tx,
+            },
+            body,
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -312,6 +351,47 @@ mod tests {
         assert_eq!(rig.engine.in_flight(), 0);
         let rec = &rig.recorder.snapshot()[0];
         assert_eq!((rec.outcome.as_str(), rec.completion_tokens), ("broken", 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_holds_the_slot_without_bytes_until_the_client_leaves_or_shutdown() {
+        let fault = Fault {
+            stall_after_tokens: Some(2),
+            ..Fault::default()
+        };
+        let (rig, body) = body_for(5, fault.clone(), false).await;
+        let mut body = Box::pin(body);
+        for _ in 0..3 {
+            body.next().await.unwrap().unwrap();
+        }
+        let waited = tokio::time::timeout(Duration::from_secs(3600), body.next()).await;
+        assert!(waited.is_err(), "no byte after the stall point");
+        assert_eq!(
+            rig.engine.in_flight(),
+            1,
+            "the stalled request keeps its slot"
+        );
+        drop(body);
+        assert_eq!(rig.engine.in_flight(), 0);
+        let rec = &rig.recorder.snapshot()[0];
+        assert_eq!(
+            (rec.outcome.as_str(), rec.completion_tokens),
+            ("cancelled", 2)
+        );
+
+        // Shutdown ends a stall (after the role chunk here) with an error.
+        let fault = Fault {
+            stall_after_tokens: Some(0),
+            ..fault
+        };
+        let (rig, body) = body_for(5, fault, false).await;
+        let mut body = Box::pin(body);
+        body.next().await.unwrap().unwrap();
+        rig.shutdown.send_replace(true);
+        assert!(body.next().await.unwrap().is_err());
+        assert!(body.next().await.is_none());
+        assert_eq!(rig.engine.in_flight(), 0);
+        assert_eq!(rig.recorder.snapshot()[0].outcome, "outage");
     }
 
     /// At time scale 30 a token at 50 tokens/s is due every 0.67 ms, under tokio's 1 ms timer
