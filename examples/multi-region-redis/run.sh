@@ -87,7 +87,7 @@ Call any of them (the us. profile may spill to the other two regions):
   curl -si http://127.0.0.1:8082/v1/chat/completions -H "Authorization: Bearer $SPILLWAY_ACME_KEY" \\
     -H 'content-type: application/json' \\
     -d '{"model":"us.example.chat-v1:0","messages":[{"role":"user","content":"hello"}],"max_tokens":16}'
-Shared state:  curl -s http://127.0.0.1:8081/readyz ; curl -s http://127.0.0.1:8081/metrics | grep shared_state
+Shared state:  curl -s http://127.0.0.1:9091/readyz ; curl -s http://127.0.0.1:9091/metrics | grep shared_state
 Where requests went:  curl -s http://127.0.0.1:9102/admin/served
 
 Ctrl-C stops everything.

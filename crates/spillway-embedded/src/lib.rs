@@ -42,7 +42,9 @@ pub enum EmbeddedError {
 /// A running gateway and the simulators it was started in front of.
 pub struct Stack {
     gateway: Gateway,
-    /// Per deployment: its in-process simulator, if it has one.
+    /// The configuration the stack started with (its deployments index `sims`).
+    started: std::sync::Arc<Config>,
+    /// Per deployment of `started`: its in-process simulator, if it has one.
     sims: Vec<Option<SimHandle>>,
 }
 
@@ -85,7 +87,11 @@ impl Stack {
             }
         }
         match Gateway::start_with_sims(cfg, &urls).await {
-            Ok(gateway) => Ok(Stack { gateway, sims }),
+            Ok(gateway) => Ok(Stack {
+                started: gateway.config(),
+                gateway,
+                sims,
+            }),
             Err(e) => {
                 stop_all(&sims);
                 Err(e.into())
@@ -99,7 +105,9 @@ impl Stack {
 
     /// The in-process simulator serving `model` in `region`, if the stack runs one.
     pub fn sim(&self, model: &str, region: &str) -> Option<&SimHandle> {
-        let cfg = self.gateway.config();
+        // The simulators were started for the first configuration's deployments (a reload
+        // reaches only those).
+        let cfg = &self.started;
         let d = cfg.deployment(cfg.model_ix(model)?, cfg.region_ix(region)?)?;
         self.sims.get(d.0 as usize)?.as_ref()
     }
@@ -107,6 +115,14 @@ impl Stack {
     /// Every in-process simulator, in deployment order.
     pub fn sims(&self) -> impl Iterator<Item = &SimHandle> {
         self.sims.iter().flatten()
+    }
+
+    /// Drain the gateway ([`Gateway::drain`]: `/readyz` fails, new connections stop after
+    /// `delay`, in-flight requests get `grace`), then stop the simulators.
+    pub async fn drain(self, delay: Duration, grace: Duration) -> bool {
+        let clean = self.gateway.drain(delay, grace).await;
+        stop_all(&self.sims);
+        clean
     }
 
     /// Stop the gateway (in-flight requests get `grace` to finish, see [`Gateway::shutdown`]),

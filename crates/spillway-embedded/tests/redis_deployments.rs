@@ -75,10 +75,10 @@ async fn within(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) 
     start.elapsed()
 }
 
-/// `h`'s `/metrics` (scraped from its us-east-1 listener).
+/// `h`'s `/metrics` (scraped from its admin listener).
 async fn scrape(h: &Harness) -> String {
     h.client
-        .get(h.url("us-east-1", "/metrics"))
+        .get(format!("http://{}/metrics", h.gw().admin_addr()))
         .send()
         .await
         .expect("metrics answer")
@@ -216,7 +216,8 @@ async fn a_crashed_instance_counts_expire() {
     })
     .await;
     // A "crashes": it stops heart-beating and withdraws nothing.
-    let sd = a.gw().state().shared_deployments().expect("shared");
+    let state = a.gw().state();
+    let sd = state.shared_deployments().expect("shared");
     let id = sd.instance().to_string();
     sd.stop_heartbeat();
     let crashed = Instant::now();

@@ -74,10 +74,7 @@ async fn wait_for(what: &str, deadline: Duration, mut cond: impl AsyncFnMut() ->
 
 /// `/readyz` and the gauge agree that the shared state is `up`.
 async fn shared_state_is(gw: &Stack, client: &reqwest::Client, up: bool) -> bool {
-    let base = format!(
-        "http://{}",
-        gw.gateway().addr("us-east-1").expect("listener")
-    );
+    let base = format!("http://{}", gw.gateway().admin_addr());
     let (status, body) = get(client, format!("{base}/readyz")).await;
     let (_, metrics) = get(client, format!("{base}/metrics")).await;
     let gauge = format!("spillway_shared_state_up {}", i32::from(up));

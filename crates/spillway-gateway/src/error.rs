@@ -67,6 +67,19 @@ pub enum EdgeError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A path no API serves (the path as echoed is already shortened).
+    #[error("Unknown operation {0}.")]
+    UnknownRoute(String),
+    #[error("Method {0} is not allowed on this path.")]
+    MethodNotAllowed(String),
+    #[error("The request target is longer than the limit of {0} bytes.")]
+    UriTooLong(usize),
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    #[error("Only `Expect: 100-continue` is supported.")]
+    ExpectationFailed,
+    #[error("The request body did not arrive within {0} ms.")]
+    BodyTimeout(u128),
 }
 
 /// The message of an upstream's error body, in OpenAI's or Bedrock's shape.
@@ -98,6 +111,12 @@ impl EdgeError {
             EdgeError::AwsAuth { .. } => StatusCode::UNAUTHORIZED,
             EdgeError::NotFound(_) => StatusCode::NOT_FOUND,
             EdgeError::Conflict(_) => StatusCode::CONFLICT,
+            EdgeError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+            EdgeError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            EdgeError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            EdgeError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            EdgeError::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
+            EdgeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -118,6 +137,11 @@ impl EdgeError {
             EdgeError::AwsAuth { .. } => "unauthorized",
             EdgeError::NotFound(_) => "not_found",
             EdgeError::Conflict(_) => "conflict",
+            EdgeError::UnknownRoute(_) => "not_found",
+            EdgeError::MethodNotAllowed(_) => "method_not_allowed",
+            EdgeError::UriTooLong(_) | EdgeError::HeadersTooLarge(_) => "too_large",
+            EdgeError::ExpectationFailed => "bad_request",
+            EdgeError::BodyTimeout(_) => "client_timeout",
         }
     }
 
@@ -143,6 +167,12 @@ impl EdgeError {
             EdgeError::AwsAuth { .. } => ("authentication_error", Some("invalid_api_key")),
             EdgeError::NotFound(_) => ("invalid_request_error", Some("not_found")),
             EdgeError::Conflict(_) => ("invalid_request_error", Some("conflict")),
+            EdgeError::UnknownRoute(_) => ("invalid_request_error", Some("not_found")),
+            EdgeError::MethodNotAllowed(_) => ("invalid_request_error", Some("method_not_allowed")),
+            EdgeError::UriTooLong(_) => ("invalid_request_error", Some("uri_too_long")),
+            EdgeError::HeadersTooLarge(_) => ("invalid_request_error", Some("headers_too_large")),
+            EdgeError::ExpectationFailed => ("invalid_request_error", Some("expectation_failed")),
+            EdgeError::BodyTimeout(_) => ("invalid_request_error", Some("request_timeout")),
         };
         OpenAiErrorBody::new(self.to_string(), kind, code)
     }
@@ -162,8 +192,8 @@ impl EdgeError {
             EdgeError::AwsAuth { error_type, .. } => (StatusCode::FORBIDDEN, error_type),
             EdgeError::BadRequest(_)
             | EdgeError::NotCallableHere(_)
-            | EdgeError::ProfileOnly(_)
-            | EdgeError::PayloadTooLarge(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
+            | EdgeError::ProfileOnly(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
+            EdgeError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "ValidationException"),
             EdgeError::ModelNotFound(_) | EdgeError::NotFound(_) => {
                 (StatusCode::NOT_FOUND, "ResourceNotFoundException")
             }
@@ -176,6 +206,17 @@ impl EdgeError {
             ),
             EdgeError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "ModelTimeoutException"),
             EdgeError::Conflict(_) => (StatusCode::CONFLICT, "ConflictException"),
+            EdgeError::UnknownRoute(_) => (StatusCode::NOT_FOUND, "UnknownOperationException"),
+            EdgeError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "UnknownOperationException")
+            }
+            EdgeError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "ValidationException"),
+            EdgeError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "ValidationException",
+            ),
+            EdgeError::ExpectationFailed => (StatusCode::EXPECTATION_FAILED, "ValidationException"),
+            EdgeError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "RequestTimeoutException"),
         }
     }
 

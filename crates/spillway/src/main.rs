@@ -13,6 +13,7 @@ use spillway_gateway::Config;
 mod bench_cmd;
 mod demo;
 mod overhead;
+mod signals;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +41,20 @@ enum Command {
         /// listener, such as the embedded default); `127.0.0.1:0` picks a free port.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Serve the admin routes (`/metrics`, `/healthz`, `/readyz`, `/admin/reload`) here
+        /// instead of the configured `[admin] bind` (default 127.0.0.1:9090).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
+    /// Reload a running gateway's configuration file (as SIGHUP does), through its admin
+    /// listener; prints what was reloaded, or every error (the running configuration is kept).
+    Reload {
+        /// The gateway's admin address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+        /// An environment variable holding the admin token (`[admin] token_env`).
+        #[arg(long)]
+        token_env: Option<String>,
     },
     /// Show cross-region inference at work: a burst at about twice one region's capacity, run
     /// in-region, cross-region, and cross-region with a region taken down mid-run.
@@ -108,13 +123,15 @@ async fn main() -> anyhow::Result<()> {
             config,
             print_default_config,
             listen,
+            admin,
         } => {
             if print_default_config {
                 print!("{}", spillway_gateway::config::embedded::DEFAULT_TOML);
                 return Ok(());
             }
-            serve(config, listen).await
+            serve(config, listen, admin).await
         }
+        Command::Reload { admin, token_env } => reload(admin, token_env).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench_cmd::run(*args).await,
         Command::Sim(args) => sim(args).await,
@@ -122,7 +139,11 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+async fn serve(
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let mut cfg = match &config {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default()?,
@@ -130,45 +151,66 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::R
     if let Some(addr) = listen {
         cfg.override_listen(addr)?;
     }
+    if let Some(addr) = admin {
+        cfg.admin.bind = addr;
+    }
     let grace = cfg.shutdown_grace;
     let stack = Stack::start(cfg).await.context("starting the gateway")?;
     for (region, addr) in stack.gateway().listeners() {
         eprintln!("spillway: listening on http://{addr} as {region}");
     }
+    eprintln!(
+        "spillway: admin on http://{} (/metrics, /healthz, /readyz, POST /admin/reload)",
+        stack.gateway().admin_addr()
+    );
     if config.is_none() && listen.is_none() {
         eprintln!(
             "spillway: embedded default; try:\n  curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Authorization: Bearer spillway-demo-key' -H 'content-type: application/json' -d '{{\"model\":\"us.demo.chat-small-v1:0\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
         );
     }
-    shutdown_signal().await;
-    eprintln!(
-        "spillway: stopping; letting in-flight requests finish (up to {}s)",
-        grace.as_secs()
-    );
-    if !stack.shutdown(grace).await {
+    let stop = signals::until_stop(stack.gateway()).await;
+    let clean = match stop {
+        signals::Stop::Interrupt => {
+            eprintln!(
+                "spillway: stopping; letting in-flight requests finish (up to {}s)",
+                grace.as_secs()
+            );
+            stack.shutdown(grace).await
+        }
+        signals::Stop::Terminate => {
+            let delay = stack.gateway().config().edge.drain_delay;
+            eprintln!(
+                "spillway: draining: /readyz fails now, new connections stop in {}s, in-flight requests get up to {}s",
+                delay.as_secs_f64(),
+                grace.as_secs()
+            );
+            stack.drain(delay, grace).await
+        }
+    };
+    if !clean {
         eprintln!("spillway: shutdown deadline reached; remaining requests were cut off");
     }
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+/// `spillway reload`: `POST /admin/reload` on a running gateway.
+async fn reload(admin: SocketAddr, token_env: Option<String>) -> anyhow::Result<()> {
+    let mut req = reqwest::Client::new().post(format!("http://{admin}/admin/reload"));
+    if let Some(var) = token_env {
+        let token = std::env::var(&var).with_context(|| format!("reading {var}"))?;
+        req = req.bearer_auth(token);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("no gateway admin listener answers on {admin}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if status.is_success() {
+        print!("{text}");
+        Ok(())
+    } else {
+        anyhow::bail!("{}", text.trim_end())
     }
 }
 
@@ -193,7 +235,7 @@ async fn sim(a: SimArgs) -> anyhow::Result<()> {
         a.region,
         handle.addr()
     );
-    shutdown_signal().await;
+    signals::shutdown_signal().await;
     handle.shutdown();
     Ok(())
 }

@@ -249,6 +249,7 @@ fn gateway_config(upstream: impl Fn(usize, &str) -> String, listeners: &[&str]) 
     for r in listeners {
         t += &format!("[[listeners]]\nbind = \"127.0.0.1:0\"\nregion = \"{r}\"\n\n");
     }
+    t += "[admin]\nbind = \"127.0.0.1:0\"\n\n";
     t
 }
 

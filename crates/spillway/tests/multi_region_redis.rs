@@ -98,6 +98,10 @@ fn config(region: &str, sims: &[String], rpm: u64, prefix: &str) -> String {
             "bind = \"127.0.0.1:0\"",
         )
         .replace(
+            &format!("bind = \"127.0.0.1:{}\"", port + 1010),
+            "bind = \"127.0.0.1:0\"",
+        )
+        .replace(
             "key_prefix = \"spillway-example\"",
             &format!("key_prefix = {prefix:?}"),
         )

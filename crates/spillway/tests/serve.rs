@@ -70,7 +70,8 @@ async fn chat_ok(
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_embedded_default_routes_lists_models_and_exports_metrics() {
     let started = Instant::now();
-    let server = Proc::spawn(bin().args(["serve", "--listen", "127.0.0.1:0"]));
+    let server =
+        Proc::spawn(bin().args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]));
     let addr = server.wait_listening("us-east-1", T);
     let base = format!("http://{addr}");
     eprintln!("listening after {:?}", started.elapsed());
@@ -131,8 +132,9 @@ async fn serve_embedded_default_routes_lists_models_and_exports_metrics() {
         .expect("models");
     assert_eq!(resp.status(), 401, "models without a key");
 
+    let admin = server.wait_admin(T);
     let metrics = http
-        .get(format!("{base}/metrics"))
+        .get(format!("http://{admin}/metrics"))
         .send()
         .await
         .expect("metrics")
@@ -150,14 +152,16 @@ async fn serve_embedded_default_routes_lists_models_and_exports_metrics() {
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_drains_a_stream_on_sigterm_and_exits_zero() {
     let started = Instant::now();
-    let mut server = Proc::spawn(bin().args(["serve", "--listen", "127.0.0.1:0"]));
+    let mut server =
+        Proc::spawn(bin().args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]));
     let addr = server.wait_listening("us-east-1", T);
+    let admin = server.wait_admin(T);
     let http = reqwest::Client::new();
-    // 200 tokens at 100 tokens/s: about two seconds of stream.
+    // 800 tokens at 100 tokens/s: about eight seconds of stream, past the 5 s drain delay.
     let resp = http
         .post(format!("http://{addr}/v1/chat/completions"))
         .bearer_auth(DEMO_KEY)
-        .json(&chat_body("us.demo.chat-small-v1:0", true, 200))
+        .json(&chat_body("us.demo.chat-small-v1:0", true, 800))
         .send()
         .await
         .expect("send");
@@ -177,18 +181,26 @@ async fn serve_drains_a_stream_on_sigterm_and_exits_zero() {
     server
         .stderr
         .wait_for(Duration::from_secs(10), |l| {
-            l.starts_with("spillway: stopping")
+            l.starts_with("spillway: draining")
         })
-        .unwrap_or_else(|| panic!("no `stopping` line\n{}", server.output()));
+        .unwrap_or_else(|| panic!("no `draining` line\n{}", server.output()));
+    // Load balancers are told at once.
+    let ready = http
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .expect("readyz answers while draining");
+    assert_eq!(ready.status(), 503, "readyz while draining");
 
-    // New connections are refused while the stream drains.
+    // After the drain delay (5 s by default), new connections are refused while the stream
+    // finishes.
     let refused = loop {
         match tokio::net::TcpStream::connect(&addr).await {
             Err(e) => break e,
-            Ok(_) if signalled.elapsed() < Duration::from_secs(5) => {
+            Ok(_) if signalled.elapsed() < Duration::from_secs(12) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Ok(_) => panic!("still accepting connections 5 s after SIGTERM"),
+            Ok(_) => panic!("still accepting connections 12 s after SIGTERM"),
         }
     };
     // A SYN that races the listener's close is answered with a reset
@@ -216,7 +228,7 @@ async fn serve_drains_a_stream_on_sigterm_and_exits_zero() {
     );
     assert!(text.contains("\"finish_reason\":\"length\""), "{text}");
     let tokens = text.matches("\"content\":\" ").count();
-    assert_eq!(tokens, 200, "content chunks in the drained stream");
+    assert_eq!(tokens, 800, "content chunks in the drained stream");
 
     let status = server
         .wait_exit(T)
@@ -304,7 +316,8 @@ fn serve_refuses_a_config_whose_env_key_is_unset() {
 
 #[test]
 fn serve_refuses_the_demo_key_on_a_public_address() {
-    let mut server = Proc::spawn(bin().args(["serve", "--listen", "0.0.0.0:0"]));
+    let mut server =
+        Proc::spawn(bin().args(["serve", "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0"]));
     let status = server.wait_exit(T).unwrap_or_else(|| {
         panic!(
             "the embedded default is serving on 0.0.0.0\n{}",
@@ -321,7 +334,8 @@ fn serve_refuses_the_demo_key_on_a_public_address() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_models_accepts_the_same_authorization_as_chat() {
-    let server = Proc::spawn(bin().args(["serve", "--listen", "127.0.0.1:0"]));
+    let server =
+        Proc::spawn(bin().args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]));
     let base = format!("http://{}", server.wait_listening("us-east-1", T));
     let http = reqwest::Client::new();
     let auth = format!("bearer {DEMO_KEY}");

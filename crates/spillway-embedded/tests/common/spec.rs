@@ -332,6 +332,7 @@ impl Spec {
                 "\n[[listeners]]\nbind = \"127.0.0.1:0\"\nregion = {name:?}"
             );
         }
+        let _ = writeln!(t, "\n[admin]\nbind = \"127.0.0.1:0\"");
         for p in &self.prices {
             let _ = writeln!(
                 t,

@@ -2,10 +2,11 @@
 //!
 //! The defaults follow what nginx and Envoy ship, so that an operator who never sets them gets a
 //! server that a slow or idle client cannot wear down: a request's head must arrive within
-//! 30 s (nginx: 60 s), its body within 60 s, a keep-alive connection idle for 75 s is closed
-//! (nginx's `keepalive_timeout`), at most 10,000 connections per listener (beyond it, new ones
-//! are closed as soon as they are accepted; established ones keep working), 64 KiB and 100 header
-//! lines, 8 KiB of URI, and a stream whose client reads nothing for 30 s is cut.
+//! 30 s of the connection opening or of the previous response (nginx's `client_header_timeout`
+//! is 60 s; the same timer closes an idle keep-alive connection, as hyper counts the wait for
+//! the next head), its body within 60 s, at most 10,000 connections per listener (beyond it,
+//! new ones are closed as soon as they are accepted; established ones keep working), 64 KiB and
+//! 100 header lines, 8 KiB of URI, and a stream whose client reads nothing for 30 s is cut.
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,12 +17,11 @@ use super::{ConfigError, Secret};
 /// Client-side limits of every API listener (`[server]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeLimits {
-    /// From accept (or the end of the previous response) to the end of the request head.
+    /// From accept (or the end of the previous response) to the end of the request head; so
+    /// also the keep-alive idle timeout.
     pub header_read: Duration,
     /// From the end of the head to the end of the body.
     pub body_read: Duration,
-    /// A keep-alive connection with no request in flight is closed after this long.
-    pub idle: Duration,
     /// Open connections per listener; beyond it new ones are closed at once.
     pub max_connections: usize,
     /// The request head (request line and headers), in bytes.
@@ -36,6 +36,9 @@ pub struct EdgeLimits {
     /// Accept SigV4 requests signed with `x-amz-content-sha256: UNSIGNED-PAYLOAD` (the body is
     /// then not covered by the signature). Off by default.
     pub allow_unsigned_payload: bool,
+    /// After SIGTERM: `/readyz` fails at once, new connections are still served for this long
+    /// (so load balancers notice), then the listeners close (default 5 s).
+    pub drain_delay: Duration,
 }
 
 /// The admin listener (`[admin]`): `/metrics`, `/healthz`, `/readyz` and `/admin/*`.
@@ -84,7 +87,6 @@ pub(super) fn limits(cx: &Ctx<'_>, s: &RawServer) -> Result<EdgeLimits, ConfigEr
             30_000,
         )?,
         body_read: ms(cx, "body_read_timeout_ms", s.body_read_timeout_ms, 60_000)?,
-        idle: ms(cx, "idle_timeout_ms", s.idle_timeout_ms, 75_000)?,
         max_connections: at_least(cx, "max_connections", s.max_connections, 10_000, 1)?,
         // hyper needs 8 KiB of read buffer at least.
         max_header_bytes: at_least(cx, "max_header_bytes", s.max_header_bytes, 64 * 1024, 8192)?,
@@ -97,6 +99,10 @@ pub(super) fn limits(cx: &Ctx<'_>, s: &RawServer) -> Result<EdgeLimits, ConfigEr
             30_000,
         )?,
         allow_unsigned_payload: s.allow_unsigned_payload.unwrap_or(false),
+        drain_delay: match s.drain_delay_ms {
+            Some(0) => Duration::ZERO,
+            other => ms(cx, "drain_delay_ms", other, 5_000)?,
+        },
     })
 }
 

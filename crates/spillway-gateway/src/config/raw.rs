@@ -66,13 +66,14 @@ pub struct RawServer {
     /// The client-side limits (`config::edge`, defaults there).
     pub header_read_timeout_ms: Option<u64>,
     pub body_read_timeout_ms: Option<u64>,
-    pub idle_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_uri_bytes: Option<usize>,
     pub stream_stall_timeout_ms: Option<u64>,
     pub allow_unsigned_payload: Option<bool>,
+    /// After SIGTERM, how long `/readyz` fails while new connections are still served.
+    pub drain_delay_ms: Option<u64>,
 }
 
 /// `[admin]`: the operations listener.

@@ -1,5 +1,93 @@
-//! The edge: what faces the network before any API adapter runs: the listeners (one per
-//! region's endpoint), the path table that picks an adapter, the operations routes, and the
-//! process around them (start-up and graceful shutdown).
+//! The edge: what faces the network before any API adapter runs.
+//!
+//! * [`conn`]: the accept loop and hyper's connection settings: header-read timeout (also the
+//!   keep-alive idle timeout), connection cap, parser limits, draining on shutdown.
+//! * [`guard`]: per request, before the body is read: URI, header and body limits, `Expect`,
+//!   the body-read deadline; refusals in the caller's API shape.
+//! * [`routes`]: the API listener's path table; 404 and 405 in the caller's shape.
+//! * [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/reload`.
+//! * [`reload`]: a new configuration validated, then swapped in atomically.
+//! * [`server`]: [`server::Gateway`]: start, reload, drain, shutdown.
+//!
+//! Every request starts on the [`Hub`]'s current generation of state (an `Arc<AppState>`),
+//! which it keeps to its end: a reload swaps the generation, and requests in flight finish on
+//! the configuration they started with.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
+use spillway_core::RegionIx;
+
+use crate::state::AppState;
+
+pub mod admin;
+pub mod conn;
+pub mod guard;
+pub mod reload;
+pub mod routes;
 pub mod server;
+
+/// What every listener shares: the current generation of state, the drain flag, and what a
+/// reload needs to build the next generation.
+pub struct Hub {
+    current: RwLock<Arc<AppState>>,
+    draining: AtomicBool,
+    /// The embedded simulators' base URLs by (model id, region name), kept for reloads.
+    sims: HashMap<(String, String), String>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    /// Per listener (same order as `cfg.listeners`), its connection counters.
+    pub conns: Vec<Arc<conn::ConnStats>>,
+}
+
+impl Hub {
+    /// The generation new requests start on.
+    pub fn current(&self) -> Arc<AppState> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn swap(&self, next: Arc<AppState>) -> Arc<AppState> {
+        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *slot, next)
+    }
+
+    /// True from the moment a drain starts: `/readyz` fails.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// One API listener's handle on the hub.
+#[derive(Clone)]
+pub(crate) struct Lane {
+    hub: Arc<Hub>,
+    /// The listener's position in `cfg.listeners` (reloads keep listeners as they are).
+    listener: usize,
+}
+
+impl Lane {
+    /// The generation to serve this request on, and the listener's region in it.
+    fn now(&self) -> (Arc<AppState>, RegionIx) {
+        let app = self.hub.current();
+        let region = app
+            .cfg
+            .listeners
+            .get(self.listener)
+            .map_or(RegionIx(0), |l| l.region);
+        (app, region)
+    }
+}
+
+/// A client-supplied path or id as echoed in an error: at most 128 characters.
+pub(crate) fn echo_path(s: &str) -> String {
+    const MAX: usize = 128;
+    if s.chars().count() <= MAX {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(MAX).collect();
+    out.push('…');
+    out
+}

@@ -1,33 +1,33 @@
-//! Listeners and the process around the pipeline: one axum router per listener (each listener
-//! is one region's endpoint), operations routes, and graceful shutdown.
+//! The process around the listeners: [`Gateway`] binds the API listeners (one per region's
+//! endpoint) and the admin listener, and runs reload, drain and shutdown.
 //!
 //! The gateway never starts simulators (DESIGN §2.1): it reaches every upstream over HTTP. A
 //! `kind = "sim"` deployment without `base_url` stands for a simulator that whoever embeds the
 //! gateway starts (the CLI, through `spillway-embedded`) and whose base URL it hands to
 //! [`Gateway::start_with_sims`]. [`Gateway::start`] is for configurations whose every upstream
 //! has a URL.
+//!
+//! Stopping has two forms. [`Gateway::shutdown`] stops accepting at once and lets requests in
+//! flight finish within the grace period. [`Gateway::drain`] (SIGTERM) first fails `/readyz`,
+//! keeps accepting for `delay` so that load balancers see it and move traffic away, then shuts
+//! down the same way. Connections with no request in flight, or a half-sent head, close at once
+//! and never hold the grace period.
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::serve::ListenerExt;
-use bytes::Bytes;
-use spillway_core::{DeploymentIx, RegionIx};
-use spillway_proto::{ModelList, ModelObject};
+use axum::extract::DefaultBodyLimit;
+use spillway_core::DeploymentIx;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::bedrock::{Incoming, Operation};
-use crate::api::profiles::Call;
-use crate::config::{Config, Listener};
-use crate::metrics::DeploymentLabels;
+use super::conn::{self, ConnStats};
+use super::guard::Guard;
+use super::reload::ReloadError;
+use super::{Hub, Lane};
+use crate::config::{Config, EdgeLimits};
 use crate::state::AppState;
 use crate::upstream::UpstreamTarget;
 
@@ -55,16 +55,11 @@ pub enum GatewayError {
 
 /// A running gateway: its listeners and a way to stop it.
 pub struct Gateway {
-    state: Arc<AppState>,
-    listeners: Vec<(RegionIx, SocketAddr)>,
+    hub: Arc<Hub>,
+    listeners: Vec<(String, SocketAddr)>,
+    admin: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-}
-
-#[derive(Clone)]
-struct ListenerState {
-    app: Arc<AppState>,
-    region: RegionIx,
 }
 
 impl Gateway {
@@ -82,58 +77,121 @@ impl Gateway {
         sim_urls: &HashMap<DeploymentIx, String>,
     ) -> Result<Gateway, GatewayError> {
         let urls = sim_url_table(&cfg, sim_urls)?;
+        let sims = sims_by_name(&cfg, &urls);
         let cfg = Arc::new(cfg);
         let targets = UpstreamTarget::for_config(&cfg, &urls);
         let state = Arc::new(AppState::new(cfg.clone(), targets)?);
         state.start_shared().await;
+        let conns = cfg.listeners.iter().map(|_| Arc::default()).collect();
+        let hub = Arc::new(Hub {
+            current: std::sync::RwLock::new(state),
+            draining: AtomicBool::new(false),
+            sims,
+            reloading: tokio::sync::Mutex::new(()),
+            conns,
+        });
         let (stop, stop_rx) = watch::channel(false);
         let mut listeners = Vec::new();
         let mut tasks = Vec::new();
-        for l in &cfg.listeners {
-            let (addr, task) = serve_listener(&state, l, stop_rx.clone()).await?;
+        for (i, l) in cfg.listeners.iter().enumerate() {
+            let lane = Lane {
+                hub: hub.clone(),
+                listener: i,
+            };
+            let guard = Arc::new(Guard {
+                limits: cfg.edge.clone(),
+                max_body_bytes: cfg.max_body_bytes,
+            });
+            let app = super::routes::api_router(lane, guard)
+                .layer(DefaultBodyLimit::max(cfg.max_body_bytes));
+            let stats = hub.conns[i].clone();
+            let (addr, task) = bind(l.bind, app, &cfg.edge, stop_rx.clone(), stats).await?;
             tracing::info!(%addr, region = cfg.region_name(l.region), "listening");
-            listeners.push((l.region, addr));
+            listeners.push((cfg.region_name(l.region).to_string(), addr));
             tasks.push(task);
         }
+        let admin_app = super::admin::admin_router(hub.clone());
+        let (admin, task) = bind(
+            cfg.admin.bind,
+            admin_app,
+            &cfg.edge,
+            stop_rx.clone(),
+            Arc::default(),
+        )
+        .await?;
+        tracing::info!(%admin, "admin listening");
+        tasks.push(task);
         Ok(Gateway {
-            state,
+            hub,
             listeners,
+            admin,
             stop,
             tasks,
         })
     }
 
-    pub fn state(&self) -> &Arc<AppState> {
-        &self.state
+    /// The generation of state new requests start on.
+    pub fn state(&self) -> Arc<AppState> {
+        self.hub.current()
     }
 
-    pub fn config(&self) -> &Config {
-        &self.state.cfg
+    /// The configuration new requests start on.
+    pub fn config(&self) -> Arc<Config> {
+        self.hub.current().cfg.clone()
+    }
+
+    /// What every listener shares (the current state, connection counters).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// Bound addresses, one per listener, with the region each represents.
     pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners
-            .iter()
-            .map(|(r, a)| (self.state.cfg.region_name(*r).to_string(), *a))
-            .collect()
+        self.listeners.clone()
     }
 
     /// The first listener of a region.
     pub fn addr(&self, region: &str) -> Option<SocketAddr> {
         self.listeners
             .iter()
-            .find(|(r, _)| self.state.cfg.region_name(*r) == region)
+            .find(|(r, _)| r == region)
             .map(|(_, a)| *a)
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// Swap in a new configuration (see `edge::reload`).
+    pub async fn reload(&self, cfg: Config) -> Result<String, ReloadError> {
+        self.hub.reload(cfg).await
+    }
+
+    /// Reload from the file the running configuration came from.
+    pub async fn reload_from_file(&self) -> Result<String, ReloadError> {
+        self.hub.reload_from_file().await
+    }
+
+    /// SIGTERM: fail `/readyz` now, keep serving for `delay`, then [`Gateway::shutdown`].
+    pub async fn drain(self, delay: Duration, grace: Duration) -> bool {
+        self.hub.draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            ?delay,
+            "draining: /readyz fails; new connections stop after the delay"
+        );
+        tokio::time::sleep(delay).await;
+        self.shutdown(grace).await
     }
 
     /// Stop accepting and let in-flight requests finish within `grace`. Returns false when the
     /// deadline cut requests off.
     pub async fn shutdown(self, grace: Duration) -> bool {
+        self.hub.draining.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         let all = futures_util::future::join_all(self.tasks);
         let clean = tokio::time::timeout(grace, all).await.is_ok();
-        self.state.flush_shared().await;
+        self.hub.current().flush_shared().await;
         clean
     }
 }
@@ -163,237 +221,39 @@ fn sim_url_table(
     Ok(table)
 }
 
-/// Bind one listener and serve it on a task until `stop` turns true.
-async fn serve_listener(
-    state: &Arc<AppState>,
-    l: &Listener,
-    mut stop: watch::Receiver<bool>,
+/// The embedded simulators' URLs by (model id, region name), for reloads.
+fn sims_by_name(cfg: &Config, urls: &[Option<String>]) -> HashMap<(String, String), String> {
+    cfg.deployments
+        .iter()
+        .zip(urls)
+        .filter_map(|(d, url)| {
+            let key = (
+                cfg.models[d.model].id.clone(),
+                cfg.region_name(d.region).to_string(),
+            );
+            url.clone().map(|u| (key, u))
+        })
+        .collect()
+}
+
+/// Bind `addr` and serve `app` on a task until `stop` turns true.
+async fn bind(
+    addr: SocketAddr,
+    app: axum::Router,
+    limits: &EdgeLimits,
+    stop: watch::Receiver<bool>,
+    stats: Arc<ConnStats>,
 ) -> Result<(SocketAddr, JoinHandle<()>), GatewayError> {
-    let bind_err = |source| GatewayError::Bind {
-        addr: l.bind,
-        source,
-    };
-    let tcp = tokio::net::TcpListener::bind(l.bind)
+    let bind_err = |source| GatewayError::Bind { addr, source };
+    let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(bind_err)?;
-    let addr = tcp.local_addr().map_err(bind_err)?;
-    let app = router(ListenerState {
-        app: state.clone(),
-        region: l.region,
-    });
+    let bound = tcp.local_addr().map_err(bind_err)?;
+    let limits = limits.clone();
     let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        };
-        // Stream chunks go out as they are written: no Nagle delay on small SSE events.
-        let tcp = tcp.tap_io(|s| {
-            let _ = s.set_nodelay(true);
-        });
-        if let Err(e) = axum::serve(tcp, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!(%addr, error = %e, "listener failed");
-        }
+        conn::serve(tcp, app, &limits, stop, stats).await;
     });
-    Ok((addr, task))
-}
-
-fn router(ls: ListenerState) -> Router {
-    let limit = ls.app.cfg.max_body_bytes;
-    Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/models", get(models))
-        .route(
-            "/model/{model_id}/converse",
-            post(|State(ls): State<ListenerState>, inc: Incoming| {
-                runtime_op(ls, Operation::Converse, inc)
-            }),
-        )
-        .route(
-            "/model/{model_id}/converse-stream",
-            post(|State(ls): State<ListenerState>, inc: Incoming| {
-                runtime_op(ls, Operation::ConverseStream, inc)
-            }),
-        )
-        .route(
-            "/model/{model_id}/invoke",
-            post(|State(ls): State<ListenerState>, inc: Incoming| {
-                runtime_op(ls, Operation::Invoke, inc)
-            }),
-        )
-        .route(
-            "/model/{model_id}/invoke-with-response-stream",
-            post(|State(ls): State<ListenerState>, inc: Incoming| {
-                runtime_op(ls, Operation::InvokeStream, inc)
-            }),
-        )
-        .route(
-            "/inference-profiles",
-            get(|State(ls): State<ListenerState>, inc: Incoming| {
-                control(ls, inc, |uri| Call::List {
-                    query: uri.query().map(str::to_string),
-                })
-            })
-            .post(|State(ls): State<ListenerState>, inc: Incoming| {
-                control(ls, inc, |_| Call::Create)
-            }),
-        )
-        .route(
-            "/inference-profiles/{id}",
-            get(|State(ls): State<ListenerState>, inc: Incoming| {
-                control(ls, inc, |uri| Call::Get(raw_segment(uri, 2)))
-            })
-            .delete(|State(ls): State<ListenerState>, inc: Incoming| {
-                control(ls, inc, |uri| Call::Delete(raw_segment(uri, 2)))
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        ))
-        .with_state(ls)
-}
-
-/// 503 while the shared state is configured but unreachable (quotas run on local shares).
-async fn readyz(State(ls): State<ListenerState>) -> Response {
-    if ls.app.shared_state_up() {
-        "ready".into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "degraded: shared state unreachable",
-        )
-            .into_response()
-    }
-}
-
-async fn chat(
-    State(ls): State<ListenerState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    crate::api::openai::chat_completions(ls.app, ls.region, headers, body).await
-}
-
-/// The raw (still percent-encoded) path segment at `index`: SigV4 and ARN parsing want the
-/// bytes the client sent, not a decoded copy.
-fn raw_segment(uri: &Uri, index: usize) -> String {
-    uri.path()
-        .split('/')
-        .nth(index)
-        .unwrap_or_default()
-        .to_string()
-}
-
-async fn runtime_op(ls: ListenerState, op: Operation, inc: Incoming) -> Response {
-    let model_id = raw_segment(&inc.uri, 2);
-    crate::api::bedrock::runtime(ls.app, ls.region, op, model_id, inc).await
-}
-
-async fn control(ls: ListenerState, inc: Incoming, call: impl FnOnce(&Uri) -> Call) -> Response {
-    let call = call(&inc.uri);
-    crate::api::profiles::handle(ls.app, ls.region, call, inc).await
-}
-
-async fn models(State(ls): State<ListenerState>, headers: HeaderMap) -> Response {
-    if let Err(e) = crate::api::openai::authenticate(&ls.app, &headers) {
-        return e.into_openai_response();
-    }
-    let data = crate::api::resolve::callable_ids(&ls.app.cfg, ls.region)
-        .into_iter()
-        .map(|id| ModelObject {
-            id,
-            object: "model".into(),
-            created: 0,
-            owned_by: "spillway".into(),
-        })
-        .collect();
-    axum::Json(ModelList {
-        object: "list".into(),
-        data,
-    })
-    .into_response()
-}
-
-async fn metrics(State(ls): State<ListenerState>) -> Response {
-    let app = &ls.app;
-    let cfg = &app.cfg;
-    let now = app.now();
-    {
-        let cell = app.router();
-        for (i, d) in cfg.deployments.iter().enumerate() {
-            let v = cell.router.view(spillway_core::DeploymentIx(i as u32), now);
-            let labels = DeploymentLabels {
-                region: cfg.region_name(d.region).to_string(),
-                model: cfg.models[d.model].id.clone(),
-            };
-            app.metrics
-                .in_flight
-                .get_or_create(&labels)
-                .set(i64::from(v.in_flight));
-            app.metrics
-                .limit
-                .get_or_create(&labels)
-                .set(i64::from(v.limit));
-            app.metrics
-                .healthy
-                .get_or_create(&labels)
-                .set(i64::from(v.healthy));
-        }
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.encode(),
-    )
-        .into_response()
-}
-
-async fn not_found(uri: Uri) -> Response {
-    let path = uri.path();
-    if path.starts_with("/model/") || path.starts_with("/inference-profiles") {
-        // A Bedrock client: answer in Bedrock's shape so its SDK can read the error code.
-        let body =
-            serde_json::json!({ "message": format!("Unknown operation {path}.") }).to_string();
-        return (
-            StatusCode::NOT_FOUND,
-            [
-                (header::CONTENT_TYPE, "application/json"),
-                (
-                    header::HeaderName::from_static("x-amzn-errortype"),
-                    "UnknownOperationException",
-                ),
-            ],
-            body,
-        )
-            .into_response();
-    }
-    let body = spillway_proto::OpenAiErrorBody::new(
-        "Unknown route.",
-        "invalid_request_error",
-        Some("not_found"),
-    );
-    (
-        StatusCode::NOT_FOUND,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_json(),
-    )
-        .into_response()
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
-    let body = spillway_proto::OpenAiErrorBody::new("Internal error.", "server_error", None);
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_json(),
-    )
-        .into_response()
+    Ok((bound, task))
 }
 
 #[cfg(test)]

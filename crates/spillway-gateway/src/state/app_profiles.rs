@@ -170,6 +170,7 @@ trait ProfileStore: Send + Sync {
     fn start(self: Arc<Self>);
 }
 
+#[derive(Clone)]
 pub struct AppProfiles {
     cache: SharedCache,
     /// The truth, picked once: memory or Redis.

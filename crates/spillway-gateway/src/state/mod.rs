@@ -7,6 +7,7 @@
 //! deployment load and health are shared too. Request code only sees the [`QuotaBook`] trait.
 
 pub mod app_profiles;
+pub mod generation;
 pub mod quota_book;
 pub mod redis_link;
 pub mod routing;
@@ -32,8 +33,8 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     pub http: reqwest::Client,
     pub targets: Vec<UpstreamTarget>,
-    pub metrics: Metrics,
-    pub audit: crate::audit::AuditLog,
+    pub metrics: Arc<Metrics>,
+    pub audit: Arc<crate::audit::AuditLog>,
     /// Application inference profiles (cached here; with Redis, shared through it).
     pub app_profiles: crate::state::app_profiles::AppProfiles,
     /// Wall-clock start (system profiles' `createdAt`).
@@ -72,7 +73,7 @@ impl AppState {
             // on the hot path.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let metrics = Metrics::new(&cfg);
+        let metrics = Arc::new(Metrics::new(&cfg));
         let link = match &cfg.state {
             StateKind::Memory => None,
             StateKind::Redis(r) => Some(Arc::new(RedisLink::new(
@@ -102,7 +103,7 @@ impl AppState {
                 rng: SmallRng::seed_from_u64(cfg.seed),
             })),
             epoch,
-            audit: crate::audit::AuditLog::start(&cfg.audit),
+            audit: Arc::new(crate::audit::AuditLog::start(&cfg.audit)),
             app_profiles,
             started_at: std::time::SystemTime::now(),
             cfg,

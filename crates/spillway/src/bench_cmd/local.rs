@@ -263,6 +263,7 @@ fn topology(policy: &str, concurrency: u32, time_scale: f64, seed: u64) -> Strin
     for (r, _) in &REGIONS[..SOURCES] {
         t += &format!("[[listeners]]\nbind = \"127.0.0.1:0\"\nregion = \"{r}\"\n\n");
     }
+    t += "[admin]\nbind = \"127.0.0.1:0\"\n\n";
     t
 }
 
@@ -321,7 +322,7 @@ async fn run_policy(
         .map(|(id, s)| (id.clone(), s.source.clone()))
         .collect();
     let violations =
-        residency_violations(&seen, &source_of, &allowed_sets(gateway.config(), &model));
+        residency_violations(&seen, &source_of, &allowed_sets(&gateway.config(), &model));
     stack.shutdown(Duration::from_secs(10)).await;
     Ok(report::policy_report(name, &results, violations, cx))
 }

@@ -200,6 +200,7 @@ fn demo_config(
     for r in US {
         t += &format!("[[listeners]]\nbind = \"127.0.0.1:0\"\nregion = \"{r}\"\n\n");
     }
+    t += "[admin]\nbind = \"127.0.0.1:0\"\n\n";
     t
 }
 

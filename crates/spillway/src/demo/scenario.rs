@@ -316,7 +316,7 @@ fn residency(
             }
         }
     }
-    let allowed = allowed_sets(gateways[0].config(), model);
+    let allowed = allowed_sets(&gateways[0].config(), model);
     let violations = residency_violations(&seen, source_of, &allowed);
     (served.len() as u64, violations)
 }

@@ -33,7 +33,8 @@ pub fn gateway_config(
          [[deployments]]\nmodel = \"{MODEL}\"\nregion = \"{REGION}\"\nmax_in_flight = 1000000\n\
          upstream = {upstream}\n\n\
          [[tenants]]\nname = \"bench\"\napi_keys = [{{ sha256 = \"{hash}\" }}]\n\n{quota}\
-         [[listeners]]\nbind = \"127.0.0.1:0\"\nregion = \"{REGION}\"\n"
+         [[listeners]]\nbind = \"127.0.0.1:0\"\nregion = \"{REGION}\"\n\n\
+         [admin]\nbind = \"127.0.0.1:0\"\n"
     )
 }
 

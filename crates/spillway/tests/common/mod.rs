@@ -193,6 +193,20 @@ impl Proc {
             .to_string()
     }
 
+    /// The admin listener's address, from its `admin on http://…` line.
+    pub fn wait_admin(&self, timeout: Duration) -> String {
+        let prefix = "spillway: admin on http://";
+        let line = self
+            .stderr
+            .wait_for(timeout, |l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `admin on` line within {timeout:?}\n{}", self.output()));
+        line.trim_start_matches(prefix)
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// SIGTERM, through `kill(1)` (the tests use no unsafe code).
     pub fn sigterm(&self) {
         let st = Command::new("kill")
@@ -262,6 +276,7 @@ pub fn small_config(key_line: &str, extra: &str) -> String {
     }
     t += &format!("[[tenants]]\nname = \"t1\"\napi_keys = [{key_line}]\n\n");
     t += "[[listeners]]\nbind = \"127.0.0.1:0\"\nregion = \"us-east-1\"\n\n";
+    t += "[admin]\nbind = \"127.0.0.1:0\"\n\n";
     t += extra;
     t
 }

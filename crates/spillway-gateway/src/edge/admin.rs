@@ -1,0 +1,111 @@
+//! The admin listener (`[admin] bind`, loopback by default): operations routes, kept off the API
+//! listeners so that an API client can neither scrape nor reload.
+//!
+//! * `GET /healthz`: 200 while the process serves (liveness).
+//! * `GET /readyz`: 200 when new traffic is welcome; 503 while draining (from the first moment
+//!   of a SIGTERM) or while the configured shared state (Redis) is unreachable.
+//! * `GET /metrics`: Prometheus metrics.
+//! * `POST /admin/reload`: reload the configuration file the gateway was started with (as
+//!   SIGHUP and `spillway reload` do); 200 with a summary, or 400 with every error, the running
+//!   configuration kept.
+//!
+//! With `[admin] token_env`, every route but `/healthz` wants `Authorization: Bearer <token>`
+//! (compared in constant time).
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use subtle::ConstantTimeEq;
+
+use super::Hub;
+use crate::metrics::DeploymentLabels;
+
+pub(super) fn admin_router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/admin/reload", post(reload))
+        .layer(axum::middleware::from_fn_with_state(hub.clone(), bearer))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(hub)
+}
+
+/// The admin token, when one is configured.
+async fn bearer(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+    let app = hub.current();
+    if let Some(token) = &app.cfg.admin.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let ok: bool = given.as_bytes().ct_eq(token.expose().as_bytes()).into();
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "missing or wrong admin token\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
+    if hub.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    if hub.current().shared_state_up() {
+        "ready".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded: shared state unreachable",
+        )
+            .into_response()
+    }
+}
+
+async fn reload(State(hub): State<Arc<Hub>>) -> Response {
+    match hub.reload_from_file().await {
+        Ok(summary) => (StatusCode::OK, format!("{summary}\n")).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    let app = hub.current();
+    let cfg = &app.cfg;
+    let now = app.now();
+    {
+        let cell = app.router();
+        for (i, d) in cfg.deployments.iter().enumerate() {
+            let v = cell.router.view(spillway_core::DeploymentIx(i as u32), now);
+            let labels = DeploymentLabels {
+                region: cfg.region_name(d.region).to_string(),
+                model: cfg.models[d.model].id.clone(),
+            };
+            let m = &app.metrics;
+            m.in_flight
+                .get_or_create(&labels)
+                .set(i64::from(v.in_flight));
+            m.limit.get_or_create(&labels).set(i64::from(v.limit));
+            m.healthy.get_or_create(&labels).set(i64::from(v.healthy));
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}

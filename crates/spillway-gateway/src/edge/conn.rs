@@ -1,0 +1,240 @@
+//! Accepting and serving connections, with the limits a hostile or broken client cannot wear
+//! down.
+//!
+//! Each listener runs one accept loop. A connection is served by hyper's HTTP/1 server with:
+//!
+//! * a **header-read timeout**: from accept, and from the end of each response on a keep-alive
+//!   connection, the next request head must be complete within `header_read_timeout_ms`, or the
+//!   connection is closed. So a client that connects and sends nothing, or a header a byte at a
+//!   time (slowloris), is cut, and the same timer is the keep-alive idle timeout: hyper starts it
+//!   when it begins waiting for a head, idle time included.
+//! * a **connection cap** per listener (a semaphore of `max_connections` permits): beyond it a
+//!   new connection is accepted and closed at once, which costs one accept and frees the file
+//!   descriptor, so established connections keep working and the listener never stops
+//!   accepting. Connections that never send a request leave at the header-read timeout, and the
+//!   cap admits again.
+//! * **hard parser limits** at twice the configured header size and count: below them the
+//!   request guard (`edge::guard`) answers 431 with a body in the caller's API shape; beyond
+//!   them hyper answers a bare 431 before any of our code runs.
+//! * file-descriptor exhaustion (`EMFILE`/`ENFILE`) on accept is logged and the loop backs off
+//!   briefly instead of spinning.
+//!
+//! Shutdown: when `stop` turns true the listening socket is closed (new connections are refused
+//! by the kernel), every open connection with a request in flight finishes it (its response body
+//! to the end) and closes, and every other one (idle, or with a head not yet complete) closes at
+//! once, so a half-sent head never holds the grace period. hyper's own graceful shutdown waits
+//! for a first request that has not finished arriving; so each connection counts its requests
+//! in flight, from the end of the head to the end of the response body ([`Tracked`]), and the
+//! loop returns when the last connection is gone; the caller bounds that wait with the grace
+//! period.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::Request;
+use axum::response::Response;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use crate::config::EdgeLimits;
+
+/// How long the accept loop pauses when the process is out of file descriptors.
+const FD_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Counters of one listener, read by `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    /// Connections being served now.
+    pub open: AtomicUsize,
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+    /// Connections closed at once because the cap was reached.
+    pub refused: AtomicU64,
+}
+
+/// Serve `app` on `tcp` until `stop` turns true, then drain the open connections.
+pub(super) async fn serve(
+    tcp: TcpListener,
+    app: axum::Router,
+    limits: &EdgeLimits,
+    mut stop: watch::Receiver<bool>,
+    stats: Arc<ConnStats>,
+) {
+    let http = builder(limits);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut open = JoinSet::new();
+    loop {
+        while open.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            stopped = stop.wait_for(|s| *s) => {
+                drop(stopped);
+                break;
+            }
+            accepted = tcp.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                accept_failed(&e).await;
+                continue;
+            }
+        };
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        let task = serve_one(http.clone(), stream, app.clone(), stop.clone());
+        let stats = stats.clone();
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        open.spawn(async move {
+            task.await;
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    drop(tcp);
+    while open.join_next().await.is_some() {}
+}
+
+/// One connection, until it closes, or until `stop`: then it finishes the request in flight,
+/// if any, and closes; a connection with none (idle, or a head not yet complete) closes at
+/// once.
+async fn serve_one(
+    http: http1::Builder,
+    stream: TcpStream,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Stream chunks go out as they are written: no Nagle delay on small SSE events.
+    let _ = stream.set_nodelay(true);
+    let active = Arc::new(AtomicUsize::new(0));
+    let service = Tracked {
+        app,
+        active: active.clone(),
+    };
+    let conn = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => Some(ended),
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            if active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The listener's router as a hyper service that counts the requests of its connection in
+/// flight, from the end of the head to the end of the response body, so that shutdown knows
+/// which connections it may close at once.
+#[derive(Clone)]
+struct Tracked {
+    app: axum::Router,
+    active: Arc<AtomicUsize>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Tracked {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let app = self.app.clone();
+        let mark = InFlight::new(self.active.clone());
+        Box::pin(async move {
+            let resp = app.oneshot(req.map(Body::new)).await?;
+            Ok(resp.map(|body| Body::new(Marked { body, _mark: mark })))
+        })
+    }
+}
+
+/// One request of a connection in flight; the count drops when the response body is done
+/// (a connection-activity mark for shutdown; nothing is settled or recorded here).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(active: Arc<AtomicUsize>) -> InFlight {
+        active.fetch_add(1, Ordering::AcqRel);
+        InFlight(active)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body carrying its request's [`InFlight`] mark.
+struct Marked {
+    body: Body,
+    _mark: InFlight,
+}
+
+impl http_body::Body for Marked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// hyper's HTTP/1 server with the listener's limits.
+fn builder(limits: &EdgeLimits) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_headers(limits.max_headers.saturating_mul(2))
+        .max_buf_size(
+            (limits.max_header_bytes.saturating_add(limits.max_uri_bytes))
+                .saturating_mul(2)
+                .max(8192),
+        );
+    http
+}
+
+/// An accept error: out of descriptors → back off (the pending connections wait in the
+/// kernel's queue); anything else (a connection reset before accept) → go on.
+async fn accept_failed(e: &std::io::Error) {
+    let out_of_fds = matches!(e.raw_os_error(), Some(23 | 24)); // ENFILE, EMFILE
+    if out_of_fds {
+        tracing::warn!(error = %e, "out of file descriptors; accepting again shortly");
+        tokio::time::sleep(FD_BACKOFF).await;
+    } else {
+        tracing::debug!(error = %e, "accept failed");
+    }
+}

@@ -1,0 +1,164 @@
+//! The request guard: the client-side limits checked on every API request before any adapter
+//! runs, each refusal rendered in the API shape of the path the client called.
+//!
+//! In order, cheapest first and before a byte of the body is read:
+//!
+//! 1. the request target longer than `max_uri_bytes` → 414;
+//! 2. more than `max_headers` header lines, or more than `max_header_bytes` of them → 431;
+//! 3. an `Expect` other than `100-continue` → 417;
+//! 4. a `Content-Length` above `max_body_bytes` → 413 at once. hyper sends `100 Continue` only
+//!    when the body is first read, so a client that announced 10 GiB and waits for
+//!    `100 Continue` gets the 413 instead, and nothing of its body is read.
+//!
+//! Then the body is read here, whole, within `body_read_timeout_ms` and `max_body_bytes`
+//! (chunked bodies have no length to check up front): a slow body gets 408, an oversized one
+//! 413, and the adapters get a body that is already in memory.
+//!
+//! The shape follows the path: `/v1/…` is OpenAI's, `/model/…` Bedrock's runtime, the rest of
+//! Bedrock's control plane (`/inference-profiles`, `/foundation-models`, …) Bedrock's; anything
+//! else is answered in OpenAI's shape.
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body_util::{BodyExt, Limited};
+
+use crate::config::EdgeLimits;
+use crate::error::{Api, EdgeError};
+
+/// The limits the guard applies (one per listener).
+#[derive(Debug, Clone)]
+pub(super) struct Guard {
+    pub limits: EdgeLimits,
+    pub max_body_bytes: usize,
+}
+
+/// The API whose error shape a path gets.
+pub(super) fn api_for_path(path: &str) -> Api {
+    if path.starts_with("/v1/") || path == "/v1" {
+        Api::OpenAi
+    } else if path.starts_with("/model/") || BEDROCK_CONTROL.iter().any(|p| path.starts_with(p)) {
+        // The runtime and the control plane share Bedrock's error shape.
+        Api::Converse
+    } else {
+        Api::OpenAi
+    }
+}
+
+/// Path prefixes of Bedrock's control plane (`bedrock`, not `bedrock-runtime`).
+const BEDROCK_CONTROL: &[&str] = &[
+    "/inference-profiles",
+    "/foundation-models",
+    "/tags",
+    "/listTagsForResource",
+    "/tagResource",
+    "/untagResource",
+    "/guardrails",
+    "/custom-models",
+    "/provisioned-model-throughput",
+    "/model-invocation-job",
+    "/model-customization-jobs",
+    "/evaluation-jobs",
+    "/prompt-routers",
+    "/async-invoke",
+];
+
+/// The middleware: check the head, then read the body within its deadline.
+pub(super) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let api = api_for_path(req.uri().path());
+    let id = request_id(req.headers());
+    if let Err(e) = g.check_head(&req) {
+        return refuse(e, api, id);
+    }
+    let (parts, body) = req.into_parts();
+    match g.read_body(body).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => refuse(e, api, id),
+    }
+}
+
+/// The client's `x-request-id`, when it is a short printable token (it is echoed back).
+fn request_id(headers: &axum::http::HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get("x-request-id")
+        .filter(|v| v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+        .cloned()
+}
+
+/// A refusal in the caller's shape, with its request id echoed.
+fn refuse(e: EdgeError, api: Api, id: Option<HeaderValue>) -> Response {
+    tracing::debug!(outcome = e.outcome(), status = %e.status(), "refused at the edge");
+    let mut resp = e.into_response_for(api);
+    if let Some(id) = id {
+        resp.headers_mut().insert("x-request-id", id);
+    }
+    resp
+}
+
+impl Guard {
+    fn check_head(&self, req: &Request) -> Result<(), EdgeError> {
+        let l = &self.limits;
+        let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if target > l.max_uri_bytes {
+            return Err(EdgeError::UriTooLong(l.max_uri_bytes));
+        }
+        let headers = req.headers();
+        if headers.len() > l.max_headers {
+            return Err(EdgeError::HeadersTooLarge(format!(
+                "The request has {} header lines; the limit is {}.",
+                headers.len(),
+                l.max_headers
+            )));
+        }
+        // name, ": ", value, CRLF
+        let size: usize = headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if size > l.max_header_bytes {
+            return Err(EdgeError::HeadersTooLarge(format!(
+                "The request headers are {size} bytes; the limit is {}.",
+                l.max_header_bytes
+            )));
+        }
+        if let Some(expect) = headers.get(header::EXPECT)
+            && !expect.as_bytes().eq_ignore_ascii_case(b"100-continue")
+        {
+            return Err(EdgeError::ExpectationFailed);
+        }
+        let announced = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if announced.is_some_and(|n| n > self.max_body_bytes as u64) {
+            return Err(EdgeError::PayloadTooLarge(self.max_body_bytes));
+        }
+        Ok(())
+    }
+
+    async fn read_body(&self, body: Body) -> Result<bytes::Bytes, EdgeError> {
+        let deadline = self.limits.body_read;
+        let limited = Limited::new(body, self.max_body_bytes);
+        match tokio::time::timeout(deadline, limited.collect()).await {
+            Err(_) => Err(EdgeError::BodyTimeout(millis(deadline))),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(EdgeError::PayloadTooLarge(self.max_body_bytes))
+            }
+            Ok(Err(e)) => Err(EdgeError::BadRequest(format!(
+                "Could not read the request body: {e}"
+            ))),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u128 {
+    d.as_millis()
+}
