@@ -178,10 +178,20 @@ async fn beyond_the_cap_new_connections_close_and_old_ones_work() {
         .expect("write");
     assert!(read_to_close(s).await.starts_with("HTTP/1.1 401"));
     // That one closed: the cap admits again.
-    let refused = h.gw().hub().conns[0]
-        .refused
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(refused >= 1);
+    assert!(h.gw().hub().conns[0].refused.get() >= 1);
+    let metrics = h
+        .client
+        .get(format!("http://{}/metrics", h.gw().admin_addr()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("spillway_connections_refused_total{"),
+        "{metrics}"
+    );
     let mut again = None;
     for _ in 0..100 {
         let r = raw(

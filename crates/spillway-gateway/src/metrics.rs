@@ -41,6 +41,41 @@ pub struct DeploymentLabels {
     pub model: String,
 }
 
+/// One listener: its region and address.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub region: String,
+    pub bind: String,
+}
+
+/// Connection counters per listener (kept by `edge::conn`).
+#[derive(Clone, Default)]
+pub struct ConnMetrics {
+    pub open: Family<ListenerLabels, Gauge>,
+    pub accepted: Family<ListenerLabels, Counter>,
+    pub refused: Family<ListenerLabels, Counter>,
+}
+
+impl ConnMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "connections_open",
+            "Client connections open per API listener",
+            self.open.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted per API listener",
+            self.accepted.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections closed at once because the listener's cap was reached",
+            self.refused.clone(),
+        );
+    }
+}
+
 fn ttft_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.002, 2.0, 14))
 }
@@ -59,6 +94,7 @@ pub struct Metrics {
     pub remote_ejections: Family<DeploymentLabels, Counter>,
     /// 1 while the shared state answers (always 1 with the memory backend).
     pub shared_state_up: Gauge,
+    pub connections: ConnMetrics,
 }
 
 impl Metrics {
@@ -122,7 +158,10 @@ impl Metrics {
             "1 while the shared state (Redis) answers; 0 while quotas run on local shares",
             shared_state_up.clone(),
         );
+        let connections = ConnMetrics::default();
+        connections.register(&mut registry);
         Metrics {
+            connections,
             shared_state_up,
             registry,
             requests,

@@ -4,8 +4,9 @@
 //! server that a slow or idle client cannot wear down: a request's head must arrive within
 //! 30 s of the connection opening or of the previous response (nginx's `client_header_timeout`
 //! is 60 s; the same timer closes an idle keep-alive connection, as hyper counts the wait for
-//! the next head), its body within 60 s, at most 10,000 connections per listener (beyond it,
-//! new ones are closed as soon as they are accepted; established ones keep working), 64 KiB and
+//! the next head), its body within 60 s, at most 10,000 connections per listener and never more
+//! than three quarters of the process's file descriptors across listeners (beyond it, new ones
+//! are closed as soon as they are accepted; established ones keep working), 64 KiB and
 //! 100 header lines, 8 KiB of URI, and a stream whose client reads nothing for 30 s is cut.
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,8 +23,9 @@ pub struct EdgeLimits {
     pub header_read: Duration,
     /// From the end of the head to the end of the body.
     pub body_read: Duration,
-    /// Open connections per listener; beyond it new ones are closed at once.
-    pub max_connections: usize,
+    /// Open connections per listener; beyond it new ones are closed at once. `None`: derived
+    /// from the process's file-descriptor limit at start (`edge::conn::automatic_cap`).
+    pub max_connections: Option<usize>,
     /// The request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
     /// Header lines per request.
@@ -87,7 +89,10 @@ pub(super) fn limits(cx: &Ctx<'_>, s: &RawServer) -> Result<EdgeLimits, ConfigEr
             30_000,
         )?,
         body_read: ms(cx, "body_read_timeout_ms", s.body_read_timeout_ms, 60_000)?,
-        max_connections: at_least(cx, "max_connections", s.max_connections, 10_000, 1)?,
+        max_connections: match s.max_connections {
+            None => None,
+            v => Some(at_least(cx, "max_connections", v, 1, 1)?),
+        },
         // hyper needs 8 KiB of read buffer at least.
         max_header_bytes: at_least(cx, "max_header_bytes", s.max_header_bytes, 64 * 1024, 8192)?,
         max_headers: at_least(cx, "max_headers", s.max_headers, 100, 16)?,

@@ -8,7 +8,8 @@
 //!   connection is closed. So a client that connects and sends nothing, or a header a byte at a
 //!   time (slowloris), is cut, and the same timer is the keep-alive idle timeout: hyper starts it
 //!   when it begins waiting for a head, idle time included.
-//! * a **connection cap** per listener (a semaphore of `max_connections` permits): beyond it a
+//! * a **connection cap** per listener (a semaphore of `max_connections` permits, by default
+//!   derived from the descriptor limit, [`automatic_cap`]): beyond it a
 //!   new connection is accepted and closed at once, which costs one accept and frees the file
 //!   descriptor, so established connections keep working and the listener never stops
 //!   accepting. Connections that never send a request leave at the header-read timeout, and the
@@ -28,7 +29,7 @@
 //! loop returns when the last connection is gone; the caller bounds that wait with the grace
 //! period.
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::convert::Infallible;
@@ -47,20 +48,52 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::config::EdgeLimits;
+use crate::metrics::{ConnMetrics, ListenerLabels};
+
+/// The connection cap per listener when none is configured.
+const DEFAULT_CAP: usize = 10_000;
+
+/// The cap for each of `listeners` API listeners when `[server] max_connections` is not set:
+/// [`DEFAULT_CAP`], but never more than three quarters of the file-descriptor limit shared
+/// among them, so that a flood of connections leaves descriptors for upstream connections, the
+/// admin listener, Redis and the audit file. The soft limit is first raised to the hard one, as
+/// most servers do at start.
+pub fn automatic_cap(listeners: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft),
+    };
+    let share = usize::try_from(limit / 4 * 3).unwrap_or(usize::MAX) / listeners.max(1);
+    share.clamp(16, DEFAULT_CAP)
+}
 
 /// How long the accept loop pauses when the process is out of file descriptors.
 const FD_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Counters of one listener, read by `/metrics` and tests.
-#[derive(Debug, Default)]
+/// Counters of one listener, exported on `/metrics` (`spillway_connections_*`).
+#[derive(Debug, Default, Clone)]
 pub struct ConnStats {
     /// Connections being served now.
-    pub open: AtomicUsize,
+    pub open: Gauge,
     /// Connections accepted since start.
-    pub accepted: AtomicU64,
+    pub accepted: Counter,
     /// Connections closed at once because the cap was reached.
-    pub refused: AtomicU64,
+    pub refused: Counter,
+}
+
+impl ConnStats {
+    /// The counters of one listener, registered in `metrics`.
+    pub fn registered(metrics: &ConnMetrics, labels: &ListenerLabels) -> ConnStats {
+        ConnStats {
+            open: metrics.open.get_or_create(labels).clone(),
+            accepted: metrics.accepted.get_or_create(labels).clone(),
+            refused: metrics.refused.get_or_create(labels).clone(),
+        }
+    }
 }
 
 /// Serve `app` on `tcp` until `stop` turns true, then drain the open connections.
@@ -68,11 +101,12 @@ pub(super) async fn serve(
     tcp: TcpListener,
     app: axum::Router,
     limits: &EdgeLimits,
+    cap: usize,
     mut stop: watch::Receiver<bool>,
-    stats: Arc<ConnStats>,
+    stats: ConnStats,
 ) {
     let http = builder(limits);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Semaphore::new(cap));
     let mut open = JoinSet::new();
     loop {
         while open.try_join_next().is_some() {}
@@ -90,18 +124,18 @@ pub(super) async fn serve(
                 continue;
             }
         };
-        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.accepted.inc();
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
+            stats.refused.inc();
             drop(stream);
             continue;
         };
         let task = serve_one(http.clone(), stream, app.clone(), stop.clone());
         let stats = stats.clone();
-        stats.open.fetch_add(1, Ordering::Relaxed);
+        stats.open.inc();
         open.spawn(async move {
             task.await;
-            stats.open.fetch_sub(1, Ordering::Relaxed);
+            stats.open.dec();
             drop(permit);
         });
     }

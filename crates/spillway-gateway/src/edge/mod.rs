@@ -37,7 +37,7 @@ pub struct Hub {
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
     /// Per listener (same order as `cfg.listeners`), its connection counters.
-    pub conns: Vec<Arc<conn::ConnStats>>,
+    pub conns: Vec<conn::ConnStats>,
 }
 
 impl Hub {

@@ -28,6 +28,7 @@ use super::guard::Guard;
 use super::reload::ReloadError;
 use super::{Hub, Lane};
 use crate::config::{Config, EdgeLimits};
+use crate::metrics::ListenerLabels;
 use crate::state::AppState;
 use crate::upstream::UpstreamTarget;
 
@@ -52,6 +53,9 @@ pub enum GatewayError {
     #[error("{0}")]
     State(#[from] crate::state::StateError),
 }
+
+/// Connections the admin listener serves at once (scrapers and probes need few).
+const ADMIN_CAP: usize = 64;
 
 /// A running gateway: its listeners and a way to stop it.
 pub struct Gateway {
@@ -82,7 +86,17 @@ impl Gateway {
         let targets = UpstreamTarget::for_config(&cfg, &urls);
         let state = Arc::new(AppState::new(cfg.clone(), targets)?);
         state.start_shared().await;
-        let conns = cfg.listeners.iter().map(|_| Arc::default()).collect();
+        let conns = cfg
+            .listeners
+            .iter()
+            .map(|l| {
+                let labels = ListenerLabels {
+                    region: cfg.region_name(l.region).to_string(),
+                    bind: l.bind.to_string(),
+                };
+                ConnStats::registered(&state.metrics.connections, &labels)
+            })
+            .collect();
         let hub = Arc::new(Hub {
             current: std::sync::RwLock::new(state),
             draining: AtomicBool::new(false),
@@ -93,6 +107,11 @@ impl Gateway {
         let (stop, stop_rx) = watch::channel(false);
         let mut listeners = Vec::new();
         let mut tasks = Vec::new();
+        let cap = cfg
+            .edge
+            .max_connections
+            .unwrap_or_else(|| conn::automatic_cap(cfg.listeners.len()));
+        tracing::info!(cap, "connections per listener");
         for (i, l) in cfg.listeners.iter().enumerate() {
             let lane = Lane {
                 hub: hub.clone(),
@@ -105,7 +124,7 @@ impl Gateway {
             let app = super::routes::api_router(lane, guard)
                 .layer(DefaultBodyLimit::max(cfg.max_body_bytes));
             let stats = hub.conns[i].clone();
-            let (addr, task) = bind(l.bind, app, &cfg.edge, stop_rx.clone(), stats).await?;
+            let (addr, task) = bind(l.bind, app, &cfg.edge, cap, stop_rx.clone(), stats).await?;
             tracing::info!(%addr, region = cfg.region_name(l.region), "listening");
             listeners.push((cfg.region_name(l.region).to_string(), addr));
             tasks.push(task);
@@ -115,8 +134,9 @@ impl Gateway {
             cfg.admin.bind,
             admin_app,
             &cfg.edge,
+            ADMIN_CAP,
             stop_rx.clone(),
-            Arc::default(),
+            ConnStats::default(),
         )
         .await?;
         tracing::info!(%admin, "admin listening");
@@ -241,8 +261,9 @@ async fn bind(
     addr: SocketAddr,
     app: axum::Router,
     limits: &EdgeLimits,
+    cap: usize,
     stop: watch::Receiver<bool>,
-    stats: Arc<ConnStats>,
+    stats: ConnStats,
 ) -> Result<(SocketAddr, JoinHandle<()>), GatewayError> {
     let bind_err = |source| GatewayError::Bind { addr, source };
     let tcp = tokio::net::TcpListener::bind(addr)
@@ -251,7 +272,7 @@ async fn bind(
     let bound = tcp.local_addr().map_err(bind_err)?;
     let limits = limits.clone();
     let task = tokio::spawn(async move {
-        conn::serve(tcp, app, &limits, stop, stats).await;
+        conn::serve(tcp, app, &limits, cap, stop, stats).await;
     });
     Ok((bound, task))
 }
