@@ -35,12 +35,11 @@ impl SseDecoder {
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         let mut out = Vec::new();
         let mut chunk = chunk;
-        if self.skip_lf {
+        // Only the first byte after the `\r` can be its `\n`; an empty chunk leaves it pending.
+        if self.skip_lf && !chunk.is_empty() {
+            self.skip_lf = false;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
                 chunk = rest;
-            }
-            if !chunk.is_empty() {
-                self.skip_lf = false;
             }
         }
         self.buf.extend_from_slice(chunk);
@@ -161,6 +160,20 @@ mod tests {
         let ev = decode_all(&[b"data: a\r", b"\n\r", b"\n"]);
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].data, "a");
+    }
+
+    #[test]
+    fn lf_chunk_after_cr_is_consumed_once() {
+        // Found by the `sse` fuzz target: the `\n` of a `\r\n` split across chunks used to
+        // leave the decoder skipping, so the blank line in the next chunk was dropped too and
+        // the event merged with the next one.
+        let whole = decode_all(&[b"data: a\r\n\ndata: b\n\n"]);
+        assert_eq!(whole.len(), 2);
+        assert_eq!(
+            decode_all(&[b"data: a\r", b"\n", b"\n", b"data: b\n\n"]),
+            whole
+        );
+        assert_eq!(decode_all(&[b"data: a\r", b"", b"\n\ndata: b\n\n"]), whole);
     }
 
     proptest! {
