@@ -3,6 +3,7 @@
 //! an invalid file or one that changes what cannot change is refused and the running
 //! configuration keeps serving; and reloads under load lose no request.
 mod common;
+mod redis_support;
 
 use std::sync::Arc;
 
@@ -159,5 +160,35 @@ async fn reloads_under_load_lose_no_request() {
         assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     }
     assert_eq!(total, 120);
+    h.assert_residency();
+}
+
+/// With Redis state, a reload builds new shared-state clients from the new file; quotas and
+/// application profiles live in Redis under names, so a new tenant is served at once and the
+/// old generation's leases go back when its last request ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_redis_state_serves_the_new_tenant() {
+    let redis = redis_support::RedisServer::start();
+    let state = format!("[state]\nkind = \"redis\"\nurl = {:?}\n\n", redis.url());
+    let mut h = Harness::start_with(Spec::standard(), &state).await;
+    let mut spec = h.spec.clone();
+    spec.tenants
+        .push(Tenant::new("beta", "sk-test-beta").quota(M, Some(100), None));
+    let toml = format!("{state}{}", spec.to_toml());
+    let cfg = Config::parse(&toml, "<test>").expect("valid");
+    h.gw().reload(cfg).await.expect("reloaded");
+    h.spec = spec;
+    for _ in 0..3 {
+        let r = h
+            .chat_as(
+                "us-east-1",
+                Some("sk-test-beta"),
+                body(&format!("us.{M}"), 3),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let r = h.chat("us-east-1", body(M, 3)).await;
+    r.assert_ok_in("us-east-1", "local");
     h.assert_residency();
 }

@@ -34,11 +34,10 @@ impl AppState {
         cfg: Arc<Config>,
         targets: Vec<UpstreamTarget>,
     ) -> Result<(AppState, Carried), StateError> {
-        let mut next = AppState::new(cfg.clone(), targets)?;
+        let mut next = AppState::with_metrics(cfg.clone(), targets, self.metrics.clone())?;
         let old = &self.cfg;
         next.epoch = self.epoch;
         next.started_at = self.started_at;
-        next.metrics = self.metrics.clone();
         if old.audit == cfg.audit {
             next.audit = self.audit.clone();
         }

@@ -53,6 +53,16 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(cfg: Arc<Config>, targets: Vec<UpstreamTarget>) -> Result<AppState, StateError> {
+        let metrics = Arc::new(Metrics::new(&cfg));
+        AppState::with_metrics(cfg, targets, metrics)
+    }
+
+    /// [`AppState::new`] exporting to `metrics` (a reload keeps the running generation's).
+    pub(crate) fn with_metrics(
+        cfg: Arc<Config>,
+        targets: Vec<UpstreamTarget>,
+        metrics: Arc<Metrics>,
+    ) -> Result<AppState, StateError> {
         let specs = cfg
             .deployments
             .iter()
@@ -73,7 +83,6 @@ impl AppState {
             // on the hot path.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let metrics = Arc::new(Metrics::new(&cfg));
         let link = match &cfg.state {
             StateKind::Memory => None,
             StateKind::Redis(r) => Some(Arc::new(RedisLink::new(
