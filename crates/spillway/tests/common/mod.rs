@@ -207,6 +207,15 @@ impl Proc {
             .to_string()
     }
 
+    /// SIGHUP, through `kill(1)`.
+    pub fn sighup(&self) {
+        let st = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -HUP {} failed", self.pid());
+    }
+
     /// SIGTERM, through `kill(1)` (the tests use no unsafe code).
     pub fn sigterm(&self) {
         let st = Command::new("kill")
