@@ -17,7 +17,6 @@
 //! The shape follows the path: `/v1/…` is OpenAI's, `/model/…` Bedrock's runtime, the rest of
 //! Bedrock's control plane (`/inference-profiles`, `/foundation-models`, …) Bedrock's; anything
 //! else is answered in OpenAI's shape.
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -27,14 +26,15 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http_body_util::{BodyExt, Limited};
 
+use super::Lane;
 use crate::config::EdgeLimits;
 use crate::error::{Api, EdgeError};
 
-/// The limits the guard applies (one per listener).
-#[derive(Debug, Clone)]
-pub(super) struct Guard {
-    pub limits: EdgeLimits,
-    pub max_body_bytes: usize,
+/// The limits the guard applies: the current configuration's, so a reload changes them for
+/// the next request.
+struct Guard<'a> {
+    limits: &'a EdgeLimits,
+    max_body_bytes: usize,
 }
 
 /// The API whose error shape a path gets.
@@ -68,9 +68,14 @@ const BEDROCK_CONTROL: &[&str] = &[
 ];
 
 /// The middleware: check the head, then read the body within its deadline.
-pub(super) async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+pub(super) async fn guard(State(lane): State<Lane>, req: Request, next: Next) -> Response {
     let api = api_for_path(req.uri().path());
     let id = request_id(req.headers());
+    let (app, _) = lane.now();
+    let g = Guard {
+        limits: &app.cfg.edge,
+        max_body_bytes: app.cfg.max_body_bytes,
+    };
     if let Err(e) = g.check_head(&req) {
         return refuse(e, api, id);
     }
@@ -102,7 +107,7 @@ fn refuse(e: EdgeError, api: Api, id: Option<HeaderValue>) -> Response {
     resp
 }
 
-impl Guard {
+impl Guard<'_> {
     fn check_head(&self, req: &Request) -> Result<(), EdgeError> {
         let l = &self.limits;
         let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());

@@ -18,6 +18,7 @@ use std::sync::{Arc, RwLock};
 
 use spillway_core::RegionIx;
 
+use crate::metrics::ListenerLabels;
 use crate::state::AppState;
 
 pub mod admin;
@@ -41,6 +42,28 @@ pub struct Hub {
 }
 
 impl Hub {
+    fn new(state: Arc<AppState>, sims: HashMap<(String, String), String>) -> Hub {
+        let cfg = &state.cfg;
+        let conns = cfg
+            .listeners
+            .iter()
+            .map(|l| {
+                let labels = ListenerLabels {
+                    region: cfg.region_name(l.region).to_string(),
+                    bind: l.bind.to_string(),
+                };
+                conn::ConnStats::registered(&state.metrics.connections, &labels)
+            })
+            .collect();
+        Hub {
+            current: RwLock::new(state),
+            draining: AtomicBool::new(false),
+            sims,
+            reloading: tokio::sync::Mutex::new(()),
+            conns,
+        }
+    }
+
     /// The generation new requests start on.
     pub fn current(&self) -> Arc<AppState> {
         self.current

@@ -1,9 +1,11 @@
 //! Reloading the configuration (SIGHUP, `spillway reload`, `POST /admin/reload`).
 //!
 //! The new file is loaded and validated first; if it has errors, every one is reported and the
-//! running configuration keeps serving. Listener and admin addresses and the state backend
-//! cannot change while running (sockets are bound and shared state is connected once): a file
-//! that changes them is refused with that reason. Otherwise the next generation of state is
+//! running configuration keeps serving. Listener and admin addresses, the state backend and the
+//! per-connection limits (`header_read_timeout_ms`, `max_connections`, `max_header_bytes`,
+//! `max_headers`, `max_uri_bytes`) cannot change while running (sockets are bound, their
+//! parsers set up and shared state connected once): a file that changes them is refused with
+//! that reason. The other `[server]` limits apply from the next request. Otherwise the next generation of state is
 //! built (`state::generation` says what carries over) and swapped in at once: new requests
 //! start on it, requests in flight finish on the generation they started on, and the old
 //! generation, once its last request has ended, returns its shared-state leases.
@@ -92,6 +94,21 @@ fn fixed_parts_unchanged(old: &Config, new: &Config) -> Result<(), ReloadError> 
     }
     if old.state != new.state {
         return Err(ReloadError::NeedsRestart("[state] changed"));
+    }
+    let (a, b) = (&old.edge, &new.edge);
+    let per_connection = |e: &crate::config::EdgeLimits| {
+        (
+            e.header_read,
+            e.max_connections,
+            e.max_header_bytes,
+            e.max_headers,
+            e.max_uri_bytes,
+        )
+    };
+    if per_connection(a) != per_connection(b) {
+        return Err(ReloadError::NeedsRestart(
+            "[server] header_read_timeout_ms, max_connections, max_header_bytes, max_headers or max_uri_bytes changed (they are set on the listening sockets)",
+        ));
     }
     Ok(())
 }

@@ -2,8 +2,6 @@
 //! and methods no API serves (404 and 405 in the shape of the API the path belongs to).
 //! Operations routes (`/metrics`, `/healthz`, `/readyz`, `/admin/*`) are not here: they are on
 //! the admin listener (`edge::admin`).
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -12,14 +10,14 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use spillway_proto::{ModelList, ModelObject};
 
-use super::guard::{Guard, api_for_path, guard};
+use super::guard::{api_for_path, guard};
 use super::{Lane, echo_path};
 use crate::api::bedrock::{Incoming, Operation};
 use crate::api::profiles::Call;
 use crate::error::EdgeError;
 
 /// The API router of one listener.
-pub(super) fn api_router(lane: Lane, guard_limits: Arc<Guard>) -> Router {
+pub(super) fn api_router(lane: Lane) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
@@ -50,7 +48,7 @@ pub(super) fn api_router(lane: Lane, guard_limits: Arc<Guard>) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(guard_limits, guard))
+        .layer(axum::middleware::from_fn_with_state(lane.clone(), guard))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -24,11 +24,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::conn::{self, ConnStats};
-use super::guard::Guard;
 use super::reload::ReloadError;
 use super::{Hub, Lane};
 use crate::config::{Config, EdgeLimits};
-use crate::metrics::ListenerLabels;
 use crate::state::AppState;
 use crate::upstream::UpstreamTarget;
 
@@ -83,64 +81,40 @@ impl Gateway {
         let urls = sim_url_table(&cfg, sim_urls)?;
         let sims = sims_by_name(&cfg, &urls);
         let cfg = Arc::new(cfg);
+        // Every socket first: a bind that fails leaves nothing running.
+        let mut sockets = Vec::new();
+        for l in &cfg.listeners {
+            sockets.push(bind(l.bind).await?);
+        }
+        let admin_socket = bind(cfg.admin.bind).await?;
         let targets = UpstreamTarget::for_config(&cfg, &urls);
         let state = Arc::new(AppState::new(cfg.clone(), targets)?);
         state.start_shared().await;
-        let conns = cfg
-            .listeners
-            .iter()
-            .map(|l| {
-                let labels = ListenerLabels {
-                    region: cfg.region_name(l.region).to_string(),
-                    bind: l.bind.to_string(),
-                };
-                ConnStats::registered(&state.metrics.connections, &labels)
-            })
-            .collect();
-        let hub = Arc::new(Hub {
-            current: std::sync::RwLock::new(state),
-            draining: AtomicBool::new(false),
-            sims,
-            reloading: tokio::sync::Mutex::new(()),
-            conns,
-        });
+        let hub = Arc::new(Hub::new(state, sims));
         let (stop, stop_rx) = watch::channel(false);
-        let mut listeners = Vec::new();
-        let mut tasks = Vec::new();
         let cap = cfg
             .edge
             .max_connections
             .unwrap_or_else(|| conn::automatic_cap(cfg.listeners.len()));
         tracing::info!(cap, "connections per listener");
-        for (i, l) in cfg.listeners.iter().enumerate() {
+        let mut listeners = Vec::new();
+        let mut tasks = Vec::new();
+        for (i, (l, (tcp, addr))) in cfg.listeners.iter().zip(sockets).enumerate() {
             let lane = Lane {
                 hub: hub.clone(),
                 listener: i,
             };
-            let guard = Arc::new(Guard {
-                limits: cfg.edge.clone(),
-                max_body_bytes: cfg.max_body_bytes,
-            });
-            let app = super::routes::api_router(lane, guard)
-                .layer(DefaultBodyLimit::max(cfg.max_body_bytes));
+            let app = super::routes::api_router(lane).layer(DefaultBodyLimit::disable());
             let stats = hub.conns[i].clone();
-            let (addr, task) = bind(l.bind, app, &cfg.edge, cap, stop_rx.clone(), stats).await?;
+            tasks.push(serve(tcp, app, &cfg.edge, cap, stop_rx.clone(), stats));
             tracing::info!(%addr, region = cfg.region_name(l.region), "listening");
             listeners.push((cfg.region_name(l.region).to_string(), addr));
-            tasks.push(task);
         }
+        let (tcp, admin) = admin_socket;
         let admin_app = super::admin::admin_router(hub.clone());
-        let (admin, task) = bind(
-            cfg.admin.bind,
-            admin_app,
-            &cfg.edge,
-            ADMIN_CAP,
-            stop_rx.clone(),
-            ConnStats::default(),
-        )
-        .await?;
+        let stats = ConnStats::default();
+        tasks.push(serve(tcp, admin_app, &cfg.edge, ADMIN_CAP, stop_rx, stats));
         tracing::info!(%admin, "admin listening");
-        tasks.push(task);
         Ok(Gateway {
             hub,
             listeners,
@@ -256,25 +230,29 @@ fn sims_by_name(cfg: &Config, urls: &[Option<String>]) -> HashMap<(String, Strin
         .collect()
 }
 
-/// Bind `addr` and serve `app` on a task until `stop` turns true.
-async fn bind(
-    addr: SocketAddr,
-    app: axum::Router,
-    limits: &EdgeLimits,
-    cap: usize,
-    stop: watch::Receiver<bool>,
-    stats: ConnStats,
-) -> Result<(SocketAddr, JoinHandle<()>), GatewayError> {
+/// Bind `addr`; the socket and the address it got.
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), GatewayError> {
     let bind_err = |source| GatewayError::Bind { addr, source };
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(bind_err)?;
     let bound = tcp.local_addr().map_err(bind_err)?;
+    Ok((tcp, bound))
+}
+
+/// Serve `app` on `tcp` on a task until `stop` turns true.
+fn serve(
+    tcp: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: &EdgeLimits,
+    cap: usize,
+    stop: watch::Receiver<bool>,
+    stats: ConnStats,
+) -> JoinHandle<()> {
     let limits = limits.clone();
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         conn::serve(tcp, app, &limits, cap, stop, stats).await;
-    });
-    Ok((bound, task))
+    })
 }
 
 #[cfg(test)]
