@@ -16,9 +16,11 @@
 //!   from the profile's destination set only: residency holds by construction. A request that
 //!   runs out of steps is throttled (429) when some candidate was never tried, else it gets the
 //!   error of its last failure; a non-retryable failure (the upstream's own 4xx) is relayed.
-//! * **Commit.** A stream commits with its first piece (the client's response head goes out
-//!   with it); a non-streamed answer commits whole, at its end. After the commit the request
-//!   can no longer move: a failure closes the stream with an error event.
+//! * **Commit.** A stream commits with its first piece that carries part of the answer (text, a
+//!   tool call, a finish reason or usage; the client's response head goes out with it): chunks
+//!   before it that carry nothing, such as the role chunk, are held, so an attempt that breaks
+//!   after them still fails over. A non-streamed answer commits whole, at its end. After the
+//!   commit the request can no longer move: a failure closes the stream with an error event.
 //! * **The client.** Gone or stalled, the attempt is cancelled and the exchange ends.
 //! * **The end.** Whatever the path, the last action is exactly one
 //!   [`Finished`](Action::Finished) with the [`Record`]: the admission has been released exactly
@@ -87,6 +89,9 @@ struct Answer {
     reported: Option<Usage>,
     /// A non-streamed answer, held until its attempt ends.
     held: Option<Piece>,
+    /// Stream chunks that carry nothing yet (`Piece::is_preamble`), held until the first that
+    /// does: they do not commit the stream.
+    preamble: Vec<Piece>,
     /// Whether the prompt is charged (an upstream had it and the request did not end refused).
     charged: bool,
 }
@@ -215,8 +220,14 @@ impl Exchange {
         }
         if self.facts.stream {
             if self.committed_at.is_none() {
+                if piece.is_preamble() {
+                    self.answer.preamble.push(piece);
+                    return;
+                }
                 self.committed_at = Some(now);
                 self.answer.from = Some((live.region, live.reason));
+                let held = std::mem::take(&mut self.answer.preamble);
+                self.actions.extend(held.into_iter().map(Action::Emit));
             }
             self.actions.push_back(Action::Emit(piece));
         } else {
@@ -247,6 +258,8 @@ impl Exchange {
         let outcome = CoreOutcome::Success { ttft, tpot, tokens };
         self.end_try(now, live, TryResult::Succeeded, outcome, 0, cap);
         self.committed_at.get_or_insert(now);
+        let held = std::mem::take(&mut self.answer.preamble);
+        self.actions.extend(held.into_iter().map(Action::Emit));
         let last = match self.answer.held.take() {
             Some(answer) => Action::Emit(answer),
             None => Action::Close(StreamEnd::Complete),

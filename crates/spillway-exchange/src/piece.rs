@@ -43,6 +43,26 @@ impl Piece {
         }
     }
 
+    /// A chunk that carries nothing of the answer yet: no text, no tool call or other delta
+    /// field, no finish reason, no usage (the role chunk most upstreams send first). A stream is
+    /// not committed by such chunks: they are held, so that an attempt that fails after them
+    /// can still fail over.
+    pub fn is_preamble(&self) -> bool {
+        let Piece::Chunk { chunk, .. } = self else {
+            return false;
+        };
+        let nothing = |m: &serde_json::Map<String, serde_json::Value>| {
+            m.values().all(serde_json::Value::is_null)
+        };
+        chunk.usage.is_none()
+            && chunk.choices.iter().all(|c| {
+                c.finish_reason.is_none()
+                    && c.delta.content.as_deref().is_none_or(str::is_empty)
+                    && nothing(&c.delta.extra)
+                    && nothing(&c.extra)
+            })
+    }
+
     /// The usage the upstream reported in this piece, if any.
     pub fn usage(&self) -> Option<Usage> {
         match self {

@@ -126,9 +126,6 @@ async fn a_mid_stream_break_ends_with_an_error_event_and_settles_what_was_sent()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15: a stream whose upstream hangs or breaks after its role chunk, before any \
-            content, commits on that empty chunk and ends with an error event instead of \
-            failing over to a region with capacity"]
 async fn a_stream_failing_before_its_first_content_token_fails_over() {
     // The upstream's first chunk carries only `role: assistant` and empty content; then it
     // hangs (a) or drops the connection (b). Nothing of the answer reached the client, and the

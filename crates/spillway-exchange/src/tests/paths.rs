@@ -441,3 +441,38 @@ fn a_source_only_request_that_fails_is_not_throttled() {
     let r = w.check_finished();
     assert_eq!(r.outcome, Outcome::Refused(Refusal::Unavailable));
 }
+
+#[test]
+fn a_stream_that_breaks_after_its_role_chunk_still_fails_over() {
+    let mut w = World::new(3);
+    let mut x = w.admit(ms(0), true);
+    // The role chunk carries nothing of the answer: it is held, and the stream not committed.
+    w.feed(&mut x, ms(40), Event::UpstreamPiece(A0, chunk("", None)));
+    assert_eq!(emitted(&w), 0, "the role chunk went out: {:?}", w.actions);
+    let f = Failure::of(FailureKind::ServerError);
+    w.feed(&mut x, ms(50), Event::UpstreamError(A0, f));
+    let sends = w.sends();
+    assert_eq!(sends.len(), 2, "no failover: {:?}", w.actions);
+    assert_ne!(sends[1].1, RegionIx(0));
+    // The second region's role chunk and text go out together, once.
+    w.feed(&mut x, ms(80), Event::UpstreamPiece(A1, chunk("", None)));
+    w.feed(&mut x, ms(90), Event::UpstreamPiece(A1, chunk("hi", None)));
+    assert_eq!(emitted(&w), 2);
+    w.feed(&mut x, ms(100), Event::UpstreamEnd(A1));
+    let r = w.check_finished();
+    assert_eq!(r.outcome, Outcome::Served);
+    assert_eq!(r.served_in, Some(sends[1].1));
+    assert_eq!(r.settle, Settle::Used(PROMPT + 1));
+}
+
+#[test]
+fn a_stream_of_only_a_role_chunk_is_still_delivered() {
+    let mut w = World::new(3);
+    let mut x = w.admit(ms(0), true);
+    w.feed(&mut x, ms(40), Event::UpstreamPiece(A0, chunk("", None)));
+    w.feed(&mut x, ms(50), Event::UpstreamEnd(A0));
+    let r = w.check_finished();
+    assert_eq!(r.outcome, Outcome::Served);
+    assert_eq!(emitted(&w), 1, "the held chunk goes out at the end");
+    assert!(w.actions.contains(&Action::Close(StreamEnd::Complete)));
+}
