@@ -51,6 +51,10 @@ pub struct Limits {
     /// The client must have its first byte (the answer, or a stream's first piece) within this
     /// of admission, across every failover.
     pub total: Duration,
+    /// After the client stalled or left, its attempt is still read for at most this long, to
+    /// bill what the upstream had generated (see the exchange's `drain` module); zero cancels
+    /// it at once.
+    pub drain: Duration,
 }
 
 /// Why an attempt produced no usable answer, as the driver classified it (the one place that

@@ -21,7 +21,11 @@
 //!   before it that carry nothing, such as the role chunk, are held, so an attempt that breaks
 //!   after them still fails over. A non-streamed answer commits whole, at its end. After the
 //!   commit the request can no longer move: a failure closes the stream with an error event.
-//! * **The client.** Gone or stalled, the attempt is cancelled and the exchange ends.
+//! * **The client.** Gone or stalled, the attempt's admission is released at once (the
+//!   deployment's capacity is back), and the attempt is still read, without the client, until
+//!   its upstream ends or fails or `drain` has passed: what it had generated and not yet
+//!   delivered (held in sockets by the stall) is counted, so the record bills every token of it
+//!   ([`drain`]). Then the attempt is cancelled and the exchange ends.
 //! * **The end.** Whatever the path, the last action is exactly one
 //!   [`Finished`](Action::Finished) with the [`Record`]: the admission has been released exactly
 //!   once, and the record says how the tenant's reservation settles (in full back when nothing
@@ -43,6 +47,11 @@ use crate::event::{AttemptId, Event, Facts, Failure, Limits, Refusal};
 use crate::piece::Piece;
 use crate::record::{Cost, Outcome, Record, Settle, Timings, Try, TryResult};
 
+mod deadlines;
+mod drain;
+
+use drain::Draining;
+
 /// One request's life. Create it with [`Exchange::new`], feed it [`Event`]s with
 /// [`Exchange::handle`], and carry out what [`Exchange::poll_action`] returns until it returns
 /// [`Action::Finished`].
@@ -62,6 +71,8 @@ pub struct Exchange {
     answer: Answer,
     actions: VecDeque<Action>,
     timer: Option<Duration>,
+    /// The attempt still read after the client stalled or left.
+    draining: Option<Draining>,
     done: bool,
 }
 
@@ -118,6 +129,7 @@ impl Exchange {
             answer: Answer::default(),
             actions: VecDeque::new(),
             timer: None,
+            draining: None,
             done: false,
         };
         match first {
@@ -154,6 +166,10 @@ impl Exchange {
     pub fn handle(&mut self, now: Duration, event: Event, cap: &mut impl Capacity) {
         if self.done {
             return;
+        }
+        if self.draining.is_some() {
+            self.on_draining(now, event);
+            return self.refresh_timer();
         }
         match event {
             Event::UpstreamHead(_) => {}
@@ -209,15 +225,12 @@ impl Exchange {
         };
         live.first_piece_at.get_or_insert(now);
         live.last_piece_at = Some(now);
-        let tokens = piece.output_tokens();
-        if tokens > 0 {
+        if piece.output_tokens() > 0 {
             live.first_token_at.get_or_insert(now);
             live.last_token_at = Some(now);
         }
-        self.answer.output_tokens += tokens;
-        if let Some(u) = piece.usage() {
-            self.answer.reported = Some(u);
-        }
+        let from = (live.region, live.reason);
+        self.count(&piece);
         if self.facts.stream {
             if self.committed_at.is_none() {
                 if piece.is_preamble() {
@@ -225,7 +238,7 @@ impl Exchange {
                     return;
                 }
                 self.committed_at = Some(now);
-                self.answer.from = Some((live.region, live.reason));
+                self.answer.from = Some(from);
                 let held = std::mem::take(&mut self.answer.preamble);
                 self.actions.extend(held.into_iter().map(Action::Emit));
             }
@@ -345,10 +358,15 @@ impl Exchange {
         }
     }
 
-    /// The client went away or stopped reading, or the driver stops: cancel and end.
+    /// The client went away or stopped reading, or the driver stops: release the attempt, and
+    /// end (a client's attempt is drained first, see [`drain`]).
     fn give_up(&mut self, now: Duration, outcome: Outcome, cap: &mut impl Capacity) {
         if let Some(live) = self.live.take() {
-            self.actions.push_back(Action::Cancel(live.id));
+            let drain = self.limits.drain > Duration::ZERO && outcome != Outcome::Aborted;
+            let id = live.id;
+            if !drain {
+                self.actions.push_back(Action::Cancel(id));
+            }
             let from = (live.region, live.reason);
             let charge = self.charge();
             let core = CoreOutcome::Failure(FailureKind::Cancelled);
@@ -356,6 +374,9 @@ impl Exchange {
             self.answer.from = Some(from);
             self.answer.charged = true;
             self.answer.held = None;
+            if drain {
+                return self.start_drain(now, id, outcome);
+            }
         }
         if outcome == Outcome::Aborted {
             if self.committed_at.is_some() {
@@ -461,38 +482,5 @@ impl Exchange {
         self.actions.push_back(Action::Finished(Box::new(record)));
         self.done = true;
         self.timer = None;
-    }
-
-    /// The live attempt's own deadline.
-    fn attempt_deadline(&self) -> Option<Duration> {
-        let live = self.live.as_ref()?;
-        Some(if self.facts.stream {
-            live.last_piece_at.unwrap_or(live.sent_at) + self.limits.first_byte
-        } else {
-            live.sent_at + self.limits.request
-        })
-    }
-
-    /// Until the client has its first byte: the request's overall deadline.
-    fn commit_deadline(&self) -> Option<Duration> {
-        self.committed_at
-            .is_none()
-            .then(|| self.admitted_at + self.limits.total)
-    }
-
-    fn refresh_timer(&mut self) {
-        if self.done {
-            return;
-        }
-        let deadline = match (self.attempt_deadline(), self.commit_deadline()) {
-            (Some(a), Some(c)) => Some(a.min(c)),
-            (a, c) => a.or(c),
-        };
-        if deadline != self.timer {
-            self.timer = deadline;
-            if let Some(d) = deadline {
-                self.actions.push_back(Action::SetTimer(d));
-            }
-        }
     }
 }

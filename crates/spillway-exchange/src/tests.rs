@@ -11,6 +11,7 @@ use spillway_proto::{ChatChunk, ChunkChoice, Delta, Usage};
 
 use crate::{Action, Capacity, Event, Exchange, Facts, Limits, Piece, Record};
 
+mod drain;
 mod paths;
 mod props;
 
@@ -57,6 +58,8 @@ impl Capacity for Counted {
 /// Three regions, one deployment each (region `i` is deployment `i`); region 0 is the source.
 pub(crate) struct World {
     pub cap: Counted,
+    /// `Limits::drain` of the exchanges it admits (zero unless a test sets it).
+    pub drain: Duration,
     pub candidates: Vec<Candidate>,
     pub actions: Vec<Action>,
 }
@@ -88,6 +91,7 @@ impl World {
                 releases: Vec::new(),
             },
             candidates,
+            drain: Duration::ZERO,
             actions: Vec::new(),
         }
     }
@@ -125,6 +129,7 @@ impl World {
             first_byte: FIRST_BYTE,
             request: REQUEST,
             total: TOTAL,
+            drain: self.drain,
         };
         let mut x = Exchange::new(now, facts, limits, routed.plan, routed.first);
         self.drain(&mut x);

@@ -53,8 +53,11 @@ fn event(stream: bool) -> impl Strategy<Value = Event> {
     ]
 }
 
-fn run(stream: bool, regions: u16, steps: Vec<(u64, Event)>) {
+fn run(stream: bool, regions: u16, drain: bool, steps: Vec<(u64, Event)>) {
     let mut w = World::new(regions);
+    if drain {
+        w.drain = ms(2_000);
+    }
     let mut x = w.admit(ms(0), stream);
     let mut now = ms(0);
     for (dt, ev) in steps {
@@ -73,8 +76,8 @@ fn run(stream: bool, regions: u16, steps: Vec<(u64, Event)>) {
     let r = w.check_finished();
     assert!(r.tries.len() <= regions as usize);
     // Settlement: to the tokens of the answer, which are the upstream's usage or the prompt
-    // and the text pieces the client got.
-    if let (Settle::Used(_), true, None) = (r.settle, stream, last_reported(&w)) {
+    // and the text pieces the client got (and, draining, those it was gone for).
+    if let (Settle::Used(_), true, None, false) = (r.settle, stream, last_reported(&w), drain) {
         let text = w
             .actions
             .iter()
@@ -103,6 +106,7 @@ proptest! {
     fn every_sequence_ends_once(
         stream in any::<bool>(),
         regions in 1u16..=3,
+        drain in any::<bool>(),
         steps in proptest::collection::vec((0u64..3_000, any::<bool>()), 0..30)
             .prop_flat_map(move |times| {
                 let n = times.len();
@@ -112,6 +116,6 @@ proptest! {
         let (times, streamed, whole) = steps;
         let events = if stream { streamed } else { whole };
         let seq = times.into_iter().map(|(t, _)| t).zip(events).collect();
-        run(stream, regions, seq);
+        run(stream, regions, drain, seq);
     }
 }

@@ -12,6 +12,13 @@ use crate::state::AppState;
 use crate::state::quota_book::{QuotaKey, Ticket};
 use crate::state::routing::RouterCell;
 
+/// How long the attempt of a client that stalled or left is still read, after its deployment
+/// was released, to bill what the upstream had generated (the exchange's `drain`). What a stall
+/// held back in the sockets arrives within it: even the loopback's TCP, whose window reopens
+/// late after a long stall, delivered it within a second in the tests; an upstream with more to
+/// generate is cut at its end.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A request admitted: its exchange, its quota reservation, and the canonical request to send.
 pub struct Admitted {
     pub exchange: Exchange,
@@ -113,6 +120,7 @@ fn route(app: &AppState, candidates: &[Candidate], facts: Facts) -> Exchange {
         first_byte: cfg.timeouts.first_byte,
         request: cfg.timeouts.request,
         total: cfg.timeouts.request.saturating_mul(attempts),
+        drain: DRAIN,
     };
     Exchange::new(now, facts, limits, routed.plan, routed.first)
 }

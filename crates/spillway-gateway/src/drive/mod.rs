@@ -12,6 +12,12 @@
 //! event of the live attempt, the timer, or the client taking bytes, leaving or stalling; and
 //! feeds it back with `now` under the router lock (the exchange's admissions and releases are
 //! the core's). `Finished` goes to [`finish::end`], the one place a request ends.
+//!
+//! A streaming client that takes no bytes for `[server] stream_stall_timeout_ms`
+//! (`cfg.edge.stream_stall`) is stalled, and one whose connection closed is gone. The exchange
+//! then releases the deployment at once and keeps its attempt draining: the driver reads it on
+//! (the client no longer holds it back) and feeds its pieces until the exchange cancels it, so
+//! the record bills every token the upstream generated, not only those the client took.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -220,7 +226,7 @@ impl Driver {
 
     /// Wait for the next thing that happens: an attempt's event, the timer, the client.
     async fn wake(&mut self) -> Wake {
-        let stall = self.app.cfg.timeouts.request;
+        let stall = self.app.cfg.edge.stream_stall;
         let timer = self.timer.map(|t| self.app.instant_at(t));
         let reading = self.client.accepts_more();
         let attempt = async {
@@ -244,7 +250,7 @@ impl Driver {
 
     /// After the end: let the client take what waits for it (or stall), then close.
     async fn flush(mut self) {
-        let stall = self.app.cfg.timeouts.request;
+        let stall = self.app.cfg.edge.stream_stall;
         while !self.client.flushed() {
             if self.client.progress(stall).await.is_some() {
                 break;

@@ -1,0 +1,42 @@
+//! The exchange's one timer: the live attempt's deadline, the client's first-byte deadline
+//! across failovers, or a drain's end, whichever comes first.
+use std::time::Duration;
+
+use super::Exchange;
+use crate::action::Action;
+
+impl Exchange {
+    /// The live attempt's own deadline.
+    pub(super) fn attempt_deadline(&self) -> Option<Duration> {
+        let live = self.live.as_ref()?;
+        Some(if self.facts.stream {
+            live.last_piece_at.unwrap_or(live.sent_at) + self.limits.first_byte
+        } else {
+            live.sent_at + self.limits.request
+        })
+    }
+
+    /// Until the client has its first byte: the request's overall deadline.
+    pub(super) fn commit_deadline(&self) -> Option<Duration> {
+        self.committed_at
+            .is_none()
+            .then(|| self.admitted_at + self.limits.total)
+    }
+
+    pub(super) fn refresh_timer(&mut self) {
+        if self.done {
+            return;
+        }
+        let deadline = match (self.attempt_deadline(), self.commit_deadline()) {
+            _ if self.draining.is_some() => self.draining.as_ref().map(|d| d.until),
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        };
+        if deadline != self.timer {
+            self.timer = deadline;
+            if let Some(d) = deadline {
+                self.actions.push_back(Action::SetTimer(d));
+            }
+        }
+    }
+}
