@@ -19,6 +19,11 @@ pub struct Facts {
     pub source: RegionIx,
     /// Whether the client asked for a stream.
     pub stream: bool,
+    /// Whether attempts stream the answer from the upstream, also when the client wants it
+    /// whole (the gateway then assembles it): such an attempt is timed piece by piece, like a
+    /// stream's (`Limits::first_byte`), and only the assembled answer, its last piece, goes to
+    /// a non-streaming client.
+    pub upstream_stream: bool,
     /// The prompt's tokens (estimated); charged once an upstream has the request.
     pub prompt_tokens: u64,
     /// What one attempt asks of a deployment (reserved tokens and input tokens).
@@ -43,10 +48,12 @@ pub struct Price {
 /// The exchange's deadlines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// A streamed attempt must deliver its first piece within this of being sent, and each next
-    /// piece within this of the previous one (an upstream that stops sending is broken).
+    /// A streamed attempt (see `Facts::upstream_stream`) must deliver its first piece within
+    /// this of being sent, and each next piece within this of the previous one (an upstream that
+    /// stops sending is broken).
     pub first_byte: Duration,
-    /// A non-streamed attempt must deliver its whole answer within this of being sent.
+    /// A non-streamed request's attempt must deliver its whole answer within this of being
+    /// sent.
     pub request: Duration,
     /// The client must have its first byte (the answer, or a stream's first piece) within this
     /// of admission, across every failover.

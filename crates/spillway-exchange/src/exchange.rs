@@ -7,8 +7,11 @@
 //! on the exchange alone decides:
 //!
 //! * **Attempts.** It asks the driver to `Send` to the admitted step's deployment and sets a
-//!   deadline: a streamed attempt must deliver a piece within `first_byte` of being sent and of
-//!   its previous piece; a non-streamed one its whole answer within `request`.
+//!   deadline: an attempt that streams from the upstream must deliver a piece within
+//!   `first_byte` of being sent and of its previous piece (for a client that wants the answer
+//!   whole too: the gateway streams it from the upstream and assembles it, so a hung upstream
+//!   fails over after `first_byte`); a non-streamed request's whole answer must come within
+//!   `request`.
 //! * **Failover before the first byte.** A retryable failure (connect, timeout, 429, 5xx) of an
 //!   attempt whose answer has not reached the client releases its admission with the failure
 //!   (the core learns from it), takes one retry from the global budget and admits the next step
@@ -243,7 +246,8 @@ impl Exchange {
                 self.actions.extend(held.into_iter().map(Action::Emit));
             }
             self.actions.push_back(Action::Emit(piece));
-        } else {
+        } else if let Piece::Answer { .. } = piece {
+            // A non-streamed request's answer, whole (assembled, if the upstream streamed it).
             self.answer.held = Some(piece);
         }
     }

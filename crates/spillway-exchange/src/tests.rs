@@ -14,6 +14,7 @@ use crate::{Action, Capacity, Event, Exchange, Facts, Limits, Piece, Record};
 mod drain;
 mod paths;
 mod props;
+mod whole;
 
 pub(crate) const PROMPT: u64 = 100;
 pub(crate) const FIRST_BYTE: Duration = Duration::from_secs(4);
@@ -60,6 +61,8 @@ pub(crate) struct World {
     pub cap: Counted,
     /// `Limits::drain` of the exchanges it admits (zero unless a test sets it).
     pub drain: Duration,
+    /// Whether a non-streamed request's attempts stream from the upstream (`Facts`).
+    pub upstream_stream: bool,
     pub candidates: Vec<Candidate>,
     pub actions: Vec<Action>,
 }
@@ -92,6 +95,7 @@ impl World {
             },
             candidates,
             drain: Duration::ZERO,
+            upstream_stream: false,
             actions: Vec::new(),
         }
     }
@@ -116,6 +120,7 @@ impl World {
         let facts = Facts {
             source: RegionIx(0),
             stream,
+            upstream_stream: stream || self.upstream_stream,
             prompt_tokens: PROMPT,
             demand,
             candidates: self.candidates.len(),

@@ -6,13 +6,16 @@ use super::Exchange;
 use crate::action::Action;
 
 impl Exchange {
-    /// The live attempt's own deadline.
+    /// The live attempt's own deadline: its next piece when it streams from the upstream, and
+    /// its whole answer when the client wants one.
     pub(super) fn attempt_deadline(&self) -> Option<Duration> {
         let live = self.live.as_ref()?;
-        Some(if self.facts.stream {
-            live.last_piece_at.unwrap_or(live.sent_at) + self.limits.first_byte
-        } else {
-            live.sent_at + self.limits.request
+        let next_piece = live.last_piece_at.unwrap_or(live.sent_at) + self.limits.first_byte;
+        let whole = live.sent_at + self.limits.request;
+        Some(match (self.facts.stream, self.facts.upstream_stream) {
+            (true, _) => next_piece,
+            (false, true) => next_piece.min(whole),
+            (false, false) => whole,
         })
     }
 

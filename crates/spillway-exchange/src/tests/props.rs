@@ -22,8 +22,12 @@ fn failure() -> impl Strategy<Value = Failure> {
     .prop_map(Failure::of)
 }
 
-fn piece(stream: bool) -> BoxedStrategy<Piece> {
-    if stream {
+/// Pieces of a streamed answer (`stream`), of a whole one, or (`both`) of a whole answer
+/// assembled from a streamed one: chunks, then the answer.
+fn piece(stream: bool, both: bool) -> BoxedStrategy<Piece> {
+    if both {
+        prop_oneof![piece(true, false), piece(false, false)].boxed()
+    } else if stream {
         prop_oneof![
             "[a-z]{0,3}".prop_map(|t| chunk(&t, None)),
             (0u64..50).prop_map(|n| chunk("", Some(usage(100, n)))),
@@ -40,11 +44,11 @@ fn piece(stream: bool) -> BoxedStrategy<Piece> {
     }
 }
 
-fn event(stream: bool) -> impl Strategy<Value = Event> {
+fn event(stream: bool, both: bool) -> impl Strategy<Value = Event> {
     let id = (0u32..4).prop_map(AttemptId);
     prop_oneof![
         2 => id.clone().prop_map(Event::UpstreamHead),
-        6 => (id.clone(), piece(stream)).prop_map(|(a, p)| Event::UpstreamPiece(a, p)),
+        6 => (id.clone(), piece(stream, both)).prop_map(|(a, p)| Event::UpstreamPiece(a, p)),
         2 => id.clone().prop_map(Event::UpstreamEnd),
         3 => (id, failure()).prop_map(|(a, f)| Event::UpstreamError(a, f)),
         1 => Just(Event::ClientGone),
@@ -53,8 +57,9 @@ fn event(stream: bool) -> impl Strategy<Value = Event> {
     ]
 }
 
-fn run(stream: bool, regions: u16, drain: bool, steps: Vec<(u64, Event)>) {
+fn run(stream: bool, upstream_stream: bool, regions: u16, drain: bool, steps: Vec<(u64, Event)>) {
     let mut w = World::new(regions);
+    w.upstream_stream = upstream_stream;
     if drain {
         w.drain = ms(2_000);
     }
@@ -105,17 +110,23 @@ proptest! {
     #[test]
     fn every_sequence_ends_once(
         stream in any::<bool>(),
+        upstream_stream in any::<bool>(),
         regions in 1u16..=3,
         drain in any::<bool>(),
         steps in proptest::collection::vec((0u64..3_000, any::<bool>()), 0..30)
             .prop_flat_map(move |times| {
                 let n = times.len();
-                (Just(times), proptest::collection::vec(event(true), n), proptest::collection::vec(event(false), n))
+                let events = |stream, both| proptest::collection::vec(event(stream, both), n);
+                (Just(times), events(true, false), events(false, false), events(false, true))
             }),
     ) {
-        let (times, streamed, whole) = steps;
-        let events = if stream { streamed } else { whole };
+        let (times, streamed, whole, assembled) = steps;
+        let events = match (stream, upstream_stream) {
+            (true, _) => streamed,
+            (false, false) => whole,
+            (false, true) => assembled,
+        };
         let seq = times.into_iter().map(|(t, _)| t).zip(events).collect();
-        run(stream, regions, drain, seq);
+        run(stream, upstream_stream, regions, drain, seq);
     }
 }

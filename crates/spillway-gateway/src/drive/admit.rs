@@ -77,6 +77,9 @@ pub async fn admit(
     let facts = Facts {
         source: ctx.source,
         stream,
+        // Every attempt streams from the upstream but a native Invoke body's for a whole answer
+        // (see `drive::attempt`).
+        upstream_stream: stream || ctx.invoke_passthrough.is_none(),
         prompt_tokens,
         demand: Demand {
             est_tokens,

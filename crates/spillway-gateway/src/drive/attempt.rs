@@ -3,6 +3,29 @@
 //! pieces (SSE or Bedrock event-stream for a stream, the whole body for an answer), ending with
 //! `UpstreamEnd` or `UpstreamError`. It keeps no deadline of its own: the exchange does, and the
 //! driver drops this stream when the exchange cancels the attempt.
+//!
+//! # Non-streamed requests are streamed from the upstream
+//!
+//! A client that wants a whole answer still gets its attempts sent as streams (`stream: true`
+//! with `stream_options.include_usage` to OpenAI-compatible and simulated upstreams,
+//! ConverseStream to Bedrock), and the answer is assembled here from the chunks
+//! ([`super::assemble`]): each chunk goes to the exchange as it comes, the assembled answer last.
+//! Why, rather than asking for the whole answer:
+//!
+//! * An upstream sends a non-streamed answer's head only when the whole generation is done, so
+//!   the only deadline that could apply to it is the one for the longest generation
+//!   (`request_timeout_ms`, 10 minutes): an upstream that hangs before answering would hold the
+//!   request that long. Streamed, its first chunk comes after the prefill, so the exchange's
+//!   `first_byte_timeout_ms` means the first token for every request, and each next chunk must
+//!   come within it too; a hung or stalled upstream fails over like a stream's, and nothing
+//!   reached the client yet, so even a failure midway moves the request.
+//! * The usage is the upstream's own final report, exactly as for a stream, and a client that
+//!   leaves is billed for the chunks generated so far.
+//!
+//! The cost is the assembly (a few string appends per chunk) and bytes of SSE framing. An upstream
+//! that ignores `stream: true` and answers JSON is read whole. A native InvokeModel body passed
+//! through to Bedrock cannot be assembled (its stream is the model family's own events) and is
+//! sent as it came: for it only `request_timeout_ms` applies.
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -12,8 +35,9 @@ use futures_util::{Stream, StreamExt};
 use spillway_core::{DeploymentIx, FailureKind};
 use spillway_exchange::{AttemptId, Event, Failure, Piece};
 use spillway_proto::bedrock::{ConverseResponse, FrameDecoder, converse_to_chat_completion};
-use spillway_proto::{ChatCompletion, ChatRequest, Usage};
+use spillway_proto::{ChatCompletion, ChatRequest, StreamOptions, Usage};
 
+use super::assemble::Assembly;
 use super::ctx::RequestCtx;
 use crate::drive::codec::{UpstreamDecoder, UpstreamEvent};
 use crate::state::AppState;
@@ -26,7 +50,10 @@ struct Spec {
     deployment: DeploymentIx,
     request_id: String,
     model_name: String,
+    /// The upstream is asked for a stream (see the module docs).
     stream: bool,
+    /// The client wants a whole answer: it is assembled from the stream.
+    assemble: bool,
     passthrough: bool,
 }
 
@@ -38,6 +65,7 @@ enum Phase {
     Streaming {
         body: BoxStream<'static, reqwest::Result<Bytes>>,
         decoder: UpstreamDecoder,
+        assembly: Option<Box<Assembly>>,
     },
     Whole(reqwest::Response),
     Over,
@@ -52,6 +80,15 @@ pub fn start(
     ctx: &RequestCtx,
 ) -> BoxStream<'static, Event> {
     let target = &app.targets[deployment.0 as usize];
+    let passthrough = ctx.invoke_passthrough.is_some();
+    let assemble = !req.is_stream() && !passthrough;
+    let streamed;
+    let req = if assemble {
+        streamed = as_stream(req);
+        &streamed
+    } else {
+        req
+    };
     let (url, body) = match target.request(req, ctx.invoke_passthrough.as_ref()) {
         Ok(x) => x,
         Err(e) => {
@@ -67,9 +104,20 @@ pub fn start(
         request_id: ctx.id.clone(),
         model_name: ctx.model_name.clone(),
         stream: req.is_stream(),
-        passthrough: ctx.invoke_passthrough.is_some(),
+        assemble,
+        passthrough,
     };
     events(spec, Phase::Send { url, body }).boxed()
+}
+
+/// The request asked as a stream, with the final usage chunk.
+fn as_stream(req: &ChatRequest) -> ChatRequest {
+    let mut req = req.clone();
+    req.stream = Some(true);
+    req.stream_options
+        .get_or_insert_with(StreamOptions::default)
+        .include_usage = Some(true);
+    req
 }
 
 fn events(spec: Spec, phase: Phase) -> impl Stream<Item = Event> + Send + 'static {
@@ -82,7 +130,11 @@ fn events(spec: Spec, phase: Phase) -> impl Stream<Item = Event> + Send + 'stati
             phase = match phase {
                 Phase::Over => return None,
                 Phase::Send { url, body } => spec.send(url, body, &mut queue).await,
-                Phase::Streaming { body, decoder } => spec.read(body, decoder, &mut queue).await,
+                Phase::Streaming {
+                    body,
+                    decoder,
+                    assembly,
+                } => spec.read(body, decoder, assembly, &mut queue).await,
                 Phase::Whole(resp) => {
                     spec.whole(resp, &mut queue).await;
                     Phase::Over
@@ -111,7 +163,8 @@ impl Spec {
             }
         };
         queue.push_back(Event::UpstreamHead(self.id));
-        if !self.stream {
+        if !self.stream || (self.assemble && is_json(resp.headers())) {
+            // Not asked for a stream, or asked for a whole answer's sake and answered whole.
             return Phase::Whole(resp);
         }
         let decoder = if self.bedrock() && self.passthrough {
@@ -124,6 +177,7 @@ impl Spec {
         Phase::Streaming {
             body: resp.bytes_stream().boxed(),
             decoder,
+            assembly: self.assemble.then(|| Box::new(Assembly::new())),
         }
     }
 
@@ -132,10 +186,11 @@ impl Spec {
         &self,
         mut body: BoxStream<'static, reqwest::Result<Bytes>>,
         mut decoder: UpstreamDecoder,
+        mut assembly: Option<Box<Assembly>>,
         queue: &mut VecDeque<Event>,
     ) -> Phase {
         let end = match body.next().await {
-            Some(Ok(bytes)) => self.decode(&mut decoder, &bytes, queue),
+            Some(Ok(bytes)) => self.decode(&mut decoder, &mut assembly, &bytes, queue),
             Some(Err(e)) => Some(Failure::of(upstream::classify_transport(&e))),
             None if decoder.ends_at_eof() => {
                 queue.push_back(Event::UpstreamEnd(self.id));
@@ -150,20 +205,29 @@ impl Spec {
                 Phase::Over
             }
             None if matches!(queue.back(), Some(Event::UpstreamEnd(_))) => Phase::Over,
-            None => Phase::Streaming { body, decoder },
+            None => Phase::Streaming {
+                body,
+                decoder,
+                assembly,
+            },
         }
     }
 
-    /// Decode one chunk into pieces; a failure inside the stream ends it.
+    /// Decode one chunk into pieces (folding them into the answer being assembled, if any); a
+    /// failure inside the stream ends it.
     fn decode(
         &self,
         decoder: &mut UpstreamDecoder,
+        assembly: &mut Option<Box<Assembly>>,
         bytes: &[u8],
         queue: &mut VecDeque<Event>,
     ) -> Option<Failure> {
         for ev in decoder.feed(bytes) {
             let piece = match ev {
                 UpstreamEvent::Done => {
+                    if let Some(a) = assembly.take() {
+                        queue.push_back(Event::UpstreamPiece(self.id, assembled(*a)));
+                    }
                     queue.push_back(Event::UpstreamEnd(self.id));
                     return None;
                 }
@@ -172,7 +236,14 @@ impl Spec {
                     return Some(Failure::of(FailureKind::ServerError));
                 }
                 UpstreamEvent::Raw(bytes, usage) => Piece::Frame { bytes, usage },
-                UpstreamEvent::Chunk(chunk, raw) => Piece::Chunk { chunk, raw },
+                UpstreamEvent::Chunk(chunk, raw) => match assembly {
+                    Some(a) => {
+                        a.add(&chunk);
+                        // The exchange counts it; the client gets the assembled answer.
+                        Piece::Chunk { chunk, raw: None }
+                    }
+                    None => Piece::Chunk { chunk, raw },
+                },
             };
             queue.push_back(Event::UpstreamPiece(self.id, piece));
         }
@@ -211,6 +282,31 @@ impl Spec {
         queue.push_back(Event::UpstreamPiece(self.id, answer));
         queue.push_back(Event::UpstreamEnd(self.id));
     }
+}
+
+/// The answer assembled from a stream, as the whole answer of a non-streamed request.
+fn assembled(a: Assembly) -> Piece {
+    let completion = a.finish();
+    let raw = serde_json::to_vec(&completion)
+        .map(Bytes::from)
+        .unwrap_or_default();
+    Piece::Answer {
+        raw,
+        usage: completion.usage,
+        parsed: Some(Box::new(completion)),
+    }
+}
+
+/// A JSON body: an upstream that answered whole though asked for a stream.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        })
 }
 
 fn failure(f: UpstreamFailure) -> Failure {
