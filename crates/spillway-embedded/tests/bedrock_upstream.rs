@@ -50,7 +50,8 @@ fn openai_and_bedrock_clients_are_served_by_a_bedrock_upstream() {
             Ok(UP_AK.to_string()),
             "SigV4 checks out: {seen:?}"
         );
-        assert!(seen[0].path.ends_with("/converse"), "{seen:?}");
+        // A whole answer too is asked as a stream, and assembled by the gateway.
+        assert!(seen[0].path.ends_with("/converse-stream"), "{seen:?}");
         assert_eq!(seen[0].request_id.as_deref(), Some(r.id.as_str()));
         assert_eq!(seen[0].body["inferenceConfig"]["maxTokens"], 16, "{seen:?}");
         assert_eq!(
@@ -269,7 +270,7 @@ fn the_upstream_model_id_is_encoded_as_the_aws_sdks_encode_it() {
         let seen = log.lock().expect("lock").clone();
         // What aws-sdk-bedrockruntime and boto3 send for this model id.
         assert_eq!(
-            seen[0].path, "/model/demo.chat-small-v1%3A0/converse",
+            seen[0].path, "/model/demo.chat-small-v1%3A0/converse-stream",
             "{seen:?}"
         );
         assert_stand_in_residency(&h, &log, std::slice::from_ref(&r.id));

@@ -80,8 +80,8 @@ async fn injected_errors_fail_over_also_when_streaming() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_region_times_out_and_fails_over() {
-    // A hung non-streamed call is bounded by request_timeout_ms (its headers come only when
-    // generation ends), a hung stream by first_byte_timeout_ms.
+    // A hung stream is bounded by first_byte_timeout_ms, and so is a hung non-streamed call
+    // (the gateway streams it from the upstream and assembles the answer; see first_byte.rs).
     let h = Harness::start(
         Spec::standard()
             .routing("first_byte_timeout_ms", "300")
@@ -266,9 +266,10 @@ async fn an_upstream_429_fails_over_and_cools_the_region_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_non_streamed_generation_is_not_a_first_byte_timeout() {
-    // A healthy upstream needs ~0.5 s to generate 5000 tokens; an OpenAI-compatible server sends
-    // the head of a non-streamed answer only when it is complete, so "first byte" is the end.
-    // The documented bound for a whole non-streamed response is request_timeout_ms (600 s).
+    // A healthy upstream needs ~0.5 s to generate 5000 tokens. The gateway streams a
+    // non-streamed request from the upstream, so the first-byte timeout applies to its first
+    // token and to the gap between tokens, never to the whole answer (bounded by
+    // request_timeout_ms, 600 s).
     let h = Harness::start(Spec::standard().routing("first_byte_timeout_ms", "200")).await;
     let r = h.chat("us-east-1", body(M, 5000)).await;
     r.assert_ok_in("us-east-1", "local");
