@@ -26,10 +26,10 @@
 //! | hang after the first byte (3 tokens, then silence) | streams: 200, 3 tokens, then the error event `first_byte_timeout_ms` after the last piece, settled to 3 tokens; non-streamed (head sent, no body): 200 from another region after `request_timeout_ms` (`failover:timeout`) | `hangs::a_stream_hung_after_its_first_byte_ends_with_an_error_event` |
 //! | mid-stream break (connection drops after 3 tokens) | streams: 200, 3 tokens, then the error event, settled to 3 tokens (once the breaks eject the source: 200 from elsewhere); non-streamed: 200 from another region | `hangs::a_mid_stream_break_ends_with_an_error_event_and_settles_what_was_sent` (also `failover.rs::a_break_after_the_first_byte_ends_the_stream_with_an_error_event`, `bedrock_sdk.rs::a_stream_that_breaks_after_it_started_ends_with_a_model_stream_error`) |
 //! | hang or break after the role chunk, before any content | 200 from another region of the set (the role chunk does not commit the stream) | `hangs::a_stream_failing_before_its_first_content_token_fails_over` |
-//! | Redis stopped (SIGSTOP), then resumed | 200 throughout (local share while it is stopped); today the quota take in flight when it stopped runs on resume and its tokens are lost from the global bucket (IGNORED) | `redis::redis_stopped_under_load_fails_nothing` |
+//! | Redis stopped (SIGSTOP), then resumed | 200 throughout (local share while it is stopped); the quota take in flight when it stopped runs on resume, and its tokens are back in the global bucket once Redis answers | `redis::redis_stopped_under_load_fails_nothing` |
 //! | Redis killed (SIGKILL) | 200 throughout (local share) | `redis::redis_killed_under_load_fails_nothing` (also `redis_quota.rs::redis_killed_under_load_fails_nothing_and_resynchronises`) |
 //! | Redis killed, restarted empty | 200 throughout | `redis::redis_restarted_under_load_fails_nothing` |
-//! | none (Redis book): calls right after a burst | wanted: 200; today: some clean 429s (quota exhausted) until the burst's refunds reach Redis at the next 100 ms tick (IGNORED) | `redis::redis_backed_refunds_are_there_for_the_next_calls` |
+//! | none (Redis book): calls right after a burst | 200 (the burst's refunds are in the global bucket before the next take) | `redis::redis_backed_refunds_are_there_for_the_next_calls` |
 //!
 //! # What every test asserts
 //!

@@ -97,9 +97,6 @@ fn pid_of(redis: &RedisServer) -> u32 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15: with Redis stopped, a quota take that timed out (300 ms) runs when Redis \
-            resumes, and its tokens (the call's estimate plus a lease chunk) are never credited \
-            to the lease nor given back: lost from the tenant's global bucket"]
 async fn redis_stopped_under_load_fails_nothing() {
     let redis = RedisServer::start();
     let pid = pid_of(&redis);
@@ -126,10 +123,6 @@ async fn redis_stopped_under_load_fails_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15: with the Redis quota book, settles' refunds reach the global bucket only \
-            at the next upkeep tick (100 ms; never while Redis is unreachable) and a lease keeps \
-            at most one chunk, so calls right after a burst are refused 429 (quota exhausted) \
-            although the tenant used a fraction of its quota"]
 async fn redis_backed_refunds_are_there_for_the_next_calls() {
     // No fault at all: two loads back to back. Each call reserves ~165 tokens and uses 21; the
     // cross-region quota is 1,980 tokens. The memory book serves both loads.

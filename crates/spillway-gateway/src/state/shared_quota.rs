@@ -6,15 +6,43 @@
 //! Redis: a hash `{prefix}:{q:<tenant>:<model>:<source>:<in|x>}:b` holding the RPM and TPM levels
 //! and the time of the last refill (the hash tag keeps one quota's keys on one Cluster slot). It
 //! is refilled linearly per 60 s by the time elapsed on Redis's own `TIME`, and it is only ever
-//! changed by the two Lua scripts in [`lua`] (take a chunk, give back), each atomic.
+//! changed by the Lua scripts in [`lua`] (take a chunk, give back, resolve a lost call), each
+//! atomic.
 //!
 //! An instance does not call Redis per request. It **leases** chunks (`lease_fraction` of each
 //! per-minute limit, at least 1) and spends them locally; only when its lease cannot cover a
 //! request does one script call take a new chunk (at most one such call per quota per instance
 //! at a time; a chunk is granted in part near the end of the bucket, but never less than the
-//! request needs). Refunds from settles and cancels go back into the lease up to one chunk; the
-//! rest, the settles' excess (charged as a debt: negative) and a lease left idle for
-//! [`LEASE_IDLE`] are given back to Redis by a background task within [`TICK`].
+//! request needs). The state of a lease and its rules are in [`lease`].
+//!
+//! # Refunds
+//!
+//! A settle or cancel puts the unused part of its reservation back into the lease up to one
+//! chunk; the rest, the settles' excess (charged as a debt: negative) and a lease left idle for
+//! [`LEASE_IDLE`] are owed to Redis. What is owed rides on the next take, which gives it back in
+//! the same script before it takes (so a reservation right after a burst finds the burst's
+//! refunds in the bucket, with no extra round trip), and the background task gives the rest
+//! back within [`TICK`]. Takes and the background's gives of one quota are single-flight per
+//! instance, so a give is always in the bucket before the next take is decided. While Redis is
+//! unreachable what is owed is kept, and given back once it answers. Refunds are not kept in the
+//! lease beyond one chunk: the bucket may have refilled to its limit while the reservation was
+//! out, and tokens held locally on top of a full bucket would admit more than the bound below;
+//! given back, the bucket caps them.
+//!
+//! # Calls whose answer is lost
+//!
+//! A script call that times out ([`OP_TIMEOUT`](crate::state::redis_link::OP_TIMEOUT)) or fails
+//! may still run: a stopped Redis runs it when it resumes, a slow network delivers it late. Each
+//! take and give therefore carries an operation id (this instance's random prefix and a counter)
+//! that the script records next to the bucket (`…:{q:…}:op:<id>`, one small key per call), with
+//! what it took, for [`lua::OP_TTL`]; a call whose answer never came is remembered with its id
+//! and the refunds it carried. Once Redis answers again the background task resolves each such
+//! id with one more script: if the call ran, what it took goes back into the bucket (and what it
+//! gave stays given); if it did not, the id is marked void, so the call does nothing should it
+//! still arrive, and its refunds are owed again. No token is lost or given twice, whichever
+//! came first. Only a call resolved more than `OP_TTL` after it ran (Redis unreachable from this
+//! instance for that long right after running it) is counted as not run: its take stays taken
+//! (under-admits) or its give is given again (clipped at the limit).
 //!
 //! # Overshoot bound
 //!
@@ -27,9 +55,10 @@
 //!
 //! where `N` is the number of instances, `chunk = max(1, lease_fraction × limit)` (a lease never
 //! holds more than one chunk: takes are single-flight per quota and instance, and refunds beyond
-//! a chunk go back to Redis), and `excess` is the tokens that responses used beyond their
-//! reservation (charged to the bucket as a debt that is repaid before anything else is admitted,
-//! exactly as the memory backend does; requests per minute have none). With the default
+//! a chunk are not spent locally but given back to Redis, where a full bucket caps them), and
+//! `excess` is the tokens that responses used beyond their reservation (charged to the bucket as
+//! a debt that is repaid before anything else is admitted, exactly as the memory backend does;
+//! requests per minute have none). With the default
 //! `lease_fraction = 0.005` and 3 instances the lease term is 1.5% of the limit. Leases lost with
 //! a crashed instance under-admit, never over-admit.
 //!
@@ -47,28 +76,18 @@ use crate::config::Config;
 use crate::state::quota_book::{Drawn, QuotaBook, QuotaKey, Reserving, Ticket};
 use crate::state::redis_link::{RedisLink, escape};
 
+mod lease;
 mod lua;
 mod upkeep;
+
+use lease::{Lease, OpIds, Unsure, chunk};
+use lua::{QuotaKeys, TakeArgs};
 
 /// How often the background task returns leases and checks on Redis.
 pub const TICK: Duration = Duration::from_millis(100);
 /// A lease unused this long is given back to Redis.
 pub const LEASE_IDLE: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// One quota's lease: what this instance may spend without asking Redis.
-struct Lease {
-    limits: QuotaLimits,
-    /// Spendable stock (ignored for an unlimited dimension).
-    req: u64,
-    tok: u64,
-    /// To give back to Redis (tokens may be negative: a debt).
-    give_req: u64,
-    give_tok: i64,
-    last_used: Instant,
-    /// Single-flight for takes from Redis.
-    refill: Arc<tokio::sync::Mutex<()>>,
-}
 
 struct Fallback {
     /// The link generation these buckets belong to: a reconnection makes them stale.
@@ -82,6 +101,7 @@ pub struct SharedQuotas {
     leases: Mutex<HashMap<QuotaKey, Lease>>,
     fallback: Mutex<Fallback>,
     scripts: lua::Scripts,
+    ops: OpIds,
     epoch: Instant,
 }
 
@@ -93,6 +113,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 enum Take {
     Granted(u64, u64),
     Denied(Duration),
+    /// No answer (or the id was already recorded): it may have run, to resolve.
+    Unsure,
 }
 
 impl SharedQuotas {
@@ -106,6 +128,7 @@ impl SharedQuotas {
                 buckets: HashMap::new(),
             }),
             scripts: lua::Scripts::new(),
+            ops: OpIds::new(),
             epoch: Instant::now(),
         }
     }
@@ -149,52 +172,58 @@ impl SharedQuotas {
         if !self.is_up() {
             return self.reserve_fallback(key, limits, est);
         }
-        // Earmark what the lease has towards this request, and take the rest plus a chunk.
-        let (have_r, have_t) = {
+        self.reserve_taking(key, limits, est).await
+    }
+
+    /// The lease does not cover the request: earmark what it has towards it, and take the rest
+    /// plus a chunk from Redis, giving back first what this instance owes. Called single-flight.
+    async fn reserve_taking(
+        &self,
+        key: QuotaKey,
+        limits: QuotaLimits,
+        est: u64,
+    ) -> Result<Drawn, QuotaDenied> {
+        let (have, give) = {
             let mut leases = lock(&self.leases);
             let l = lease_entry(&mut leases, key, limits);
-            let r = l.req.min(1);
-            let t = l.tok.min(est);
-            l.req -= r;
-            l.tok -= t;
-            (r, t)
+            (l.earmark(est), l.gives(None))
         };
-        let need_r = if limits.rpm.is_some() { 1 - have_r } else { 0 };
+        let fraction = self.link.cfg.lease_fraction;
+        let need_r = if limits.rpm.is_some() { 1 - have.0 } else { 0 };
         let need_t = if limits.tpm.is_some() {
-            est - have_t
+            est - have.1
         } else {
             0
         };
-        let want_r = if need_r > 0 {
-            need_r.max(chunk(limits.rpm, self.link.cfg.lease_fraction))
-        } else {
-            0
+        let want = |need: u64, limit: Option<u64>| {
+            if need > 0 {
+                need.max(chunk(limit, fraction))
+            } else {
+                0
+            }
         };
-        let want_t = if need_t > 0 {
-            need_t.max(chunk(limits.tpm, self.link.cfg.lease_fraction))
-        } else {
-            0
+        let args = TakeArgs {
+            give,
+            want: (want(need_r, limits.rpm), want(need_t, limits.tpm)),
+            need: (need_r, need_t),
         };
-        let answer = self
-            .take(key, limits, (want_r, want_t), (need_r, need_t))
-            .await;
+        let id = self.ops.next();
+        let answer = self.take(key, limits, &id, args).await;
         let mut leases = lock(&self.leases);
         let l = lease_entry(&mut leases, key, limits);
         l.last_used = Instant::now();
         match answer {
-            Ok(Take::Granted(g_r, g_t)) => {
-                l.req += (have_r + g_r).saturating_sub(u64::from(limits.rpm.is_some()));
-                l.tok += (have_t + g_t).saturating_sub(if limits.tpm.is_some() { est } else { 0 });
+            Take::Granted(g_r, g_t) => {
+                l.granted(have, (g_r, g_t), est);
                 Ok(Drawn::Lease)
             }
-            Ok(Take::Denied(retry_after)) => {
-                l.req += have_r;
-                l.tok += have_t;
+            Take::Denied(retry_after) => {
+                l.put_back(have);
                 Err(QuotaDenied { retry_after })
             }
-            Err(()) => {
-                l.req += have_r;
-                l.tok += have_t;
+            Take::Unsure => {
+                l.put_back(have);
+                l.unsure.push(Unsure { id, give });
                 drop(leases);
                 self.reserve_fallback(key, limits, est)
             }
@@ -219,29 +248,11 @@ impl SharedQuotas {
                 }
             }
             Drawn::Lease => {
-                let Some(limits) = self.limits_of(key) else {
-                    return;
-                };
                 let fraction = self.link.cfg.lease_fraction;
                 let mut leases = lock(&self.leases);
-                let l = lease_entry(&mut leases, key, limits);
-                l.last_used = Instant::now();
-                let (refund_r, refund_t, excess) = match used {
-                    None => (1, r.tokens, 0),
-                    Some(u) => (0, r.tokens.saturating_sub(u), u.saturating_sub(r.tokens)),
-                };
-                if limits.rpm.is_some() && refund_r > 0 {
-                    let keep = refund_r.min(chunk(limits.rpm, fraction).saturating_sub(l.req));
-                    l.req += keep;
-                    l.give_req += refund_r - keep;
-                }
-                if limits.tpm.is_some() {
-                    let keep = refund_t.min(chunk(limits.tpm, fraction).saturating_sub(l.tok));
-                    l.tok += keep;
-                    l.give_tok = l
-                        .give_tok
-                        .saturating_add(to_i64(refund_t - keep))
-                        .saturating_sub(to_i64(excess));
+                if let Some(l) = leases.get_mut(&key) {
+                    let chunks = (chunk(l.limits.rpm, fraction), chunk(l.limits.tpm, fraction));
+                    l.refund(r.tokens, used, chunks);
                 }
             }
         }
@@ -249,30 +260,12 @@ impl SharedQuotas {
 
     /// Give every lease back to Redis now (shutdown).
     pub async fn flush_all(&self) {
-        self.flush(Duration::ZERO).await;
-    }
-
-    fn limits_of(&self, key: QuotaKey) -> Option<QuotaLimits> {
-        lock(&self.leases).get(&key).map(|l| l.limits)
+        self.flush(Duration::ZERO, true).await;
     }
 
     /// Spend from the lease if it covers the request.
     fn spend_lease(&self, key: QuotaKey, limits: QuotaLimits, est: u64) -> bool {
-        let mut leases = lock(&self.leases);
-        let l = lease_entry(&mut leases, key, limits);
-        let ok_r = limits.rpm.is_none() || l.req >= 1;
-        let ok_t = limits.tpm.is_none() || l.tok >= est;
-        if !(ok_r && ok_t) {
-            return false;
-        }
-        if limits.rpm.is_some() {
-            l.req -= 1;
-        }
-        if limits.tpm.is_some() {
-            l.tok -= est;
-        }
-        l.last_used = Instant::now();
-        true
+        lease_entry(&mut lock(&self.leases), key, limits).spend(est)
     }
 
     fn reserve_fallback(
@@ -303,42 +296,40 @@ impl SharedQuotas {
         Ok(Drawn::Fallback(generation))
     }
 
-    fn redis_key(&self, key: QuotaKey) -> String {
+    /// The Redis keys of a quota: `<prefix>:{q:<tenant>:<model>:<source>:<in|x>}` and below.
+    fn redis_keys(&self, key: QuotaKey) -> QuotaKeys {
         let cfg = &self.cfg;
-        format!(
-            "{}:{{q:{}:{}:{}:{}}}:b",
-            self.link.cfg.key_prefix,
-            escape(&cfg.tenants[key.tenant].name),
-            escape(&cfg.models[key.model].id),
-            escape(cfg.region_name(key.source)),
-            if key.cross_region { "x" } else { "in" },
-        )
+        QuotaKeys {
+            base: format!(
+                "{}:{{q:{}:{}:{}:{}}}",
+                self.link.cfg.key_prefix,
+                escape(&cfg.tenants[key.tenant].name),
+                escape(&cfg.models[key.model].id),
+                escape(cfg.region_name(key.source)),
+                if key.cross_region { "x" } else { "in" },
+            ),
+        }
     }
 
-    async fn take(
-        &self,
-        key: QuotaKey,
-        limits: QuotaLimits,
-        want: (u64, u64),
-        need: (u64, u64),
-    ) -> Result<Take, ()> {
-        let rkey = self.redis_key(key);
+    async fn take(&self, key: QuotaKey, limits: QuotaLimits, id: &str, args: TakeArgs) -> Take {
+        let keys = self.redis_keys(key);
         let scripts = &self.scripts;
         let reply = self
             .link
-            .call(async |c| scripts.take(c, &rkey, limits, want, need).await)
+            .call(async |c| scripts.take(c, &keys, id, limits, args).await)
             .await;
         match reply {
-            Ok((1, g_r, g_t, _)) => Ok(Take::Granted(g_r.max(0) as u64, g_t.max(0) as u64)),
-            Ok((_, _, _, wait_ms)) => {
+            Ok((1, g_r, g_t, _)) => Take::Granted(g_r.max(0) as u64, g_t.max(0) as u64),
+            Ok((0, _, _, wait_ms)) => {
                 let retry_after = if wait_ms < 0 {
                     MINUTE
                 } else {
                     Duration::from_millis(wait_ms.max(1) as u64)
                 };
-                Ok(Take::Denied(retry_after))
+                Take::Denied(retry_after)
             }
-            Err(_) => Err(()),
+            // A duplicate id: the call was delivered twice and its first run's answer lost.
+            Ok(_) | Err(_) => Take::Unsure,
         }
     }
 }
@@ -348,26 +339,9 @@ fn lease_entry(
     key: QuotaKey,
     limits: QuotaLimits,
 ) -> &mut Lease {
-    let l = leases.entry(key).or_insert_with(|| Lease {
-        limits,
-        req: 0,
-        tok: 0,
-        give_req: 0,
-        give_tok: 0,
-        last_used: Instant::now(),
-        refill: Arc::new(tokio::sync::Mutex::new(())),
-    });
+    let l = leases.entry(key).or_insert_with(|| Lease::new(limits));
     l.limits = limits;
     l
-}
-
-/// The lease chunk of a per-minute limit: `fraction` of it, at least 1.
-fn chunk(limit: Option<u64>, fraction: f64) -> u64 {
-    limit.map_or(0, |v| ((v as f64 * fraction).floor() as u64).max(1))
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl QuotaBook for SharedQuotas {
