@@ -61,9 +61,6 @@ async fn a_stream_hung_before_its_head_fails_over_within_the_first_byte_timeout(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15: a non-streamed call to an upstream hung before its head waits for \
-            request_timeout_ms instead of failing over within first_byte_timeout_ms (the fix, a \
-            first-byte timeout for non-streamed calls, is in progress)"]
 async fn a_non_streamed_call_hung_before_its_head_fails_over_within_the_first_byte_timeout() {
     hung_source_fails_over(&[Api::Chat, Api::Converse], "hang-unary").await;
 }
