@@ -210,10 +210,11 @@ impl Seen {
     /// (a) for a call that had no capacity: a clean error response in its API's shape.
     pub fn assert_refused(&self, kind: Refused) {
         let (status, openai, bedrock) = kind.shape();
-        let want = if self.api.is_bedrock() {
-            bedrock
-        } else {
-            openai
+        let (status, want) = match (self.api.is_bedrock(), kind) {
+            // Bedrock's ModelTimeoutException is a 408.
+            (true, Refused::Timeout) => (408, bedrock),
+            (true, _) => (status, bedrock),
+            (false, _) => (status, openai),
         };
         assert_eq!(
             (self.status, &self.end),
