@@ -11,7 +11,9 @@ mod shared_profiles;
 
 use std::time::Duration;
 
-use bedrock_common::{AK2, SECRET2};
+use aws_sdk_bedrock::types::InferenceProfileModelSource;
+use bedrock_common::{ACCOUNT2, AK2, SECRET2};
+use common::M;
 use redis_support::RedisServer;
 use shared_profiles::*;
 
@@ -105,9 +107,16 @@ async fn one_client_request_token_makes_one_profile_across_instances() {
         create(&ctl_b, "another-name", Some("token-0")).await,
         Err("ConflictException".into())
     );
-    // Tokens are per tenant.
+    // Tokens are per tenant (the other tenant copies its own account's system profile).
     let other_a = control(&a, AK2, SECRET2);
-    create(&other_a, "batch-0", Some("token-0"))
+    other_a
+        .create_inference_profile()
+        .inference_profile_name("batch-0")
+        .client_request_token("token-0")
+        .model_source(InferenceProfileModelSource::CopyFrom(format!(
+            "arn:aws:bedrock:us-east-1:{ACCOUNT2}:inference-profile/us.{M}"
+        )))
+        .send()
         .await
         .expect("another tenant's token and name are its own");
 }

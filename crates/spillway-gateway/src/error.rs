@@ -2,12 +2,42 @@
 //!
 //! Issue-specific detail stays in the message; nothing secret goes in (no keys, no upstream
 //! URLs, no upstream credentials). Upstream 4xx answers other than 429 are relayed as they came.
+//!
+//! What a client sent is echoed bounded: ids (model, profile, ARN) through [`shown`], at most
+//! [`MAX_ECHOED_ID`] characters, and every message rendered here is cut at [`MAX_MESSAGE`]
+//! characters (parser errors quote the input), so an error body never grows with the request.
+use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use spillway_proto::OpenAiErrorBody;
+
+/// The longest id echoed whole in an error message.
+pub const MAX_ECHOED_ID: usize = 128;
+/// The longest message of an error body (an upstream's own body relayed as it came excepted).
+pub const MAX_MESSAGE: usize = 1024;
+
+/// An id the client sent, as an error message may echo it: whole when it has at most
+/// [`MAX_ECHOED_ID`] characters, else its first ones and `…`.
+pub fn shown(id: &str) -> Cow<'_, str> {
+    cut(id, MAX_ECHOED_ID)
+}
+
+/// `s` with at most `max` characters: cut with `…` in the last place when longer.
+fn cut(s: &str, max: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => Cow::Borrowed(s),
+        Some(_) => {
+            let keep = s
+                .char_indices()
+                .nth(max.saturating_sub(1))
+                .map_or(s.len(), |(i, _)| i);
+            Cow::Owned(format!("{}…", &s[..keep]))
+        }
+    }
+}
 
 /// The API a client called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +63,20 @@ pub enum EdgeError {
     Unauthorized,
     #[error("{0}")]
     BadRequest(String),
-    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    /// A request that names a bad value of one parameter (OpenAI's `param`), such as a
+    /// `max_tokens` no quota or deployment can ever admit.
+    #[error("{message}")]
+    InvalidParam {
+        message: String,
+        param: &'static str,
+    },
+    #[error("The model `{}` does not exist or you do not have access to it.", shown(.0))]
     ModelNotFound(String),
     #[error("{0}")]
     NotCallableHere(String),
     #[error(
-        "Invocation of model ID {0} with on-demand throughput isn't supported. Retry your request with the ID or ARN of an inference profile that contains this model."
+        "Invocation of model ID {} with on-demand throughput isn't supported. Retry your request with the ID or ARN of an inference profile that contains this model.",
+        shown(.0)
     )]
     ProfileOnly(String),
     #[error("Request body is larger than the limit of {0} bytes.")]
@@ -99,6 +137,7 @@ impl EdgeError {
         match self {
             EdgeError::Unauthorized => StatusCode::UNAUTHORIZED,
             EdgeError::BadRequest(_)
+            | EdgeError::InvalidParam { .. }
             | EdgeError::NotCallableHere(_)
             | EdgeError::ProfileOnly(_) => StatusCode::BAD_REQUEST,
             EdgeError::ModelNotFound(_) => StatusCode::NOT_FOUND,
@@ -125,6 +164,7 @@ impl EdgeError {
         match self {
             EdgeError::Unauthorized => "unauthorized",
             EdgeError::BadRequest(_)
+            | EdgeError::InvalidParam { .. }
             | EdgeError::NotCallableHere(_)
             | EdgeError::ProfileOnly(_) => "bad_request",
             EdgeError::ModelNotFound(_) => "not_found",
@@ -150,6 +190,7 @@ impl EdgeError {
         let (kind, code) = match self {
             EdgeError::Unauthorized => ("authentication_error", Some("invalid_api_key")),
             EdgeError::BadRequest(_) => ("invalid_request_error", None),
+            EdgeError::InvalidParam { .. } => ("invalid_request_error", Some("invalid_value")),
             EdgeError::NotCallableHere(_) => (
                 "invalid_request_error",
                 Some("model_not_available_in_region"),
@@ -174,7 +215,11 @@ impl EdgeError {
             EdgeError::ExpectationFailed => ("invalid_request_error", Some("expectation_failed")),
             EdgeError::BodyTimeout(_) => ("invalid_request_error", Some("request_timeout")),
         };
-        OpenAiErrorBody::new(self.to_string(), kind, code)
+        let mut body = OpenAiErrorBody::new(cut(&self.to_string(), MAX_MESSAGE), kind, code);
+        if let EdgeError::InvalidParam { param, .. } = self {
+            body.error.param = Some((*param).to_string());
+        }
+        body
     }
 
     /// Render in the shape of the API the client called.
@@ -191,6 +236,7 @@ impl EdgeError {
             EdgeError::Unauthorized => (StatusCode::FORBIDDEN, "UnrecognizedClientException"),
             EdgeError::AwsAuth { error_type, .. } => (StatusCode::FORBIDDEN, error_type),
             EdgeError::BadRequest(_)
+            | EdgeError::InvalidParam { .. }
             | EdgeError::NotCallableHere(_)
             | EdgeError::ProfileOnly(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
             EdgeError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "ValidationException"),
@@ -226,11 +272,13 @@ impl EdgeError {
         let (status, error_type) = self.bedrock_type();
         let message = match &self {
             EdgeError::ModelNotFound(m) => {
+                let m = shown(m);
                 format!("The model {m} does not exist or you do not have access to it.")
             }
             EdgeError::UpstreamClient { body, .. } => upstream_message(body),
             other => other.to_string(),
         };
+        let message = cut(&message, MAX_MESSAGE);
         let body = serde_json::json!({ "message": message }).to_string();
         let mut resp = (status, body).into_response();
         let h = resp.headers_mut();
@@ -258,7 +306,12 @@ impl EdgeError {
                 body.clone()
             }
             EdgeError::UpstreamClient { .. } => Bytes::from(
-                OpenAiErrorBody::new(self.to_string(), "invalid_request_error", None).to_json(),
+                OpenAiErrorBody::new(
+                    cut(&self.to_string(), MAX_MESSAGE),
+                    "invalid_request_error",
+                    None,
+                )
+                .to_json(),
             ),
             _ => Bytes::from(self.openai_body().to_json()),
         };
@@ -294,6 +347,45 @@ mod tests {
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
         assert_eq!(r.headers()["retry-after-ms"], "1200");
+    }
+
+    #[test]
+    fn echoed_ids_and_messages_are_bounded() {
+        assert_eq!(shown("demo.chat-small-v1:0"), "demo.chat-small-v1:0");
+        let exact = "é".repeat(MAX_ECHOED_ID);
+        assert_eq!(shown(&exact), exact.as_str());
+        let long = format!("{exact}x");
+        let s = shown(&long);
+        assert_eq!(s.chars().count(), MAX_ECHOED_ID);
+        assert!(s.ends_with('…') && s.starts_with("éé"));
+        let e = EdgeError::ModelNotFound("m".repeat(10_000));
+        let body = e.openai_body();
+        assert!(body.error.message.len() < 300, "{}", body.error.message);
+        let e = EdgeError::BadRequest("q".repeat(10_000));
+        assert_eq!(e.openai_body().error.message.chars().count(), MAX_MESSAGE);
+    }
+
+    #[test]
+    fn an_invalid_param_names_it_in_openais_shape_and_is_a_validation_exception() {
+        let e = || EdgeError::InvalidParam {
+            message: "too many".into(),
+            param: "max_tokens",
+        };
+        let b = e().openai_body();
+        assert_eq!(
+            (b.error.kind.as_str(), b.error.param.as_deref()),
+            ("invalid_request_error", Some("max_tokens"))
+        );
+        assert_eq!(e().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e().bedrock_type(),
+            (StatusCode::BAD_REQUEST, "ValidationException")
+        );
+        assert!(
+            !e().into_openai_response()
+                .headers()
+                .contains_key(header::RETRY_AFTER)
+        );
     }
 
     #[test]

@@ -12,14 +12,14 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use bytes::Bytes;
 use spillway_proto::ChatRequest;
-use spillway_proto::bedrock::{ConverseRequest, ModelRef, converse_to_chat, parse_model_ref};
+use spillway_proto::bedrock::{ConverseRequest, ModelRef, converse_to_chat};
 
-use crate::api::resolve::resolve;
+use crate::api::resolve::{model_ref, resolve};
 use crate::config::TenantIx;
 use crate::drive::ctx::Target;
 use crate::drive::{self, RequestCtx};
 use crate::error::Api;
-use crate::error::EdgeError;
+use crate::error::{EdgeError, shown};
 use crate::state::AppState;
 use crate::state::app_profiles::CopySource;
 use spillway_core::RegionIx;
@@ -250,7 +250,10 @@ fn native_invoke_request(model: &str, body: &[u8], stream: bool) -> Result<ChatR
 }
 
 /// SigV4 (`AWS4-HMAC-SHA256`, scoped to this listener's region and the `bedrock` signing name)
-/// or a Bedrock API key (`Authorization: Bearer`).
+/// or a Bedrock API key (`Authorization: Bearer`). A SigV4 request that leaves its body out of
+/// the signature (`x-amz-content-sha256: UNSIGNED-PAYLOAD`) is refused with 403 unless
+/// `[server] allow_unsigned_payload`: its body could be replaced on the way without the
+/// signature noticing, and the AWS SDKs sign the body by default.
 pub(crate) fn authenticate(
     state: &AppState,
     source: RegionIx,
@@ -264,6 +267,20 @@ pub(crate) fn authenticate(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if auth.starts_with("AWS4-HMAC-SHA256") {
+        let unsigned = inc
+            .headers
+            .get_all("x-amz-content-sha256")
+            .iter()
+            .any(|v| v.as_bytes() == b"UNSIGNED-PAYLOAD");
+        if unsigned && !cfg.edge.allow_unsigned_payload {
+            return Err(EdgeError::AwsAuth {
+                error_type: "AccessDeniedException",
+                message: "This endpoint does not accept unsigned payloads \
+                          (x-amz-content-sha256: UNSIGNED-PAYLOAD): sign the request body, as \
+                          the AWS SDKs do by default."
+                    .into(),
+            });
+        }
         let verified = crate::sigv4::verify(
             &inc.method,
             &inc.uri,
@@ -316,7 +333,7 @@ fn resolve_ref(
             "The ARN names region {region}, but this endpoint is {src}; call the endpoint of {region} or use an ARN of {src}."
         ))
     };
-    match parse_model_ref(raw).map_err(|e| EdgeError::BadRequest(e.to_string()))? {
+    match model_ref(raw)? {
         ModelRef::Id(id) => {
             let target = resolve(cfg, ctx.source, &id)?;
             if target.profile.is_some() {
@@ -378,7 +395,8 @@ fn resolve_app_profile(
     let src = cfg.region_name(ctx.source).to_string();
     let Some(app) = state.app_profiles.get(tenant, id) else {
         return Err(EdgeError::NotFound(format!(
-            "The application inference profile {id} does not exist."
+            "The application inference profile {} does not exist.",
+            shown(id)
         )));
     };
     if region != src || app.region != ctx.source {

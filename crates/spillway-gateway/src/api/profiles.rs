@@ -15,11 +15,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use spillway_core::RegionIx;
-use spillway_proto::bedrock::{ModelRef, parse_model_ref};
+use spillway_proto::bedrock::ModelRef;
 
 use crate::api::bedrock::{Incoming, authenticate, read_body};
+use crate::api::resolve::model_ref;
 use crate::config::{Config, ProfileIx, TenantIx};
-use crate::error::EdgeError;
+use crate::error::{EdgeError, shown};
 use crate::state::AppState;
 use crate::state::app_profiles::{AppProfile, CopySource, NewAppProfile};
 
@@ -69,7 +70,8 @@ async fn run(
                 if !state.app_profiles.delete(tenant, &a.id).await? {
                     // Deleted through another instance meanwhile.
                     return Err(EdgeError::NotFound(format!(
-                        "The inference profile {id} does not exist."
+                        "The inference profile {} does not exist.",
+                        shown(&id)
                     )));
                 }
                 Ok(ok(StatusCode::OK, json!({})))
@@ -170,12 +172,17 @@ async fn lookup(
     raw: &str,
 ) -> Result<Found, EdgeError> {
     let cfg = &state.cfg;
-    let not_found = || EdgeError::NotFound(format!("The inference profile {raw} does not exist."));
+    let not_found = || {
+        EdgeError::NotFound(format!(
+            "The inference profile {} does not exist.",
+            shown(raw)
+        ))
+    };
     let system = |id: &str| {
         cfg.profile_ix(id)
             .filter(|p| cfg.profiles[*p].destinations.contains_key(&source))
     };
-    match parse_model_ref(raw).map_err(|e| EdgeError::BadRequest(e.to_string()))? {
+    match model_ref(raw)? {
         ModelRef::Id(id) => {
             if let Some(p) = system(&id) {
                 return Ok(Found::System(p));
@@ -356,10 +363,17 @@ impl CreateRequest {
 }
 
 /// What `modelSource.copyFrom` names: a foundation model served in the listener's region
-/// `source`, or a system profile callable from it.
-fn copy_source(cfg: &Config, source: RegionIx, copy_from: &str) -> Result<CopySource, EdgeError> {
+/// `source`, or a system profile callable from it, by an ARN of the caller's own account
+/// (`account`): another account's is refused with 403 `AccessDeniedException`, as the runtime
+/// refuses to invoke it.
+fn copy_source(
+    cfg: &Config,
+    source: RegionIx,
+    account: &str,
+    copy_from: &str,
+) -> Result<CopySource, EdgeError> {
     let src = cfg.region_name(source);
-    match parse_model_ref(copy_from).map_err(|e| EdgeError::BadRequest(e.to_string()))? {
+    match model_ref(copy_from)? {
         ModelRef::FoundationModelArn { region, model_id } if region == src => {
             let m = cfg
                 .model_ix(&model_id)
@@ -375,8 +389,15 @@ fn copy_source(cfg: &Config, source: RegionIx, copy_from: &str) -> Result<CopySo
             })
         }
         ModelRef::InferenceProfileArn {
-            region, profile_id, ..
+            region,
+            account: arn_account,
+            profile_id,
         } if region == src => {
+            if arn_account != account {
+                return Err(EdgeError::Forbidden(format!(
+                    "You are not authorized to copy inference profiles of account {arn_account}."
+                )));
+            }
             let p = cfg
                 .profile_ix(&profile_id)
                 .filter(|p| cfg.profiles[*p].destinations.contains_key(&source))
@@ -399,7 +420,8 @@ async fn create(
     let req: CreateRequest = serde_json::from_slice(body)
         .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))?;
     req.validate()?;
-    let copy = copy_source(cfg, source, &req.model_source.copy_from)?;
+    let account = &cfg.tenants[tenant].account_id;
+    let copy = copy_source(cfg, source, account, &req.model_source.copy_from)?;
     let src = cfg.region_name(source);
     let profile = state
         .app_profiles

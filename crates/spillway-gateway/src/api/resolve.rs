@@ -5,10 +5,24 @@
 //! its destination set for the source (cross-region quota). Either way the set comes from the
 //! validated configuration, which never lets a profile leave its geography.
 use spillway_core::RegionIx;
+use spillway_proto::bedrock::{ModelRef, parse_model_ref};
 
 use crate::config::{Config, ModelIx};
 use crate::drive::ctx::Target;
-use crate::error::EdgeError;
+use crate::error::{EdgeError, MAX_ECHOED_ID, shown};
+
+/// A `modelId` or ARN as the Bedrock APIs take it; when it is not one, a 400 whose message
+/// echoes it shortened (see `error::shown`).
+pub fn model_ref(raw: &str) -> Result<ModelRef, EdgeError> {
+    parse_model_ref(raw).map_err(|e| {
+        let message = e.to_string();
+        EdgeError::BadRequest(if raw.chars().count() > MAX_ECHOED_ID {
+            message.replace(raw, &shown(raw))
+        } else {
+            message
+        })
+    })
+}
 
 pub fn resolve(cfg: &Config, source: RegionIx, name: &str) -> Result<Target, EdgeError> {
     let src = cfg.region_name(source);

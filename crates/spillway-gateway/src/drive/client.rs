@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::ctx::RequestCtx;
 use crate::config::Config;
 use crate::drive::codec::{ClientEncoder, render_completion};
-use crate::error::EdgeError;
+use crate::error::{EdgeError, shown};
 
 /// Above this many bytes waiting for the client, the upstream is not read.
 pub const OUTBOX_HIGH: usize = 64 * 1024;
@@ -207,6 +207,7 @@ pub fn answer(ctx: &RequestCtx, piece: Piece) -> Response {
 
 /// The client's error for an exchange's refusal.
 pub fn refusal(model: &str, r: Refusal) -> EdgeError {
+    let model = shown(model);
     match r {
         Refusal::NoCapacity { retry_after } => EdgeError::Throttled {
             message: format!(
