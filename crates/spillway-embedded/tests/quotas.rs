@@ -94,9 +94,11 @@ async fn tpm_reserves_prompt_plus_max_tokens_times_burndown() {
     )))
     .await;
     let p = prompt();
-    // 5 + 100 × 10 = 1005 > 1000: refused before anything is sent upstream.
+    // 5 + 100 × 10 = 1005 > 1000: more than the quota ever holds, refused (400, not a 429 to
+    // retry) before anything is sent upstream.
     let r = h.chat("us-east-1", body(BURN, 100)).await;
-    r.assert_throttled();
+    r.assert_error(400, "invalid_request_error");
+    assert_eq!(r.json["error"]["param"], "max_tokens");
     assert!(h.records_for(&r.id).is_empty());
     // 5 + 99 × 10 = 995 fits.
     let r = h.chat("us-east-1", body(BURN, 99)).await;

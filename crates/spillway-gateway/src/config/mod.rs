@@ -112,6 +112,8 @@ pub struct Model {
     pub profile_only: bool,
     pub output_burndown: f64,
     pub default_max_tokens: u64,
+    /// The most output tokens one request may ask for (`max_output_tokens`), if limited.
+    pub max_output_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

@@ -156,6 +156,9 @@ pub struct RawModel {
     pub output_burndown: Option<f64>,
     /// Output tokens reserved when a request sets no `max_tokens` (default 1024).
     pub default_max_tokens: Option<u64>,
+    /// The most output tokens the model can generate for one request (none: no limit); a
+    /// request asking for more is refused with 400.
+    pub max_output_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

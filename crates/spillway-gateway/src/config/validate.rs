@@ -254,14 +254,38 @@ fn models(
                 format!("expected a factor in (0, 10], got {burndown}"),
             ));
         }
+        let (default_max_tokens, max_output_tokens) = output_caps(cx, &key, m)?;
         models.push(Model {
             id: m.id.clone(),
             profile_only: m.profile_only,
             output_burndown: burndown,
-            default_max_tokens: m.default_max_tokens.unwrap_or(1024).max(1),
+            default_max_tokens,
+            max_output_tokens,
         });
     }
     Ok((models, model_by_id))
+}
+
+/// A model's `default_max_tokens` (1024 unless set, at most `max_output_tokens`) and its
+/// `max_output_tokens` (at least 1, when set).
+fn output_caps(cx: &Ctx<'_>, key: &str, m: &RawModel) -> Result<(u64, Option<u64>), ConfigError> {
+    if m.max_output_tokens == Some(0) {
+        return Err(cx.err(
+            format!("{key}.max_output_tokens"),
+            "expected at least 1 output token",
+        ));
+    }
+    let default = match (m.default_max_tokens, m.max_output_tokens) {
+        (Some(d), Some(max)) if d > max => {
+            return Err(cx.err(
+                format!("{key}.default_max_tokens"),
+                format!("expected at most max_output_tokens ({max}), got {d}"),
+            ));
+        }
+        (Some(d), _) => d.max(1),
+        (None, max) => max.map_or(1024, |max| max.min(1024)),
+    };
+    Ok((default, m.max_output_tokens))
 }
 
 type Deployments = (Vec<Deployment>, HashMap<(ModelIx, RegionIx), DeploymentIx>);

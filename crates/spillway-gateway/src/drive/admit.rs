@@ -6,8 +6,9 @@ use spillway_exchange::{Exchange, Facts, Limits, Price};
 use spillway_proto::{ChatRequest, StreamOptions};
 
 use super::ctx::RequestCtx;
+use crate::config::Model;
 use crate::drive::ctx::Target;
-use crate::error::EdgeError;
+use crate::error::{Api, EdgeError, shown};
 use crate::state::AppState;
 use crate::state::quota_book::{QuotaKey, Ticket};
 use crate::state::routing::RouterCell;
@@ -40,25 +41,24 @@ pub async fn admit(
     if candidates.is_empty() {
         return Err(EdgeError::Forbidden(format!(
             "None of the regions that serve {} from {} is allowed for your account.",
-            ctx.model_name,
+            shown(&ctx.model_name),
             cfg.region_name(ctx.source)
         )));
     }
     // Reserve tenant quota up front: input tokens + max_tokens x burndown.
-    let model = &cfg.models[target.model];
-    let prompt_tokens = spillway_proto::tokens::prompt_tokens(&req.messages);
-    let output_cap = req.output_cap().unwrap_or(model.default_max_tokens);
-    let est_tokens = prompt_tokens + (output_cap as f64 * model.output_burndown).ceil() as u64;
+    let est = Estimate::of(&cfg.models[target.model], &req);
+    let (prompt_tokens, est_tokens) = (est.prompt, est.tokens);
     let key = QuotaKey {
         tenant,
         model: target.model,
         source: ctx.source,
         cross_region: target.cross_region,
     };
+    never_admissible(app, ctx, &key, &candidates, &est)?;
     let ticket = app.reserve(key, est_tokens).await.map_err(|d| EdgeError::Throttled {
         message: format!(
             "Too many requests or tokens for {} from {}; your {} quota is exhausted. Retry after the indicated time.",
-            ctx.model_name,
+            shown(&ctx.model_name),
             cfg.region_name(ctx.source),
             if target.cross_region { "cross-region" } else { "in-region" }
         ),
@@ -98,6 +98,85 @@ pub async fn admit(
         exchange,
         ticket,
         req,
+    })
+}
+
+/// What a request reserves: its prompt, the output cap it asked for (if any) and the one it is
+/// reserved at, and the tokens of both (the output at the model's burndown).
+struct Estimate {
+    prompt: u64,
+    asked: Option<u64>,
+    output_cap: u64,
+    tokens: u64,
+}
+
+impl Estimate {
+    fn of(model: &Model, req: &ChatRequest) -> Estimate {
+        let prompt = spillway_proto::tokens::prompt_tokens(&req.messages);
+        let output_cap = req.output_cap().unwrap_or(model.default_max_tokens);
+        Estimate {
+            prompt,
+            asked: req.output_cap(),
+            output_cap,
+            tokens: prompt + (output_cap as f64 * model.output_burndown).ceil() as u64,
+        }
+    }
+}
+
+/// A request that can never be admitted gets 400 in the client's API, not a 429 its client
+/// would retry forever: it asks for more output tokens than the model's `max_output_tokens`, or
+/// reserves more tokens than the tenant's per-minute token quota holds when full, or than every
+/// deployment that could serve it takes in a minute (buckets never hold more than their limit).
+fn never_admissible(
+    app: &AppState,
+    ctx: &RequestCtx,
+    key: &QuotaKey,
+    candidates: &[Candidate],
+    est: &Estimate,
+) -> Result<(), EdgeError> {
+    let cfg = &app.cfg;
+    let model = &cfg.models[key.model];
+    let param = match ctx.api {
+        Api::Converse => "maxTokens",
+        Api::OpenAi | Api::Invoke => "max_tokens",
+    };
+    if let (Some(asked), Some(max)) = (est.asked, model.max_output_tokens)
+        && asked > max
+    {
+        return Err(EdgeError::InvalidParam {
+            message: format!(
+                "{param} is {asked}, but {} generates at most {max} output tokens per request.",
+                shown(&ctx.model_name)
+            ),
+            param,
+        });
+    }
+    let quota = app.quota_limits(key).and_then(|l| l.tpm);
+    let deployments = candidates
+        .iter()
+        .map(|c| cfg.deployments[c.deployment.0 as usize].tpm)
+        .collect::<Option<Vec<u64>>>()
+        .and_then(|tpms| tpms.into_iter().max());
+    let (limit, whose) = match (quota, deployments) {
+        (Some(q), _) if est.tokens > q => (q, "your quota for it allows"),
+        (_, Some(d)) if est.tokens > d => (d, "any region that can serve it accepts"),
+        _ => return Ok(()),
+    };
+    let (param, hint) = if est.prompt > limit {
+        ("messages", "Shorten the prompt".to_string())
+    } else {
+        (param, format!("Lower {param}"))
+    };
+    Err(EdgeError::InvalidParam {
+        message: format!(
+            "This request can never be served: it reserves {} tokens ({} of prompt, up to {} of output), more than {whose} in a minute ({limit}) for {} from {}. {hint}.",
+            est.tokens,
+            est.prompt,
+            est.output_cap,
+            shown(&ctx.model_name),
+            cfg.region_name(ctx.source)
+        ),
+        param,
     })
 }
 
