@@ -1,6 +1,7 @@
 //! `spillway bench`: the same open-loop arrivals offered to one or more gateways, one report.
 //!
-//! Modes (`spillway bench overhead` is [`crate::overhead`]):
+//! Modes (`spillway bench overhead` is [`crate::overhead`], `spillway bench soak` and
+//! `spillway bench flood` are [`soak`]):
 //!
 //! * `--self-contained` ([`local`]): simulators and a gateway in this process, Spillway's routing
 //!   policies side by side, with the oracle bound.
@@ -26,6 +27,7 @@ use spillway_bench::workload::{Arrivals, Workload, WorkloadSpec};
 
 mod local;
 mod peer;
+mod soak;
 mod target;
 
 /// The oracle's bucket (trace time).
@@ -161,6 +163,12 @@ pub enum BenchCommand {
     /// The gateway's own overhead: the same load straight to a simulator and through the
     /// gateway, side by side.
     Overhead(crate::overhead::OverheadArgs),
+    /// Mixed load and faults for a while (default 10 minutes), then whether the gateway
+    /// process's RSS, open fds and threads came back to their start.
+    Soak(soak::SoakArgs),
+    /// Tens of thousands of idle connections against a gateway with a small fd limit, while
+    /// its admin /healthz and fresh requests are probed.
+    Flood(soak::flood::FloodArgs),
 }
 
 fn parse_gamma(s: &str) -> Result<(f64, f64), String> {
@@ -213,8 +221,11 @@ fn api_key(args: &BenchArgs) -> Option<String> {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchCommand::Overhead(a)) = args.command {
-        return crate::overhead::run(a).await;
+    match args.command {
+        Some(BenchCommand::Overhead(a)) => return crate::overhead::run(a).await,
+        Some(BenchCommand::Soak(a)) => return soak::run(a).await,
+        Some(BenchCommand::Flood(a)) => return soak::flood::run(a).await,
+        None => {}
     }
     anyhow::ensure!(
         args.time_scale.is_finite() && args.time_scale > 0.0,
