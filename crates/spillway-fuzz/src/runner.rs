@@ -18,8 +18,19 @@ use sha2::{Digest, Sha256};
 use crate::mutate::Mutator;
 use crate::targets::Target;
 
-/// Where the crate's source is: the default corpus and crash folders are under it.
+/// Where the crate's source was when it was compiled.
 pub const CRATE_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Where the crate's source is: the default corpus and crash folders are under it. `cargo run`
+/// and `cargo test` say so at run time; that wins over [`CRATE_DIR`], because a target folder
+/// shared between checkouts (as CI's is) can hand one checkout a binary compiled in another,
+/// whose compiled-in path may be gone.
+pub fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.join("corpus").is_dir())
+        .unwrap_or_else(|| PathBuf::from(CRATE_DIR))
+}
 
 /// How far [`minimise`] goes: target runs spent shrinking one crash.
 const MINIMISE_BUDGET: u32 = 4000;
@@ -45,8 +56,8 @@ impl Options {
         Options {
             iterations,
             seed: 0x5370_696c_6c77_6179,
-            corpus_dir: Path::new(CRATE_DIR).join("corpus"),
-            crash_dir: Some(Path::new(CRATE_DIR).join("crashes")),
+            corpus_dir: crate_dir().join("corpus"),
+            crash_dir: Some(crate_dir().join("crashes")),
             jobs: 1,
         }
     }
@@ -140,6 +151,17 @@ fn target_seed(seed: u64, name: &str) -> u64 {
 /// panic.
 pub fn fuzz_target(target: &Target, opts: &Options) -> std::io::Result<Outcome> {
     let corpus = load_corpus(target, &opts.corpus_dir)?;
+    if corpus.is_empty() {
+        // Mutating nothing would look like a pass; a missing corpus is an error.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "`{}` has no seeds: no built-in ones and nothing in {}",
+                target.name,
+                opts.corpus_dir.join(target.name).display()
+            ),
+        ));
+    }
     let started = Instant::now();
     let mut outcome = Outcome {
         target: target.name,

@@ -56,7 +56,7 @@ corpus_tests!(
 
 #[test]
 fn every_corpus_folder_names_a_target() {
-    let dir = Path::new(runner::CRATE_DIR).join("corpus");
+    let dir = runner::crate_dir().join("corpus");
     for entry in std::fs::read_dir(dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         assert!(find_target(&name).is_some(), "corpus/{name} is no target");
@@ -112,4 +112,13 @@ fn crash_files_name_their_target() {
     let t = runner::target_of_crash_file(Path::new("crashes/sigv4_verify-0123456789abcdef"));
     assert_eq!(t.map(|t| t.name), Some("sigv4_verify"));
     assert!(runner::target_of_crash_file(Path::new("crashes/nothing")).is_none());
+}
+
+#[test]
+fn a_target_without_seeds_is_an_error_not_a_pass() {
+    let mut opts = Options::new(10);
+    opts.corpus_dir = Path::new("/nonexistent").to_path_buf();
+    opts.crash_dir = None;
+    let err = runner::fuzz_target(find_target("sse").unwrap(), &opts).unwrap_err();
+    assert!(err.to_string().contains("has no seeds"), "{err}");
 }

@@ -2,10 +2,10 @@
 //! signer; these tests check that the checked-in files are still what those seeds must be, and
 //! `cargo test -p spillway-fuzz --test seeds -- --ignored` writes them again.
 #![allow(clippy::unwrap_used)]
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::json;
-use spillway_fuzz::runner::CRATE_DIR;
+use spillway_fuzz::runner::crate_dir;
 use spillway_fuzz::targets::sigv4::{
     FUZZ_SECRET, SEED_SECRET, parse_text_request, signed_seed, t0, verify_text,
 };
@@ -14,7 +14,7 @@ use spillway_proto::bedrock::{FrameDecoder, encode_event, encode_exception, enco
 const CONVERSE_BODY: &[u8] = br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#;
 
 fn corpus(target: &str) -> PathBuf {
-    Path::new(CRATE_DIR).join("corpus").join(target)
+    crate_dir().join("corpus").join(target)
 }
 
 /// A ConverseStream answer with text and a tool call, as a `bedrock` upstream streams it.
