@@ -103,14 +103,3 @@ impl Lane {
         (app, region)
     }
 }
-
-/// A client-supplied path or id as echoed in an error: at most 128 characters.
-pub(crate) fn echo_path(s: &str) -> String {
-    const MAX: usize = 128;
-    if s.chars().count() <= MAX {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(MAX).collect();
-    out.push('…');
-    out
-}

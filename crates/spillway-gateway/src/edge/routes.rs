@@ -10,8 +10,8 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use spillway_proto::{ModelList, ModelObject};
 
+use super::Lane;
 use super::guard::{api_for_path, guard};
-use super::{Lane, echo_path};
 use crate::api::bedrock::{Incoming, Operation};
 use crate::api::profiles::Call;
 use crate::error::EdgeError;
@@ -123,7 +123,8 @@ async fn models(State(lane): State<Lane>, headers: HeaderMap) -> Response {
 /// `x-amzn-ErrorType: UnknownOperationException`, an OpenAI client `{"error": …}`).
 async fn not_found(uri: Uri) -> Response {
     let path = uri.path();
-    EdgeError::UnknownRoute(echo_path(path)).into_response_for(api_for_path(path))
+    EdgeError::UnknownRoute(crate::error::shown(path).into_owned())
+        .into_response_for(api_for_path(path))
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
