@@ -9,7 +9,8 @@
 //! | a header a byte at a time | connection closed at the header-read timeout | `a_slowloris_head_is_cut_at_the_header_read_timeout` |
 //! | connects and sends nothing | closed at the header-read timeout | `an_idle_connection_is_closed_at_the_header_read_timeout` |
 //! | a body that stops arriving | 408 at the body-read timeout | `a_stalled_body_gets_408` |
-//! | more connections than the cap | closed at once; established ones keep working | `beyond_the_cap_new_connections_close_and_old_ones_work` |
+//! | more connections than the cap | the connection idle the longest is closed to make room | `at_the_cap_the_connection_idle_longest_makes_room` |
+//! | more connections than the cap, all busy | closed at once; the busy ones keep working | `when_every_connection_is_busy_new_ones_close_and_old_ones_work` |
 //! | unknown path / wrong method / long URI / many headers | 404 / 405 / 414 / 431 with a body in the API's shape | `errors_come_in_the_callers_shape` |
 //! | `/metrics` on the API listener | 404; served on the admin listener | `operations_routes_are_on_the_admin_listener_only` |
 //! | a half-sent head at shutdown | does not hold the grace period | `a_half_sent_head_does_not_hold_shutdown` |
@@ -149,36 +150,60 @@ async fn a_stalled_body_gets_408() {
     assert!(resp.contains("request_timeout"), "{resp}");
 }
 
-#[tokio::test]
-async fn beyond_the_cap_new_connections_close_and_old_ones_work() {
-    let h = gateway("max_connections = 3").await;
-    let addr = h.addr("us-east-1");
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        // A full request on each, so each is established and served.
-        s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).await.expect("answer");
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 401"));
-        held.push(s);
-    }
-    // The fourth is accepted and closed at once.
-    let mut extra = TcpStream::connect(addr).await.expect("connect");
-    let _ = extra
-        .write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await;
-    assert_eq!(read_to_close(&mut extra).await, "", "served beyond the cap");
-    // The established ones keep working.
-    let s = &mut held[0];
-    s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+/// Sends a request on `s` and reads its (short, `Content-Length`) answer; the connection stays
+/// open.
+async fn request_on(s: &mut TcpStream) -> String {
+    s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .expect("write");
-    assert!(read_to_close(s).await.starts_with("HTTP/1.1 401"));
-    // That one closed: the cap admits again.
-    assert!(h.gw().hub().conns[0].refused.get() >= 1);
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(DEADLINE, s.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Waits until the gateway counts `n` open connections on the first listener.
+async fn open_connections(h: &Harness, n: i64) {
+    let open = &h.gw().hub().conns[0].open;
+    for _ in 0..10_000 {
+        if open.get() == n {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{} connections open, waited for {n}", open.get());
+}
+
+#[tokio::test]
+async fn at_the_cap_the_connection_idle_longest_makes_room() {
+    let h = gateway("max_connections = 3").await;
+    let addr = h.addr("us-east-1");
+    // a: served once; b and c: connected, nothing sent (a flood's connections).
+    let mut a = TcpStream::connect(addr).await.expect("connect");
+    assert!(request_on(&mut a).await.starts_with("HTTP/1.1 401"));
+    let mut b = TcpStream::connect(addr).await.expect("connect");
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    open_connections(&h, 3).await;
+    // a serves again: now b is the connection idle the longest.
+    assert!(request_on(&mut a).await.starts_with("HTTP/1.1 401"));
+    // A new client is served at once, not after the header-read timeout...
+    let r = raw(
+        &h,
+        "GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 401"), "{r:?}");
+    // ...because b was closed to make room, and only b.
+    assert!(closed_after(&mut b).await < DEADLINE);
+    assert!(
+        request_on(&mut c).await.starts_with("HTTP/1.1 401"),
+        "c, idle for less long than b, still serves"
+    );
+    assert!(request_on(&mut a).await.starts_with("HTTP/1.1 401"));
+    let conns = &h.gw().hub().conns[0];
+    assert_eq!((conns.evicted.get(), conns.refused.get()), (1, 0));
     let metrics = h
         .client
         .get(format!("http://{}/metrics", h.gw().admin_addr()))
@@ -189,23 +214,45 @@ async fn beyond_the_cap_new_connections_close_and_old_ones_work() {
         .await
         .expect("text");
     assert!(
-        metrics.contains("spillway_connections_refused_total{"),
+        metrics.contains("spillway_connections_evicted_total{"),
         "{metrics}"
     );
-    let mut again = None;
-    for _ in 0..100 {
-        let r = raw(
+}
+
+#[tokio::test]
+async fn when_every_connection_is_busy_new_ones_close_and_old_ones_work() {
+    let h = gateway("max_connections = 2").await;
+    // Two streams in flight hold both slots.
+    let mut first = h.hold("us-east-1", M, "us-east-1").await;
+    let second = h.hold("us-east-1", M, "us-east-1").await;
+    open_connections(&h, 2).await;
+    // A third connection is accepted and closed at once, with no answer.
+    let r = raw(
+        &h,
+        "GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r, "", "served beyond the cap");
+    let conns = &h.gw().hub().conns[0];
+    assert_eq!((conns.refused.get(), conns.evicted.get()), (1, 0));
+    // The streams in flight were not touched.
+    assert!(first.next().await.is_some_and(|e| e.contains("chunk")));
+    drop(second);
+    // A slot is free again once the dropped stream's connection closes.
+    let mut again = String::new();
+    for _ in 0..1000 {
+        again = raw(
             &h,
             "GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         )
         .await;
-        if !r.is_empty() {
-            again = Some(r);
+        if !again.is_empty() {
             break;
         }
         tokio::task::yield_now().await;
     }
-    assert!(again.is_some_and(|r| r.starts_with("HTTP/1.1 401")));
+    assert!(again.starts_with("HTTP/1.1 401"), "{again:?}");
+    h.assert_residency();
 }
 
 #[tokio::test]

@@ -54,6 +54,7 @@ pub struct ConnMetrics {
     pub open: Family<ListenerLabels, Gauge>,
     pub accepted: Family<ListenerLabels, Counter>,
     pub refused: Family<ListenerLabels, Counter>,
+    pub evicted: Family<ListenerLabels, Counter>,
 }
 
 impl ConnMetrics {
@@ -70,8 +71,13 @@ impl ConnMetrics {
         );
         registry.register(
             "connections_refused",
-            "Client connections closed at once because the listener's cap was reached",
+            "Client connections closed at once because the listener's cap was reached and every connection had a request in flight",
             self.refused.clone(),
+        );
+        registry.register(
+            "connections_evicted",
+            "Idle client connections closed to make room for a new one at the listener's cap",
+            self.evicted.clone(),
         );
     }
 }

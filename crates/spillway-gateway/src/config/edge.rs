@@ -23,8 +23,9 @@ pub struct EdgeLimits {
     pub header_read: Duration,
     /// From the end of the head to the end of the body.
     pub body_read: Duration,
-    /// Open connections per listener; beyond it new ones are closed at once. `None`: derived
-    /// from the process's file-descriptor limit at start (`edge::conn::automatic_cap`).
+    /// Open connections per listener; at it the connection idle the longest makes room, or a
+    /// new one is closed at once when all are busy. `None`: 10,000; either way never above
+    /// three quarters of the descriptor limit (`edge::conn::cap_for`).
     pub max_connections: Option<usize>,
     /// The request head (request line and headers), in bytes.
     pub max_header_bytes: usize,

@@ -8,12 +8,13 @@
 //!   connection is closed. So a client that connects and sends nothing, or a header a byte at a
 //!   time (slowloris), is cut, and the same timer is the keep-alive idle timeout: hyper starts it
 //!   when it begins waiting for a head, idle time included.
-//! * a **connection cap** per listener (a semaphore of `max_connections` permits, by default
-//!   derived from the descriptor limit, [`automatic_cap`]): beyond it a
-//!   new connection is accepted and closed at once, which costs one accept and frees the file
-//!   descriptor, so established connections keep working and the listener never stops
-//!   accepting. Connections that never send a request leave at the header-read timeout, and the
-//!   cap admits again.
+//! * a **connection cap** per listener (`max_connections`, by default derived from the
+//!   descriptor limit, and never above the descriptor budget, [`cap_for`]):
+//!   at the cap, the connection idle the longest (no request in flight) is closed to make room
+//!   for the new one (`edge::slots` explains the choice); when every connection has a request
+//!   in flight, the new one is accepted and closed at once, which costs one accept and frees
+//!   the file descriptor. Either way established work keeps going and the listener never stops
+//!   accepting.
 //! * **hard parser limits** at twice the configured header size and count: below them the
 //!   request guard (`edge::guard`) answers 431 with a body in the caller's API shape; beyond
 //!   them hyper answers a bare 431 before any of our code runs.
@@ -28,8 +29,6 @@
 //! in flight, from the end of the head to the end of the response body ([`Tracked`]), and the
 //! loop returns when the last connection is gone; the caller bounds that wait with the grace
 //! period.
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::convert::Infallible;
@@ -44,7 +43,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -54,21 +53,43 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::config::EdgeLimits;
 use crate::metrics::{ConnMetrics, ListenerLabels};
 
+use super::slots::{Admission, Held, InFlight, Marker, Slots};
+
 /// The connection cap per listener when none is configured.
 const DEFAULT_CAP: usize = 10_000;
 
-/// The cap for each of `listeners` API listeners when `[server] max_connections` is not set:
-/// [`DEFAULT_CAP`], but never more than three quarters of the file-descriptor limit shared
-/// among them, so that a flood of connections leaves descriptors for upstream connections, the
-/// admin listener, Redis and the audit file. The soft limit is first raised to the hard one, as
-/// most servers do at start.
-pub fn automatic_cap(listeners: usize) -> usize {
+/// The cap in effect for each of `listeners` API listeners: the configured one, or
+/// [`DEFAULT_CAP`]; never more than the descriptor budget ([`fd_budget`]). A configured cap above the descriptor budget is lowered to it (with a
+/// warning), because beyond it a flood would take every descriptor and the admin listener,
+/// upstream connections and Redis with them.
+pub fn cap_for(configured: Option<usize>, listeners: usize) -> usize {
+    let budget = fd_budget(listeners);
+    match configured {
+        None => budget.min(DEFAULT_CAP),
+        Some(cap) if cap > budget => {
+            tracing::warn!(
+                configured = cap,
+                cap = budget,
+                "[server] max_connections is above three quarters of the descriptor limit \
+                 shared among the listeners; lowered"
+            );
+            budget
+        }
+        Some(cap) => cap,
+    }
+}
+
+/// Three quarters of the file-descriptor limit shared among `listeners` API listeners, so
+/// that a flood of connections leaves descriptors for upstream connections, the admin
+/// listener, Redis and the audit file. The soft limit is first raised to the hard one, as most
+/// servers do at start.
+pub fn fd_budget(listeners: usize) -> usize {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => n,
         Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft),
     };
     let share = usize::try_from(limit / 4 * 3).unwrap_or(usize::MAX) / listeners.max(1);
-    share.clamp(16, DEFAULT_CAP)
+    share.max(16)
 }
 
 /// How long the accept loop pauses when the process is out of file descriptors.
@@ -81,8 +102,10 @@ pub struct ConnStats {
     pub open: Gauge,
     /// Connections accepted since start.
     pub accepted: Counter,
-    /// Connections closed at once because the cap was reached.
+    /// Connections closed at once because the cap was reached and every connection was busy.
     pub refused: Counter,
+    /// Idle connections closed to make room for a new one at the cap.
+    pub evicted: Counter,
 }
 
 impl ConnStats {
@@ -92,6 +115,7 @@ impl ConnStats {
             open: metrics.open.get_or_create(labels).clone(),
             accepted: metrics.accepted.get_or_create(labels).clone(),
             refused: metrics.refused.get_or_create(labels).clone(),
+            evicted: metrics.evicted.get_or_create(labels).clone(),
         }
     }
 }
@@ -106,7 +130,7 @@ pub(super) async fn serve(
     stats: ConnStats,
 ) {
     let http = builder(limits);
-    let slots = Arc::new(Semaphore::new(cap));
+    let slots = Slots::new(cap);
     let mut open = JoinSet::new();
     loop {
         while open.try_join_next().is_some() {}
@@ -125,51 +149,61 @@ pub(super) async fn serve(
             }
         };
         stats.accepted.inc();
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            stats.refused.inc();
-            drop(stream);
-            continue;
+        let held = match slots.admit() {
+            Admission::Serve { held, evicted } => {
+                if evicted {
+                    stats.evicted.inc();
+                }
+                held
+            }
+            Admission::Full => {
+                stats.refused.inc();
+                drop(stream);
+                continue;
+            }
         };
-        let task = serve_one(http.clone(), stream, app.clone(), stop.clone());
         let stats = stats.clone();
         stats.open.inc();
+        let (http, app, stop) = (http.clone(), app.clone(), stop.clone());
         open.spawn(async move {
-            task.await;
+            serve_one(http, stream, app, stop, &held).await;
             stats.open.dec();
-            drop(permit);
+            drop(held);
         });
     }
     drop(tcp);
     while open.join_next().await.is_some() {}
 }
 
-/// One connection, until it closes, or until `stop`: then it finishes the request in flight,
-/// if any, and closes; a connection with none (idle, or a head not yet complete) closes at
-/// once.
+/// One connection, until it closes, or until `stop` or its eviction: then it finishes the
+/// request in flight, if any, and closes; a connection with none (idle, or a head not yet
+/// complete) closes at once.
 async fn serve_one(
     http: http1::Builder,
     stream: TcpStream,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
+    held: &Held,
 ) {
     // Stream chunks go out as they are written: no Nagle delay on small SSE events.
     let _ = stream.set_nodelay(true);
-    let active = Arc::new(AtomicUsize::new(0));
     let service = Tracked {
         app,
-        active: active.clone(),
+        marker: held.marker(),
     };
     let conn = http.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
+    let slot = held.slot();
     let ended = tokio::select! {
         ended = conn.as_mut() => Some(ended),
         _ = stop.wait_for(|s| *s) => None,
+        () = slot.evicted() => None,
     };
     let ended = match ended {
         Some(ended) => ended,
         None => {
             conn.as_mut().graceful_shutdown();
-            if active.load(Ordering::Acquire) == 0 {
+            if slot.is_idle() {
                 return;
             }
             conn.await
@@ -186,7 +220,7 @@ async fn serve_one(
 #[derive(Clone)]
 struct Tracked {
     app: axum::Router,
-    active: Arc<AtomicUsize>,
+    marker: Marker,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Tracked {
@@ -196,28 +230,11 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let app = self.app.clone();
-        let mark = InFlight::new(self.active.clone());
+        let mark = self.marker.request();
         Box::pin(async move {
             let resp = app.oneshot(req.map(Body::new)).await?;
             Ok(resp.map(|body| Body::new(Marked { body, _mark: mark })))
         })
-    }
-}
-
-/// One request of a connection in flight; the count drops when the response body is done
-/// (a connection-activity mark for shutdown; nothing is settled or recorded here).
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn new(active: Arc<AtomicUsize>) -> InFlight {
-        active.fetch_add(1, Ordering::AcqRel);
-        InFlight(active)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -270,5 +287,27 @@ async fn accept_failed(e: &std::io::Error) {
         tokio::time::sleep(FD_BACKOFF).await;
     } else {
         tracing::debug!(error = %e, "accept failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_cap_never_exceeds_the_descriptor_budget() {
+        let budget = fd_budget(2);
+        assert!(budget >= 16);
+        assert_eq!(
+            cap_for(Some(usize::MAX), 2),
+            budget,
+            "lowered to the budget"
+        );
+        assert_eq!(cap_for(Some(5), 2), 5, "a cap within the budget is kept");
+        assert_eq!(cap_for(None, 2), budget.min(DEFAULT_CAP));
+        assert!(
+            fd_budget(1) >= budget,
+            "fewer listeners, a larger share each"
+        );
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! * [`conn`]: the accept loop and hyper's connection settings: header-read timeout (also the
 //!   keep-alive idle timeout), connection cap, parser limits, draining on shutdown.
+//! * `slots`: a listener's connection slots; at the cap the connection idle the longest makes
+//!   room.
 //! * [`guard`]: per request, before the body is read: URI, header and body limits, `Expect`,
 //!   the body-read deadline; refusals in the caller's API shape.
 //! * [`routes`]: the API listener's path table; 404 and 405 in the caller's shape.
@@ -27,6 +29,7 @@ pub mod guard;
 pub mod reload;
 pub mod routes;
 pub mod server;
+mod slots;
 
 /// What every listener shares: the current generation of state, the drain flag, and what a
 /// reload needs to build the next generation.

@@ -92,10 +92,7 @@ impl Gateway {
         state.start_shared().await;
         let hub = Arc::new(Hub::new(state, sims));
         let (stop, stop_rx) = watch::channel(false);
-        let cap = cfg
-            .edge
-            .max_connections
-            .unwrap_or_else(|| conn::automatic_cap(cfg.listeners.len()));
+        let cap = conn::cap_for(cfg.edge.max_connections, cfg.listeners.len());
         tracing::info!(cap, "connections per listener");
         let mut listeners = Vec::new();
         let mut tasks = Vec::new();
