@@ -92,14 +92,27 @@ async fn an_invalid_file_is_refused_with_every_error_and_the_old_config_serves()
             .as_u16()
     };
 
-    // A broken file is refused with its error, and nothing changes.
-    let bad = spec.to_toml().replace(
-        "[routing]\nseed = 7",
-        "[routing]\nseed = 7\nmax_attempts = 0\nbogus = 1",
-    );
+    // A file that does not parse is refused with its error, and nothing changes.
+    let bad = spec
+        .to_toml()
+        .replace("[routing]\nseed = 7", "[routing]\nseed = 7\nbogus = 1");
     std::fs::write(&file, bad).expect("write");
     let e = gw.reload_from_file().await.expect_err("refused");
     assert!(e.to_string().contains("not reloaded"), "{e}");
+    assert!(e.to_string().contains("bogus"), "{e}");
+    assert_eq!(call(KEY).await, 200, "the running config serves");
+
+    // A file with several mistakes is refused with every one of them.
+    let bad = spec.to_toml().replace(
+        "[routing]\nseed = 7",
+        "[routing]\nseed = 7\nmax_attempts = 0\nconnect_timeout_ms = 0",
+    );
+    std::fs::write(&file, bad).expect("write");
+    let e = gw.reload_from_file().await.expect_err("refused");
+    let shown = e.to_string();
+    assert!(shown.contains("not reloaded: 2 errors"), "{shown}");
+    assert!(shown.contains("routing.max_attempts"), "{shown}");
+    assert!(shown.contains("routing.connect_timeout_ms"), "{shown}");
     assert_eq!(call(KEY).await, 200, "the running config serves");
 
     // A file that moves a listener needs a restart, and says so.

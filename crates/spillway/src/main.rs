@@ -104,8 +104,20 @@ struct SimArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The error and its causes, one line each; no backtrace (RUST_BACKTRACE or not):
+            // these are the user's mistakes and the world's, not the program's.
+            eprintln!("spillway: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     // The demo prints its own progress and table; the server logs every request.
     let default_filter = match cli.command {
         Command::Demo(_) | Command::Bench(_) => "warn",

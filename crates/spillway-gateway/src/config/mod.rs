@@ -13,6 +13,7 @@ use spillway_core::{Candidate, DeploymentIx, QuotaLimits, RegionIx, RouterConfig
 
 mod edge;
 pub mod embedded;
+mod operations;
 mod profiles;
 pub mod raw;
 mod routing;
@@ -37,6 +38,44 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// More than one mistake: every one found, each on its own line.
+    #[error("{} errors:\n{}", .0.len(), one_per_line(.0))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// `Ok` when `errors` is empty, else the one error or all of them ([`ConfigError::Several`],
+    /// flattened).
+    pub(crate) fn gather(errors: Vec<ConfigError>) -> Result<(), ConfigError> {
+        let mut flat = Vec::new();
+        for e in errors {
+            match e {
+                ConfigError::Several(inner) => flat.extend(inner),
+                e => flat.push(e),
+            }
+        }
+        match flat.len() {
+            0 => Ok(()),
+            1 => Err(flat.remove(0)),
+            _ => Err(ConfigError::Several(flat)),
+        }
+    }
+
+    /// Each single error this holds.
+    pub fn each(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Several(all) => all.iter().collect(),
+            e => vec![e],
+        }
+    }
+}
+
+fn one_per_line(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A secret (upstream API key, SigV4 secret access key) whose `Debug` never shows it.

@@ -31,9 +31,12 @@ pub(super) fn derive(
         model_by_id,
         deployment_by,
     };
-    for (i, o) in overrides.iter().enumerate() {
-        cx.apply(&format!("profiles[{i}]"), o, &mut profiles)?;
-    }
+    let errors = overrides
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| cx.apply(&format!("profiles[{i}]"), o, &mut profiles).err())
+        .collect();
+    ConfigError::gather(errors)?;
     Ok(profiles)
 }
 

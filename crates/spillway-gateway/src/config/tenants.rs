@@ -31,53 +31,54 @@ pub(super) fn validate(
         tenant_by_access_key: HashMap::new(),
         demo_key_in_use: false,
     };
-    for (i, t) in raw.iter().enumerate() {
-        let key = format!("tenants[{i}]");
-        if t.name.is_empty() || out.tenants.iter().any(|x: &Tenant| x.name == t.name) {
-            return Err(cx.err(
-                format!("{key}.name"),
-                format!("expected a unique, non-empty tenant name, got {:?}", t.name),
-            ));
-        }
-        if t.api_keys.is_empty() && t.access_keys.is_empty() {
-            return Err(cx.err(
-                format!("{key}.api_keys"),
-                "expected at least one API key ({ sha256 = \"<hex>\" } or { env = \"VAR\" }) or access key pair",
-            ));
-        }
-        let key_hashes = out.api_keys(cx, &key, &t.api_keys)?;
-        let multiplier = t.cross_region_multiplier.unwrap_or(2.0);
-        if !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier)) {
-            return Err(cx.err(
-                format!("{key}.cross_region_multiplier"),
-                format!("expected a factor between 1.0 and 100, got {multiplier}"),
-            ));
-        }
-        let mut denied_regions = Vec::new();
-        for (j, r) in t.denied_regions.iter().enumerate() {
-            denied_regions.push(region_ix(&format!("{key}.denied_regions[{j}]"), r)?);
-        }
-        let quotas = quotas(cx, &key, t, n_regions, region_ix, model_ix)?;
-        out.access_keys(cx, &key, t)?;
-        let account_id = t
-            .account_id
-            .clone()
-            .unwrap_or_else(|| "000000000000".to_string());
-        if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(cx.err(
-                format!("{key}.account_id"),
-                format!("expected 12 digits, got {account_id:?}"),
-            ));
-        }
-        out.tenants.push(Tenant {
-            name: t.name.clone(),
-            key_hashes,
-            cross_region_multiplier: multiplier,
-            denied_regions,
-            quotas,
-            account_id,
-        });
-    }
+    cx.each(raw, |i, t| {
+            let key = format!("tenants[{i}]");
+            if t.name.is_empty() || out.tenants.iter().any(|x: &Tenant| x.name == t.name) {
+                return Err(cx.err(
+                    format!("{key}.name"),
+                    format!("expected a unique, non-empty tenant name, got {:?}", t.name),
+                ));
+            }
+            if t.api_keys.is_empty() && t.access_keys.is_empty() {
+                return Err(cx.err(
+                    format!("{key}.api_keys"),
+                    "expected at least one API key ({ sha256 = \"<hex>\" } or { env = \"VAR\" }) or access key pair",
+                ));
+            }
+            let key_hashes = out.api_keys(cx, &key, &t.api_keys)?;
+            let multiplier = t.cross_region_multiplier.unwrap_or(2.0);
+            if !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier)) {
+                return Err(cx.err(
+                    format!("{key}.cross_region_multiplier"),
+                    format!("expected a factor between 1.0 and 100, got {multiplier}"),
+                ));
+            }
+            let mut denied_regions = Vec::new();
+            for (j, r) in t.denied_regions.iter().enumerate() {
+                denied_regions.push(region_ix(&format!("{key}.denied_regions[{j}]"), r)?);
+            }
+            let quotas = quotas(cx, &key, t, n_regions, region_ix, model_ix)?;
+            out.access_keys(cx, &key, t)?;
+            let account_id = t
+                .account_id
+                .clone()
+                .unwrap_or_else(|| "000000000000".to_string());
+            if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(cx.err(
+                    format!("{key}.account_id"),
+                    format!("expected 12 digits, got {account_id:?}"),
+                ));
+            }
+            out.tenants.push(Tenant {
+                name: t.name.clone(),
+                key_hashes,
+                cross_region_multiplier: multiplier,
+                denied_regions,
+                quotas,
+                account_id,
+            });
+            Ok(())
+        })?;
     Ok(out)
 }
 
@@ -231,7 +232,7 @@ pub(super) fn prices(
     model_ix: &ModelLookup<'_>,
 ) -> Result<HashMap<(ModelIx, RegionIx), Price>, ConfigError> {
     let mut out = HashMap::new();
-    for (i, p) in raw.iter().enumerate() {
+    cx.each(raw, |i, p| {
         let key = format!("prices[{i}]");
         let m = model_ix(&format!("{key}.model"), &p.model)?;
         let r = region_ix(&format!("{key}.region"), &p.region)?;
@@ -256,6 +257,7 @@ pub(super) fn prices(
                 format!("a second price for {:?} in {:?}", p.model, p.region),
             ));
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }

@@ -2,7 +2,10 @@
 //!
 //! Sections are checked in dependency order (regions, round-trip times, models, deployments,
 //! profiles, tenants, prices, audit, listeners, state, routing, server), each by its own
-//! function, and the first error found is the one reported.
+//! function, and every error is reported at once: a list section checks all its entries, and
+//! every section runs unless one it depends on failed (regions first: everything names them;
+//! deployments, profiles, tenants and prices need the models), so that one mistake is reported
+//! once, not again by every section that would trip over it.
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -23,6 +26,21 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Checks every entry of a list section, going on after a bad one, and returns every error
+    /// found (the section's result is then discarded, so a partly built list is never used).
+    pub(super) fn each<T>(
+        &self,
+        raw: &[T],
+        mut check: impl FnMut(usize, &T) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let errors = raw
+            .iter()
+            .enumerate()
+            .filter_map(|(i, entry)| check(i, entry).err())
+            .collect();
+        ConfigError::gather(errors)
+    }
+
     pub(super) fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.file.to_string(),
@@ -36,84 +54,118 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// Validate a raw configuration.
+/// Validate a raw configuration: the validated config, or every error found.
 pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
     let cx = Ctx { file };
+    // Everything names regions: without them nothing else can be checked.
     let regions = regions(&cx, &raw.regions)?;
-    let rtt = rtt(&cx, &regions, &raw.rtt)?;
-    let (models, model_by_id) = models(&cx, &raw.models, &regions)?;
-    let (deployments, deployment_by) =
-        deployments(&cx, &raw.deployments, &regions, &models, &model_by_id)?;
-    let profiles = super::profiles::derive(
-        file,
-        &raw.profiles,
-        &regions,
-        &rtt,
-        &models,
-        &model_by_id,
-        &deployment_by,
-    )?;
-    let profile_by_id = profiles
+    let mut found = Vec::new();
+    let catalog = catalog(&cx, &raw, &regions, &mut found);
+    let demo_key_in_use = catalog.as_ref().is_some_and(|c| c.tenants.demo_key_in_use);
+    let operations =
+        super::operations::operations(&cx, &raw, &regions, demo_key_in_use, &mut found);
+    ConfigError::gather(found)?;
+    let (Some(c), Some(o)) = (catalog, operations) else {
+        return Err(cx.err(
+            "",
+            "a section was refused without an error (a bug: please report it)",
+        ));
+    };
+    let profile_by_id = c
+        .profiles
         .iter()
         .enumerate()
         .map(|(i, p)| (p.id.clone(), ProfileIx::nth(i)))
         .collect();
+    Ok(Config {
+        source_name: file.to_string(),
+        max_body_bytes: o.max_body_bytes,
+        edge: o.edge,
+        admin: o.admin,
+        shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs.unwrap_or(30)),
+        router: o.router,
+        timeouts: o.timeouts,
+        seed: raw.routing.seed.unwrap_or(0x5eed_5b11_1a7e),
+        state: o.state,
+        regions,
+        rtt: c.rtt,
+        models: c.models,
+        deployments: c.deployments,
+        profiles: c.profiles,
+        tenants: c.tenants.tenants,
+        listeners: o.listeners,
+        prices: c.prices,
+        audit: o.audit,
+        model_by_id: c.model_by_id,
+        profile_by_id,
+        deployment_by: c.deployment_by,
+        tenant_by_key: c.tenants.tenant_by_key,
+        tenant_by_access_key: c.tenants.tenant_by_access_key,
+    })
+}
 
-    let region_lookup = |key: &str, name: &str| region_ix(&cx, &regions, key, name);
-    let model_lookup = |key: &str, id: &str| model_ix(&cx, &model_by_id, key, id);
-    let tenants::Tenants {
-        tenants,
-        tenant_by_key,
-        tenant_by_access_key,
-        demo_key_in_use,
-    } = tenants::validate(
-        &cx,
+/// A section's result; its error goes to `found`.
+pub(super) fn keep<T>(found: &mut Vec<ConfigError>, checked: Result<T, ConfigError>) -> Option<T> {
+    checked.map_err(|e| found.push(e)).ok()
+}
+
+/// What the models, deployments, profiles, tenants and prices sections produce.
+struct Catalog {
+    rtt: Vec<Vec<Duration>>,
+    models: Vec<Model>,
+    model_by_id: HashMap<String, ModelIx>,
+    deployments: Vec<Deployment>,
+    deployment_by: HashMap<(ModelIx, RegionIx), DeploymentIx>,
+    profiles: Vec<Profile>,
+    tenants: tenants::Tenants,
+    prices: HashMap<(ModelIx, RegionIx), Price>,
+}
+
+/// The sections that name models; each runs unless one it depends on failed.
+fn catalog(
+    cx: &Ctx<'_>,
+    raw: &RawConfig,
+    regions: &[Region],
+    found: &mut Vec<ConfigError>,
+) -> Option<Catalog> {
+    let rtt = keep(found, rtt(cx, regions, &raw.rtt));
+    let (models, model_by_id) = keep(found, models(cx, &raw.models, regions))?;
+    let region_lookup = |key: &str, name: &str| region_ix(cx, regions, key, name);
+    let model_lookup = |key: &str, id: &str| model_ix(cx, &model_by_id, key, id);
+    let tenants = tenants::validate(
+        cx,
         &raw.tenants,
         regions.len(),
         &region_lookup,
         &model_lookup,
-    )?;
-    let prices = tenants::prices(&cx, &raw.prices, &region_lookup, &model_lookup)?;
-    let audit = audit(&cx, &raw.audit)?;
-    let listeners = listeners(&cx, &raw.listeners, &regions, demo_key_in_use)?;
-    let state = super::state::state(&cx, &raw.state)?;
-    let router = super::routing::router(&cx, &raw.routing)?;
-    let timeouts = super::routing::timeouts(&cx, &raw.routing)?;
-    let max_body_bytes = raw.server.max_body_bytes.unwrap_or(4 * 1024 * 1024);
-    if max_body_bytes < 1024 {
-        return Err(cx.err(
-            "server.max_body_bytes",
-            format!("expected at least 1024 bytes, got {max_body_bytes}"),
-        ));
-    }
-
-    let edge = super::edge::limits(&cx, &raw.server)?;
-    let admin = super::edge::admin(&cx, &raw.admin)?;
-
-    Ok(Config {
-        source_name: file.to_string(),
-        max_body_bytes,
-        edge,
-        admin,
-        shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs.unwrap_or(30)),
-        router,
-        timeouts,
-        seed: raw.routing.seed.unwrap_or(0x5eed_5b11_1a7e),
-        state,
+    );
+    let tenants = keep(found, tenants);
+    let prices = keep(
+        found,
+        tenants::prices(cx, &raw.prices, &region_lookup, &model_lookup),
+    );
+    let deployments = deployments(cx, &raw.deployments, regions, &models, &model_by_id);
+    let (deployments, deployment_by) = keep(found, deployments)?;
+    let rtt = rtt?;
+    let profiles = super::profiles::derive(
+        cx.file,
+        &raw.profiles,
         regions,
+        &rtt,
+        &models,
+        &model_by_id,
+        &deployment_by,
+    );
+    let profiles = keep(found, profiles)?;
+    Some(Catalog {
         rtt,
         models,
-        deployments,
-        profiles,
-        tenants,
-        listeners,
-        prices,
-        audit,
         model_by_id,
-        profile_by_id,
+        deployments,
         deployment_by,
-        tenant_by_key,
-        tenant_by_access_key,
+        profiles,
+        tenants: tenants?,
+        prices: prices?,
     })
 }
 
@@ -123,27 +175,28 @@ fn regions(cx: &Ctx<'_>, raw: &[RawRegion]) -> Result<Vec<Region>, ConfigError> 
         return Err(cx.err("regions", "expected at least one [[regions]] entry"));
     }
     let mut regions: Vec<Region> = Vec::new();
-    for (i, r) in raw.iter().enumerate() {
-        let key = format!("regions[{i}]");
-        if r.name.is_empty() || regions.iter().any(|x| x.name == r.name) {
-            return Err(cx.err(
-                format!("{key}.name"),
-                format!("expected a unique, non-empty region name, got {:?}", r.name),
-            ));
-        }
-        if r.geography.is_empty() || r.geography == "global" || r.geography.contains('.') {
-            return Err(cx.err(format!("{key}.geography"), format!("expected a geography name such as \"us\" or \"eu\" (not \"global\", no dots), got {:?}", r.geography)));
-        }
-        regions.push(Region {
-            name: r.name.clone(),
-            geography: r.geography.clone(),
-        });
-    }
+    cx.each(raw, |i, r| {
+            let key = format!("regions[{i}]");
+            if r.name.is_empty() || regions.iter().any(|x| x.name == r.name) {
+                return Err(cx.err(
+                    format!("{key}.name"),
+                    format!("expected a unique, non-empty region name, got {:?}", r.name),
+                ));
+            }
+            if r.geography.is_empty() || r.geography == "global" || r.geography.contains('.') {
+                return Err(cx.err(format!("{key}.geography"), format!("expected a geography name such as \"us\" or \"eu\" (not \"global\", no dots), got {:?}", r.geography)));
+            }
+            regions.push(Region {
+                name: r.name.clone(),
+                geography: r.geography.clone(),
+            });
+            Ok(())
+        })?;
     Ok(regions)
 }
 
 /// The index of region `name`, or an error at `key` listing the configured regions.
-fn region_ix(
+pub(super) fn region_ix(
     cx: &Ctx<'_>,
     regions: &[Region],
     key: &str,
@@ -199,7 +252,7 @@ fn rtt(
             });
         }
     }
-    for (i, p) in raw.iter().enumerate() {
+    cx.each(raw, |i, p| {
         let a = region_ix(cx, regions, &format!("rtt[{i}].between[0]"), &p.between[0])?;
         let b = region_ix(cx, regions, &format!("rtt[{i}].between[1]"), &p.between[1])?;
         if !(p.ms.is_finite() && p.ms >= 0.0 && p.ms < 10_000.0) {
@@ -211,7 +264,8 @@ fn rtt(
         let d = Duration::from_secs_f64(p.ms / 1000.0);
         rtt[a.0 as usize][b.0 as usize] = d;
         rtt[b.0 as usize][a.0 as usize] = d;
-    }
+        Ok(())
+    })?;
     Ok(rtt)
 }
 
@@ -223,46 +277,47 @@ fn models(
 ) -> Result<(Vec<Model>, HashMap<String, ModelIx>), ConfigError> {
     let mut models = Vec::new();
     let mut model_by_id = HashMap::new();
-    for (i, m) in raw.iter().enumerate() {
-        let key = format!("models[{i}]");
-        let first = m.id.split('.').next().unwrap_or_default();
-        if m.id.is_empty() || m.id.contains('/') || m.id.chars().any(char::is_whitespace) {
-            return Err(cx.err(
-                format!("{key}.id"),
-                format!(
-                    "expected a model id like \"provider.name-v1:0\", got {:?}",
-                    m.id
-                ),
-            ));
-        }
-        if first == "global" || regions.iter().any(|r| r.geography == first) {
-            return Err(cx.err(format!("{key}.id"), format!("model id {:?} starts with a geography prefix and would be mistaken for a profile", m.id)));
-        }
-        if model_by_id
-            .insert(m.id.clone(), ModelIx::nth(models.len()))
-            .is_some()
-        {
-            return Err(cx.err(
-                format!("{key}.id"),
-                format!("duplicate model id {:?}", m.id),
-            ));
-        }
-        let burndown = m.output_burndown.unwrap_or(1.0);
-        if !(burndown > 0.0 && burndown <= 10.0) {
-            return Err(cx.err(
-                format!("{key}.output_burndown"),
-                format!("expected a factor in (0, 10], got {burndown}"),
-            ));
-        }
-        let (default_max_tokens, max_output_tokens) = output_caps(cx, &key, m)?;
-        models.push(Model {
-            id: m.id.clone(),
-            profile_only: m.profile_only,
-            output_burndown: burndown,
-            default_max_tokens,
-            max_output_tokens,
-        });
-    }
+    cx.each(raw, |i, m| {
+            let key = format!("models[{i}]");
+            let first = m.id.split('.').next().unwrap_or_default();
+            if m.id.is_empty() || m.id.contains('/') || m.id.chars().any(char::is_whitespace) {
+                return Err(cx.err(
+                    format!("{key}.id"),
+                    format!(
+                        "expected a model id like \"provider.name-v1:0\", got {:?}",
+                        m.id
+                    ),
+                ));
+            }
+            if first == "global" || regions.iter().any(|r| r.geography == first) {
+                return Err(cx.err(format!("{key}.id"), format!("model id {:?} starts with a geography prefix and would be mistaken for a profile", m.id)));
+            }
+            if model_by_id
+                .insert(m.id.clone(), ModelIx::nth(models.len()))
+                .is_some()
+            {
+                return Err(cx.err(
+                    format!("{key}.id"),
+                    format!("duplicate model id {:?}", m.id),
+                ));
+            }
+            let burndown = m.output_burndown.unwrap_or(1.0);
+            if !(burndown > 0.0 && burndown <= 10.0) {
+                return Err(cx.err(
+                    format!("{key}.output_burndown"),
+                    format!("expected a factor in (0, 10], got {burndown}"),
+                ));
+            }
+            let (default_max_tokens, max_output_tokens) = output_caps(cx, &key, m)?;
+            models.push(Model {
+                id: m.id.clone(),
+                profile_only: m.profile_only,
+                output_burndown: burndown,
+                default_max_tokens,
+                max_output_tokens,
+            });
+            Ok(())
+        })?;
     Ok((models, model_by_id))
 }
 
@@ -300,7 +355,7 @@ fn deployments(
 ) -> Result<Deployments, ConfigError> {
     let mut deployments = Vec::new();
     let mut deployment_by = HashMap::new();
-    for (i, d) in raw.iter().enumerate() {
+    cx.each(raw, |i, d| {
         let key = format!("deployments[{i}]");
         let model = model_ix(cx, model_by_id, &format!("{key}.model"), &d.model)?;
         let region = region_ix(cx, regions, &format!("{key}.region"), &d.region)?;
@@ -340,57 +395,9 @@ fn deployments(
             tpm: d.tpm,
             upstream,
         });
-    }
+        Ok(())
+    })?;
     Ok((deployments, deployment_by))
-}
-
-fn audit(cx: &Ctx<'_>, raw: &RawAudit) -> Result<AuditSink, ConfigError> {
-    Ok(match raw.sink.as_deref() {
-        None | Some("off") => AuditSink::Off,
-        Some("stdout") => AuditSink::Stdout,
-        Some("") => return Err(cx.err("audit.sink", "expected \"stdout\", \"off\" or a file path")),
-        Some(path) => AuditSink::File(path.into()),
-    })
-}
-
-/// `[[listeners]]`: distinct addresses, on loopback while the demo key is configured.
-fn listeners(
-    cx: &Ctx<'_>,
-    raw: &[RawListener],
-    regions: &[Region],
-    demo_key_in_use: bool,
-) -> Result<Vec<Listener>, ConfigError> {
-    if raw.is_empty() {
-        return Err(cx.err(
-            "listeners",
-            "expected at least one [[listeners]] entry (bind + region)",
-        ));
-    }
-    let mut listeners: Vec<Listener> = Vec::new();
-    for (i, l) in raw.iter().enumerate() {
-        let key = format!("listeners[{i}]");
-        let bind: std::net::SocketAddr = l.bind.parse().map_err(|_| {
-            cx.err(
-                format!("{key}.bind"),
-                format!(
-                    "expected an address like \"127.0.0.1:8080\", got {:?}",
-                    l.bind
-                ),
-            )
-        })?;
-        if bind.port() != 0 && listeners.iter().any(|x| x.bind == bind) {
-            return Err(cx.err(
-                format!("{key}.bind"),
-                format!("{bind} is used by two listeners"),
-            ));
-        }
-        if demo_key_in_use && !bind.ip().is_loopback() {
-            return Err(cx.err(format!("{key}.bind"), format!("the documented demo key {DEMO_API_KEY:?} (or access key {DEMO_ACCESS_KEY_ID}) is configured, so every listener must be on loopback; remove that key to listen on {bind}")));
-        }
-        let region = region_ix(cx, regions, &format!("{key}.region"), &l.region)?;
-        listeners.push(Listener { bind, region });
-    }
-    Ok(listeners)
 }
 
 pub(super) fn names(regions: &[Region]) -> String {
@@ -399,4 +406,88 @@ pub(super) fn names(regions: &[Region]) -> String {
         .map(|r| format!("{:?}", r.name))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::embedded::DEFAULT_TOML;
+    use super::*;
+
+    /// The embedded default with each `(from, to)` replaced once.
+    fn default_with(edits: &[(&str, &str)]) -> String {
+        let mut text = DEFAULT_TOML.to_string();
+        for (from, to) in edits {
+            assert!(text.contains(from), "{from:?} not in the default");
+            text = text.replacen(from, to, 1);
+        }
+        text
+    }
+
+    fn keys(err: &ConfigError) -> Vec<String> {
+        err.each()
+            .into_iter()
+            .map(|e| match e {
+                ConfigError::Invalid { key, .. } => key.clone(),
+                other => panic!("not a key error: {other}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once() {
+        let text = default_with(&[
+            // Two bad deployments in one list, a bad listener, a bad admin address, a bad
+            // body limit: five sections' worth.
+            (
+                "region = \"us-east-2\"\nmax_in_flight = 16",
+                "region = \"mars-1\"\nmax_in_flight = 16",
+            ),
+            ("max_in_flight = 16", "max_in_flight = 0"),
+            ("bind = \"127.0.0.1:9090\"", "bind = \"not an address\""),
+            ("max_body_bytes = 4194304", "max_body_bytes = 10"),
+        ]);
+        let err = Config::parse(&text, "spillway.toml").unwrap_err();
+        let keys = keys(&err);
+        assert_eq!(
+            keys,
+            [
+                "deployments[0].max_in_flight",
+                "deployments[1].region",
+                "server.max_body_bytes",
+                "admin.bind",
+            ],
+            "{err}"
+        );
+        let shown = err.to_string();
+        assert!(shown.starts_with("4 errors:\n  - spillway.toml: key `deployments[0]"));
+        assert_eq!(shown.lines().count(), 5, "{shown}");
+    }
+
+    #[test]
+    fn a_section_that_depends_on_a_failed_one_is_not_checked() {
+        // A model id that is refused: deployments, profiles, tenants and prices that name it
+        // would all fail too; only the model's own error is reported, with the other sections'.
+        let text = default_with(&[
+            (
+                "id = \"demo.chat-small-v1:0\"",
+                "id = \"us.chat-small-v1:0\"",
+            ),
+            ("max_body_bytes = 4194304", "max_body_bytes = 10"),
+        ]);
+        let err = Config::parse(&text, "spillway.toml").unwrap_err();
+        assert_eq!(
+            keys(&err),
+            ["models[0].id", "server.max_body_bytes"],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn one_mistake_is_one_plain_error() {
+        let text = default_with(&[("max_body_bytes = 4194304", "max_body_bytes = 10")]);
+        let err = Config::parse(&text, "spillway.toml").unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err:?}");
+        assert!(Config::parse(DEFAULT_TOML, "default").is_ok());
+    }
 }
