@@ -101,6 +101,8 @@ pub struct Metrics {
     /// 1 while the shared state answers (always 1 with the memory backend).
     pub shared_state_up: Gauge,
     pub connections: ConnMetrics,
+    /// tokio tasks alive in the process, read at each scrape (a leak shows as growth).
+    pub runtime_tasks: Gauge,
 }
 
 impl Metrics {
@@ -166,7 +168,14 @@ impl Metrics {
         );
         let connections = ConnMetrics::default();
         connections.register(&mut registry);
+        let runtime_tasks = Gauge::default();
+        registry.register(
+            "runtime_tasks",
+            "tokio tasks alive in the gateway process, read at each scrape",
+            runtime_tasks.clone(),
+        );
         Metrics {
+            runtime_tasks,
             connections,
             shared_state_up,
             registry,

@@ -103,8 +103,34 @@ struct SimArgs {
     time_scale: f64,
 }
 
+#[cfg(all(feature = "alloc-mimalloc", not(feature = "alloc-jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "alloc-jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc gives freed pages back to the OS as they decay (10 s); without a background thread
+/// that happens only when the process allocates again, so an idle gateway would keep a flood's
+/// memory. One thread, not one per CPU: it is enough, and the thread count stays flat.
+#[cfg(feature = "alloc-jemalloc")]
+fn allocator_setup() {
+    let threads = tikv_jemalloc_ctl::max_background_threads::write(1)
+        .and_then(|()| tikv_jemalloc_ctl::background_thread::write(true));
+    if let Err(e) = threads {
+        eprintln!(
+            "spillway: jemalloc background thread not started ({e}); memory is returned on allocation only"
+        );
+    }
+}
+
+#[cfg(not(feature = "alloc-jemalloc"))]
+fn allocator_setup() {}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    allocator_setup();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -100,6 +100,12 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
             m.healthy.get_or_create(&labels).set(i64::from(v.healthy));
         }
     }
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    app.metrics
+        .runtime_tasks
+        .set(i64::try_from(tasks).unwrap_or(i64::MAX));
     (
         [(
             header::CONTENT_TYPE,

@@ -25,10 +25,11 @@
 //! before the load, every `--sample-secs` during it (the peak is taken from a reading every
 //! second), and after it: the load stops (requests in flight are dropped, idle connections are
 //! left open for the gateway to close), then the settle waits until every idle connection has
-//! been closed by the gateway and fds and threads are back within 10% of their start, at most
-//! `--settle-secs` (default twice the header-read timeout). The gateway's tokio tasks cannot be
-//! counted from outside its process; the report says so. Memory the allocator keeps after the
-//! load shows as it is: the verdict is computed on the figure read, for all three alike.
+//! been closed by the gateway and fds, threads and tasks are back within 10% of their start, at most
+//! `--settle-secs` (default twice the header-read timeout). The gateway's tokio tasks are read
+//! from its admin listener (`spillway_runtime_tasks`), before, every second and after. Memory the
+//! allocator keeps after the load shows as it is: the verdict is computed on the figure read,
+//! for every figure alike.
 //!
 //! `spillway bench flood` ([`flood`]) is the other measurement of issue 15: an idle-connection
 //! flood against a gateway with a small descriptor limit.
@@ -259,7 +260,8 @@ async fn measure(args: &SoakArgs, s: &mut Subject) -> anyhow::Result<Report> {
         (serving.into_iter().flatten().collect(), upstream.collect())
     };
     let (serving, upstream) = ports(s);
-    let before = procfs::sample(s.pid, 0.0).context("reading /proc for the gateway")?;
+    let mut before = procfs::sample(s.pid, 0.0).context("reading /proc for the gateway")?;
+    before.tasks = http::runtime_tasks(s.admin).await;
     let fds_before = procfs::fd_kinds(s.pid, &serving, &upstream);
     eprintln!(
         "spillway bench soak: gateway pid {} on {}; before: RSS {:.1} MiB, {} fds, {} threads; load for {:.0} s",
@@ -271,15 +273,16 @@ async fn measure(args: &SoakArgs, s: &mut Subject) -> anyhow::Result<Report> {
         args.duration.as_secs_f64()
     );
     let started = Instant::now();
-    let sampler =
-        sampler::Sampler::start(s.pid, started, Duration::from_secs_f64(args.sample_secs));
+    let every = Duration::from_secs_f64(args.sample_secs);
+    let sampler = sampler::Sampler::start(s.pid, s.admin, started, every);
     let (mut running, turns) = run_load(args, s, started, &sampler).await?;
     let settle_deadline = args
         .settle_secs
         .map_or(s.header_read * 2, Duration::from_secs_f64);
-    let settle = settle(s.pid, &before, &running.idle_open, settle_deadline).await;
-    let after = procfs::sample(s.pid, started.elapsed().as_secs_f64())
+    let settle = settle(s, &before, &running.idle_open, settle_deadline).await;
+    let mut after = procfs::sample(s.pid, started.elapsed().as_secs_f64())
         .context("the gateway process is gone")?;
+    after.tasks = http::runtime_tasks(s.admin).await;
     let fds_after = procfs::fd_kinds(s.pid, &serving, &upstream);
     running.release().await;
     let (samples, peak) = sampler.finish().await;
@@ -304,7 +307,7 @@ async fn measure(args: &SoakArgs, s: &mut Subject) -> anyhow::Result<Report> {
         within_10pct,
         fds_before,
         fds_after,
-        tasks: report::TASKS_NOTE,
+        tasks_note: (before.tasks.is_none() || after.tasks.is_none()).then_some(report::TASKS_NOTE),
         requests: running
             .tally
             .snapshot()
@@ -384,10 +387,10 @@ fn slow_tokens(duration: Duration) -> u64 {
     ((duration.as_secs_f64() * 25.0) as u64).clamp(200, 3000)
 }
 
-/// Waits until the gateway has closed every idle connection and its fds and threads are back
-/// within 10% of `before`, or `deadline`.
+/// Waits until the gateway has closed every idle connection and its fds, threads and tasks
+/// (when they can be read) are back within 10% of `before`, or `deadline`.
 async fn settle(
-    pid: u32,
+    s: &Subject,
     before: &procfs::Sample,
     idle_open: &Arc<std::sync::atomic::AtomicUsize>,
     deadline: Duration,
@@ -395,9 +398,16 @@ async fn settle(
     let t0 = Instant::now();
     let mut reached = false;
     while t0.elapsed() < deadline {
-        let now = procfs::sample(pid, 0.0);
+        let now = procfs::sample(s.pid, 0.0);
         let idle = idle_open.load(Ordering::Relaxed);
+        let tasks_back = match before.tasks {
+            Some(b) => http::runtime_tasks(s.admin)
+                .await
+                .is_some_and(|n| report::within(b, n)),
+            None => true,
+        };
         if idle == 0
+            && tasks_back
             && now.is_some_and(|n| {
                 report::within(before.fds, n.fds) && report::within(before.threads, n.threads)
             })
@@ -420,14 +430,13 @@ async fn connection_metrics(admin: Option<SocketAddr>) -> Vec<String> {
     let Some(admin) = admin else {
         return Vec::new();
     };
-    let req = http::request("GET", "/metrics", None, b"");
-    match http::exchange(admin, &req, Duration::from_secs(5)).await {
-        Ok((200, body)) => String::from_utf8_lossy(&body)
+    match http::metrics_text(admin).await {
+        Some(text) => text
             .lines()
             .filter(|l| l.starts_with("spillway_connections_"))
             .map(str::to_string)
             .collect(),
-        _ => Vec::new(),
+        None => Vec::new(),
     }
 }
 

@@ -382,8 +382,11 @@ pub fn peak_of(rows: &[Row], before: &Sample, after: &Sample) -> Sample {
             &Sample {
                 t: r.t,
                 rss_kb: r.rss_kb,
+                rss_anon_kb: 0,
+                rss_file_kb: 0,
                 fds: r.fds,
                 threads: r.threads,
+                tasks: None,
             },
         ]);
     }

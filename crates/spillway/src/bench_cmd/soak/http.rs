@@ -128,3 +128,34 @@ mod tests {
         assert!(contains(r.as_bytes(), b"Connection: close"));
     }
 }
+
+/// The text of a gateway's `/metrics` on its admin listener, if it answers within 5 s.
+pub async fn metrics_text(admin: SocketAddr) -> Option<String> {
+    let req = request("GET", "/metrics", None, b"");
+    match exchange(admin, &req, Duration::from_secs(5)).await {
+        Ok((200, body)) => Some(String::from_utf8_lossy(&body).into_owned()),
+        _ => None,
+    }
+}
+
+/// The gateway's live tokio tasks (`spillway_runtime_tasks`), read on its admin listener.
+pub async fn runtime_tasks(admin: Option<SocketAddr>) -> Option<u64> {
+    tasks_in(&metrics_text(admin?).await?)
+}
+
+fn tasks_in(metrics: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("spillway_runtime_tasks "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    #[test]
+    fn the_task_count_is_read_from_the_exposition() {
+        let text = "# HELP spillway_runtime_tasks tokio tasks\n# TYPE spillway_runtime_tasks gauge\nspillway_runtime_tasks 17\nspillway_runtime_tasks_other 3\n";
+        assert_eq!(super::tasks_in(text), Some(17));
+        assert_eq!(super::tasks_in("spillway_connections_open 1\n"), None);
+    }
+}

@@ -3,7 +3,8 @@
 //! descriptors are TCP sockets on which ports, so that a count that has not come back can be
 //! explained (client connections, upstream keep-alive, listeners).
 //!
-//! The process's tokio tasks cannot be seen from outside it: only its OS threads are.
+//! The process's tokio tasks cannot be seen from outside it: the gateway exports their count
+//! on its admin listener (`spillway_runtime_tasks`), which `http::runtime_tasks` reads.
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -14,8 +15,16 @@ pub struct Sample {
     /// Seconds since the run started (negative: before the load).
     pub t: f64,
     pub rss_kb: u64,
+    /// The anonymous part of the RSS (heap, stacks): what the process allocated.
+    pub rss_anon_kb: u64,
+    /// The file-backed part (the executable's pages as they are first run, shared libraries):
+    /// grows once as code paths are first used, and the kernel may drop it under pressure.
+    pub rss_file_kb: u64,
     pub fds: u64,
     pub threads: u64,
+    /// tokio tasks alive in the gateway (`spillway_runtime_tasks` on its admin listener);
+    /// `None` without an admin address or when it did not answer.
+    pub tasks: Option<u64>,
 }
 
 /// Reads `pid` now; `None` when the process is gone or `/proc` is not readable.
@@ -29,8 +38,11 @@ pub fn sample(pid: u32, t: f64) -> Option<Sample> {
     Some(Sample {
         t,
         rss_kb: field("VmRSS:")?,
+        rss_anon_kb: field("RssAnon:").unwrap_or(0),
+        rss_file_kb: field("RssFile:").unwrap_or(0),
         fds,
         threads: field("Threads:")?,
+        tasks: None,
     })
 }
 
@@ -39,8 +51,11 @@ pub fn peak<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Sample {
     samples.into_iter().fold(Sample::default(), |p, s| Sample {
         t: p.t.max(s.t),
         rss_kb: p.rss_kb.max(s.rss_kb),
+        rss_anon_kb: p.rss_anon_kb.max(s.rss_anon_kb),
+        rss_file_kb: p.rss_file_kb.max(s.rss_file_kb),
         fds: p.fds.max(s.fds),
         threads: p.threads.max(s.threads),
+        tasks: p.tasks.max(s.tasks),
     })
 }
 

@@ -11,8 +11,8 @@ use super::tally::Counts;
 /// before the load.
 pub const TOLERANCE: f64 = 0.10;
 
-/// What the report says about the process's tokio tasks.
-pub const TASKS_NOTE: &str = "tokio tasks are not visible from outside the gateway process; threads (/proc/PID/status) are reported instead";
+/// What the report says about the process's tokio tasks when it cannot read them.
+pub const TASKS_NOTE: &str = "tokio tasks not read: they are only visible on the gateway's admin listener (spillway_runtime_tasks), and it was not given or did not answer";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -31,7 +31,8 @@ pub struct Report {
     pub within_10pct: Figures<bool>,
     pub fds_before: Option<FdKinds>,
     pub fds_after: Option<FdKinds>,
-    pub tasks: &'static str,
+    /// Why tasks are missing from the figures, when they are.
+    pub tasks_note: Option<&'static str>,
     pub requests: BTreeMap<&'static str, Counts>,
     pub fault_turns: Vec<TurnRecord>,
     pub samples: Vec<Sample>,
@@ -62,8 +63,14 @@ pub struct Settle {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Figures<T> {
     pub rss: T,
+    /// The anonymous part of the RSS (what the process allocated).
+    pub rss_anon: T,
+    /// The file-backed part (executable pages first run during the load).
+    pub rss_file: T,
     pub fds: T,
     pub threads: T,
+    /// tokio tasks, when the admin listener was read before and after.
+    pub tasks: Option<T>,
 }
 
 fn pct(before: u64, after: u64) -> f64 {
@@ -82,13 +89,19 @@ pub fn change(before: &Sample, after: &Sample) -> (Figures<f64>, Figures<bool>) 
     (
         Figures {
             rss: pct(before.rss_kb, after.rss_kb),
+            rss_anon: pct(before.rss_anon_kb, after.rss_anon_kb),
+            rss_file: pct(before.rss_file_kb, after.rss_file_kb),
             fds: pct(before.fds, after.fds),
             threads: pct(before.threads, after.threads),
+            tasks: before.tasks.zip(after.tasks).map(|(b, a)| pct(b, a)),
         },
         Figures {
             rss: within(before.rss_kb, after.rss_kb),
+            rss_anon: within(before.rss_anon_kb, after.rss_anon_kb),
+            rss_file: within(before.rss_file_kb, after.rss_file_kb),
             fds: within(before.fds, after.fds),
             threads: within(before.threads, after.threads),
+            tasks: before.tasks.zip(after.tasks).map(|(b, a)| within(b, a)),
         },
     )
 }
@@ -133,6 +146,22 @@ pub fn print(r: &Report) {
             r.within_10pct.rss,
         ),
         (
+            "  anon MiB",
+            mib(r.before.rss_anon_kb),
+            mib(r.peak.rss_anon_kb),
+            mib(r.after.rss_anon_kb),
+            r.change_pct.rss_anon,
+            r.within_10pct.rss_anon,
+        ),
+        (
+            "  file MiB",
+            mib(r.before.rss_file_kb),
+            mib(r.peak.rss_file_kb),
+            mib(r.after.rss_file_kb),
+            r.change_pct.rss_file,
+            r.within_10pct.rss_file,
+        ),
+        (
             "open fds",
             r.before.fds.to_string(),
             r.peak.fds.to_string(),
@@ -155,7 +184,19 @@ pub fn print(r: &Report) {
             verdict(ok)
         );
     }
-    println!("tasks: {TASKS_NOTE}");
+    let tasks = (r.before.tasks, r.peak.tasks, r.after.tasks);
+    if let ((Some(b), Some(p), Some(a)), Some(c), Some(ok)) =
+        (tasks, r.change_pct.tasks, r.within_10pct.tasks)
+    {
+        println!(
+            "{:<12} {b:>10} {p:>10} {a:>10} {c:>+7.1}%  {}",
+            "tokio tasks",
+            verdict(ok)
+        );
+    }
+    if let Some(note) = r.tasks_note {
+        println!("tasks: {note}");
+    }
     if let (Some(b), Some(a)) = (&r.fds_before, &r.fds_after) {
         println!(
             "fds by kind, before → after: listening {} → {}, clients {} → {}, upstream {} → {}, other tcp {} → {}, other {} → {}",
@@ -225,17 +266,27 @@ mod tests {
         let b = Sample {
             t: 0.0,
             rss_kb: 1000,
+            rss_anon_kb: 600,
+            rss_file_kb: 400,
             fds: 20,
             threads: 10,
+            tasks: Some(40),
         };
         let a = Sample {
             t: 1.0,
             rss_kb: 1500,
+            rss_anon_kb: 620,
+            rss_file_kb: 880,
             fds: 21,
             threads: 10,
+            tasks: Some(60),
         };
         let (c, w) = change(&b, &a);
         assert!((c.rss - 50.0).abs() < 1e-9 && (c.fds - 5.0).abs() < 1e-9);
         assert!(!w.rss && w.fds && w.threads);
+        assert!(w.rss_anon && !w.rss_file);
+        assert_eq!((c.tasks, w.tasks), (Some(50.0), Some(false)));
+        let (c, w) = change(&Sample { tasks: None, ..b }, &a);
+        assert_eq!((c.tasks, w.tasks), (None, None));
     }
 }

@@ -20,7 +20,13 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn start(pid: u32, started: Instant, every: Duration) -> Sampler {
+    /// Reads `pid` from `/proc`, and its tokio tasks from `admin` when given.
+    pub fn start(
+        pid: u32,
+        admin: Option<std::net::SocketAddr>,
+        started: Instant,
+        every: Duration,
+    ) -> Sampler {
         let (stop, mut stop_rx) = watch::channel(false);
         let kept = Arc::new(Mutex::new(Vec::new()));
         let peak = Arc::new(Mutex::new(Sample::default()));
@@ -34,9 +40,10 @@ impl Sampler {
                     _ = tick.tick() => {}
                     _ = stop_rx.wait_for(|s| *s) => return,
                 }
-                let Some(s) = procfs::sample(pid, started.elapsed().as_secs_f64()) else {
+                let Some(mut s) = procfs::sample(pid, started.elapsed().as_secs_f64()) else {
                     continue;
                 };
+                s.tasks = super::http::runtime_tasks(admin).await;
                 let mut pk = p.lock().unwrap_or_else(|e| e.into_inner());
                 *pk = procfs::peak([&*pk, &s]);
                 *l.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
@@ -70,11 +77,12 @@ impl Sampler {
             );
         }
         eprintln!(
-            "  t={:>5.0}s  RSS {:>7.1} MiB  fds {:>5}  threads {:>3}  |  ok {ok}  cut {cut}  throttled {throttled}  failed {failed}  idle open {}",
+            "  t={:>5.0}s  RSS {:>7.1} MiB  fds {:>5}  threads {:>3}  tasks {:>5}  |  ok {ok}  cut {cut}  throttled {throttled}  failed {failed}  idle open {}",
             self.started.elapsed().as_secs_f64(),
             s.rss_kb as f64 / 1024.0,
             s.fds,
             s.threads,
+            s.tasks.map_or("-".to_string(), |t| t.to_string()),
             load.idle_open.load(Ordering::Relaxed)
         );
     }

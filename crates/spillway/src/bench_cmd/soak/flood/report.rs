@@ -185,6 +185,13 @@ pub fn print(r: &FloodReport) {
         }
     );
     println!(
+        "         of which anon (heap) before {:.1} after {:.1}, file-backed (code) before {:.1} after {:.1}",
+        mib(r.before.rss_anon_kb),
+        mib(r.after.rss_anon_kb),
+        mib(r.before.rss_file_kb),
+        mib(r.after.rss_file_kb),
+    );
+    println!(
         "fds      before {}  peak {}  after {} ({})   threads before {} peak {} after {}",
         r.before.fds,
         r.peak.fds,
