@@ -92,6 +92,11 @@ pub struct SoakArgs {
     /// Run no faults.
     #[arg(long)]
     pub no_faults: bool,
+    /// Run the same load and faults this long first, and settle, before the start is read: the
+    /// start then holds what a gateway keeps once warm (code paged in, pools, thread stacks);
+    /// the cold reading is reported beside it. `0s` (the default): the start is read cold.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
     /// How long each fault (and each healthy pause between faults) lasts (default: a tenth of
     /// the duration, between 0.5 and 30 s).
     #[arg(long, value_parser = parse_duration)]
@@ -260,6 +265,7 @@ async fn measure(args: &SoakArgs, s: &mut Subject) -> anyhow::Result<Report> {
         (serving.into_iter().flatten().collect(), upstream.collect())
     };
     let (serving, upstream) = ports(s);
+    let cold = warm_up(args, s).await?;
     let mut before = procfs::sample(s.pid, 0.0).context("reading /proc for the gateway")?;
     before.tasks = http::runtime_tasks(s.admin).await;
     let fds_before = procfs::fd_kinds(s.pid, &serving, &upstream);
@@ -288,6 +294,8 @@ async fn measure(args: &SoakArgs, s: &mut Subject) -> anyhow::Result<Report> {
     let (samples, peak) = sampler.finish().await;
     let (change_pct, within_10pct) = report::change(&before, &after);
     Ok(Report {
+        cold,
+        warmup_secs: args.warmup.as_secs_f64(),
         gateway: GatewayInfo {
             pid: s.pid,
             api: s.api.to_string(),
@@ -318,6 +326,40 @@ async fn measure(args: &SoakArgs, s: &mut Subject) -> anyhow::Result<Report> {
         samples,
         connection_metrics: connection_metrics(s.admin).await,
     })
+}
+
+/// With `--warmup`: the cold reading, then the load and faults for the warm-up, then the
+/// settle; the caller reads the start after it.
+async fn warm_up(args: &SoakArgs, s: &mut Subject) -> anyhow::Result<Option<procfs::Sample>> {
+    if args.warmup.is_zero() {
+        return Ok(None);
+    }
+    let mut cold = procfs::sample(s.pid, 0.0).context("reading /proc for the gateway")?;
+    cold.tasks = http::runtime_tasks(s.admin).await;
+    eprintln!(
+        "spillway bench soak: cold: RSS {:.1} MiB; warming up for {:.0} s",
+        cold.rss_kb as f64 / 1024.0,
+        args.warmup.as_secs_f64()
+    );
+    let warm = SoakArgs {
+        duration: args.warmup,
+        ..args.clone()
+    };
+    let started = Instant::now();
+    let every = Duration::from_secs_f64(args.sample_secs);
+    let sampler = sampler::Sampler::start(s.pid, s.admin, started, every);
+    let (mut running, _) = run_load(&warm, s, started, &sampler).await?;
+    let deadline = args
+        .settle_secs
+        .map_or(s.header_read * 2, Duration::from_secs_f64);
+    let settled = settle(s, &cold, &running.idle_open, deadline).await;
+    running.release().await;
+    sampler.finish().await;
+    eprintln!(
+        "spillway bench soak: warm-up settled in {:.1} s",
+        settled.waited_secs
+    );
+    Ok(Some(cold))
 }
 
 /// Runs the load (and the faults) for the duration, watching that the gateway stays up.

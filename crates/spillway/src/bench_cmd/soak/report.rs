@@ -16,6 +16,10 @@ pub const TASKS_NOTE: &str = "tokio tasks not read: they are only visible on the
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// With `--warmup`: the reading before the warm-up (the `before` figures are read after
+    /// it, and the verdicts compare with them).
+    pub cold: Option<Sample>,
+    pub warmup_secs: f64,
     pub gateway: GatewayInfo,
     pub duration_secs: f64,
     pub sample_secs: f64,
@@ -178,6 +182,20 @@ pub fn print(r: &Report) {
             r.within_10pct.threads,
         ),
     ];
+    if let Some(cold) = &r.cold {
+        println!(
+            "{:<12} {:>10} (RSS; anon {}, file {}, fds {}, threads {}, tasks {}) before the {:.0} s warm-up; after is {:+.1}% of it",
+            "cold",
+            mib(cold.rss_kb),
+            mib(cold.rss_anon_kb),
+            mib(cold.rss_file_kb),
+            cold.fds,
+            cold.threads,
+            cold.tasks.map_or("-".to_string(), |t| t.to_string()),
+            r.warmup_secs,
+            (r.after.rss_kb as f64 / cold.rss_kb.max(1) as f64 - 1.0) * 100.0
+        );
+    }
     for (name, b, p, a, c, ok) in rows {
         println!(
             "{name:<12} {b:>10} {p:>10} {a:>10} {c:>+7.1}%  {}",
