@@ -8,9 +8,8 @@
 //!   connection is closed. So a client that connects and sends nothing, or a header a byte at a
 //!   time (slowloris), is cut, and the same timer is the keep-alive idle timeout: hyper starts it
 //!   when it begins waiting for a head, idle time included.
-//! * a **connection cap** per listener (`max_connections`, by default derived from the
-//!   descriptor limit, and never above the descriptor budget, [`cap_for`]):
-//!   at the cap, the connection idle the longest (no request in flight) is closed to make room
+//! * a **connection cap** per listener (`max_connections`, never above the descriptor budget,
+//!   [`cap_for`]): at the cap, the connection idle the longest (no request in flight) is closed to make room
 //!   for the new one (`edge::slots` explains the choice); when every connection has a request
 //!   in flight, the new one is accepted and closed at once, which costs one accept and frees
 //!   the file descriptor. Either way established work keeps going and the listener never stops
@@ -59,9 +58,9 @@ use super::slots::{Admission, Held, InFlight, Marker, Slots};
 const DEFAULT_CAP: usize = 10_000;
 
 /// The cap in effect for each of `listeners` API listeners: the configured one, or
-/// [`DEFAULT_CAP`]; never more than the descriptor budget ([`fd_budget`]). A configured cap above the descriptor budget is lowered to it (with a
-/// warning), because beyond it a flood would take every descriptor and the admin listener,
-/// upstream connections and Redis with them.
+/// [`DEFAULT_CAP`]; never more than the descriptor budget ([`fd_budget`]). A configured cap
+/// above the budget is lowered to it (with a warning), because beyond it a flood would take
+/// every descriptor, and the admin listener, upstream connections and Redis with them.
 pub fn cap_for(configured: Option<usize>, listeners: usize) -> usize {
     let budget = fd_budget(listeners);
     match configured {
