@@ -1,21 +1,34 @@
 //! The gateway configuration `bench overhead` runs: one region, one model, one tenant.
 use super::{API_KEY, MODEL, REGION};
 
-/// One region, one model served by an in-process simulator that takes no time and never
-/// throttles (or the one at `sim_url`), one tenant without quotas (or with `quota_rpm`), and
-/// `[state]` on `state` (`(url, key_prefix)`) if given.
+/// The one deployment's upstream.
+#[derive(Debug, Clone, Copy)]
+pub enum UpstreamAt<'a> {
+    /// An in-process simulator that takes no time and never throttles.
+    Embedded,
+    /// The simulator at this base URL.
+    Sim(&'a str),
+    /// An OpenAI-compatible server at this base URL (`…/v1`), without credentials.
+    OpenAi(&'a str),
+}
+
+/// One region, one model served by `upstream`, one tenant without quotas (or with
+/// `quota_rpm`), and `[state]` on `state` (`(url, key_prefix)`) if given.
 pub fn gateway_config(
     quota_rpm: Option<u64>,
-    sim_url: Option<&str>,
+    upstream: UpstreamAt<'_>,
     state: Option<(&str, &str, f64)>,
 ) -> String {
     let hash: String = spillway_gateway::config::sha256(API_KEY.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let upstream = match sim_url {
-        Some(url) => format!("{{ kind = \"sim\", base_url = \"{url}\" }}"),
-        None => "{ kind = \"sim\", concurrency = 1000000, queue_limit = 1000000, \
+    let upstream = match upstream {
+        UpstreamAt::Sim(url) => format!("{{ kind = \"sim\", base_url = \"{url}\" }}"),
+        UpstreamAt::OpenAi(url) => {
+            format!("{{ kind = \"openai\", base_url = \"{url}\", model = \"mock\" }}")
+        }
+        UpstreamAt::Embedded => "{ kind = \"sim\", concurrency = 1000000, queue_limit = 1000000, \
                  prefill_tokens_per_sec = 1e12, decode_tokens_per_sec = 1e12, time_scale = 1e6, rtt_ms = 0 }"
             .to_string(),
     };
@@ -45,15 +58,18 @@ mod tests {
 
     #[test]
     fn the_config_is_valid() {
-        let cfg = Config::parse(&gateway_config(None, None, None), "<test>").unwrap();
+        let cfg =
+            Config::parse(&gateway_config(None, UpstreamAt::Embedded, None), "<test>").unwrap();
         assert_eq!(cfg.deployments.len(), 1);
         assert_eq!(cfg.listeners.len(), 1);
         let toml = gateway_config(
             Some(120_000),
-            Some("http://127.0.0.1:1/v1"),
+            UpstreamAt::Sim("http://127.0.0.1:1/v1"),
             Some(("redis://127.0.0.1:1", "p", 0.005)),
         );
         let cfg = Config::parse(&toml, "<test>").unwrap();
         assert_eq!(cfg.tenants.len(), 1);
+        let toml = gateway_config(None, UpstreamAt::OpenAi("http://127.0.0.1:1/v1"), None);
+        assert_eq!(Config::parse(&toml, "<test>").unwrap().deployments.len(), 1);
     }
 }

@@ -61,22 +61,32 @@
 //! Redis gateway leases it in chunks of `lease_fraction` (0.5%) of that, one Redis round trip
 //! per chunk, and gives back what it did not use in the background, as it would in production.
 //! The ramp is skipped (that quota would throttle it).
+//!
+//! # `--reference`: nginx beside Spillway
+//!
+//! When `nginx` and `wrk` are on `PATH` (or with `--reference nginx`), the run ends with a
+//! comparison on a static mock upstream: latency at `--rps` side by side and max rps by wrk for
+//! the direct path, nginx as a reverse proxy, and Spillway, with Spillway's figures as ratios to
+//! nginx's ([`reference`]). `--reference-only` runs just that.
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::Serialize;
-use spillway_bench::overhead::{self as load, Bytes, Endpoint, Load, Stats};
+use spillway_bench::overhead::{self as load, Bytes, Endpoint, Load};
 use spillway_embedded::Stack;
 use spillway_gateway::{Config, Gateway};
 
 mod config;
+mod nginx;
 mod ramp;
+mod reference;
 mod report;
 mod state;
+mod wrk;
 
-use config::gateway_config;
-use ramp::{RampStep, ramp};
+use config::{UpstreamAt, gateway_config};
+use ramp::ramp;
+use report::{CaseReport, Report, Settings, print_side_by_side};
 
 const MODEL: &str = "bench.overhead-v1:0";
 const REGION: &str = "us-east-1";
@@ -129,6 +139,22 @@ pub struct OverheadArgs {
     /// 0.5% of the quota; a tiny value puts Redis on the path of every request).
     #[arg(long, default_value_t = 0.005, requires = "state")]
     pub lease_fraction: f64,
+    /// Compare with nginx as a reverse proxy on a static mock upstream (`auto`: when `nginx`
+    /// and `wrk` are on PATH).
+    #[arg(long, value_enum, default_value_t = reference::Reference::Auto)]
+    pub reference: reference::Reference,
+    /// Run only the comparison with nginx (not the simulator cases).
+    #[arg(long)]
+    pub reference_only: bool,
+    /// wrk's connections for each path's max rps in the comparison.
+    #[arg(long, default_value_t = 32)]
+    pub wrk_connections: u32,
+    /// wrk's threads.
+    #[arg(long, default_value_t = 2)]
+    pub wrk_threads: u32,
+    /// Seconds of wrk per path.
+    #[arg(long, default_value_t = 10.0)]
+    pub wrk_seconds: f64,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,59 +176,34 @@ impl Case {
     }
 }
 
-/// The figures of one case: the keys of the issue, then the detail.
-#[derive(Debug, Clone, Serialize)]
-struct CaseReport {
-    name: &'static str,
-    rps: f64,
-    direct_p50_ms: f64,
-    direct_p99_ms: f64,
-    gateway_p50_ms: f64,
-    gateway_p99_ms: f64,
-    added_p50_ms: f64,
-    added_p99_ms: f64,
-    max_rps: f64,
-    /// No ramp step failed below the ceiling: `max_rps` is a lower bound.
-    max_rps_is_ceiling: bool,
-    errors: usize,
-    direct: Stats,
-    gateway: Stats,
-    ramp: Vec<RampStep>,
-    /// The Redis-backed gateway against the memory one (`--state`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    redis: Option<state::RedisFigures>,
-}
-
-#[derive(Debug, Serialize)]
-struct Report {
-    cases: Vec<CaseReport>,
-    settings: Settings,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct Settings {
-    seconds: f64,
-    warmup: f64,
-    prompt_tokens: u64,
-    max_tokens: u64,
-    ramp_seconds: f64,
-    ramp_max_rps: f64,
-    ramp_slack_ms: f64,
-    client_threads: usize,
-    cores: usize,
-    /// `--state`: the Redis (without credentials) and the tenant's quota, requests per minute.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    quota_rpm: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lease_fraction: Option<f64>,
-}
-
 pub async fn run(args: OverheadArgs) -> anyhow::Result<()> {
     check_args(&args)?;
+    let mut report = if args.reference_only {
+        Report {
+            cases: Vec::new(),
+            settings: settings(&args, None),
+            reference: None,
+        }
+    } else {
+        simulator_cases(&args).await?
+    };
+    report.reference = reference::run(&args).await?;
+    report::print_table(&report);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The cases against the in-process simulator (and the Redis-backed gateway with `--state`).
+async fn simulator_cases(args: &OverheadArgs) -> anyhow::Result<Report> {
     let quota = args.state.as_ref().map(|_| state::quota_rpm(args.rps));
-    let cfg = Config::parse(&gateway_config(quota, None, None), "<bench overhead>")?;
+    let cfg = Config::parse(
+        &gateway_config(quota, UpstreamAt::Embedded, None),
+        "<bench overhead>",
+    )?;
     let stack = Stack::start(cfg).await.context("starting the gateway")?;
     let redis = match (&args.state, quota) {
         (Some(url), Some(q)) => match state::start(url, q, args.lease_fraction, &stack).await {
@@ -214,19 +215,12 @@ pub async fn run(args: OverheadArgs) -> anyhow::Result<()> {
         },
         _ => None,
     };
-    let result = measure(&args, &stack, redis.as_ref(), quota).await;
+    let result = measure(args, &stack, redis.as_ref(), quota).await;
     stack.shutdown(Duration::from_secs(5)).await;
     if let Some(g) = redis {
         g.shutdown(Duration::from_secs(5)).await;
     }
-    let report = result?;
-    report::print_table(&report);
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
+    result
 }
 
 fn check_args(a: &OverheadArgs) -> anyhow::Result<()> {
@@ -243,6 +237,12 @@ fn check_args(a: &OverheadArgs) -> anyhow::Result<()> {
     positive("seconds", a.seconds)?;
     positive("ramp-seconds", a.ramp_seconds)?;
     positive("ramp-slack-ms", a.ramp_slack_ms)?;
+    positive("wrk-seconds", a.wrk_seconds)?;
+    if a.wrk_connections == 0 || a.wrk_threads == 0 || a.wrk_threads > a.wrk_connections {
+        anyhow::bail!(
+            "--wrk-connections and --wrk-threads must be at least 1, and threads at most connections"
+        );
+    }
     if !(a.warmup.is_finite() && a.warmup >= 0.0) {
         anyhow::bail!("--warmup must be 0 or more seconds, got {}", a.warmup);
     }
@@ -318,21 +318,26 @@ async fn measure(
         .context("the load generator's thread ended without a result")??;
     Ok(Report {
         cases,
-        settings: Settings {
-            seconds: args.seconds,
-            warmup: args.warmup,
-            prompt_tokens: args.prompt_tokens,
-            max_tokens: args.max_tokens,
-            ramp_seconds: args.ramp_seconds,
-            ramp_max_rps: args.ramp_max_rps,
-            ramp_slack_ms: args.ramp_slack_ms,
-            client_threads: args.client_threads,
-            cores,
-            state: args.state.as_deref().map(state::without_password),
-            quota_rpm,
-            lease_fraction: args.state.as_ref().map(|_| args.lease_fraction),
-        },
+        settings: settings(args, quota_rpm),
+        reference: None,
     })
+}
+
+fn settings(args: &OverheadArgs, quota_rpm: Option<u64>) -> Settings {
+    Settings {
+        seconds: args.seconds,
+        warmup: args.warmup,
+        prompt_tokens: args.prompt_tokens,
+        max_tokens: args.max_tokens,
+        ramp_seconds: args.ramp_seconds,
+        ramp_max_rps: args.ramp_max_rps,
+        ramp_slack_ms: args.ramp_slack_ms,
+        client_threads: args.client_threads,
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        state: args.state.as_deref().map(state::without_password),
+        quota_rpm,
+        lease_fraction: args.state.as_ref().map(|_| args.lease_fraction),
+    }
 }
 
 fn drive_on_own_runtime(
@@ -412,61 +417,6 @@ async fn side_by_side(
         args.seconds
     );
     load::run(client, &side_by_side(args.seconds)).await
-}
-
-fn print_side_by_side(case: Case, direct: &Stats, gw: &Stats, redis: Option<&state::RedisFigures>) {
-    eprintln!(
-        "  {:<14} direct p50 {:.3} ms p99 {:.3} ms | gateway p50 {:.3} ms p99 {:.3} ms | errors {}",
-        case.name(),
-        direct.p50_ms,
-        direct.p99_ms,
-        gw.p50_ms,
-        gw.p99_ms,
-        direct.errors + gw.errors
-    );
-    if let Some(r) = redis {
-        eprintln!(
-            "  {:<14} redis gateway p50 {:.3} ms p99 {:.3} ms (added over memory: p50 {:.3} ms, p99 {:.3} ms) | errors {}",
-            case.name(),
-            r.gateway_p50_ms,
-            r.gateway_p99_ms,
-            r.added_p50_ms,
-            r.added_p99_ms,
-            r.gateway.errors
-        );
-    }
-}
-
-impl CaseReport {
-    /// The figures of one case from its side-by-side run and its ramp (max rps, whether that
-    /// is the ceiling, the steps).
-    fn new(
-        case: Case,
-        rps: f64,
-        direct: Stats,
-        gw: Stats,
-        redis: Option<state::RedisFigures>,
-        (max_rps, ceiling, ramp): (f64, bool, Vec<RampStep>),
-    ) -> CaseReport {
-        let errors = direct.errors + gw.errors + redis.as_ref().map_or(0, |r| r.gateway.errors);
-        CaseReport {
-            name: case.name(),
-            rps,
-            direct_p50_ms: round3(direct.p50_ms),
-            direct_p99_ms: round3(direct.p99_ms),
-            gateway_p50_ms: round3(gw.p50_ms),
-            gateway_p99_ms: round3(gw.p99_ms),
-            added_p50_ms: round3(gw.p50_ms - direct.p50_ms),
-            added_p99_ms: round3(gw.p99_ms - direct.p99_ms),
-            max_rps,
-            max_rps_is_ceiling: ceiling,
-            errors,
-            direct,
-            gateway: gw,
-            ramp,
-            redis,
-        }
-    }
 }
 
 fn request_body(args: &OverheadArgs, stream: bool) -> Bytes {

@@ -40,7 +40,7 @@ pub async fn start(
     let prefix = format!("spillway-bench-overhead-{}-{stamp}", std::process::id());
     let toml = gateway_config(
         Some(quota_rpm),
-        Some(&sim),
+        super::config::UpstreamAt::Sim(&sim),
         Some((url, &prefix, lease_fraction)),
     );
     let cfg = Config::parse(&toml, "<bench overhead --state>")?;
