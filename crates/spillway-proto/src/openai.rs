@@ -39,6 +39,46 @@ impl ChatRequest {
     pub fn output_cap(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)
     }
+
+    /// This request as sent to an OpenAI-compatible upstream that knows the model as `model`;
+    /// with `as_stream`, asked as a stream with the final usage chunk. It borrows: the
+    /// messages are serialized from the client's request, not copied first.
+    pub fn for_upstream<'a>(&'a self, model: &'a str, as_stream: bool) -> UpstreamChat<'a> {
+        let stream_options = if as_stream {
+            let mut o = self.stream_options.clone().unwrap_or_default();
+            o.include_usage = Some(true);
+            Some(std::borrow::Cow::Owned(o))
+        } else {
+            self.stream_options.as_ref().map(std::borrow::Cow::Borrowed)
+        };
+        UpstreamChat {
+            model,
+            messages: &self.messages,
+            stream: if as_stream { Some(true) } else { self.stream },
+            stream_options,
+            max_tokens: self.max_tokens,
+            max_completion_tokens: self.max_completion_tokens,
+            extra: &self.extra,
+        }
+    }
+}
+
+/// A [`ChatRequest`] on its way upstream ([`ChatRequest::for_upstream`]): the same fields,
+/// borrowed, serialized as the request itself would be.
+#[derive(Debug, Serialize)]
+pub struct UpstreamChat<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<std::borrow::Cow<'a, StreamOptions>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u64>,
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -170,6 +210,26 @@ mod tests {
         let back: Value = serde_json::to_value(&req).unwrap();
         let orig: Value = serde_json::from_str(body).unwrap();
         assert_eq!(back, orig);
+    }
+
+    #[test]
+    fn the_upstream_view_serializes_as_the_edited_request_would() {
+        let body = r#"{"model":"us.m","messages":[{"role":"user","content":"hi"}],
+            "temperature":0.2,"stream_options":{"include_usage":false,"x":1},"max_tokens":5}"#;
+        let req: ChatRequest = serde_json::from_str(body).unwrap();
+        for as_stream in [false, true] {
+            let mut edited = req.clone();
+            edited.model = "m-upstream".into();
+            if as_stream {
+                edited.stream = Some(true);
+                edited
+                    .stream_options
+                    .get_or_insert_with(StreamOptions::default)
+                    .include_usage = Some(true);
+            }
+            let view = serde_json::to_value(req.for_upstream("m-upstream", as_stream)).unwrap();
+            assert_eq!(view, serde_json::to_value(&edited).unwrap(), "{as_stream}");
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ use futures_util::{Stream, StreamExt};
 use spillway_core::{DeploymentIx, FailureKind};
 use spillway_exchange::{AttemptId, Event, Failure, Piece};
 use spillway_proto::bedrock::{ConverseResponse, FrameDecoder, converse_to_chat_completion};
-use spillway_proto::{ChatCompletion, ChatRequest, StreamOptions, Usage};
+use spillway_proto::{ChatCompletion, ChatRequest, Usage};
 
 use super::assemble::Assembly;
 use super::ctx::RequestCtx;
@@ -59,15 +59,15 @@ struct Spec {
 
 enum Phase {
     Send {
-        url: String,
+        url: http::Uri,
         body: Bytes,
     },
     Streaming {
-        body: BoxStream<'static, reqwest::Result<Bytes>>,
+        body: BoxStream<'static, Result<Bytes, hyper::Error>>,
         decoder: UpstreamDecoder,
         assembly: Option<Box<Assembly>>,
     },
-    Whole(reqwest::Response),
+    Whole(http::Response<hyper::body::Incoming>),
     Over,
 }
 
@@ -82,14 +82,7 @@ pub fn start(
     let target = &app.targets[deployment.0 as usize];
     let passthrough = ctx.invoke_passthrough.is_some();
     let assemble = !req.is_stream() && !passthrough;
-    let streamed;
-    let req = if assemble {
-        streamed = as_stream(req);
-        &streamed
-    } else {
-        req
-    };
-    let (url, body) = match target.request(req, ctx.invoke_passthrough.as_ref()) {
+    let (url, body) = match target.request(req, ctx.invoke_passthrough.as_ref(), assemble) {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(request_id = %ctx.id, error = %e, "the request cannot be sent to this upstream");
@@ -103,21 +96,11 @@ pub fn start(
         deployment,
         request_id: ctx.id.clone(),
         model_name: ctx.model_name.clone(),
-        stream: req.is_stream(),
+        stream: req.is_stream() || assemble,
         assemble,
         passthrough,
     };
     events(spec, Phase::Send { url, body }).boxed()
-}
-
-/// The request asked as a stream, with the final usage chunk.
-fn as_stream(req: &ChatRequest) -> ChatRequest {
-    let mut req = req.clone();
-    req.stream = Some(true);
-    req.stream_options
-        .get_or_insert_with(StreamOptions::default)
-        .include_usage = Some(true);
-    req
 }
 
 fn events(spec: Spec, phase: Phase) -> impl Stream<Item = Event> + Send + 'static {
@@ -153,7 +136,7 @@ impl Spec {
         matches!(self.target().protocol, Protocol::Bedrock { .. })
     }
 
-    async fn send(&self, url: String, body: Bytes, queue: &mut VecDeque<Event>) -> Phase {
+    async fn send(&self, url: http::Uri, body: Bytes, queue: &mut VecDeque<Event>) -> Phase {
         let sent = upstream::send(&self.app.http, self.target(), url, body, &self.request_id).await;
         let resp = match sent {
             Ok(resp) => resp,
@@ -175,7 +158,7 @@ impl Spec {
             UpstreamDecoder::sse()
         };
         Phase::Streaming {
-            body: resp.bytes_stream().boxed(),
+            body: http_body_util::BodyDataStream::new(resp.into_body()).boxed(),
             decoder,
             assembly: self.assemble.then(|| Box::new(Assembly::new())),
         }
@@ -184,14 +167,15 @@ impl Spec {
     /// The next chunk of a streamed body, decoded.
     async fn read(
         &self,
-        mut body: BoxStream<'static, reqwest::Result<Bytes>>,
+        mut body: BoxStream<'static, Result<Bytes, hyper::Error>>,
         mut decoder: UpstreamDecoder,
         mut assembly: Option<Box<Assembly>>,
         queue: &mut VecDeque<Event>,
     ) -> Phase {
         let end = match body.next().await {
             Some(Ok(bytes)) => self.decode(&mut decoder, &mut assembly, &bytes, queue),
-            Some(Err(e)) => Some(Failure::of(upstream::classify_transport(&e))),
+            // The connection broke inside the body.
+            Some(Err(_)) => Some(Failure::of(FailureKind::ServerError)),
             None if decoder.ends_at_eof() => {
                 queue.push_back(Event::UpstreamEnd(self.id));
                 return Phase::Over;
@@ -251,12 +235,17 @@ impl Spec {
     }
 
     /// A non-streamed answer: read whole, into the canonical shape.
-    async fn whole(&self, resp: reqwest::Response, queue: &mut VecDeque<Event>) {
+    async fn whole(
+        &self,
+        resp: http::Response<hyper::body::Incoming>,
+        queue: &mut VecDeque<Event>,
+    ) {
+        use http_body_util::BodyExt;
         let native = native_usage(resp.headers());
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                let f = Failure::of(upstream::classify_transport(&e));
+        let bytes = match resp.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                let f = Failure::of(FailureKind::ServerError);
                 return queue.push_back(Event::UpstreamError(self.id, f));
             }
         };

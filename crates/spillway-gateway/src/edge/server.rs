@@ -46,8 +46,6 @@ pub enum GatewayError {
         "a simulator URL was given for deployment {0}, which is not a `sim` deployment without base_url"
     )]
     UnexpectedSimUrl(u32),
-    #[error("cannot build the upstream HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
     #[error("{0}")]
     State(#[from] crate::state::StateError),
 }

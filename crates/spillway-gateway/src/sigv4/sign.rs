@@ -9,8 +9,9 @@
 //! `x-amz-security-token`. The signature covers every header already on the request except
 //! `authorization`, `user-agent`, `x-amzn-trace-id` and `transfer-encoding`, plus `host` (derived
 //! from the URL the way hyper derives the `Host` header, default ports omitted). Headers that
-//! reqwest adds later (client default headers such as `accept`) are not signed, which is fine:
-//! only the headers named in `SignedHeaders` are checked.
+//! the HTTP client adds later are not signed, which is fine: only the headers named in
+//! `SignedHeaders` are checked. [`sign_parts`] signs a request given as its parts (the gateway's
+//! upstream requests), [`sign_request`] a `reqwest` request (the tests' and the fuzzer's).
 //!
 //! Path segments must already be percent-encoded in the URL — in particular `:` and the `/` of an
 //! ARN model id (`arn%3Aaws%3Abedrock%3A…%3Ainference-profile%2F…`), as the SDKs send them.
@@ -99,26 +100,62 @@ pub fn sign_request(
     service: &str,
     now: SystemTime,
 ) -> Result<(), SignError> {
-    for name in SIGNATURE_HEADERS {
-        req.headers_mut().remove(name);
-    }
+    let mut url = req.url().clone();
+    url.set_fragment(None);
+    let method = req.method().clone();
+    let target = Target {
+        method: &method,
+        url: url.as_str(),
+        has_host: url.host_str().is_some_and(|h| !h.is_empty()),
+    };
+    let mut headers = std::mem::take(req.headers_mut());
     let body: &[u8] = match req.body() {
         None => &[],
-        Some(body) => body.as_bytes().ok_or(SignError::StreamingBody)?,
+        Some(body) => match body.as_bytes() {
+            Some(b) => b,
+            None => {
+                *req.headers_mut() = headers;
+                return Err(SignError::StreamingBody);
+            }
+        },
     };
-    let mut url = req.url().clone();
-    if url.host_str().is_none_or(str::is_empty) {
-        // aws-sigv4 would panic on a URI without a host.
+    let signed = sign_parts(&target, &mut headers, body, creds, region, service, now);
+    *req.headers_mut() = headers;
+    signed
+}
+
+/// What [`sign_parts`] signs besides the headers and the body.
+pub struct Target<'a> {
+    pub method: &'a http::Method,
+    /// The absolute URL, path segments already percent-encoded, no fragment.
+    pub url: &'a str,
+    /// Whether the URL names a host (aws-sigv4 would panic on one without).
+    pub has_host: bool,
+}
+
+/// [`sign_request`] on a request's parts: `headers` get `authorization`, `x-amz-date` and, with
+/// temporary credentials, `x-amz-security-token` (replacing any already there).
+pub fn sign_parts(
+    target: &Target<'_>,
+    headers: &mut http::HeaderMap,
+    body: &[u8],
+    creds: &AwsCredentials,
+    region: &str,
+    service: &str,
+    now: SystemTime,
+) -> Result<(), SignError> {
+    for name in SIGNATURE_HEADERS {
+        headers.remove(name);
+    }
+    if !target.has_host {
         return Err(SignError::NoHost);
     }
-    url.set_fragment(None);
-
-    let mut headers = Vec::with_capacity(req.headers().len());
-    for (name, value) in req.headers() {
+    let mut signed = Vec::with_capacity(headers.len());
+    for (name, value) in headers.iter() {
         let value = value
             .to_str()
             .map_err(|_| SignError::HeaderValue(name.to_string()))?;
-        headers.push((name.as_str(), value));
+        signed.push((name.as_str(), value));
     }
 
     let identity = Credentials::new(
@@ -139,9 +176,9 @@ pub fn sign_request(
         .map_err(|e| SignError::Params(e.to_string()))?
         .into();
     let signable = SignableRequest::new(
-        req.method().as_str(),
-        url.as_str(),
-        headers.into_iter(),
+        target.method.as_str(),
+        target.url,
+        signed.into_iter(),
         SignableBody::Bytes(body),
     )?;
     let (instructions, _signature) = sign(signable, &params)?.into_parts();
@@ -152,7 +189,7 @@ pub fn sign_request(
         let name = HeaderName::from_bytes(header.name().as_bytes()).map_err(|_| invalid())?;
         let mut value = HeaderValue::from_str(header.value()).map_err(|_| invalid())?;
         value.set_sensitive(header.sensitive() || name == http::header::AUTHORIZATION);
-        req.headers_mut().insert(name, value);
+        headers.insert(name, value);
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ use crate::upstream::UpstreamTarget;
 
 pub struct AppState {
     pub cfg: Arc<Config>,
-    pub http: reqwest::Client,
+    pub http: crate::upstream::UpstreamClient,
     pub targets: Vec<UpstreamTarget>,
     pub metrics: Arc<Metrics>,
     pub audit: Arc<crate::audit::AuditLog>,
@@ -74,15 +74,7 @@ impl AppState {
             })
             .collect();
         let router = Router::new(cfg.router.clone(), specs);
-        let http = reqwest::Client::builder()
-            .connect_timeout(cfg.timeouts.connect)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            // An upstream that redirects is misconfigured; following it would also re-parse URLs
-            // on the hot path.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let http = crate::upstream::UpstreamClient::new(cfg.timeouts.connect)?;
         let link = match &cfg.state {
             StateKind::Memory => None,
             StateKind::Redis(r) => Some(Arc::new(RedisLink::new(
@@ -211,8 +203,8 @@ impl AppState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot build the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Http(#[from] crate::upstream::client::ClientError),
     #[error("cannot set up the shared state: {0}")]
     Redis(#[from] redis::RedisError),
 }

@@ -2,7 +2,7 @@
 //! one place where an upstream answer is classified as success, retryable or not.
 use std::time::{Duration, SystemTime};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use bytes::Bytes;
 use spillway_core::FailureKind;
 
@@ -10,6 +10,13 @@ use spillway_proto::ChatRequest;
 
 use crate::config::{Config, Upstream, UpstreamAuth};
 use crate::sigv4::sign::AwsCredentials;
+use http::Uri;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+pub mod client;
+
+pub use client::UpstreamClient;
 
 /// How the AWS SDKs encode a model id in a runtime path: everything but unreserved characters
 /// (`A-Z a-z 0-9 - . _ ~`), so `:` is `%3A` and an ARN's `/` is `%2F`.
@@ -19,11 +26,12 @@ const MODEL_ID_ENCODE_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_
     .remove(b'_')
     .remove(b'~');
 
-/// Where one deployment's chat completions go.
+/// Where one deployment's chat completions go. Its URLs are parsed once, when the
+/// configuration is loaded: a per-request parse (with its IDNA pass) was a measurable part of
+/// the hot path.
 #[derive(Debug, Clone)]
 pub struct UpstreamTarget {
-    /// `…/chat/completions` for OpenAI-compatible upstreams; the runtime base URL for Bedrock.
-    pub url: String,
+    urls: Urls,
     /// The model name the upstream knows.
     pub model: String,
     auth: Option<(HeaderName, HeaderValue)>,
@@ -42,28 +50,94 @@ pub enum Protocol {
     },
 }
 
+/// A deployment's request URLs.
+#[derive(Debug, Clone)]
+enum Urls {
+    /// `…/chat/completions`.
+    OpenAi(Uri),
+    /// The model's runtime operations, by [`BedrockOp`] order.
+    Bedrock(Box<[Uri; 4]>),
+    /// A base URL that did not parse (the config's validation refuses those; kept so that a
+    /// target can always be built): every request to it fails as the deployment's error.
+    Invalid(String),
+}
+
+/// Bedrock runtime operations, in [`Urls::Bedrock`]'s order.
+#[derive(Debug, Clone, Copy)]
+enum BedrockOp {
+    Converse = 0,
+    ConverseStream = 1,
+    Invoke = 2,
+    InvokeStream = 3,
+}
+
+const BEDROCK_OPS: [&str; 4] = [
+    "converse",
+    "converse-stream",
+    "invoke",
+    "invoke-with-response-stream",
+];
+
+impl Urls {
+    fn openai(base: &str) -> Urls {
+        let url = format!("{base}/chat/completions");
+        match Uri::try_from(url.as_str()) {
+            Ok(uri) if uri.host().is_some() => Urls::OpenAi(uri),
+            _ => Urls::Invalid(url),
+        }
+    }
+
+    /// `{base}/model/{encoded model id}/{op}` on a Bedrock runtime endpoint, for each op.
+    fn bedrock(base: &str, model: &str) -> Urls {
+        let id = percent_encoding::utf8_percent_encode(model, MODEL_ID_ENCODE_SET);
+        let parsed: Result<Vec<Uri>, _> = BEDROCK_OPS
+            .iter()
+            .map(|op| Uri::try_from(format!("{base}/model/{id}/{op}")))
+            .collect();
+        let parsed = parsed
+            .ok()
+            .filter(|uris| uris.iter().all(|u| u.host().is_some()));
+        match parsed.map(<[Uri; 4]>::try_from) {
+            Some(Ok(urls)) => Urls::Bedrock(Box::new(urls)),
+            _ => Urls::Invalid(base.to_string()),
+        }
+    }
+}
+
 impl UpstreamTarget {
-    /// `{base}/model/{encoded model id}/{op}` on a Bedrock runtime endpoint.
-    fn runtime_url(&self, op: &str) -> String {
-        let id = percent_encoding::utf8_percent_encode(&self.model, MODEL_ID_ENCODE_SET);
-        format!("{}/model/{id}/{op}", self.url)
+    fn runtime_url(&self, op: BedrockOp) -> Result<Uri, String> {
+        match &self.urls {
+            Urls::Bedrock(urls) => Ok(urls[op as usize].clone()),
+            Urls::OpenAi(_) => Err("not a Bedrock upstream".into()),
+            Urls::Invalid(base) => Err(format!("the upstream URL {base:?} is not valid")),
+        }
+    }
+
+    fn chat_url(&self) -> Result<Uri, String> {
+        match &self.urls {
+            Urls::OpenAi(url) => Ok(url.clone()),
+            Urls::Bedrock(_) => Err("not an OpenAI-compatible upstream".into()),
+            Urls::Invalid(base) => Err(format!("the upstream URL {base:?} is not valid")),
+        }
     }
 
     /// The URL and body of one attempt for `req` (the canonical request; its `model` is replaced
-    /// by the upstream's own name).
+    /// by the upstream's own name); with `as_stream`, asked as a stream with the final usage
+    /// chunk whatever the client asked (see `drive::attempt`).
     pub fn request(
         &self,
         req: &ChatRequest,
         passthrough: Option<&Bytes>,
-    ) -> Result<(String, Bytes), String> {
+        as_stream: bool,
+    ) -> Result<(Uri, Bytes), String> {
         match (&self.protocol, passthrough) {
             (Protocol::Bedrock { .. }, Some(body)) => {
                 let op = if req.is_stream() {
-                    "invoke-with-response-stream"
+                    BedrockOp::InvokeStream
                 } else {
-                    "invoke"
+                    BedrockOp::Invoke
                 };
-                return Ok((self.runtime_url(op), body.clone()));
+                return Ok((self.runtime_url(op)?, body.clone()));
             }
             (_, Some(_)) => {
                 return Err("a native InvokeModel body can only go to a bedrock upstream".into());
@@ -72,24 +146,40 @@ impl UpstreamTarget {
         }
         match &self.protocol {
             Protocol::OpenAi => {
-                let mut req = req.clone();
-                req.model = self.model.clone();
-                let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
-                Ok((self.url.clone(), Bytes::from(body)))
+                let body = serde_json::to_vec(&req.for_upstream(&self.model, as_stream))
+                    .map_err(|e| e.to_string())?;
+                Ok((self.chat_url()?, Bytes::from(body)))
             }
             Protocol::Bedrock { .. } => {
+                let streamed;
+                let req = if as_stream {
+                    streamed = as_stream_request(req);
+                    &streamed
+                } else {
+                    req
+                };
                 let (converse, stream) =
                     spillway_proto::bedrock::chat_to_converse(req).map_err(|e| e.to_string())?;
                 let body = serde_json::to_vec(&converse).map_err(|e| e.to_string())?;
                 let op = if stream {
-                    "converse-stream"
+                    BedrockOp::ConverseStream
                 } else {
-                    "converse"
+                    BedrockOp::Converse
                 };
-                Ok((self.runtime_url(op), Bytes::from(body)))
+                Ok((self.runtime_url(op)?, Bytes::from(body)))
             }
         }
     }
+}
+
+/// `req` asked as a stream, with the final usage chunk.
+fn as_stream_request(req: &ChatRequest) -> ChatRequest {
+    let mut req = req.clone();
+    req.stream = Some(true);
+    req.stream_options
+        .get_or_insert_with(spillway_proto::StreamOptions::default)
+        .include_usage = Some(true);
+    req
 }
 
 impl UpstreamTarget {
@@ -123,7 +213,7 @@ impl UpstreamTarget {
                             (n, v)
                         });
                         UpstreamTarget {
-                            url: format!("{base_url}/chat/completions"),
+                            urls: Urls::openai(base_url),
                             model: model.clone(),
                             auth,
                             protocol: Protocol::OpenAi,
@@ -135,7 +225,7 @@ impl UpstreamTarget {
                         signing_region,
                         credentials,
                     } => UpstreamTarget {
-                        url: base_url.clone(),
+                        urls: Urls::bedrock(base_url, model),
                         model: model.clone(),
                         auth: None,
                         protocol: Protocol::Bedrock {
@@ -159,7 +249,7 @@ impl UpstreamTarget {
                             .or_else(|| sim_urls.get(i).cloned().flatten())
                             .unwrap_or_default();
                         UpstreamTarget {
-                            url: format!("{base}/chat/completions"),
+                            urls: Urls::openai(&base),
                             model: model_id,
                             auth: None,
                             protocol: Protocol::OpenAi,
@@ -183,41 +273,49 @@ pub struct UpstreamFailure {
 /// Send one attempt; returns the response once its headers arrived with a 2xx status. No
 /// deadline here: the request's exchange owns them, and drops this future when one passes.
 pub async fn send(
-    http: &reqwest::Client,
+    http: &UpstreamClient,
     target: &UpstreamTarget,
-    url: String,
+    uri: Uri,
     body: Bytes,
     request_id: &str,
-) -> Result<reqwest::Response, UpstreamFailure> {
-    let mut req = http
-        .post(url)
+) -> Result<Response<Incoming>, UpstreamFailure> {
+    let mut req = Request::post(uri)
         .header(axum::http::header::CONTENT_TYPE, "application/json")
-        .header("x-spillway-request-id", request_id)
-        .body(body);
+        .header("x-spillway-request-id", request_id);
     if let Some((name, value)) = &target.auth {
         req = req.header(name, value);
     }
-    let mut req = match req.build() {
-        Ok(r) => r,
-        Err(_) => return Err(failure(FailureKind::ClientError, None)),
+    let Ok(req) = req.body(()) else {
+        return Err(failure(FailureKind::ClientError, None));
     };
+    let (mut head, ()) = req.into_parts();
     if let Protocol::Bedrock {
         signing_region,
         credentials,
     } = &target.protocol
-        && let Err(e) = crate::sigv4::sign::sign_request(
-            &mut req,
+    {
+        let url = head.uri.to_string();
+        let signed_for = crate::sigv4::sign::Target {
+            method: &head.method,
+            url: &url,
+            has_host: head.uri.host().is_some_and(|h| !h.is_empty()),
+        };
+        let signed = crate::sigv4::sign::sign_parts(
+            &signed_for,
+            &mut head.headers,
+            &body,
             credentials,
             signing_region,
             "bedrock",
             SystemTime::now(),
-        )
-    {
-        tracing::error!(error = %e, "cannot sign the Bedrock upstream request");
-        return Err(failure(FailureKind::ServerError, None));
+        );
+        if let Err(e) = signed {
+            tracing::error!(error = %e, "cannot sign the Bedrock upstream request");
+            return Err(failure(FailureKind::ServerError, None));
+        }
     }
-    let resp = match http.execute(req).await {
-        Err(e) => return Err(failure(classify_transport(&e), None)),
+    let resp = match http.send(Request::from_parts(head, Full::new(body))).await {
+        Err(kind) => return Err(failure(kind, None)),
         Ok(r) => r,
     };
     let status = resp.status();
@@ -226,9 +324,12 @@ pub async fn send(
     }
     let kind = classify_status(status, resp.headers());
     // Keep a bounded amount of the error body: enough to relay a 4xx, never a whole stream.
-    let body = match resp.bytes().await {
-        Ok(b) if b.len() <= 64 * 1024 => b,
-        _ => Bytes::new(),
+    let body = match Limited::new(resp.into_body(), ERROR_BODY_LIMIT)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
     };
     Err(UpstreamFailure {
         kind,
@@ -237,23 +338,14 @@ pub async fn send(
     })
 }
 
+/// The most of an upstream's error body kept (and relayed for a 4xx).
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
 fn failure(kind: FailureKind, status: Option<StatusCode>) -> UpstreamFailure {
     UpstreamFailure {
         kind,
         status,
         body: Bytes::new(),
-    }
-}
-
-/// Transport errors: connect failures and timeouts are the deployment's; anything else broke
-/// the exchange midway and counts as a server error.
-pub fn classify_transport(e: &reqwest::Error) -> FailureKind {
-    if e.is_connect() {
-        FailureKind::Connect
-    } else if e.is_timeout() {
-        FailureKind::Timeout
-    } else {
-        FailureKind::ServerError
     }
 }
 
@@ -320,6 +412,30 @@ mod tests {
             classify_status(StatusCode::REQUEST_TIMEOUT, &h),
             FailureKind::Timeout
         );
+    }
+
+    #[test]
+    fn urls_are_parsed_once_and_model_ids_encoded() {
+        let urls = Urls::bedrock(
+            "https://bedrock-runtime.us-east-1.amazonaws.com",
+            "anthropic.claude-3:0",
+        );
+        let Urls::Bedrock(urls) = urls else {
+            panic!("a valid base URL parses")
+        };
+        assert_eq!(
+            urls[BedrockOp::ConverseStream as usize].to_string(),
+            "https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-3%3A0/converse-stream"
+        );
+        assert_eq!(
+            urls[BedrockOp::InvokeStream as usize].path(),
+            "/model/anthropic.claude-3%3A0/invoke-with-response-stream"
+        );
+        let Urls::OpenAi(url) = Urls::openai("http://127.0.0.1:8000/v1") else {
+            panic!("a valid base URL parses")
+        };
+        assert_eq!(url.to_string(), "http://127.0.0.1:8000/v1/chat/completions");
+        assert!(matches!(Urls::openai("not a url"), Urls::Invalid(_)));
     }
 
     #[test]
