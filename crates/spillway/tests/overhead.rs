@@ -46,6 +46,8 @@ fn small_run_reports_both_cases_side_by_side_with_no_errors() {
             "400",
             "--ramp-bisect",
             "1",
+            "--reference",
+            "none",
             "--json",
             out.s(),
         ],
@@ -134,6 +136,8 @@ fn with_state_the_redis_gateway_runs_side_by_side_with_the_memory_one() {
             "non-streaming",
             "--state",
             &url,
+            "--reference",
+            "none",
             "--json",
             out.s(),
         ],
@@ -162,4 +166,83 @@ fn state_that_does_not_answer_is_refused() {
     let (status, _, stderr) = run(&["bench", "overhead", "--state", &url], T);
     assert!(!status.success());
     assert!(stderr.contains("does not answer"), "{stderr}");
+}
+
+/// nginx and wrk, when the machine has them (Debian: `nginx-light wrk`); the test says so and
+/// passes without them, as the command itself skips the comparison.
+fn reference_tools() -> bool {
+    let found = |name: &str| {
+        std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("command -v {name} || test -x /usr/sbin/{name}"),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    found("nginx") && found("wrk")
+}
+
+#[test]
+fn reference_puts_spillway_beside_nginx_and_the_redis_gateway_beside_memory() {
+    if !reference_tools() {
+        eprintln!("nginx or wrk is not installed: the reference comparison is not tested here");
+        return;
+    }
+    let redis = common::redis::RedisServer::start();
+    let out = TempFile::named("overhead-reference.json");
+    let url = redis.url();
+    let (status, stdout, stderr) = run(
+        &[
+            "bench",
+            "overhead",
+            "--reference-only",
+            "--reference",
+            "nginx",
+            "--rps",
+            "100",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0.2",
+            "--wrk-seconds",
+            "1",
+            "--state",
+            &url,
+            "--json",
+            out.s(),
+        ],
+        T,
+    );
+    assert!(status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("spillway vs nginx: max rps"), "{stdout}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out.0).expect("report written"))
+            .expect("the report is JSON");
+    assert!(
+        report["cases"].as_array().is_some_and(Vec::is_empty),
+        "{report}"
+    );
+    let r = &report["reference"];
+    let paths = r["paths"].as_array().expect("paths");
+    let names: Vec<&str> = paths.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["direct", "nginx", "spillway", "spillway-redis"],
+        "{r}"
+    );
+    for p in paths {
+        assert_eq!(n(&p["open_loop"], "requests"), 100.0, "{p}");
+        assert_eq!(n(p, "errors"), 0.0, "{p}");
+        assert_eq!(n(&p["wrk"], "errors"), 0.0, "{p}");
+        assert!(n(&p["wrk"], "rps") > 0.0, "{p}");
+    }
+    let ratio = n(&paths[2]["wrk"], "rps") / n(&paths[1]["wrk"], "rps");
+    assert!((n(r, "max_rps_vs_nginx") - ratio).abs() < 0.002, "{r}");
+    let redis_ratio = n(&paths[3]["wrk"], "rps") / n(&paths[2]["wrk"], "rps");
+    assert!(
+        (n(&r["redis"], "max_rps_vs_memory") - redis_ratio).abs() < 0.002,
+        "{r}"
+    );
+    assert_eq!(n(&r["redis"], "quota_rpm"), 6_000_000.0, "{r}");
 }

@@ -205,14 +205,21 @@ async fn simulator_cases(args: &OverheadArgs) -> anyhow::Result<Report> {
         "<bench overhead>",
     )?;
     let stack = Stack::start(cfg).await.context("starting the gateway")?;
-    let redis = match (&args.state, quota) {
-        (Some(url), Some(q)) => match state::start(url, q, args.lease_fraction, &stack).await {
-            Ok(g) => Some(g),
-            Err(e) => {
-                stack.shutdown(Duration::from_secs(5)).await;
-                return Err(e);
+    let sim = stack.sim(MODEL, REGION).map(|s| s.base_url());
+    let redis = match (&args.state, quota, &sim) {
+        (Some(url), Some(q), Some(sim)) => {
+            match state::start(url, q, args.lease_fraction, UpstreamAt::Sim(sim)).await {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    stack.shutdown(Duration::from_secs(5)).await;
+                    return Err(e);
+                }
             }
-        },
+        }
+        (Some(_), _, _) => {
+            stack.shutdown(Duration::from_secs(5)).await;
+            anyhow::bail!("the gateway started no simulator");
+        }
         _ => None,
     };
     let result = measure(args, &stack, redis.as_ref(), quota).await;

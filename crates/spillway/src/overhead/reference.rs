@@ -23,6 +23,11 @@
 //! The ratios a reader wants are printed last: Spillway's max rps over nginx's, Spillway's
 //! added p99 over nginx's, and Spillway's added p50.
 //!
+//! With `--state redis://…` a fourth path, **spillway-redis**, is a second gateway the same in
+//! every way but `[state] kind = "redis"`; both gateways then give the tenant a quota of
+//! 6,000,000 requests a minute (the Redis one leases it in chunks of `--lease-fraction`), and
+//! its max rps is also given as a ratio to the memory gateway's.
+//!
 //! nginx and wrk are found on `PATH` (and in `/usr/sbin`); with `--reference auto` (the
 //! default) a missing one skips the comparison with a line that says so, with
 //! `--reference nginx` it is an error.
@@ -37,6 +42,7 @@ use spillway_gateway::Config;
 
 use super::config::{UpstreamAt, gateway_config};
 use super::nginx::{self, Nginx, Role};
+use super::state;
 use super::wrk::{self, WrkFigures};
 use super::{API_KEY, OverheadArgs, REGION};
 
@@ -79,6 +85,22 @@ pub struct ReferenceReport {
     pub added_p99_vs_nginx: f64,
     /// Spillway's added p50 over the direct path, ms.
     pub spillway_added_p50_ms: f64,
+    /// With `--state`: the Redis-backed gateway (the `spillway-redis` path) against the memory
+    /// one, both with the same tenant quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisReference>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisReference {
+    /// The Redis, without credentials.
+    pub state: String,
+    pub quota_rpm: u64,
+    pub lease_fraction: f64,
+    /// Its max rps over the memory gateway's.
+    pub max_rps_vs_memory: f64,
+    /// Its p50 minus the memory gateway's, ms.
+    pub added_p50_over_memory_ms: f64,
 }
 
 /// The binaries, or why the comparison is skipped.
@@ -113,25 +135,48 @@ pub async fn run(args: &OverheadArgs) -> anyhow::Result<Option<ReferenceReport>>
     };
     let (mock, proxy) = tokio::task::spawn_blocking(move || start_nginx(&nginx_bin)).await??;
     let mock_base = format!("http://{}/v1", mock.addr);
+    let quota = args.state.as_ref().map(|_| REDIS_QUOTA_RPM);
     let cfg = Config::parse(
-        &gateway_config(None, UpstreamAt::OpenAi(&mock_base), None),
+        &gateway_config(quota, UpstreamAt::OpenAi(&mock_base), None),
         "<bench overhead --reference>",
     )?;
     let stack = Stack::start(cfg).await.context("starting the gateway")?;
-    let gw = stack
-        .gateway()
-        .addr(REGION)
-        .context("the gateway has no listener")?;
-    let urls = [
+    let redis = match &args.state {
+        Some(url) => {
+            let upstream = UpstreamAt::OpenAi(&mock_base);
+            match state::start(url, REDIS_QUOTA_RPM, args.lease_fraction, upstream).await {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    stack.shutdown(Duration::from_secs(5)).await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    let mut urls = vec![
         format!("{mock_base}/chat/completions"),
         format!("http://{}/v1/chat/completions", proxy.addr),
-        format!("http://{gw}/v1/chat/completions"),
     ];
-    let result = measure(args, &urls, &wrk_bin).await;
+    let gateways =
+        std::iter::once(stack.gateway().addr(REGION)).chain(redis.as_ref().map(|g| g.addr(REGION)));
+    for addr in gateways {
+        let addr = addr.context("the gateway has no listener")?;
+        urls.push(format!("http://{addr}/v1/chat/completions"));
+    }
+    let result = measure(args, &urls, &wrk_bin, quota).await;
     stack.shutdown(Duration::from_secs(5)).await;
+    if let Some(g) = redis {
+        g.shutdown(Duration::from_secs(5)).await;
+    }
     drop((mock, proxy));
     result.map(Some)
 }
+
+/// With `--state`: the tenant's quota in both gateways, requests per minute. Far above any rate
+/// this machine reaches (so wrk measures the gateway, not the quota), as for a tenant well
+/// inside its limits: the Redis gateway leases it in chunks of `--lease-fraction` of it.
+const REDIS_QUOTA_RPM: u64 = 6_000_000;
 
 fn start_nginx(binary: &Path) -> anyhow::Result<(Nginx, Nginx)> {
     let mock = nginx::start(binary, Role::Mock, "mock").context("starting the nginx mock")?;
@@ -140,21 +185,25 @@ fn start_nginx(binary: &Path) -> anyhow::Result<(Nginx, Nginx)> {
     Ok((mock, proxy))
 }
 
-const NAMES: [&str; 3] = ["direct", "nginx", "spillway"];
+const NAMES: [&str; 4] = ["direct", "nginx", "spillway", "spillway-redis"];
 
 async fn measure(
     args: &OverheadArgs,
-    urls: &[String; 3],
+    urls: &[String],
     wrk_bin: &Path,
+    quota_rpm: Option<u64>,
 ) -> anyhow::Result<ReferenceReport> {
     let body = super::request_body(args, false);
+    let names = &NAMES[..urls.len()];
     eprintln!(
-        "  reference      side by side: {} requests/s to each of direct, nginx, spillway for {} s",
-        args.rps, args.seconds
+        "  reference      side by side: {} requests/s to each of {} for {} s",
+        args.rps,
+        names.join(", "),
+        args.seconds
     );
     let open = open_loop(args, urls, body.clone()).await?;
     let mut paths = Vec::new();
-    for (i, name) in NAMES.into_iter().enumerate() {
+    for (i, &name) in names.iter().enumerate() {
         eprintln!(
             "  reference      wrk -c{} -t{} {} s: {name}",
             args.wrk_connections, args.wrk_threads, args.wrk_seconds
@@ -196,6 +245,17 @@ async fn measure(
         max_rps_vs_nginx: ratio(paths[2].wrk.rps, paths[1].wrk.rps),
         added_p99_vs_nginx: ratio(paths[2].added_p99_ms, paths[1].added_p99_ms),
         spillway_added_p50_ms: paths[2].added_p50_ms,
+        redis: paths.get(3).map(|r| RedisReference {
+            state: args
+                .state
+                .as_deref()
+                .map(state::without_password)
+                .unwrap_or_default(),
+            quota_rpm: quota_rpm.unwrap_or_default(),
+            lease_fraction: args.lease_fraction,
+            max_rps_vs_memory: ratio(r.wrk.rps, paths[2].wrk.rps),
+            added_p50_over_memory_ms: round3(r.p50_ms - paths[2].p50_ms),
+        }),
         paths,
     })
 }
@@ -203,7 +263,7 @@ async fn measure(
 /// The fixed-rate run of the three paths at once, on the generator's own thread and runtime.
 async fn open_loop(
     args: &OverheadArgs,
-    urls: &[String; 3],
+    urls: &[String],
     body: Bytes,
 ) -> anyhow::Result<load::Outcome> {
     let endpoints: Vec<Endpoint> = urls
@@ -252,12 +312,12 @@ pub fn print_table(r: &ReferenceReport) {
         "\nnginx as the reference proxy (non-streamed chat completions; upstream: an nginx mock of the OpenAI API)"
     );
     println!(
-        "{:<9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "{:<14} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>7}",
         "path", "p50", "p99", "added p50", "added p99", "max rps", "wrk p99", "errors"
     );
     for p in &r.paths {
         println!(
-            "{:<9} {:>6.3} ms {:>6.3} ms {:>7.3} ms {:>7.3} ms {:>10.0} {:>7.3} ms {:>7}",
+            "{:<14} {:>6.3} ms {:>6.3} ms {:>7.3} ms {:>7.3} ms {:>10.0} {:>7.3} ms {:>7}",
             p.name,
             p.p50_ms,
             p.p99_ms,
@@ -269,16 +329,30 @@ pub fn print_table(r: &ReferenceReport) {
         );
     }
     println!(
-        "\nspillway vs nginx: max rps {:.2}×, added p99 {:.2}×; spillway added p50 {:.3} ms \
+        "\nspillway vs nginx: max rps {:.2}×, added p99 {}; spillway added p50 {:.3} ms \
          (p50/p99 at {} requests/s per path, side by side; max rps: wrk -c{} -t{} for {} s per path, one after the other)",
         r.max_rps_vs_nginx,
-        r.added_p99_vs_nginx,
+        if r.added_p99_vs_nginx.is_finite() {
+            format!("{:.2}×", r.added_p99_vs_nginx)
+        } else {
+            "n/a (nginx added none at p99 in this run)".to_string()
+        },
         r.spillway_added_p50_ms,
         r.rps,
         r.wrk_connections,
         r.wrk_threads,
         r.wrk_seconds
     );
+    if let Some(redis) = &r.redis {
+        println!(
+            "spillway with Redis state ({}) vs memory: max rps {:.2}×, added p50 {:.3} ms (tenant quota {}/min in both, lease_fraction {})",
+            redis.state,
+            redis.max_rps_vs_memory,
+            redis.added_p50_over_memory_ms,
+            redis.quota_rpm,
+            redis.lease_fraction
+        );
+    }
 }
 
 fn round3(v: f64) -> f64 {

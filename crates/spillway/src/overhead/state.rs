@@ -4,10 +4,10 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use spillway_bench::overhead::Stats;
-use spillway_embedded::Stack;
 use spillway_gateway::{Config, Gateway};
 
-use super::{MODEL, REGION, gateway_config, round3};
+use super::config::UpstreamAt;
+use super::{gateway_config, round3};
 
 /// The tenant's quota in both gateways: twice the offered rate, per minute.
 pub fn quota_rpm(rps: f64) -> u64 {
@@ -22,25 +22,21 @@ pub fn without_password(url: &str) -> String {
     }
 }
 
-/// The Redis-backed gateway, in front of the memory gateway's simulator, under a key prefix of
-/// its own; fails when Redis does not answer (the figures would be the fallback's).
+/// The Redis-backed gateway, in front of `upstream`, under a key prefix of its own; fails when
+/// Redis does not answer (the figures would be the fallback's).
 pub async fn start(
     url: &str,
     quota_rpm: u64,
     lease_fraction: f64,
-    memory: &Stack,
+    upstream: UpstreamAt<'_>,
 ) -> anyhow::Result<Gateway> {
-    let sim = memory
-        .sim(MODEL, REGION)
-        .context("the gateway started no simulator")?
-        .base_url();
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let prefix = format!("spillway-bench-overhead-{}-{stamp}", std::process::id());
     let toml = gateway_config(
         Some(quota_rpm),
-        super::config::UpstreamAt::Sim(&sim),
+        upstream,
         Some((url, &prefix, lease_fraction)),
     );
     let cfg = Config::parse(&toml, "<bench overhead --state>")?;
