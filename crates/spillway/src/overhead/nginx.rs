@@ -23,12 +23,27 @@ pub struct Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM to the master, which stops its workers and then exits; SIGKILL only if it has
+    /// not exited within [`STOP_GRACE`]. (A SIGKILL first would leave the workers running,
+    /// orphaned, still holding the port and the cores.)
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + STOP_GRACE;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.prefix);
     }
 }
+
+/// How long nginx may take to stop its workers and exit.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// `name` on `PATH`, if there.
 pub fn on_path(name: &str) -> Option<PathBuf> {
@@ -132,6 +147,42 @@ fn config(prefix: &Path, addr: SocketAddr, role: &Role<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The worker processes of nginx `master`.
+    fn workers(master: u32) -> Vec<u32> {
+        let task = format!("/proc/{master}/task/{master}/children");
+        std::fs::read_to_string(task)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    #[test]
+    fn dropping_nginx_stops_its_workers_too() {
+        let Some(binary) = on_path("nginx") else {
+            eprintln!("nginx is not installed: not tested here");
+            return;
+        };
+        let nginx = start(&binary, Role::Mock, "drop-test").unwrap();
+        let master = nginx.child.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut pids = workers(master);
+        while pids.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            pids = workers(master);
+        }
+        assert!(!pids.is_empty(), "nginx started no worker");
+        let addr = nginx.addr;
+        drop(nginx);
+        for pid in pids {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "worker {pid} outlived its master"
+            );
+        }
+        assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err());
+    }
 
     #[test]
     fn the_mock_answer_is_a_chat_completion() {
