@@ -1,7 +1,7 @@
 //! `spillway bench`: the same open-loop arrivals offered to one or more gateways, one report.
 //!
-//! Modes (`spillway bench overhead` is [`crate::overhead`], `spillway bench soak` and
-//! `spillway bench flood` are [`soak`]):
+//! Modes (`spillway bench overhead` is [`crate::overhead`], `spillway bench soak`,
+//! `spillway bench flood` and `spillway bench streams` are [`soak`]):
 //!
 //! * `--self-contained` ([`local`]): simulators and a gateway in this process, Spillway's routing
 //!   policies side by side, with the oracle bound.
@@ -169,6 +169,9 @@ pub enum BenchCommand {
     /// Tens of thousands of idle connections against a gateway with a small fd limit, while
     /// its admin /healthz and fresh requests are probed.
     Flood(soak::flood::FloodArgs),
+    /// Ten thousand slow streams held at once through a gateway: its RSS per in-flight stream,
+    /// and whether the memory comes back once they end.
+    Streams(soak::streams::StreamsArgs),
 }
 
 fn parse_gamma(s: &str) -> Result<(f64, f64), String> {
@@ -225,6 +228,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Overhead(a)) => return crate::overhead::run(a).await,
         Some(BenchCommand::Soak(a)) => return soak::run(a).await,
         Some(BenchCommand::Flood(a)) => return soak::flood::run(a).await,
+        Some(BenchCommand::Streams(a)) => return soak::streams::run(a).await,
         None => {}
     }
     anyhow::ensure!(

@@ -32,7 +32,8 @@
 //! for every figure alike.
 //!
 //! `spillway bench flood` ([`flood`]) is the other measurement of issue 15: an idle-connection
-//! flood against a gateway with a small descriptor limit.
+//! flood against a gateway with a small descriptor limit. `spillway bench streams`
+//! ([`streams`]) measures issue 16's memory per in-flight stream on the same machinery.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ mod procfs;
 mod raw;
 mod report;
 mod sampler;
+pub mod streams;
 mod tally;
 
 use gateway::{Launch, ServeChild, Sims};
