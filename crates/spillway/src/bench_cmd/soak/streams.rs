@@ -29,14 +29,14 @@
 //! 5. While they run, the gateway is read every 250 ms (its tasks every second). **Held** is
 //!    the reading taken as soon as every stream has had its first chunk (or failed); RSS per
 //!    stream is (held − start) / the streams in flight then, in KiB. The peak is the largest
-//!    reading.
+//!    reading (also given per stream, over the most streams in flight at any reading).
 //! 6. When every stream has ended, the **settle** reads the gateway every second, at most
 //!    `--settle-secs` (default 30 s; jemalloc, the default allocator, returns freed pages
 //!    after a ~10 s decay from a background thread), and ends early once RSS is within 20% of
 //!    the start and fds and tasks within 10%; the last reading is **after**. The gateway keeps
 //!    idle upstream connections pooled for 60 s, so fds and tasks may not be back by then: the
 //!    fds are sorted by kind (client, upstream, listening, other) at start and after so that it
-//!    shows.
+//!    shows. The settle's readings are in the timeline too.
 //!
 //! The table ([`report`]) has start, held, peak and after, KiB per stream, after against start,
 //! the streams ok and failed (by reason), first-chunk latency p50/p99, and the bars;
@@ -84,7 +84,7 @@ pub struct StreamsArgs {
     /// The streams are started evenly over this many seconds.
     #[arg(long, default_value_t = 5.0)]
     pub ramp_secs: f64,
-    /// Connects (to the response head) in flight at once, per client process.
+    /// Connects (to the request written) in flight at once, per client process.
     #[arg(long, default_value_t = 256)]
     pub connects: usize,
     /// Longest wait after the streams for the figures to come back.
@@ -180,6 +180,7 @@ async fn started(
 }
 
 /// The gateway's own ports and its upstreams', to sort its descriptors.
+#[derive(Clone)]
 struct Ports {
     serving: Vec<u16>,
     upstream: Vec<u16>,
@@ -219,9 +220,10 @@ async fn measure(
     );
     let t0 = Instant::now();
     let mut fleet = Fleet::start(args, child.api, limits.hard)?;
-    let (timeline, held) = hold(args, child, ports, &mut fleet, t0).await?;
+    let (mut timeline, held) = hold(args, child, ports, &mut fleet, t0).await?;
+    let last = fleet.counts();
     let clients = fleet.finish(Duration::from_secs(60)).await?;
-    let (after, settle) = settle(args, child, &start, t0).await?;
+    let (after, settle) = settle(args, child, &start, t0, |s| timeline.push(row(s, last))).await?;
     Ok(StreamsReport::new(Measured {
         gateway: GatewayInfo {
             pid: child.pid,
@@ -245,7 +247,7 @@ async fn measure(
         fds_after: ports.fds(child.pid),
         clients,
         settle,
-        gateway_log_tail: child.stderr_tail().lines().map(str::to_string).collect(),
+        gateway_log_tail: child.stderr_tail().lines().map(plain).collect(),
         timeline,
     }))
 }
@@ -307,7 +309,7 @@ async fn hold(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let limit =
         Duration::from_secs_f64(args.ramp_secs + args.stream_secs) + Duration::from_secs(300);
-    let (mut rows, mut held) = (Vec::new(), None);
+    let (mut rows, mut held, mut extras) = (Vec::new(), None, None);
     for n in 0u64.. {
         tick.tick().await;
         let c = fleet.counts();
@@ -327,7 +329,8 @@ async fn hold(
         }
         rows.push(row);
         if held.is_none() && worker::all_first(&c, args.streams) {
-            held = Some(read_held(child, ports, t0, c).await?);
+            let (h, x) = read_held(child, ports, t0, c).await?;
+            (held, extras) = (Some(h), Some(x));
         }
         if fleet.finished() {
             break;
@@ -336,6 +339,9 @@ async fn hold(
             t0.elapsed() < limit,
             "the streams did not end within {limit:?}"
         );
+    }
+    if let (Some(h), Some(x)) = (held.as_mut(), extras) {
+        (h.fds, h.connection_metrics) = x.await.unwrap_or_default();
     }
     Ok((rows, held))
 }
@@ -353,6 +359,7 @@ fn row(s: &Sample, c: worker::Counts) -> Row {
         first,
         done,
         failed,
+        in_flight: worker::in_flight(&c),
     }
 }
 
@@ -372,50 +379,64 @@ fn progress(r: &Row) {
     );
 }
 
-/// The held reading: RSS first, then tasks, descriptors by kind and connection gauges.
+/// What the held reading adds besides the figures: the descriptors by kind and the gateway's
+/// connection gauges, read beside the 250 ms readings (sorting 20,000 descriptors against the
+/// kernel's TCP table takes a while).
+type Extras = tokio::task::JoinHandle<(Option<FdKinds>, Vec<String>)>;
+
+/// The held reading: RSS first, then tasks; the extras are started.
 async fn read_held(
     child: &ServeChild,
     ports: &Ports,
     t0: Instant,
     c: worker::Counts,
-) -> anyhow::Result<Held> {
+) -> anyhow::Result<(Held, Extras)> {
     let at_secs = t0.elapsed().as_secs_f64();
     let sample = read(child, at_secs).await?;
-    let connection_metrics = match http::metrics_text(child.admin).await {
-        Some(text) => text
-            .lines()
-            .filter(|l| l.starts_with("spillway_connections_"))
-            .map(str::to_string)
-            .collect(),
-        None => Vec::new(),
-    };
+    let (pid, admin, ports) = (child.pid, child.admin, ports.clone());
+    let extras = tokio::spawn(async move {
+        let fds = tokio::task::spawn_blocking(move || ports.fds(pid));
+        let metrics = match http::metrics_text(admin).await {
+            Some(text) => text
+                .lines()
+                .filter(|l| l.starts_with("spillway_connections_"))
+                .map(str::to_string)
+                .collect(),
+            None => Vec::new(),
+        };
+        (fds.await.ok().flatten(), metrics)
+    });
     eprintln!(
         "spillway bench streams: held {} streams at t={at_secs:.1}s: RSS {:.1} MiB, {} fds",
         worker::in_flight(&c),
         sample.rss_kb as f64 / 1024.0,
         sample.fds
     );
-    Ok(Held {
+    let held = Held {
         sample,
         at_secs,
         streams_in_flight: worker::in_flight(&c),
-        fds: ports.fds(child.pid),
-        connection_metrics,
-    })
+        fds: None,
+        connection_metrics: Vec::new(),
+    };
+    Ok((held, extras))
 }
 
 /// After the streams: reads every second until RSS is within 20% of the start and fds and
-/// tasks within 10%, or `--settle-secs`; the last reading and how long it took.
+/// tasks within 10%, or `--settle-secs`; the last reading and how long it took. Each reading
+/// goes to `keep` as well.
 async fn settle(
     args: &StreamsArgs,
     child: &ServeChild,
     start: &Sample,
     t0: Instant,
+    mut keep: impl FnMut(&Sample),
 ) -> anyhow::Result<(Sample, report::Settle)> {
     let from = Instant::now();
     let deadline = Duration::from_secs_f64(args.settle_secs);
     loop {
         let now = read(child, t0.elapsed().as_secs_f64()).await?;
+        keep(&now);
         let tasks_back = match (start.tasks, now.tasks) {
             (Some(s), Some(n)) => super::report::within(s, n),
             _ => true,
@@ -433,6 +454,24 @@ async fn settle(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// `line` without its terminal colour codes (`ESC [ … m`).
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -465,5 +504,12 @@ pub(super) mod tests {
         assert!(check(&a).is_ok());
         assert!(check(&args(&["--stream-secs", "0"])).is_err());
         assert!(check(&args(&["--streams", "0"])).is_err());
+    }
+
+    #[test]
+    fn colour_codes_are_taken_off_log_lines() {
+        let line = "\u{1b}[2m2026\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m upstream attempt failed";
+        assert_eq!(plain(line), "2026  WARN upstream attempt failed");
+        assert_eq!(plain("plain"), "plain");
     }
 }

@@ -1,7 +1,12 @@
 //! One client process of `spillway bench streams` (`--worker`, started by the command): opens
 //! its share of streamed chat completions, each on a connection of its own, ramped over
-//! `--ramp-secs` with at most `--connects` connects (to the response head) in flight, and reads
-//! each as it arrives until `data: [DONE]`.
+//! `--ramp-secs` with at most `--connects` connects (to the request written) in flight, and
+//! reads each as it arrives until `data: [DONE]`.
+//!
+//! The bound is on the connects, not on the wait for the response head: the gateway sends the
+//! head with the first token (until then it may still fail the request over to another
+//! region), one decode interval later (0.5 s at the defaults), so a bound held to the head
+//! would cap the ramp at `connects` per decode interval (512 streams/s with 256).
 //!
 //! Every 250 ms it prints its counts on stdout (`streams started=… opened=… first=… done=…
 //! failed=… nofirst=…`); when every stream has ended, one line `streams-result {JSON}` with
@@ -226,7 +231,7 @@ fn failed(live: &Live, first: Option<f64>, why: String) -> (Option<f64>, Result<
     (first, Err(why))
 }
 
-/// Connects, sends, and reads the head (the permit is held until then); a status other than
+/// Connects and sends (the permit is held until then), and reads the head; a status other than
 /// 200 is a failure, named with the error's `code` or `type` when the body gives one.
 async fn open(
     target: SocketAddr,
@@ -236,10 +241,10 @@ async fn open(
     let mut s = http::send(target, request, CONNECT_TIMEOUT)
         .await
         .map_err(|e| format!("connect: {}", io_reason(&e)))?;
+    drop(permit);
     let (head, rest) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut s))
         .await
         .map_err(|_| "no response head within 60 s".to_string())??;
-    drop(permit);
     if head.status == 200 {
         return Ok((s, head, rest));
     }
