@@ -159,21 +159,7 @@ impl Metrics {
             "Ejections per deployment learned from other gateway instances (shared state)",
             remote_ejections.clone(),
         );
-        let shared_state_up = Gauge::default();
-        shared_state_up.set(1);
-        registry.register(
-            "shared_state_up",
-            "1 while the shared state (Redis) answers; 0 while quotas run on local shares",
-            shared_state_up.clone(),
-        );
-        let connections = ConnMetrics::default();
-        connections.register(&mut registry);
-        let runtime_tasks = Gauge::default();
-        registry.register(
-            "runtime_tasks",
-            "tokio tasks alive in the gateway process, read at each scrape",
-            runtime_tasks.clone(),
-        );
+        let (shared_state_up, connections, runtime_tasks) = register_process(&mut registry);
         Metrics {
             runtime_tasks,
             connections,
@@ -198,4 +184,24 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The process-wide figures: shared state up, connections, tokio tasks.
+fn register_process(registry: &mut Registry) -> (Gauge, ConnMetrics, Gauge) {
+    let shared_state_up = Gauge::default();
+    shared_state_up.set(1);
+    registry.register(
+        "shared_state_up",
+        "1 while the shared state (Redis) answers; 0 while quotas run on local shares",
+        shared_state_up.clone(),
+    );
+    let connections = ConnMetrics::default();
+    connections.register(registry);
+    let runtime_tasks = Gauge::default();
+    registry.register(
+        "runtime_tasks",
+        "tokio tasks alive in the gateway process, read at each scrape",
+        runtime_tasks.clone(),
+    );
+    (shared_state_up, connections, runtime_tasks)
 }

@@ -135,6 +135,16 @@ pub fn print(r: &Report) {
             " (deadline reached)"
         }
     );
+    print_figures(r);
+    if let Some(note) = r.tasks_note {
+        println!("tasks: {note}");
+    }
+    print_fd_kinds(r);
+    print_requests(r);
+}
+
+/// Before, peak and after of each figure, with its change and verdict.
+fn print_figures(r: &Report) {
     println!(
         "{:<12} {:>10} {:>10} {:>10} {:>8}  verdict",
         "", "before", "peak", "after", "change"
@@ -212,31 +222,32 @@ pub fn print(r: &Report) {
             verdict(ok)
         );
     }
-    if let Some(note) = r.tasks_note {
-        println!("tasks: {note}");
-    }
-    if let (Some(b), Some(a)) = (&r.fds_before, &r.fds_after) {
+}
+
+/// The gateway's descriptors by kind, before and after.
+fn print_fd_kinds(r: &Report) {
+    let (Some(b), Some(a)) = (&r.fds_before, &r.fds_after) else {
+        return;
+    };
+    println!(
+        "fds by kind, before → after: listening {} → {}, clients {} → {}, upstream {} → {}, other tcp {} → {}, other {} → {}",
+        b.listening,
+        a.listening,
+        b.clients,
+        a.clients,
+        b.upstream,
+        a.upstream,
+        b.other_tcp,
+        a.other_tcp,
+        b.other,
+        a.other
+    );
+    if !r.within_10pct.fds && a.upstream > b.upstream {
         println!(
-            "fds by kind, before → after: listening {} → {}, clients {} → {}, upstream {} → {}, other tcp {} → {}, other {} → {}",
-            b.listening,
-            a.listening,
-            b.clients,
-            a.clients,
-            b.upstream,
-            a.upstream,
-            b.other_tcp,
-            a.other_tcp,
-            b.other,
-            a.other
+            "note: {} of the fds after are upstream connections to the simulators, idle in the gateway's HTTP client pool (it closes them after 60 s idle, on a timer, so up to about 2 minutes after the load); a longer --settle-secs waits them out",
+            a.upstream - b.upstream
         );
-        if !r.within_10pct.fds && a.upstream > b.upstream {
-            println!(
-                "note: {} of the fds after are upstream connections to the simulators, idle in the gateway's HTTP client pool (it closes them after 60 s idle, on a timer, so up to about 2 minutes after the load); a longer --settle-secs waits them out",
-                a.upstream - b.upstream
-            );
-        }
     }
-    print_requests(r);
 }
 
 fn print_requests(r: &Report) {
