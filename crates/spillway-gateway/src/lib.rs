@@ -12,9 +12,9 @@
 //!   client side, the stream codecs, and [`drive::finish`], the one place a request ends.
 //! * [`state`]: [`state::AppState`] and the backends picked once at start-up (quota book,
 //!   deployment state, profile store; memory or Redis).
-//! * Leaves: [`upstream`] (targets and the one classifier of upstream answers), [`sigv4`]
-//!   (verification, and signing to Bedrock upstreams), [`config`] (raw → validated), [`error`]
-//!   (the edge error rendered in each API's shape), [`metrics`], [`audit`].
+//! * Leaves: [`upstream`] (targets, the pooled HTTP client, and the one classifier of upstream
+//!   answers), [`sigv4`] (verification, and signing to Bedrock upstreams), [`config`] (raw →
+//!   validated), [`error`] (the edge error rendered in each API's shape), [`metrics`], [`audit`].
 #![forbid(unsafe_code)]
 
 pub mod api;

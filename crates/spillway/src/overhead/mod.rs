@@ -67,7 +67,8 @@
 //! When `nginx` and `wrk` are on `PATH` (or with `--reference nginx`), the run ends with a
 //! comparison on a static mock upstream: latency at `--rps` side by side and max rps by wrk for
 //! the direct path, nginx as a reverse proxy, and Spillway, with Spillway's figures as ratios to
-//! nginx's ([`reference`]). `--reference-only` runs just that.
+//! nginx's ([`reference`]); with `--state`, the Redis-backed gateway is a fourth path there, its
+//! max rps also as a ratio to the memory gateway's. `--reference-only` runs just that.
 use std::path::PathBuf;
 use std::time::Duration;
 
