@@ -174,9 +174,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let report = result?;
     report::print(&report);
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("spillway bench soak: wrote {}", path.display());
+        crate::bench_cmd::write_json(path, &report, "spillway bench soak")?;
     }
     Ok(())
 }

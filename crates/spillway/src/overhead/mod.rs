@@ -191,9 +191,7 @@ pub async fn run(args: OverheadArgs) -> anyhow::Result<()> {
     report.reference = reference::run(&args).await?;
     report::print_table(&report);
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        crate::bench_cmd::write_json(path, &report, "spillway bench overhead")?;
     }
     Ok(())
 }

@@ -140,9 +140,7 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     let r = result?;
     report::print(&r);
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&r)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("spillway bench flood: wrote {}", path.display());
+        crate::bench_cmd::write_json(path, &r, "spillway bench flood")?;
     }
     Ok(())
 }
