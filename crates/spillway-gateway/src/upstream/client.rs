@@ -13,8 +13,10 @@
 //! redirects is misconfigured), no proxy is consulted, and retries are the exchange's alone.
 //!
 //! Connections are pooled per scheme and authority: at most [`MAX_IDLE_PER_HOST`] idle ones,
-//! each closed after [`IDLE_TIMEOUT`] unused. A connect that takes longer than the configured
-//! `[timeouts] connect_ms` fails as a connect failure (retryable on another destination).
+//! each closed after [`IDLE_TIMEOUT`] unused. A TCP connect that takes longer than the configured
+//! `[timeouts] connect_ms` fails as a connect failure (retryable on another destination); a TLS
+//! handshake that stalls after it is bounded by the exchange's own deadlines, as the wait for
+//! the answer is. `HTTP_PROXY` and `HTTPS_PROXY` are not read: upstreams are reached directly.
 use std::sync::Arc;
 use std::time::Duration;
 
