@@ -254,7 +254,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     println!("\n{}", report::table(&report));
     if let Some(path) = &args.json {
-        write_json(path, &report, "spillway bench")?;
+        crate::output::write_json(path, &report, "spillway bench")?;
     }
     if let Some(path) = &args.html {
         std::fs::write(path, spillway_bench::html::render(&report))
@@ -395,18 +395,6 @@ async fn drive(
         );
     }
     Ok(run.await?)
-}
-
-/// Write `report` to `path` as pretty JSON, and say so on stderr as `command`.
-pub fn write_json(
-    path: &std::path::Path,
-    report: &impl serde::Serialize,
-    command: &str,
-) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(report)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("{command}: wrote {}", path.display());
-    Ok(())
 }
 
 #[cfg(test)]

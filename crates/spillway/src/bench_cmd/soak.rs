@@ -174,7 +174,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let report = result?;
     report::print(&report);
     if let Some(path) = &args.json {
-        crate::bench_cmd::write_json(path, &report, "spillway bench soak")?;
+        crate::output::write_json(path, &report, "spillway bench soak")?;
     }
     Ok(())
 }

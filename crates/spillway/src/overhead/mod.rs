@@ -191,7 +191,7 @@ pub async fn run(args: OverheadArgs) -> anyhow::Result<()> {
     report.reference = reference::run(&args).await?;
     report::print_table(&report);
     if let Some(path) = &args.json {
-        crate::bench_cmd::write_json(path, &report, "spillway bench overhead")?;
+        crate::output::write_json(path, &report, "spillway bench overhead")?;
     }
     Ok(())
 }

@@ -140,7 +140,7 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
     let r = result?;
     report::print(&r);
     if let Some(path) = &args.json {
-        crate::bench_cmd::write_json(path, &r, "spillway bench flood")?;
+        crate::output::write_json(path, &r, "spillway bench flood")?;
     }
     Ok(())
 }

@@ -135,7 +135,7 @@ pub async fn run(args: StreamsArgs) -> anyhow::Result<()> {
     let r = result?;
     report::print(&r);
     if let Some(path) = &args.json {
-        crate::bench_cmd::write_json(path, &r, "spillway bench streams")?;
+        crate::output::write_json(path, &r, "spillway bench streams")?;
     }
     Ok(())
 }
