@@ -57,7 +57,6 @@ use super::procfs::{self, FdKinds, Sample};
 mod fleet;
 mod report;
 mod setup;
-mod sse;
 pub mod worker;
 
 use fleet::Fleet;
@@ -84,7 +83,7 @@ pub struct StreamsArgs {
     /// The streams are started evenly over this many seconds.
     #[arg(long, default_value_t = 5.0)]
     pub ramp_secs: f64,
-    /// Connects (to the request written) in flight at once, per client process.
+    /// Connects in flight at once (until the connection is up), per client process.
     #[arg(long, default_value_t = 256)]
     pub connects: usize,
     /// Longest wait after the streams for the figures to come back.

@@ -1,6 +1,6 @@
 //! One client process of `spillway bench streams` (`--worker`, started by the command): opens
 //! its share of streamed chat completions, each on a connection of its own, ramped over
-//! `--ramp-secs` with at most `--connects` connects (to the request written) in flight, and
+//! `--ramp-secs` with at most `--connects` connects in flight (until the connection is up), and
 //! reads each as it arrives until `data: [DONE]`.
 //!
 //! The bound is on the connects, not on the wait for the response head: the gateway sends the
@@ -20,15 +20,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
+use spillway_proto::sse::{DONE as SSE_DONE, SseDecoder};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::super::http::{self, io_reason};
-use super::sse::{Dechunk, Events, Head, head_end};
+use super::super::http::io_reason;
 use super::{API_KEY, PROFILE, REGIONS};
 
 /// Connecting and sending the request.
@@ -146,7 +150,7 @@ pub async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
 /// waits for all of them to end.
 async fn open_all(spec: &WorkerSpec, live: &Arc<Live>) -> WorkerResult {
     let gate = Arc::new(Semaphore::new(spec.connects.max(1)));
-    let request = Arc::new(request(spec.max_tokens));
+    let request = request_body(spec.max_tokens);
     let t0 = Instant::now();
     let mut running = JoinSet::new();
     for i in 0..spec.streams {
@@ -155,7 +159,7 @@ async fn open_all(spec: &WorkerSpec, live: &Arc<Live>) -> WorkerResult {
             break;
         };
         let (live, request, target) = (live.clone(), request.clone(), spec.target);
-        running.spawn(async move { one(target, &request, permit, &live).await });
+        running.spawn(async move { one(target, request, permit, &live).await });
     }
     let mut out = WorkerResult::default();
     while let Some(done) = running.join_next().await {
@@ -172,44 +176,38 @@ async fn open_all(spec: &WorkerSpec, live: &Arc<Live>) -> WorkerResult {
     out
 }
 
-fn request(max_tokens: u64) -> Vec<u8> {
+fn request_body(max_tokens: u64) -> Bytes {
     let body = serde_json::json!({
         "model": PROFILE,
         "messages": [{"role": "user", "content": "tell me about spillways"}],
         "max_tokens": max_tokens,
         "stream": true,
-    })
-    .to_string();
-    http::request(
-        "POST",
-        "/v1/chat/completions",
-        Some(API_KEY),
-        body.as_bytes(),
-    )
+    });
+    Bytes::from(body.to_string())
 }
 
 /// One stream: its first-chunk latency if it had one, and the serving region or why it failed.
 async fn one(
     target: SocketAddr,
-    request: &[u8],
+    request: Bytes,
     permit: OwnedSemaphorePermit,
     live: &Live,
 ) -> (Option<f64>, Result<String, String>) {
     live.add(STARTED);
     let started = Instant::now();
-    let opened = open(target, request, permit).await;
-    let (mut s, head, rest) = match opened {
-        Ok(x) => x,
+    let resp = match open(target, request, permit).await {
+        Ok(resp) => resp,
         Err(why) => return failed(live, None, why),
     };
-    let region = match head.header("x-spillway-region") {
+    let served = resp.headers().get("x-spillway-region");
+    let region = match served.map(|v| v.to_str().unwrap_or("(not text)")) {
         Some(r) if REGIONS.contains(&r) => r.to_string(),
         Some(r) => return failed(live, None, format!("served in {r}, outside the us regions")),
         None => return failed(live, None, "no x-spillway-region header".into()),
     };
     live.add(OPENED);
     let mut first = None;
-    let read = read_events(&mut s, head.chunked(), rest, || {
+    let read = read_events(resp.into_body(), || {
         first = Some(started.elapsed().as_secs_f64() * 1000.0);
         live.add(FIRST);
     })
@@ -231,49 +229,52 @@ fn failed(live: &Live, first: Option<f64>, why: String) -> (Option<f64>, Result<
     (first, Err(why))
 }
 
-/// Connects and sends (the permit is held until then), and reads the head; a status other than
-/// 200 is a failure, named with the error's `code` or `type` when the body gives one.
+/// Connects (the permit is held until the connection is up), sends, and waits for the head; a
+/// status other than 200 is a failure, named with the error's `code` or `type` when the body
+/// gives one. Each stream has a connection of its own, driven by a task of its own.
 async fn open(
     target: SocketAddr,
-    request: &[u8],
+    body: Bytes,
     permit: OwnedSemaphorePermit,
-) -> Result<(TcpStream, Head, Vec<u8>), String> {
-    let mut s = http::send(target, request, CONNECT_TIMEOUT)
+) -> Result<Response<Incoming>, String> {
+    let connect = async {
+        let tcp = TcpStream::connect(target)
+            .await
+            .map_err(|e| io_reason(&e))?;
+        let _ = tcp.set_nodelay(true);
+        hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let (mut sender, conn) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
-        .map_err(|e| format!("connect: {}", io_reason(&e)))?;
+        .map_err(|_| "connect: timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    tokio::spawn(conn);
     drop(permit);
-    let (head, rest) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut s))
+    let req = Request::post("/v1/chat/completions")
+        .header(hyper::header::HOST, target.to_string())
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {API_KEY}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(HEAD_TIMEOUT, sender.send_request(req))
         .await
-        .map_err(|_| "no response head within 60 s".to_string())??;
-    if head.status == 200 {
-        return Ok((s, head, rest));
+        .map_err(|_| "no response head within 60 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    if status == 200 {
+        return Ok(resp);
     }
-    let mut body = rest;
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut body)).await;
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await;
+    let body = match body {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => Bytes::new(),
+    };
     Err(match error_code(&body) {
-        Some(code) => format!("status {} ({code})", head.status),
-        None => format!("status {}", head.status),
+        Some(code) => format!("status {status} ({code})"),
+        None => format!("status {status}"),
     })
-}
-
-async fn read_head(s: &mut TcpStream) -> Result<(Head, Vec<u8>), String> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        let n = s.read(&mut chunk).await.map_err(|e| io_reason(&e))?;
-        if n == 0 {
-            return Err("closed before a response".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head_end(&buf) {
-            let head = Head::parse(&buf[..end - 4])
-                .ok_or_else(|| "not an HTTP/1.1 response head".to_string())?;
-            return Ok((head, buf.split_off(end)));
-        }
-        if buf.len() > 64 * 1024 {
-            return Err("response head over 64 KiB".into());
-        }
-    }
 }
 
 /// The error's `code` (or `type`) from an OpenAI-shaped error body.
@@ -287,44 +288,31 @@ fn error_code(body: &[u8]) -> Option<String> {
     })
 }
 
-/// Reads the body to its end (the last chunk, or the connection's close), calling `on_first` at
-/// the first `data:` event; it must have carried `data: [DONE]`.
-async fn read_events(
-    s: &mut TcpStream,
-    chunked: bool,
-    rest: Vec<u8>,
-    mut on_first: impl FnMut(),
-) -> Result<(), String> {
-    let (mut dechunk, mut events) = (Dechunk::default(), Events::default());
-    let mut payload = Vec::with_capacity(1024);
-    let mut input = rest;
-    let mut buf = [0u8; 2048];
-    let ended = loop {
-        payload.clear();
-        if chunked {
-            dechunk.feed(&input, &mut payload)?;
-        } else {
-            payload.extend_from_slice(&input);
-        }
-        let seen = events.data;
-        events.feed(&payload)?;
-        if seen == 0 && events.data > 0 {
-            on_first();
-        }
-        if chunked && dechunk.done() {
-            break "body ended before [DONE]".to_string();
-        }
-        match tokio::time::timeout(IDLE_TIMEOUT, s.read(&mut buf)).await {
-            Err(_) => break "no bytes for 60 s".to_string(),
-            Ok(Err(e)) => break io_reason(&e),
-            Ok(Ok(0)) => break "ended before [DONE]".to_string(),
-            Ok(Ok(n)) => {
-                input.clear();
-                input.extend_from_slice(&buf[..n]);
+/// Reads the body to its end, calling `on_first` at the first event with data; it must have
+/// carried `data: [DONE]`.
+async fn read_events(mut body: Incoming, mut on_first: impl FnMut()) -> Result<(), String> {
+    let mut events = SseDecoder::new();
+    let mut seen_data = false;
+    loop {
+        let frame = match tokio::time::timeout(IDLE_TIMEOUT, body.frame()).await {
+            Err(_) => return Err("no bytes for 60 s".into()),
+            Ok(None) => return Err("ended before [DONE]".into()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        for event in events.feed(data) {
+            if !seen_data && !event.data.is_empty() {
+                seen_data = true;
+                on_first();
+            }
+            if event.data == SSE_DONE {
+                return Ok(());
             }
         }
-    };
-    if events.done { Ok(()) } else { Err(ended) }
+    }
 }
 
 #[cfg(test)]
