@@ -105,6 +105,9 @@ pub enum EdgeError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A tag request that would leave a resource with more tags than it may carry.
+    #[error("{0}")]
+    TooManyTags(String),
     /// A path no API serves (the path as echoed is already shortened).
     #[error("Unknown operation {0}.")]
     UnknownRoute(String),
@@ -150,6 +153,7 @@ impl EdgeError {
             EdgeError::AwsAuth { .. } => StatusCode::UNAUTHORIZED,
             EdgeError::NotFound(_) => StatusCode::NOT_FOUND,
             EdgeError::Conflict(_) => StatusCode::CONFLICT,
+            EdgeError::TooManyTags(_) => StatusCode::BAD_REQUEST,
             EdgeError::UnknownRoute(_) => StatusCode::NOT_FOUND,
             EdgeError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
@@ -177,6 +181,7 @@ impl EdgeError {
             EdgeError::AwsAuth { .. } => "unauthorized",
             EdgeError::NotFound(_) => "not_found",
             EdgeError::Conflict(_) => "conflict",
+            EdgeError::TooManyTags(_) => "bad_request",
             EdgeError::UnknownRoute(_) => "not_found",
             EdgeError::MethodNotAllowed(_) => "method_not_allowed",
             EdgeError::UriTooLong(_) | EdgeError::HeadersTooLarge(_) => "too_large",
@@ -208,6 +213,7 @@ impl EdgeError {
             EdgeError::AwsAuth { .. } => ("authentication_error", Some("invalid_api_key")),
             EdgeError::NotFound(_) => ("invalid_request_error", Some("not_found")),
             EdgeError::Conflict(_) => ("invalid_request_error", Some("conflict")),
+            EdgeError::TooManyTags(_) => ("invalid_request_error", Some("too_many_tags")),
             EdgeError::UnknownRoute(_) => ("invalid_request_error", Some("not_found")),
             EdgeError::MethodNotAllowed(_) => ("invalid_request_error", Some("method_not_allowed")),
             EdgeError::UriTooLong(_) => ("invalid_request_error", Some("uri_too_long")),
@@ -252,6 +258,7 @@ impl EdgeError {
             ),
             EdgeError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "ModelTimeoutException"),
             EdgeError::Conflict(_) => (StatusCode::CONFLICT, "ConflictException"),
+            EdgeError::TooManyTags(_) => (StatusCode::BAD_REQUEST, "TooManyTagsException"),
             EdgeError::UnknownRoute(_) => (StatusCode::NOT_FOUND, "UnknownOperationException"),
             EdgeError::MethodNotAllowed(_) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "UnknownOperationException")

@@ -138,7 +138,7 @@ async fn parse(
 
 /// An InvokeModel body: passed through when every destination is a Bedrock upstream, else read
 /// as an OpenAI-style body.
-fn invoke_request(
+pub(crate) fn invoke_request(
     state: &AppState,
     ctx: &mut RequestCtx,
     target: &Target,
@@ -319,7 +319,7 @@ pub(crate) fn authenticate(
 }
 
 /// `modelId` → the target, recording the profile ARN and tags for the audit record.
-fn resolve_ref(
+pub(crate) fn resolve_ref(
     state: &AppState,
     ctx: &mut RequestCtx,
     tenant: TenantIx,
