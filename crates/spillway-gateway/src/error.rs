@@ -70,6 +70,10 @@ pub enum EdgeError {
         message: String,
         param: &'static str,
     },
+    /// A request field no upstream that may serve the request can honour (see
+    /// `api::fields`); OpenAI's `param` names it.
+    #[error("{message}")]
+    Unsupported { field: String, message: String },
     #[error("The model `{}` does not exist or you do not have access to it.", shown(.0))]
     ModelNotFound(String),
     #[error("{0}")]
@@ -141,6 +145,7 @@ impl EdgeError {
             EdgeError::Unauthorized => StatusCode::UNAUTHORIZED,
             EdgeError::BadRequest(_)
             | EdgeError::InvalidParam { .. }
+            | EdgeError::Unsupported { .. }
             | EdgeError::NotCallableHere(_)
             | EdgeError::ProfileOnly(_) => StatusCode::BAD_REQUEST,
             EdgeError::ModelNotFound(_) => StatusCode::NOT_FOUND,
@@ -169,6 +174,7 @@ impl EdgeError {
             EdgeError::Unauthorized => "unauthorized",
             EdgeError::BadRequest(_)
             | EdgeError::InvalidParam { .. }
+            | EdgeError::Unsupported { .. }
             | EdgeError::NotCallableHere(_)
             | EdgeError::ProfileOnly(_) => "bad_request",
             EdgeError::ModelNotFound(_) => "not_found",
@@ -196,6 +202,9 @@ impl EdgeError {
             EdgeError::Unauthorized => ("authentication_error", Some("invalid_api_key")),
             EdgeError::BadRequest(_) => ("invalid_request_error", None),
             EdgeError::InvalidParam { .. } => ("invalid_request_error", Some("invalid_value")),
+            EdgeError::Unsupported { .. } => {
+                ("invalid_request_error", Some("unsupported_parameter"))
+            }
             EdgeError::NotCallableHere(_) => (
                 "invalid_request_error",
                 Some("model_not_available_in_region"),
@@ -222,8 +231,10 @@ impl EdgeError {
             EdgeError::BodyTimeout(_) => ("invalid_request_error", Some("request_timeout")),
         };
         let mut body = OpenAiErrorBody::new(cut(&self.to_string(), MAX_MESSAGE), kind, code);
-        if let EdgeError::InvalidParam { param, .. } = self {
-            body.error.param = Some((*param).to_string());
+        match self {
+            EdgeError::InvalidParam { param, .. } => body.error.param = Some((*param).to_string()),
+            EdgeError::Unsupported { field, .. } => body.error.param = Some(shown(field).into()),
+            _ => {}
         }
         body
     }
@@ -243,6 +254,7 @@ impl EdgeError {
             EdgeError::AwsAuth { error_type, .. } => (StatusCode::FORBIDDEN, error_type),
             EdgeError::BadRequest(_)
             | EdgeError::InvalidParam { .. }
+            | EdgeError::Unsupported { .. }
             | EdgeError::NotCallableHere(_)
             | EdgeError::ProfileOnly(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
             EdgeError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "ValidationException"),
