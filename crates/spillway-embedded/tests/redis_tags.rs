@@ -11,6 +11,7 @@ mod shared_profiles;
 use std::collections::BTreeMap;
 
 use aws_sdk_bedrock::types::Tag;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use redis_support::RedisServer;
 use shared_profiles::*;
 
@@ -34,7 +35,7 @@ async fn add(c: &aws_sdk_bedrock::Client, arn: &str, k: &str, v: &str) -> Result
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| code(&e))
+        .map_err(|e| e.code().unwrap_or("no error type").to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
