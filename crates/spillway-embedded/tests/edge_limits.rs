@@ -259,12 +259,9 @@ async fn when_every_connection_is_busy_new_ones_close_and_old_ones_work() {
 async fn errors_come_in_the_callers_shape() {
     let h = gateway("max_uri_bytes = 1024\nmax_headers = 40").await;
     let close = "host: x\r\nconnection: close\r\n";
-    // Bedrock's control plane: 404 with Bedrock's error type.
-    let r = raw(
-        &h,
-        &format!("GET /foundation-models HTTP/1.1\r\n{close}\r\n"),
-    )
-    .await;
+    // Bedrock's control plane (an operation Spillway does not serve): 404 with Bedrock's
+    // error type.
+    let r = raw(&h, &format!("GET /custom-models HTTP/1.1\r\n{close}\r\n")).await;
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
     assert!(
         r.to_ascii_lowercase()

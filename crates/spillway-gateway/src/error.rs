@@ -70,6 +70,10 @@ pub enum EdgeError {
         message: String,
         param: &'static str,
     },
+    /// A request field no upstream that may serve the request can honour (see
+    /// `api::fields`); OpenAI's `param` names it.
+    #[error("{message}")]
+    Unsupported { field: String, message: String },
     #[error("The model `{}` does not exist or you do not have access to it.", shown(.0))]
     ModelNotFound(String),
     #[error("{0}")]
@@ -105,6 +109,9 @@ pub enum EdgeError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A tag request that would leave a resource with more tags than it may carry.
+    #[error("{0}")]
+    TooManyTags(String),
     /// A path no API serves (the path as echoed is already shortened).
     #[error("Unknown operation {0}.")]
     UnknownRoute(String),
@@ -138,6 +145,7 @@ impl EdgeError {
             EdgeError::Unauthorized => StatusCode::UNAUTHORIZED,
             EdgeError::BadRequest(_)
             | EdgeError::InvalidParam { .. }
+            | EdgeError::Unsupported { .. }
             | EdgeError::NotCallableHere(_)
             | EdgeError::ProfileOnly(_) => StatusCode::BAD_REQUEST,
             EdgeError::ModelNotFound(_) => StatusCode::NOT_FOUND,
@@ -150,6 +158,7 @@ impl EdgeError {
             EdgeError::AwsAuth { .. } => StatusCode::UNAUTHORIZED,
             EdgeError::NotFound(_) => StatusCode::NOT_FOUND,
             EdgeError::Conflict(_) => StatusCode::CONFLICT,
+            EdgeError::TooManyTags(_) => StatusCode::BAD_REQUEST,
             EdgeError::UnknownRoute(_) => StatusCode::NOT_FOUND,
             EdgeError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
@@ -165,6 +174,7 @@ impl EdgeError {
             EdgeError::Unauthorized => "unauthorized",
             EdgeError::BadRequest(_)
             | EdgeError::InvalidParam { .. }
+            | EdgeError::Unsupported { .. }
             | EdgeError::NotCallableHere(_)
             | EdgeError::ProfileOnly(_) => "bad_request",
             EdgeError::ModelNotFound(_) => "not_found",
@@ -177,6 +187,7 @@ impl EdgeError {
             EdgeError::AwsAuth { .. } => "unauthorized",
             EdgeError::NotFound(_) => "not_found",
             EdgeError::Conflict(_) => "conflict",
+            EdgeError::TooManyTags(_) => "bad_request",
             EdgeError::UnknownRoute(_) => "not_found",
             EdgeError::MethodNotAllowed(_) => "method_not_allowed",
             EdgeError::UriTooLong(_) | EdgeError::HeadersTooLarge(_) => "too_large",
@@ -191,6 +202,9 @@ impl EdgeError {
             EdgeError::Unauthorized => ("authentication_error", Some("invalid_api_key")),
             EdgeError::BadRequest(_) => ("invalid_request_error", None),
             EdgeError::InvalidParam { .. } => ("invalid_request_error", Some("invalid_value")),
+            EdgeError::Unsupported { .. } => {
+                ("invalid_request_error", Some("unsupported_parameter"))
+            }
             EdgeError::NotCallableHere(_) => (
                 "invalid_request_error",
                 Some("model_not_available_in_region"),
@@ -208,6 +222,7 @@ impl EdgeError {
             EdgeError::AwsAuth { .. } => ("authentication_error", Some("invalid_api_key")),
             EdgeError::NotFound(_) => ("invalid_request_error", Some("not_found")),
             EdgeError::Conflict(_) => ("invalid_request_error", Some("conflict")),
+            EdgeError::TooManyTags(_) => ("invalid_request_error", Some("too_many_tags")),
             EdgeError::UnknownRoute(_) => ("invalid_request_error", Some("not_found")),
             EdgeError::MethodNotAllowed(_) => ("invalid_request_error", Some("method_not_allowed")),
             EdgeError::UriTooLong(_) => ("invalid_request_error", Some("uri_too_long")),
@@ -216,8 +231,10 @@ impl EdgeError {
             EdgeError::BodyTimeout(_) => ("invalid_request_error", Some("request_timeout")),
         };
         let mut body = OpenAiErrorBody::new(cut(&self.to_string(), MAX_MESSAGE), kind, code);
-        if let EdgeError::InvalidParam { param, .. } = self {
-            body.error.param = Some((*param).to_string());
+        match self {
+            EdgeError::InvalidParam { param, .. } => body.error.param = Some((*param).to_string()),
+            EdgeError::Unsupported { field, .. } => body.error.param = Some(shown(field).into()),
+            _ => {}
         }
         body
     }
@@ -237,6 +254,7 @@ impl EdgeError {
             EdgeError::AwsAuth { error_type, .. } => (StatusCode::FORBIDDEN, error_type),
             EdgeError::BadRequest(_)
             | EdgeError::InvalidParam { .. }
+            | EdgeError::Unsupported { .. }
             | EdgeError::NotCallableHere(_)
             | EdgeError::ProfileOnly(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
             EdgeError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "ValidationException"),
@@ -252,6 +270,7 @@ impl EdgeError {
             ),
             EdgeError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "ModelTimeoutException"),
             EdgeError::Conflict(_) => (StatusCode::CONFLICT, "ConflictException"),
+            EdgeError::TooManyTags(_) => (StatusCode::BAD_REQUEST, "TooManyTagsException"),
             EdgeError::UnknownRoute(_) => (StatusCode::NOT_FOUND, "UnknownOperationException"),
             EdgeError::MethodNotAllowed(_) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "UnknownOperationException")

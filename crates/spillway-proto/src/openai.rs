@@ -20,6 +20,11 @@ pub struct ChatRequest {
     pub max_completion_tokens: Option<u64>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// Request fields of another API (Converse's `guardrailConfig`, `performanceConfig`, …)
+    /// that only a `bedrock` upstream honours, carried to it; never serialized (see
+    /// `bedrock::convert`'s `carry`).
+    #[serde(skip)]
+    pub bedrock_only: Map<String, Value>,
 }
 
 impl ChatRequest {

@@ -133,32 +133,26 @@ async fn parse(
         ));
     }
     let target = resolve_ref(state, ctx, tenant, model_id)?;
+    crate::api::fields::check_converse(&state.cfg, &target, &conv)?;
     Ok((target, req))
 }
 
 /// An InvokeModel body: passed through when every destination is a Bedrock upstream, else read
 /// as an OpenAI-style body.
-fn invoke_request(
+pub(crate) fn invoke_request(
     state: &AppState,
     ctx: &mut RequestCtx,
     target: &Target,
     body: &Bytes,
     stream: bool,
 ) -> Result<ChatRequest, EdgeError> {
-    let cfg = &state.cfg;
-    let all_bedrock = target.destinations.iter().all(|r| {
-        cfg.deployment(target.model, *r).is_some_and(|d| {
-            matches!(
-                cfg.deployments[d.0 as usize].upstream,
-                crate::config::Upstream::Bedrock { .. }
-            )
-        })
-    });
-    if all_bedrock {
+    if crate::api::fields::kinds(&state.cfg, target).all_bedrock {
         ctx.invoke_passthrough = Some(body.clone());
         native_invoke_request(&ctx.model_name, body, stream)
     } else {
-        invoke_body(&ctx.model_name, body, stream)
+        let req = invoke_body(&ctx.model_name, body, stream)?;
+        crate::api::fields::check_chat(&state.cfg, target, &req)?;
+        Ok(req)
     }
 }
 
@@ -319,7 +313,7 @@ pub(crate) fn authenticate(
 }
 
 /// `modelId` → the target, recording the profile ARN and tags for the audit record.
-fn resolve_ref(
+pub(crate) fn resolve_ref(
     state: &AppState,
     ctx: &mut RequestCtx,
     tenant: TenantIx,

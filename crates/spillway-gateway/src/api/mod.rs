@@ -5,11 +5,20 @@
 //! * [`openai`]: `POST /v1/chat/completions` (Bearer keys, OpenAI's error shape).
 //! * [`bedrock`]: the Bedrock runtime (Converse, ConverseStream, InvokeModel and its stream;
 //!   SigV4 or Bedrock API keys, Bedrock's error shape).
-//! * [`profiles`]: the Bedrock control plane for inference profiles.
+//! * [`profiles`]: the Bedrock control plane for inference profiles, and the entry of the rest
+//!   of the control plane: [`foundation`] (ListFoundationModels, GetFoundationModel) and
+//!   [`tags`] (ListTagsForResource, TagResource, UntagResource).
+//! * [`fields`]: no silent drops — request fields the possible upstreams cannot honour are
+//!   refused by name.
+//! * [`count_tokens`]: Bedrock's CountTokens, with the estimator quota is reserved by.
 //! * [`resolve`]: what the client named (model, profile id or ARN) → model, destination set and
 //!   quota kind; shared by every adapter.
 
 pub mod bedrock;
+pub mod count_tokens;
+pub mod fields;
+pub mod foundation;
 pub mod openai;
 pub mod profiles;
 pub mod resolve;
+pub mod tags;

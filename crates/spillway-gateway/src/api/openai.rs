@@ -63,6 +63,7 @@ fn parse(
         ));
     }
     let target = resolve(cfg, ctx.source, &req.model)?;
+    crate::api::fields::check_chat(cfg, &target, &req)?;
     Ok((target, req))
 }
 

@@ -19,6 +19,7 @@ use spillway_proto::bedrock::ModelRef;
 
 use crate::api::bedrock::{Incoming, authenticate, read_body};
 use crate::api::resolve::model_ref;
+use crate::api::tags::{Resource, Tag, TagCall};
 use crate::config::{Config, ProfileIx, TenantIx};
 use crate::error::{EdgeError, shown};
 use crate::state::AppState;
@@ -26,10 +27,20 @@ use crate::state::app_profiles::{AppProfile, CopySource, NewAppProfile};
 
 /// Which control-plane call.
 pub enum Call {
-    List { query: Option<String> },
+    List {
+        query: Option<String>,
+    },
     Get(String),
     Create,
     Delete(String),
+    /// ListFoundationModels ([`crate::api::foundation`]).
+    ListModels {
+        query: Option<String>,
+    },
+    /// GetFoundationModel, by the raw path segment.
+    GetModel(String),
+    /// ListTagsForResource, TagResource, UntagResource ([`crate::api::tags`]).
+    Tags(TagCall),
 }
 
 pub async fn handle(state: Arc<AppState>, source: RegionIx, call: Call, inc: Incoming) -> Response {
@@ -62,6 +73,26 @@ async fn run(
             Ok(ok(StatusCode::OK, v))
         }
         Call::Create => create(state, source, tenant, &body).await,
+        Call::ListModels { query } => {
+            let pairs = url_pairs(query.as_deref().unwrap_or(""));
+            Ok(ok(
+                StatusCode::OK,
+                crate::api::foundation::list(cfg, source, pairs)?,
+            ))
+        }
+        Call::GetModel(id) => Ok(ok(
+            StatusCode::OK,
+            crate::api::foundation::get(cfg, source, &id)?,
+        )),
+        Call::Tags(call) => {
+            let asked = crate::api::tags::parse(call, &body)?;
+            let resource = match lookup(state, source, tenant, &asked.arn).await? {
+                Found::System(_) => Resource::System,
+                Found::App(a) => Resource::App(a),
+            };
+            let v = crate::api::tags::answer(state, tenant, asked, resource).await?;
+            Ok(ok(StatusCode::OK, v))
+        }
         Call::Delete(id) => match lookup(state, source, tenant, &id).await? {
             Found::System(_) => Err(EdgeError::BadRequest(
                 "System-defined inference profiles cannot be deleted.".into(),
@@ -324,12 +355,6 @@ struct ModelSource {
     copy_from: String,
 }
 
-#[derive(Deserialize)]
-struct Tag {
-    key: String,
-    value: String,
-}
-
 impl CreateRequest {
     /// Bedrock's limits on the profile's name, description and tags.
     fn validate(&self) -> Result<(), EdgeError> {
@@ -348,15 +373,12 @@ impl CreateRequest {
                 "description must be at most 200 characters.".into(),
             ));
         }
-        if self.tags.len() > 200
-            || self
-                .tags
-                .iter()
-                .any(|t| t.key.is_empty() || t.key.len() > 128 || t.value.len() > 256)
-        {
-            return Err(EdgeError::BadRequest(
-                "tags: at most 200, keys 1 to 128 characters, values at most 256.".into(),
-            ));
+        crate::api::tags::check_tags(&self.tags)?;
+        if self.tags.len() > crate::state::app_profiles::MAX_TAGS {
+            return Err(EdgeError::TooManyTags(format!(
+                "An inference profile carries at most {} tags.",
+                crate::state::app_profiles::MAX_TAGS
+            )));
         }
         Ok(())
     }

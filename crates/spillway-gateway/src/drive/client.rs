@@ -78,7 +78,7 @@ impl Client {
         let Client::Waiting(head) = std::mem::replace(self, Client::Gone { told: false }) else {
             return;
         };
-        let encoder = ClientEncoder::new(ctx.api, ctx.wants_usage);
+        let encoder = ClientEncoder::new(ctx.api, ctx.wants_usage, ctx.started);
         let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
         let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
         let mut resp = axum::body::Body::from_stream(body).into_response();
@@ -187,10 +187,16 @@ pub fn decorate(
     }
 }
 
-/// A whole non-streamed answer in the client's API.
+/// A whole non-streamed answer in the client's API. An InvokeModel answer carries Bedrock's
+/// `X-Amzn-Bedrock-Input-Token-Count`, `-Output-Token-Count` (when the upstream reported its
+/// usage) and `-Invocation-Latency` headers.
 pub fn answer(ctx: &RequestCtx, piece: Piece) -> Response {
     let latency_ms = ctx.started.elapsed().as_millis() as u64;
-    match piece {
+    let usage = match &piece {
+        Piece::Answer { usage, parsed, .. } => usage.or_else(|| parsed.as_ref()?.usage),
+        _ => None,
+    };
+    let mut resp = match piece {
         Piece::Answer { raw, parsed, .. } => {
             render_completion(ctx.api, raw, parsed.as_deref(), latency_ms)
         }
@@ -202,7 +208,25 @@ pub fn answer(ctx: &RequestCtx, piece: Piece) -> Response {
             latency_ms,
         ),
         Piece::Frame { bytes, .. } => render_completion(ctx.api, bytes, None, latency_ms),
+    };
+    if ctx.api == crate::error::Api::Invoke && resp.status().is_success() {
+        let h = resp.headers_mut();
+        if let Some(u) = usage {
+            h.insert(
+                "X-Amzn-Bedrock-Input-Token-Count",
+                HeaderValue::from(u.prompt_tokens),
+            );
+            h.insert(
+                "X-Amzn-Bedrock-Output-Token-Count",
+                HeaderValue::from(u.completion_tokens),
+            );
+        }
+        h.insert(
+            "X-Amzn-Bedrock-Invocation-Latency",
+            HeaderValue::from(latency_ms),
+        );
     }
+    resp
 }
 
 /// The client's error for an exchange's refusal.

@@ -132,17 +132,30 @@ impl UpstreamDecoder {
 
 /// Canonical events → the client's stream format.
 pub enum ClientEncoder {
-    OpenAi { wants_usage: bool },
+    OpenAi {
+        wants_usage: bool,
+    },
     Converse(Box<ChunksToConverse>),
-    Invoke { wants_usage: bool },
+    /// InvokeModelWithResponseStream `chunk` frames; the usage chunk also carries Bedrock's
+    /// `amazon-bedrock-invocationMetrics` (token counts and latencies, in milliseconds since
+    /// `started`).
+    Invoke {
+        wants_usage: bool,
+        started: std::time::Instant,
+        first_byte_ms: Option<u64>,
+    },
 }
 
 impl ClientEncoder {
-    pub fn new(api: Api, wants_usage: bool) -> Self {
+    pub fn new(api: Api, wants_usage: bool, started: std::time::Instant) -> Self {
         match api {
             Api::OpenAi => ClientEncoder::OpenAi { wants_usage },
             Api::Converse => ClientEncoder::Converse(Box::new(ChunksToConverse::new())),
-            Api::Invoke => ClientEncoder::Invoke { wants_usage },
+            Api::Invoke => ClientEncoder::Invoke {
+                wants_usage,
+                started,
+                first_byte_ms: None,
+            },
         }
     }
 
@@ -162,14 +175,25 @@ impl ClientEncoder {
     pub fn chunk(&mut self, c: &ChatChunk, raw: Option<&str>, out: &mut BytesMut) {
         let usage_only = c.choices.is_empty() && c.usage.is_some();
         match self {
-            ClientEncoder::OpenAi { wants_usage } | ClientEncoder::Invoke { wants_usage }
-                if usage_only && !*wants_usage => {}
+            ClientEncoder::OpenAi { wants_usage } if usage_only && !*wants_usage => {}
             ClientEncoder::OpenAi { .. } => match raw {
                 Some(r) => out.extend_from_slice(&sse::encode_data(r)),
                 None => out.extend_from_slice(&sse::encode_data(&json(c))),
             },
-            ClientEncoder::Invoke { .. } => {
+            ClientEncoder::Invoke {
+                started,
+                first_byte_ms,
+                ..
+            } => {
+                let now = started.elapsed().as_millis() as u64;
+                let first = *first_byte_ms.get_or_insert(now);
                 let body = raw.map(|r| r.to_string()).unwrap_or_else(|| json(c));
+                // The usage chunk (the stream's last) goes out whether or not the client asked
+                // for usage: it carries the invocation metrics Bedrock's last chunk carries.
+                let body = match c.usage {
+                    Some(u) => with_invocation_metrics(&body, u, now, first),
+                    None => body,
+                };
                 out.extend_from_slice(&bedrock::encode_invoke_chunk(body.as_bytes()));
             }
             ClientEncoder::Converse(conv) => {
@@ -212,6 +236,29 @@ impl ClientEncoder {
             }
         }
     }
+}
+
+/// `body` (a chunk's JSON) with Bedrock's `amazon-bedrock-invocationMetrics` added, unless it
+/// has them already.
+fn with_invocation_metrics(
+    body: &str,
+    u: spillway_proto::Usage,
+    latency_ms: u64,
+    first_byte_ms: u64,
+) -> String {
+    let Ok(serde_json::Value::Object(mut v)) = serde_json::from_str(body) else {
+        return body.to_string();
+    };
+    v.entry("amazon-bedrock-invocationMetrics")
+        .or_insert_with(|| {
+            serde_json::json!({
+                "inputTokenCount": u.prompt_tokens,
+                "outputTokenCount": u.completion_tokens,
+                "invocationLatency": latency_ms,
+                "firstByteLatency": first_byte_ms,
+            })
+        });
+    serde_json::Value::Object(v).to_string()
 }
 
 /// `amazon-bedrock-invocationMetrics` in a native Invoke chunk or body: the usage Bedrock reports.

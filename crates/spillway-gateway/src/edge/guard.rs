@@ -14,9 +14,8 @@
 //! (chunked bodies have no length to check up front): a slow body gets 408, an oversized one
 //! 413, and the adapters get a body that is already in memory.
 //!
-//! The shape follows the path: `/v1/…` is OpenAI's, `/model/…` Bedrock's runtime, the rest of
-//! Bedrock's control plane (`/inference-profiles`, `/foundation-models`, …) Bedrock's; anything
-//! else is answered in OpenAI's shape.
+//! The shape follows the path: `/v1/…` is OpenAI's, every other path Bedrock's (the runtime's
+//! `/model/…` and the control plane's paths alike; see [`api_for_path`]).
 use std::time::Duration;
 
 use axum::body::Body;
@@ -37,35 +36,20 @@ struct Guard<'a> {
     max_body_bytes: usize,
 }
 
-/// The API whose error shape a path gets.
+/// The API whose error shape a path gets: OpenAI's for `/v1/…`, Bedrock's for every other
+/// path. Every path boto3's `bedrock` and `bedrock-runtime` clients call is outside `/v1/`
+/// (`/model/…`, `/foundation-models`, `/inference-profiles`, `/listTagsForResource`,
+/// `/custom-models`, `/logging/modelinvocations`, `/async-invoke`, …), so an operation
+/// Spillway does not serve is answered `UnknownOperationException` in Bedrock's shape, which
+/// botocore raises as a `ClientError` with that code.
 pub(super) fn api_for_path(path: &str) -> Api {
     if path.starts_with("/v1/") || path == "/v1" {
         Api::OpenAi
-    } else if path.starts_with("/model/") || BEDROCK_CONTROL.iter().any(|p| path.starts_with(p)) {
+    } else {
         // The runtime and the control plane share Bedrock's error shape.
         Api::Converse
-    } else {
-        Api::OpenAi
     }
 }
-
-/// Path prefixes of Bedrock's control plane (`bedrock`, not `bedrock-runtime`).
-const BEDROCK_CONTROL: &[&str] = &[
-    "/inference-profiles",
-    "/foundation-models",
-    "/tags",
-    "/listTagsForResource",
-    "/tagResource",
-    "/untagResource",
-    "/guardrails",
-    "/custom-models",
-    "/provisioned-model-throughput",
-    "/model-invocation-job",
-    "/model-customization-jobs",
-    "/evaluation-jobs",
-    "/prompt-routers",
-    "/async-invoke",
-];
 
 /// The middleware: check the head, then read the body within its deadline.
 pub(super) async fn guard(State(lane): State<Lane>, req: Request, next: Next) -> Response {

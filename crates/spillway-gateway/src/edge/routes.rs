@@ -14,6 +14,7 @@ use super::Lane;
 use super::guard::{api_for_path, guard};
 use crate::api::bedrock::{Incoming, Operation};
 use crate::api::profiles::Call;
+use crate::api::tags::TagCall;
 use crate::error::EdgeError;
 
 /// The API router of one listener.
@@ -21,6 +22,7 @@ pub(super) fn api_router(lane: Lane) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
         .route("/model/{model_id}/converse", post(converse))
         .route("/model/{model_id}/converse-stream", post(converse_stream))
         .route("/model/{model_id}/invoke", post(invoke))
@@ -28,6 +30,24 @@ pub(super) fn api_router(lane: Lane) -> Router {
             "/model/{model_id}/invoke-with-response-stream",
             post(invoke_stream),
         )
+        .route("/model/{model_id}/count-tokens", post(count_tokens))
+        .route(
+            "/foundation-models",
+            get(|State(lane): State<Lane>, inc: Incoming| {
+                control(lane, inc, |uri| Call::ListModels {
+                    query: uri.query().map(str::to_string),
+                })
+            }),
+        )
+        .route(
+            "/foundation-models/{id}",
+            get(|State(lane): State<Lane>, inc: Incoming| {
+                control(lane, inc, |uri| Call::GetModel(raw_segment(uri, 2)))
+            }),
+        )
+        .route("/listTagsForResource", post(list_tags))
+        .route("/tagResource", post(tag_resource))
+        .route("/untagResource", post(untag_resource))
         .route(
             "/inference-profiles",
             get(|State(lane): State<Lane>, inc: Incoming| {
@@ -76,6 +96,24 @@ async fn invoke_stream(State(lane): State<Lane>, inc: Incoming) -> Response {
     runtime_op(lane, Operation::InvokeStream, inc).await
 }
 
+async fn count_tokens(State(lane): State<Lane>, inc: Incoming) -> Response {
+    let (app, region) = lane.now();
+    let model_id = raw_segment(&inc.uri, 2);
+    crate::api::count_tokens::count_tokens(app, region, model_id, inc).await
+}
+
+async fn list_tags(State(lane): State<Lane>, inc: Incoming) -> Response {
+    control(lane, inc, |_| Call::Tags(TagCall::List)).await
+}
+
+async fn tag_resource(State(lane): State<Lane>, inc: Incoming) -> Response {
+    control(lane, inc, |_| Call::Tags(TagCall::Tag)).await
+}
+
+async fn untag_resource(State(lane): State<Lane>, inc: Incoming) -> Response {
+    control(lane, inc, |_| Call::Tags(TagCall::Untag)).await
+}
+
 /// The raw (still percent-encoded) path segment at `index`: SigV4 and ARN parsing want the
 /// bytes the client sent, not a decoded copy.
 fn raw_segment(uri: &Uri, index: usize) -> String {
@@ -98,6 +136,15 @@ async fn control(lane: Lane, inc: Incoming, call: impl FnOnce(&Uri) -> Call) -> 
     crate::api::profiles::handle(app, region, call, inc).await
 }
 
+fn model_object(id: String) -> ModelObject {
+    ModelObject {
+        id,
+        object: "model".into(),
+        created: 0,
+        owned_by: "spillway".into(),
+    }
+}
+
 async fn models(State(lane): State<Lane>, headers: HeaderMap) -> Response {
     let (app, region) = lane.now();
     if let Err(e) = crate::api::openai::authenticate(&app, &headers) {
@@ -105,18 +152,32 @@ async fn models(State(lane): State<Lane>, headers: HeaderMap) -> Response {
     }
     let data = crate::api::resolve::callable_ids(&app.cfg, region)
         .into_iter()
-        .map(|id| ModelObject {
-            id,
-            object: "model".into(),
-            created: 0,
-            owned_by: "spillway".into(),
-        })
+        .map(model_object)
         .collect();
     axum::Json(ModelList {
         object: "list".into(),
         data,
     })
     .into_response()
+}
+
+/// `GET /v1/models/{id}`: the model object of a model or profile callable on this listener,
+/// else 404 `model_not_found` (the same ids `GET /v1/models` lists).
+async fn model(State(lane): State<Lane>, headers: HeaderMap, uri: Uri) -> Response {
+    let (app, region) = lane.now();
+    if let Err(e) = crate::api::openai::authenticate(&app, &headers) {
+        return e.into_openai_response();
+    }
+    let raw = raw_segment(&uri, 3);
+    let id = percent_encoding::percent_decode_str(&raw).decode_utf8_lossy();
+    if crate::api::resolve::callable_ids(&app.cfg, region)
+        .iter()
+        .any(|c| *c == id)
+    {
+        axum::Json(model_object(id.into_owned())).into_response()
+    } else {
+        EdgeError::ModelNotFound(id.into_owned()).into_openai_response()
+    }
 }
 
 /// 404 in the shape of the API the path belongs to (a Bedrock SDK reads
@@ -144,9 +205,19 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         Some("GET, POST")
     } else if path.starts_with("/inference-profiles/") {
         Some("GET, DELETE")
-    } else if path == "/v1/models" {
+    } else if path == "/v1/models"
+        || path.starts_with("/v1/models/")
+        || path == "/foundation-models"
+        || path.starts_with("/foundation-models/")
+    {
         Some("GET")
-    } else if path.starts_with("/model/") || path == "/v1/chat/completions" {
+    } else if path.starts_with("/model/")
+        || path == "/v1/chat/completions"
+        || matches!(
+            path,
+            "/listTagsForResource" | "/tagResource" | "/untagResource"
+        )
+    {
         Some("POST")
     } else {
         None

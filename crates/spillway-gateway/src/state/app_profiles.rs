@@ -108,6 +108,44 @@ impl NewAppProfile {
     }
 }
 
+/// The most tags an application profile carries (Bedrock's limit per resource).
+pub const MAX_TAGS: usize = 50;
+
+/// A change to a profile's tags (TagResource, UntagResource).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagEdit {
+    /// Add these tags; a key the profile has already gets the new value.
+    Add(Vec<(String, String)>),
+    /// Remove the tags with these keys (keys it does not have are ignored).
+    Remove(Vec<String>),
+}
+
+impl TagEdit {
+    /// Apply to `tags`; an addition that would leave more than [`MAX_TAGS`] is refused with
+    /// `TooManyTagsException` and changes nothing.
+    pub fn apply(&self, tags: &[(String, String)]) -> Result<Vec<(String, String)>, EdgeError> {
+        let mut out = tags.to_vec();
+        match self {
+            TagEdit::Add(add) => {
+                for (k, v) in add {
+                    match out.iter_mut().find(|(key, _)| key == k) {
+                        Some(slot) => slot.1 = v.clone(),
+                        None => out.push((k.clone(), v.clone())),
+                    }
+                }
+                if out.len() > MAX_TAGS {
+                    return Err(EdgeError::TooManyTags(format!(
+                        "The request would leave the resource with {} tags; a resource carries at most {MAX_TAGS}.",
+                        out.len()
+                    )));
+                }
+            }
+            TagEdit::Remove(keys) => out.retain(|(k, _)| !keys.contains(k)),
+        }
+        Ok(out)
+    }
+}
+
 /// The profiles this instance knows.
 #[derive(Default)]
 struct Cache {
@@ -154,6 +192,15 @@ trait ProfileStore: Send + Sync {
     /// Delete the tenant's profile (and drop it from the cache); `Ok(false)`: there is none
     /// with this id.
     fn delete<'a>(&'a self, tenant: TenantIx, id: &'a str) -> Pending<'a, Result<bool, EdgeError>>;
+
+    /// Change the tags of the tenant's profile `id` (atomically with respect to every other
+    /// change to it) and leave the result in the cache; `Ok(None)`: there is no such profile.
+    fn edit_tags<'a>(
+        &'a self,
+        tenant: TenantIx,
+        id: &'a str,
+        edit: TagEdit,
+    ) -> Pending<'a, Result<Option<AppProfile>, EdgeError>>;
 
     /// Bring the cache's entry for `id` up to date (the control plane's reads), if the truth
     /// answers.
@@ -262,6 +309,16 @@ impl AppProfiles {
     /// Delete the tenant's profile; `Ok(false)`: there is none with this id.
     pub async fn delete(&self, tenant: TenantIx, id: &str) -> Result<bool, EdgeError> {
         self.store.delete(tenant, id).await
+    }
+
+    /// Change the tags of the tenant's profile; `Ok(None)`: there is none with this id.
+    pub async fn edit_tags(
+        &self,
+        tenant: TenantIx,
+        id: &str,
+        edit: TagEdit,
+    ) -> Result<Option<AppProfile>, EdgeError> {
+        self.store.edit_tags(tenant, id, edit).await
     }
 
     /// The tenant's profiles in `region`, oldest first (with Redis: refreshed first, if it

@@ -26,9 +26,9 @@ pub use converse::{
     ConverseStreamEvent, InferenceConfig, Message, SystemContentBlock, TokenUsage,
 };
 pub use convert::{
-    ChunksToConverse, ConverseToChunks, chat_completion_to_converse, chat_to_converse,
-    converse_to_chat, converse_to_chat_completion, finish_reason_to_stop_reason,
-    stop_reason_to_finish_reason,
+    ChunksToConverse, ConverseToChunks, bedrock_only_fields, chat_completion_to_converse,
+    chat_to_converse, converse_cannot_carry, converse_to_chat, converse_to_chat_completion,
+    finish_reason_to_stop_reason, stop_reason_to_finish_reason,
 };
 pub use error::{BedrockError, BedrockErrorBody};
 pub use eventstream::{Frame, FrameDecoder, encode_event, encode_exception};

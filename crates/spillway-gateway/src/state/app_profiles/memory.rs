@@ -10,8 +10,8 @@ use std::future::ready;
 use std::sync::Arc;
 
 use super::{
-    AppProfile, NewAppProfile, Pending, ProfileStore, SharedCache, already_used, lock, name_taken,
-    random_id,
+    AppProfile, NewAppProfile, Pending, ProfileStore, SharedCache, TagEdit, already_used, lock,
+    name_taken, random_id,
 };
 use crate::config::TenantIx;
 use crate::error::EdgeError;
@@ -56,6 +56,20 @@ impl MemoryStore {
         Ok(profile)
     }
 
+    fn edit_tags_now(
+        &self,
+        tenant: TenantIx,
+        id: &str,
+        edit: &TagEdit,
+    ) -> Result<Option<AppProfile>, EdgeError> {
+        let mut cache = lock(&self.cache);
+        let Some(p) = cache.by_id.get_mut(id).filter(|p| p.tenant == tenant) else {
+            return Ok(None);
+        };
+        p.tags = edit.apply(&p.tags)?;
+        Ok(Some(p.clone()))
+    }
+
     fn delete_now(&self, tenant: TenantIx, id: &str) -> bool {
         let mut cache = lock(&self.cache);
         if cache.by_id.get(id).is_some_and(|p| p.tenant == tenant) {
@@ -74,6 +88,15 @@ impl ProfileStore for MemoryStore {
 
     fn delete<'a>(&'a self, tenant: TenantIx, id: &'a str) -> Pending<'a, Result<bool, EdgeError>> {
         Box::pin(ready(Ok(self.delete_now(tenant, id))))
+    }
+
+    fn edit_tags<'a>(
+        &'a self,
+        tenant: TenantIx,
+        id: &'a str,
+        edit: TagEdit,
+    ) -> Pending<'a, Result<Option<AppProfile>, EdgeError>> {
+        Box::pin(ready(self.edit_tags_now(tenant, id, &edit)))
     }
 
     fn fetch<'a>(&'a self, _id: &'a str) -> Pending<'a, ()> {
@@ -235,6 +258,53 @@ mod tests {
         assert!(profiles.list(TenantIx(1), RegionIx(0)).await.is_empty());
         assert!(!profiles.delete(TenantIx(1), &a.id).await.unwrap());
         assert_eq!(profiles.lookup(TenantIx(0), &a.id).await, Some(a));
+    }
+
+    #[tokio::test]
+    async fn tags_are_edited_on_the_tenants_profile_only() {
+        let profiles = AppProfiles::memory();
+        let a = profiles.create(new(TenantIx(0), "a", None)).await.unwrap();
+        let add = TagEdit::Add(vec![
+            ("team".into(), "ads".into()),
+            ("cost".into(), "42".into()),
+        ]);
+        let edited = profiles
+            .edit_tags(TenantIx(0), &a.id, add.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        let want = vec![
+            ("team".to_string(), "ads".to_string()),
+            ("cost".to_string(), "42".to_string()),
+        ];
+        assert_eq!(edited.tags, want, "an existing key takes the new value");
+        assert_eq!(profiles.get(TenantIx(0), &a.id).unwrap().tags, want);
+        assert_eq!(
+            profiles.edit_tags(TenantIx(1), &a.id, add).await.unwrap(),
+            None
+        );
+        let removed = profiles
+            .edit_tags(
+                TenantIx(0),
+                &a.id,
+                TagEdit::Remove(vec!["team".into(), "x".into()]),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(removed.tags, vec![("cost".to_string(), "42".to_string())]);
+        let many: Vec<(String, String)> =
+            (0..50).map(|i| (format!("k{i}"), String::new())).collect();
+        let e = profiles
+            .edit_tags(TenantIx(0), &a.id, TagEdit::Add(many))
+            .await
+            .unwrap_err();
+        assert_eq!(e.bedrock_type().1, "TooManyTagsException");
+        assert_eq!(
+            profiles.get(TenantIx(0), &a.id).unwrap().tags.len(),
+            1,
+            "unchanged"
+        );
     }
 
     #[tokio::test]

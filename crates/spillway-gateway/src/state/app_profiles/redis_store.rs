@@ -20,12 +20,14 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AppProfile, CopySource, NewAppProfile, Pending, ProfileStore, SharedCache, already_used, lock,
-    name_taken,
+    AppProfile, CopySource, NewAppProfile, Pending, ProfileStore, SharedCache, TagEdit,
+    already_used, lock, name_taken,
 };
 use crate::config::{Config, TenantIx};
 use crate::error::EdgeError;
 use crate::state::redis_link::RedisLink;
+
+mod tags;
 
 /// How often each instance refreshes its cache from Redis.
 pub const REFRESH: Duration = Duration::from_secs(1);
@@ -115,6 +117,8 @@ pub(super) struct RedisStore {
     keys: [String; 4],
     create: Script,
     delete: Script,
+    /// [`tags::REPLACE`].
+    replace: Script,
     snapshot: Script,
     /// Serialises this instance's calls that change the cache from Redis, so an older answer
     /// never overwrites a newer one.
@@ -145,6 +149,7 @@ impl RedisStore {
             keys,
             create: Script::new(CREATE),
             delete: Script::new(DELETE),
+            replace: Script::new(tags::REPLACE),
             snapshot: Script::new(SNAPSHOT),
             gate: tokio::sync::Mutex::new(()),
         }
@@ -380,6 +385,15 @@ impl ProfileStore for RedisStore {
 
     fn delete<'a>(&'a self, tenant: TenantIx, id: &'a str) -> Pending<'a, Result<bool, EdgeError>> {
         Box::pin(RedisStore::delete(self, tenant, id))
+    }
+
+    fn edit_tags<'a>(
+        &'a self,
+        tenant: TenantIx,
+        id: &'a str,
+        edit: TagEdit,
+    ) -> Pending<'a, Result<Option<AppProfile>, EdgeError>> {
+        Box::pin(RedisStore::edit_tags(self, tenant, id, edit))
     }
 
     fn fetch<'a>(&'a self, id: &'a str) -> Pending<'a, ()> {

@@ -32,7 +32,10 @@
 //! * System blocks other than `text` (`guardContent`, `cachePoint`) are dropped.
 //! * A tool result's `status` (`error`) is dropped; its `json` blocks become JSON text.
 //! * `guardrailConfig`, `requestMetadata`, `promptVariables`, `performanceConfig`,
-//!   `additionalModelResponseFieldPaths` (the request's `extra`) are dropped.
+//!   `additionalModelResponseFieldPaths` (the request's `extra`) and `guardContent` system
+//!   blocks have no OpenAI equivalent: they ride in `ChatRequest::bedrock_only` to a `bedrock`
+//!   upstream, and the gateway refuses them when an OpenAI-compatible upstream could serve the
+//!   request (see `carry`).
 //! * Several text blocks of one *response* are concatenated into one `content` string.
 //! * `stop_sequence` cannot be told from `end_turn` in an OpenAI answer unless the upstream says
 //!   which stop string matched (vLLM's `stop_reason`); otherwise `stop` maps to `end_turn`.
@@ -44,17 +47,21 @@
 //! * Image and audio parts are refused; `n` > 1 is refused (Converse returns one message).
 //! * `tool_choice: "none"` keeps the tools but sets no choice (Converse has no "none").
 //! * Sampling and output options Converse has no field for (`seed`, `presence_penalty`,
-//!   `frequency_penalty`, `logprobs`, `response_format`, `user`, …) are dropped.
+//!   `frequency_penalty`, `logprobs`, `response_format`, …) are not carried: the gateway
+//!   refuses them, by name, for a `bedrock` upstream (`carry::converse_cannot_carry`); `user`
+//!   is not sent, and `metadata` becomes `requestMetadata`.
 //! * Tool-call arguments that are not valid JSON are refused in requests; in responses they are
 //!   kept as a JSON string `input`.
 //!
 //! Streams: only choice 0 of an OpenAI stream is converted; a tool call's argument fragments
 //! keep their block index even if another block started in between; a stream that ends without
 //! a usage chunk reports zero usage in `metadata`.
+mod carry;
 mod request;
 mod response;
 mod stream;
 
+pub use carry::{bedrock_only_fields, converse_cannot_carry};
 pub use request::{chat_to_converse, converse_to_chat};
 pub use response::{chat_completion_to_converse, converse_to_chat_completion};
 pub use stream::{ChunksToConverse, ConverseToChunks};

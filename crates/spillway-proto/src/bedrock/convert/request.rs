@@ -123,6 +123,7 @@ pub fn converse_to_chat(
         max_tokens,
         max_completion_tokens: None,
         extra,
+        bedrock_only: super::carry::bedrock_only(req),
     })
 }
 
@@ -324,7 +325,7 @@ pub fn chat_to_converse(req: &ChatRequest) -> Result<(ConverseRequest, bool), Be
         return Err(invalid("messages must hold at least one user message"));
     }
     let cfg = inference_config(req);
-    let converse = ConverseRequest {
+    let mut converse = ConverseRequest {
         messages,
         system: (!system.is_empty()).then_some(system),
         inference_config: (cfg != InferenceConfig::default()).then_some(cfg),
@@ -332,6 +333,7 @@ pub fn chat_to_converse(req: &ChatRequest) -> Result<(ConverseRequest, bool), Be
         additional_model_request_fields: None,
         extra: Map::new(),
     };
+    super::carry::carry_to_converse(&mut converse, req);
     Ok((converse, req.is_stream()))
 }
 
