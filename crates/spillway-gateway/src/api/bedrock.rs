@@ -136,8 +136,9 @@ async fn parse(
     Ok((target, req))
 }
 
-/// An InvokeModel body: passed through when every destination is a Bedrock upstream, else read
-/// as an OpenAI-style body.
+/// An InvokeModel body: passed through when every destination is a Bedrock upstream, else
+/// converted from an Anthropic Messages body (one with `anthropic_version`), else read as an
+/// OpenAI-style body.
 fn invoke_request(
     state: &AppState,
     ctx: &mut RequestCtx,
@@ -157,6 +158,10 @@ fn invoke_request(
     if all_bedrock {
         ctx.invoke_passthrough = Some(body.clone());
         native_invoke_request(&ctx.model_name, body, stream)
+    } else if crate::api::anthropic::is_messages_body(body) {
+        // An Anthropic Messages body (`AnthropicBedrock`): converted, answered as Anthropic's.
+        ctx.api = Api::InvokeAnthropic;
+        crate::api::anthropic::invoke_request(&ctx.model_name, body, stream)
     } else {
         invoke_body(&ctx.model_name, body, stream)
     }

@@ -3,12 +3,15 @@
 //! or settles what it cost.
 //!
 //! * [`openai`]: `POST /v1/chat/completions` (Bearer keys, OpenAI's error shape).
+//! * [`anthropic`]: `POST /v1/messages` (`x-api-key` or Bearer keys, Anthropic's error shape),
+//!   and the Anthropic Messages body of an InvokeModel call.
 //! * [`bedrock`]: the Bedrock runtime (Converse, ConverseStream, InvokeModel and its stream;
 //!   SigV4 or Bedrock API keys, Bedrock's error shape).
 //! * [`profiles`]: the Bedrock control plane for inference profiles.
 //! * [`resolve`]: what the client named (model, profile id or ARN) → model, destination set and
 //!   quota kind; shared by every adapter.
 
+pub mod anthropic;
 pub mod bedrock;
 pub mod openai;
 pub mod profiles;

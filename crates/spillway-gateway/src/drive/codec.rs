@@ -4,8 +4,9 @@
 //!   `application/vnd.amazon.eventstream` ConverseStream frames from `bedrock` upstreams) →
 //!   canonical events;
 //! * [`ClientEncoder`]: canonical events → what the client's API streams (OpenAI SSE, Bedrock
-//!   ConverseStream frames, or InvokeModelWithResponseStream `chunk` frames), including the
-//!   error that ends a stream which broke after it started;
+//!   ConverseStream frames, InvokeModelWithResponseStream `chunk` frames, or Anthropic's events
+//!   through [`super::anthropic`]), including the error that ends a stream which broke after it
+//!   started;
 //! * [`render_completion`]: a whole non-streamed answer in the client's API.
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +15,8 @@ use spillway_proto::bedrock::{self, ChunksToConverse, ConverseToChunks, FrameDec
 use spillway_proto::sse::{self, SseDecoder};
 use spillway_proto::{ChatChunk, ChatCompletion, OpenAiErrorBody};
 
+use super::anthropic::AnthropicEncoder;
+use super::ctx::RequestCtx;
 pub use crate::error::Api;
 
 /// One canonical event from an upstream stream.
@@ -135,20 +138,28 @@ pub enum ClientEncoder {
     OpenAi { wants_usage: bool },
     Converse(Box<ChunksToConverse>),
     Invoke { wants_usage: bool },
+    /// `/v1/messages`, or an Anthropic body on InvokeModelWithResponseStream.
+    Anthropic(Box<AnthropicEncoder>),
 }
 
 impl ClientEncoder {
-    pub fn new(api: Api, wants_usage: bool) -> Self {
-        match api {
+    /// The encoder of `ctx`'s stream, opened now.
+    pub fn new(ctx: &RequestCtx) -> Self {
+        let wants_usage = ctx.wants_usage;
+        match ctx.api {
             Api::OpenAi => ClientEncoder::OpenAi { wants_usage },
             Api::Converse => ClientEncoder::Converse(Box::new(ChunksToConverse::new())),
             Api::Invoke => ClientEncoder::Invoke { wants_usage },
+            Api::Anthropic | Api::InvokeAnthropic => {
+                ClientEncoder::Anthropic(Box::new(AnthropicEncoder::new(ctx)))
+            }
         }
     }
 
     pub fn content_type(&self) -> &'static str {
         match self {
             ClientEncoder::OpenAi { .. } => "text/event-stream",
+            ClientEncoder::Anthropic(a) => a.content_type(),
             _ => "application/vnd.amazon.eventstream",
         }
     }
@@ -172,6 +183,7 @@ impl ClientEncoder {
                 let body = raw.map(|r| r.to_string()).unwrap_or_else(|| json(c));
                 out.extend_from_slice(&bedrock::encode_invoke_chunk(body.as_bytes()));
             }
+            ClientEncoder::Anthropic(a) => a.chunk(c, out),
             ClientEncoder::Converse(conv) => {
                 for ev in conv.on_chunk(c) {
                     out.extend_from_slice(&bedrock::encode_event(
@@ -188,6 +200,7 @@ impl ClientEncoder {
         match self {
             ClientEncoder::OpenAi { .. } => out.extend_from_slice(&sse::encode_data(sse::DONE)),
             ClientEncoder::Invoke { .. } => {}
+            ClientEncoder::Anthropic(a) => a.done(latency_ms, out),
             ClientEncoder::Converse(conv) => {
                 for ev in conv.finish(latency_ms) {
                     out.extend_from_slice(&bedrock::encode_event(
@@ -207,6 +220,7 @@ impl ClientEncoder {
                     OpenAiErrorBody::new(message, "server_error", Some("upstream_stream_error"));
                 sse::encode_data(&body.to_json())
             }
+            ClientEncoder::Anthropic(a) => a.error(message),
             ClientEncoder::Converse(_) | ClientEncoder::Invoke { .. } => {
                 bedrock::encode_exception("modelStreamErrorException", message)
             }

@@ -14,7 +14,8 @@
 //! (chunked bodies have no length to check up front): a slow body gets 408, an oversized one
 //! 413, and the adapters get a body that is already in memory.
 //!
-//! The shape follows the path: `/v1/…` is OpenAI's, `/model/…` Bedrock's runtime, the rest of
+//! The shape follows the path: `/v1/messages` and below it Anthropic's, the rest of `/v1/…`
+//! OpenAI's, `/model/…` Bedrock's runtime, the rest of
 //! Bedrock's control plane (`/inference-profiles`, `/foundation-models`, …) Bedrock's; anything
 //! else is answered in OpenAI's shape.
 use std::time::Duration;
@@ -39,7 +40,9 @@ struct Guard<'a> {
 
 /// The API whose error shape a path gets.
 pub(super) fn api_for_path(path: &str) -> Api {
-    if path.starts_with("/v1/") || path == "/v1" {
+    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        Api::Anthropic
+    } else if path.starts_with("/v1/") || path == "/v1" {
         Api::OpenAi
     } else if path.starts_with("/model/") || BEDROCK_CONTROL.iter().any(|p| path.starts_with(p)) {
         // The runtime and the control plane share Bedrock's error shape.
