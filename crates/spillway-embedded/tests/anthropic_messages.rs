@@ -90,10 +90,19 @@ async fn messages_answers_whole_and_streamed_inside_the_profile() {
     served_in_us(&resp);
     assert!(resp.headers().contains_key("request-id"));
     let m = json_of(resp).await;
-    assert_eq!((m["type"].as_str(), m["role"].as_str()), (Some("message"), Some("assistant")));
-    assert!(m["id"].as_str().is_some_and(|id| id.starts_with("msg_")), "{m}");
+    assert_eq!(
+        (m["type"].as_str(), m["role"].as_str()),
+        (Some("message"), Some("assistant"))
+    );
+    assert!(
+        m["id"].as_str().is_some_and(|id| id.starts_with("msg_")),
+        "{m}"
+    );
     assert_eq!(m["model"], profile());
-    assert_eq!(m["content"], json!([{"type": "text", "text": spillway_sim::completion_text(7)}]));
+    assert_eq!(
+        m["content"],
+        json!([{"type": "text", "text": spillway_sim::completion_text(7)}])
+    );
     assert_eq!(m["stop_reason"], "max_tokens");
     assert_eq!(m["usage"]["output_tokens"], 7);
     assert!(m["usage"]["input_tokens"].as_u64().is_some_and(|n| n > 0));
@@ -149,7 +158,10 @@ async fn a_tool_call_round_trips_streamed_and_not() {
     let m = json_of(resp).await;
     assert_eq!(m["stop_reason"], "tool_use", "{m}");
     let call = &m["content"][0];
-    assert_eq!((call["type"].as_str(), call["name"].as_str()), (Some("tool_use"), Some("get_weather")));
+    assert_eq!(
+        (call["type"].as_str(), call["name"].as_str()),
+        (Some("tool_use"), Some("get_weather"))
+    );
     assert_eq!(call["input"], json!({"city": "spillway"}));
     let call_id = call["id"].as_str().expect("tool_use id").to_string();
 
@@ -169,8 +181,14 @@ async fn a_tool_call_round_trips_streamed_and_not() {
         .iter()
         .filter_map(|(_, v)| v["delta"]["partial_json"].as_str())
         .collect();
-    assert_eq!(serde_json::from_str::<Value>(&input).unwrap(), json!({"city": "spillway"}));
-    let delta = ev.iter().find(|(n, _)| n == "message_delta").expect("message_delta");
+    assert_eq!(
+        serde_json::from_str::<Value>(&input).unwrap(),
+        json!({"city": "spillway"})
+    );
+    let delta = ev
+        .iter()
+        .find(|(n, _)| n == "message_delta")
+        .expect("message_delta");
     assert_eq!(delta.1["delta"]["stop_reason"], "tool_use");
 
     // The result goes back; the answer is text.
@@ -185,7 +203,10 @@ async fn a_tool_call_round_trips_streamed_and_not() {
     assert_eq!(resp.status().as_u16(), 200);
     served_in_us(&resp);
     let m = json_of(resp).await;
-    assert_eq!(m["content"], json!([{"type": "text", "text": spillway_sim::completion_text(6)}]));
+    assert_eq!(
+        m["content"],
+        json!([{"type": "text", "text": spillway_sim::completion_text(6)}])
+    );
     assert_eq!(h.assert_residency(), 3);
 }
 
@@ -195,7 +216,10 @@ async fn assert_anthropic_error(resp: reqwest::Response, status: u16, kind: &str
     let v = json_of(resp).await;
     assert_eq!(v["type"], "error", "{v}");
     assert_eq!(v["error"]["type"], kind, "{v}");
-    v["error"]["message"].as_str().expect("a message").to_string()
+    v["error"]["message"]
+        .as_str()
+        .expect("a message")
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,10 +264,19 @@ async fn errors_come_in_anthropics_shape() {
         .await
         .unwrap();
     assert_anthropic_error(r, 404, "not_found_error").await;
-    let r = h.client.get(h.url("us-east-1", "/v1/messages")).send().await.unwrap();
+    let r = h
+        .client
+        .get(h.url("us-east-1", "/v1/messages"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["allow"], "POST");
     assert_anthropic_error(r, 405, "invalid_request_error").await;
-    assert_eq!(h.assert_residency(), 0, "no refused request reached a simulator");
+    assert_eq!(
+        h.assert_residency(),
+        0,
+        "no refused request reached a simulator"
+    );
 }
 
 fn anthropic_body(max_tokens: u64) -> Blob {
@@ -287,14 +320,23 @@ async fn invoke_with_an_anthropic_body_answers_in_anthropics_shape() {
         .await
         .expect("invoke_model_with_response_stream");
     let mut ev = Vec::new();
-    while let Some(e) = tokio::time::timeout(DEADLINE, out.body.recv()).await.unwrap().unwrap() {
-        let ResponseStream::Chunk(p) = e else { panic!("unexpected {e:?}") };
+    while let Some(e) = tokio::time::timeout(DEADLINE, out.body.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        let ResponseStream::Chunk(p) = e else {
+            panic!("unexpected {e:?}")
+        };
         ev.push(serde_json::from_slice::<Value>(p.bytes().unwrap().as_ref()).unwrap());
     }
     let types: Vec<&str> = ev.iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(types.first(), Some(&"message_start"));
     assert_eq!(types.last(), Some(&"message_stop"));
-    let text: String = ev.iter().filter_map(|e| e["delta"]["text"].as_str()).collect();
+    let text: String = ev
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
     assert_eq!(text, spillway_sim::completion_text(3));
     let metrics = &ev.last().unwrap()["amazon-bedrock-invocationMetrics"];
     assert_eq!(metrics["outputTokenCount"], 3);

@@ -347,9 +347,7 @@ async fn unary(a: Admitted, sim: &Sim) -> Response {
             message: ResponseMessage {
                 role: "assistant".to_string(),
                 content: tool.is_none().then(|| completion_text(n)),
-                extra: tool
-                    .as_ref()
-                    .map_or_else(Map::new, |t| t.message_extra(n)),
+                extra: tool.as_ref().map_or_else(Map::new, |t| t.message_extra(n)),
             },
             finish_reason: Some(
                 tool.as_ref()

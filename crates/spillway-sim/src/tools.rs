@@ -137,18 +137,33 @@ mod tests {
     fn the_rule_picks_the_named_or_first_tool_and_stops_after_a_result() {
         let user = json!([{"role": "user", "content": "hi"}]);
         let named = json!({"type": "function", "function": {"name": "get_weather"}});
-        let call = ToolCall::pick(&req(json!({"model": "m", "messages": user, "tools": tools(),
-                                               "tool_choice": named}))).unwrap();
+        let call = ToolCall::pick(&req(
+            json!({"model": "m", "messages": user, "tools": tools(),
+                                               "tool_choice": named}),
+        ))
+        .unwrap();
         assert_eq!(call.name, "get_weather");
         let args: String = call.arguments.iter().collect();
         assert_eq!(args, r#"{"city":"spillway","days":1}"#);
-        let first = ToolCall::pick(&req(json!({"model": "m", "messages": user, "tools": tools()})));
+        let first = ToolCall::pick(&req(
+            json!({"model": "m", "messages": user, "tools": tools()}),
+        ));
         assert_eq!(first.unwrap().name, "a");
-        assert!(ToolCall::pick(&req(json!({"model": "m", "messages": user, "tools": tools(),
-                                           "tool_choice": "none"}))).is_none());
+        assert!(
+            ToolCall::pick(&req(
+                json!({"model": "m", "messages": user, "tools": tools(),
+                                           "tool_choice": "none"})
+            ))
+            .is_none()
+        );
         let after = json!([{"role": "user", "content": "hi"},
                            {"role": "tool", "tool_call_id": "x", "content": "20C"}]);
-        assert!(ToolCall::pick(&req(json!({"model": "m", "messages": after, "tools": tools()}))).is_none());
+        assert!(
+            ToolCall::pick(&req(
+                json!({"model": "m", "messages": after, "tools": tools()})
+            ))
+            .is_none()
+        );
         assert!(ToolCall::pick(&req(json!({"model": "m", "messages": user}))).is_none());
     }
 
@@ -156,17 +171,24 @@ mod tests {
     fn fragments_add_up_to_the_arguments() {
         let call = ToolCall::pick(&req(json!({"model": "m", "tools": tools(),
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-            "messages": [{"role": "user", "content": "hi"}]}))).unwrap();
+            "messages": [{"role": "user", "content": "hi"}]})))
+        .unwrap();
         let n = call.tokens();
         assert_eq!(n, 7, "28 characters");
         let joined: String = (0..n)
             .map(|i| {
                 let d = call.delta(i);
-                d.extra["tool_calls"][0]["function"]["arguments"].as_str().unwrap().to_string()
+                d.extra["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
             })
             .collect();
         assert_eq!(joined, r#"{"city":"spillway","days":1}"#);
         assert_eq!(call.delta(0).extra["tool_calls"][0]["id"], call.id.as_str());
-        assert_eq!((call.finish_reason(n), call.finish_reason(n - 1)), ("tool_calls", "length"));
+        assert_eq!(
+            (call.finish_reason(n), call.finish_reason(n - 1)),
+            ("tool_calls", "length")
+        );
     }
 }

@@ -22,8 +22,14 @@ pub fn target_anthropic(data: &[u8]) {
             for stream in [false, true] {
                 if let Ok(chat) = req.to_chat(flavor, "us.m", stream) {
                     assert_eq!(chat.is_stream(), stream, "stream is kept");
-                    assert!(chat.max_tokens.is_some_and(|n| n > 0), "max_tokens is carried");
-                    assert!(!chat.messages.is_empty(), "a converted request has messages");
+                    assert!(
+                        chat.max_tokens.is_some_and(|n| n > 0),
+                        "max_tokens is carried"
+                    );
+                    assert!(
+                        !chat.messages.is_empty(),
+                        "a converted request has messages"
+                    );
                     let _ = prompt_tokens(&chat.messages);
                     assert_round_trip(&chat, "the converted request");
                 }
@@ -50,18 +56,26 @@ fn check_well_formed(events: &[Value]) {
         match kind(e).as_str() {
             "message_start" => assert!(next == 0 && open.is_none(), "message_start once, first"),
             "content_block_start" => {
-                assert!(open.is_none() && !delta_seen, "a block starts after the last stopped");
+                assert!(
+                    open.is_none() && !delta_seen,
+                    "a block starts after the last stopped"
+                );
                 assert_eq!(e["index"].as_u64(), Some(next), "block indexes count up");
                 open = Some(next);
                 next += 1;
             }
-            "content_block_delta" => assert_eq!(e["index"].as_u64(), open, "delta to the open block"),
+            "content_block_delta" => {
+                assert_eq!(e["index"].as_u64(), open, "delta to the open block")
+            }
             "content_block_stop" => {
                 assert_eq!(e["index"].as_u64(), open, "stop of the open block");
                 open = None;
             }
             "message_delta" => {
-                assert!(open.is_none() && !delta_seen, "one message_delta, blocks closed");
+                assert!(
+                    open.is_none() && !delta_seen,
+                    "one message_delta, blocks closed"
+                );
                 delta_seen = true;
             }
             "message_stop" | "ping" => {}

@@ -18,10 +18,10 @@ pub mod requests;
 pub mod sigv4;
 pub mod streams;
 
+pub use anthropic::target_anthropic;
 pub use requests::{
     target_chat_request, target_config, target_converse, target_invoke, target_model_ref,
 };
-pub use anthropic::target_anthropic;
 pub use sigv4::{target_sigv4_roundtrip, target_sigv4_verify};
 pub use streams::{target_eventstream, target_sse};
 

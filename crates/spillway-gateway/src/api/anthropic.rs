@@ -57,7 +57,8 @@ fn parse(
 }
 
 fn read(body: &[u8]) -> Result<MessagesRequest, EdgeError> {
-    serde_json::from_slice(body).map_err(|e| EdgeError::BadRequest(format!("Invalid request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| EdgeError::BadRequest(format!("Invalid request body: {e}")))
 }
 
 /// `x-api-key: <key>` (the Anthropic SDKs' header), else `Authorization: Bearer <key>`.
@@ -98,14 +99,15 @@ pub fn invoke_request(model: &str, body: &[u8], stream: bool) -> Result<ChatRequ
         .map_err(|e| EdgeError::BadRequest(format!("Malformed input request: {e}")))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn an_anthropic_body_is_told_by_anthropic_version() {
-        assert!(is_messages_body(br#"{"anthropic_version":"bedrock-2023-05-31","messages":[]}"#));
+        assert!(is_messages_body(
+            br#"{"anthropic_version":"bedrock-2023-05-31","messages":[]}"#
+        ));
         assert!(!is_messages_body(br#"{"messages":[],"max_tokens":3}"#));
         assert!(!is_messages_body(b"[1]"));
         assert!(!is_messages_body(b"not json"));

@@ -92,7 +92,11 @@ impl AnthropicEncoder {
 
 /// A whole answer as the Messages response (for `/v1/messages` and an Anthropic Invoke body);
 /// an Invoke answer also carries Bedrock's token-count and latency headers.
-pub fn render_message(ctx: &RequestCtx, parsed: Option<&ChatCompletion>, latency_ms: u64) -> Response {
+pub fn render_message(
+    ctx: &RequestCtx,
+    parsed: Option<&ChatCompletion>,
+    latency_ms: u64,
+) -> Response {
     let Some(c) = parsed else {
         return EdgeError::Unavailable("The model's answer could not be read.".into())
             .into_response_for(ctx.api);
@@ -107,9 +111,18 @@ pub fn render_message(ctx: &RequestCtx, parsed: Option<&ChatCompletion>, latency
     );
     if ctx.api == Api::InvokeAnthropic {
         let u = message.usage;
-        h.insert("x-amzn-bedrock-input-token-count", HeaderValue::from(u.input_tokens));
-        h.insert("x-amzn-bedrock-output-token-count", HeaderValue::from(u.output_tokens));
-        h.insert("x-amzn-bedrock-invocation-latency", HeaderValue::from(latency_ms));
+        h.insert(
+            "x-amzn-bedrock-input-token-count",
+            HeaderValue::from(u.input_tokens),
+        );
+        h.insert(
+            "x-amzn-bedrock-output-token-count",
+            HeaderValue::from(u.output_tokens),
+        );
+        h.insert(
+            "x-amzn-bedrock-invocation-latency",
+            HeaderValue::from(latency_ms),
+        );
     }
     resp
 }
@@ -131,9 +144,11 @@ mod tests {
         ctx.model_name = "us.m".into();
         let mut enc = AnthropicEncoder::new(&ctx);
         let mut out = BytesMut::new();
-        let base = json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "x"});
+        let base =
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "x"});
         let mut text = base.clone();
-        text["choices"] = json!([{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]);
+        text["choices"] =
+            json!([{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]);
         let mut usage = base;
         usage["choices"] = json!([]);
         usage["usage"] = json!({"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4});
@@ -153,11 +168,19 @@ mod tests {
         assert_eq!(
             names,
             [
-                "message_start", "ping", "content_block_start", "content_block_delta",
-                "content_block_stop", "message_delta", "message_stop"
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
             ]
         );
-        assert!(text.contains(r#""usage":{"input_tokens":3,"output_tokens":1}"#), "{text}");
+        assert!(
+            text.contains(r#""usage":{"input_tokens":3,"output_tokens":1}"#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -173,7 +196,13 @@ mod tests {
         let stop = &events[5];
         assert_eq!(stop["type"], "message_stop");
         let m = &stop["amazon-bedrock-invocationMetrics"];
-        assert_eq!((m["inputTokenCount"].as_u64(), m["outputTokenCount"].as_u64()), (Some(3), Some(1)));
+        assert_eq!(
+            (
+                m["inputTokenCount"].as_u64(),
+                m["outputTokenCount"].as_u64()
+            ),
+            (Some(3), Some(1))
+        );
         assert_eq!(m["invocationLatency"], 12);
     }
 }

@@ -135,9 +135,13 @@ impl UpstreamDecoder {
 
 /// Canonical events → the client's stream format.
 pub enum ClientEncoder {
-    OpenAi { wants_usage: bool },
+    OpenAi {
+        wants_usage: bool,
+    },
     Converse(Box<ChunksToConverse>),
-    Invoke { wants_usage: bool },
+    Invoke {
+        wants_usage: bool,
+    },
     /// `/v1/messages`, or an Anthropic body on InvokeModelWithResponseStream.
     Anthropic(Box<AnthropicEncoder>),
 }

@@ -152,7 +152,9 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         Some("GET, DELETE")
     } else if path == "/v1/models" {
         Some("GET")
-    } else if path.starts_with("/model/") || path == "/v1/chat/completions" || path == "/v1/messages"
+    } else if path.starts_with("/model/")
+        || path == "/v1/chat/completions"
+        || path == "/v1/messages"
     {
         Some("POST")
     } else {

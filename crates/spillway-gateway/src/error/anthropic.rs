@@ -79,7 +79,10 @@ impl EdgeError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        h.insert("x-should-retry", HeaderValue::from_static(retry_hint(status)));
+        h.insert(
+            "x-should-retry",
+            HeaderValue::from_static(retry_hint(status)),
+        );
         if let EdgeError::Throttled { retry_after, .. } = &self {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -115,10 +118,22 @@ mod tests {
     async fn each_error_has_anthropics_status_and_type() {
         let cases = [
             (EdgeError::Unauthorized, 401, "authentication_error"),
-            (EdgeError::BadRequest("x".into()), 400, "invalid_request_error"),
+            (
+                EdgeError::BadRequest("x".into()),
+                400,
+                "invalid_request_error",
+            ),
             (EdgeError::ModelNotFound("m".into()), 404, "not_found_error"),
-            (EdgeError::UnknownRoute("/v1/messages/x".into()), 404, "not_found_error"),
-            (EdgeError::MethodNotAllowed("GET".into()), 405, "invalid_request_error"),
+            (
+                EdgeError::UnknownRoute("/v1/messages/x".into()),
+                404,
+                "not_found_error",
+            ),
+            (
+                EdgeError::MethodNotAllowed("GET".into()),
+                405,
+                "invalid_request_error",
+            ),
             (EdgeError::PayloadTooLarge(10), 413, "request_too_large"),
             (EdgeError::Forbidden("no".into()), 403, "permission_error"),
             (
@@ -129,7 +144,11 @@ mod tests {
                 429,
                 "rate_limit_error",
             ),
-            (EdgeError::Unavailable("down".into()), 529, "overloaded_error"),
+            (
+                EdgeError::Unavailable("down".into()),
+                529,
+                "overloaded_error",
+            ),
             (EdgeError::Timeout("slow".into()), 504, "timeout_error"),
         ];
         for (e, status, kind) in cases {
@@ -142,7 +161,11 @@ mod tests {
             let v = body_of(r).await;
             assert_eq!(v["type"], "error");
             assert_eq!(v["error"]["type"], kind, "{status}");
-            assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
         }
     }
 

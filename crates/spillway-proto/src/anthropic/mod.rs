@@ -32,7 +32,8 @@
 //! `document`, `thinking`, `search_result` and other blocks; image sources other than `base64`
 //! and `url`; images inside a `tool_result`; non-empty `citations`. In an InvokeModel body
 //! (`Flavor::Bedrock`) `model` and `stream` are refused (Bedrock refuses them too) and
-//! `anthropic_version` must be `bedrock-2023-05-31`.
+//! `anthropic_version` is required: `bedrock-2023-05-31`, or the dated API version the
+//! Anthropic SDK's `AnthropicBedrock` sends (any non-empty string).
 //!
 //! `cache_control` on blocks and tools is accepted and not passed on: it is a prompt-caching
 //! hint, and the answer does not depend on it.

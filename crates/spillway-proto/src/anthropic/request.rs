@@ -15,7 +15,7 @@ pub enum Flavor {
     /// `POST /v1/messages`: `model` and `stream` in the body.
     Api,
     /// An InvokeModel body: the model is in the path, streaming is the operation, and
-    /// `anthropic_version` is `bedrock-2023-05-31`.
+    /// `anthropic_version` is set (`bedrock-2023-05-31`, or the SDK's API version).
     Bedrock,
 }
 
@@ -147,9 +147,12 @@ impl MessagesRequest {
                         "stream: not permitted in an InvokeModel body (use InvokeModelWithResponseStream)",
                     ));
                 }
-                if self.anthropic_version.as_deref() != Some(BEDROCK_VERSION) {
+                // Bedrock's documented value is `bedrock-2023-05-31`; the Anthropic SDK's
+                // `AnthropicBedrock` sends its own API version when none is given. Either says
+                // "the Messages API": any non-empty version is accepted.
+                if self.anthropic_version.as_deref().is_none_or(str::is_empty) {
                     return Err(invalid(format!(
-                        "anthropic_version: must be \"{BEDROCK_VERSION}\""
+                        "anthropic_version: Field required (e.g. \"{BEDROCK_VERSION}\")"
                     )));
                 }
             }
@@ -251,7 +254,9 @@ fn block_type<'a>(at: &str, block: &'a Value, allowed: &[&str]) -> Result<&'a st
         .keys()
         .find(|k| k.as_str() != "type" && !allowed.contains(&k.as_str()))
     {
-        return Err(invalid(format!("{at}.{k}: not supported in a {kind} block")));
+        return Err(invalid(format!(
+            "{at}.{k}: not supported in a {kind} block"
+        )));
     }
     Ok(kind)
 }
@@ -312,7 +317,11 @@ fn user_to_chat(
 ) -> Result<(), AnthropicError> {
     let blocks = match content {
         Content::Text(t) => {
-            out.push(message("user", Some(MessageContent::Text(t.clone())), Map::new()));
+            out.push(message(
+                "user",
+                Some(MessageContent::Text(t.clone())),
+                Map::new(),
+            ));
             return Ok(());
         }
         Content::Blocks(b) => b,
@@ -389,7 +398,11 @@ fn image_to_chat(at: &str, block: &Value) -> Result<Value, AnthropicError> {
 /// A `tool_result` block as a `tool` message. OpenAI has no error flag: `is_error: true` is kept
 /// by starting the content with `Error: `.
 fn tool_result_to_chat(at: &str, block: &Value) -> Result<ChatMessage, AnthropicError> {
-    block_type(at, block, &["tool_use_id", "content", "is_error", "cache_control"])?;
+    block_type(
+        at,
+        block,
+        &["tool_use_id", "content", "is_error", "cache_control"],
+    )?;
     let id = str_field(at, block, "tool_use_id")?;
     let mut texts = Vec::new();
     match block.get("content") {
@@ -489,7 +502,13 @@ fn tool_to_chat(i: usize, tool: &Value) -> Result<Value, AnthropicError> {
             )));
         }
     }
-    const KEYS: &[&str] = &["type", "name", "description", "input_schema", "cache_control"];
+    const KEYS: &[&str] = &[
+        "type",
+        "name",
+        "description",
+        "input_schema",
+        "cache_control",
+    ];
     if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(invalid(format!("{at}.{k}: not supported")));
     }
@@ -508,7 +527,10 @@ fn tool_to_chat(i: usize, tool: &Value) -> Result<Value, AnthropicError> {
 /// `tool_choice` `auto` / `any` / `tool{name}` / `none` → `auto` / `required` /
 /// `{type: function, function: {name}}` / `none`; `disable_parallel_tool_use` →
 /// `parallel_tool_calls: false`.
-fn tool_choice_to_chat(choice: &Value, extra: &mut Map<String, Value>) -> Result<(), AnthropicError> {
+fn tool_choice_to_chat(
+    choice: &Value,
+    extra: &mut Map<String, Value>,
+) -> Result<(), AnthropicError> {
     let at = "tool_choice";
     let kind = block_type(at, choice, &["name", "disable_parallel_tool_use"])?;
     let mapped = match kind {

@@ -79,10 +79,12 @@ impl ChunksToAnthropic {
 
     /// The usage `message_delta` will report, as the upstream's or else the estimate.
     pub fn final_usage(&self) -> MessagesUsage {
-        self.usage.map(MessagesUsage::from).unwrap_or(MessagesUsage {
-            input_tokens: self.input_estimate,
-            output_tokens: 0,
-        })
+        self.usage
+            .map(MessagesUsage::from)
+            .unwrap_or(MessagesUsage {
+                input_tokens: self.input_estimate,
+                output_tokens: 0,
+            })
     }
 
     /// The events one chunk produces.
@@ -107,7 +109,10 @@ impl ChunksToAnthropic {
                 .filter(|r| !r.is_empty())
             {
                 let index = self.block(BlockKind::Thinking, &mut out);
-                out.push(delta(index, json!({ "type": "thinking_delta", "thinking": r })));
+                out.push(delta(
+                    index,
+                    json!({ "type": "thinking_delta", "thinking": r }),
+                ));
             }
             if let Some(t) = d.content.as_deref().filter(|t| !t.is_empty()) {
                 let index = self.block(BlockKind::Text, &mut out);
@@ -212,7 +217,10 @@ impl ChunksToAnthropic {
 
     fn tool_call(&mut self, call: &Value, out: &mut Vec<Value>) {
         let tool = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let id = call.get("id").and_then(Value::as_str).filter(|i| !i.is_empty());
+        let id = call
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|i| !i.is_empty());
         let function = call.get("function");
         let known = self
             .tools

@@ -48,10 +48,19 @@ fn text_then_tool_call_stream_in_anthropics_order() {
     for c in [
         chunk(json!({"role": "assistant", "content": ""}), None),
         chunk(json!({"content": "Hi"}), None),
-        chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                                      "function": {"name": "f", "arguments": ""}}]}), None),
-        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}), None),
-        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}), None),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                      "function": {"name": "f", "arguments": ""}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+            None,
+        ),
         chunk(json!({}), Some("tool_calls")),
         usage_chunk(7, 9),
     ] {
@@ -62,9 +71,17 @@ fn text_then_tool_call_stream_in_anthropics_order() {
     assert_eq!(
         types(&ev),
         [
-            "message_start", "ping", "content_block_start", "content_block_delta",
-            "content_block_stop", "content_block_start", "content_block_delta",
-            "content_block_delta", "content_block_stop", "message_delta", "message_stop"
+            "message_start",
+            "ping",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
         ]
     );
     assert_eq!(ev[0]["message"]["id"], "msg_1");
@@ -77,16 +94,25 @@ fn text_then_tool_call_stream_in_anthropics_order() {
     assert_eq!(ev[5]["index"], 1);
     assert_eq!(ev[7]["delta"]["partial_json"], "1}");
     assert_eq!(ev[9]["delta"]["stop_reason"], "tool_use");
-    assert_eq!(ev[9]["usage"], json!({"input_tokens": 7, "output_tokens": 9}));
+    assert_eq!(
+        ev[9]["usage"],
+        json!({"input_tokens": 7, "output_tokens": 9})
+    );
     let sse = String::from_utf8(encode_sse_event(&ev[10]).to_vec()).unwrap();
-    assert_eq!(sse, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    assert_eq!(
+        sse,
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+    );
 }
 
 #[test]
 fn an_empty_stream_still_is_a_whole_message() {
     let mut enc = ChunksToAnthropic::new("msg_1", "m", 0);
     let ev = enc.finish();
-    assert_eq!(types(&ev), ["message_start", "ping", "message_delta", "message_stop"]);
+    assert_eq!(
+        types(&ev),
+        ["message_start", "ping", "message_delta", "message_stop"]
+    );
     assert_eq!(ev[2]["delta"]["stop_reason"], "end_turn");
 }
 

@@ -74,18 +74,40 @@ fn images_become_image_url_parts_and_errors_are_marked() {
 
 #[test]
 fn what_cannot_be_honoured_is_refused_naming_the_field() {
-    let base = || json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let base =
+        || json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"thinking": {"type": "enabled", "budget_tokens": 1024}}), "thinking"),
+        (
+            json!({"thinking": {"type": "enabled", "budget_tokens": 1024}}),
+            "thinking",
+        ),
         (json!({"anthropic_beta": ["x"]}), "anthropic_beta"),
         (json!({"metadata": {"other": 1}}), "metadata.other"),
         (json!({"service_tier": "priority"}), "service_tier"),
-        (json!({"tools": [{"type": "web_search_20250305", "name": "w"}]}), "tools[0].type"),
-        (json!({"tools": [{"name": "w", "input_schema": {}, "strict": true}]}), "tools[0].strict"),
-        (json!({"tool_choice": {"type": "sometimes"}}), "tool_choice.type"),
-        (json!({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}), "messages[0].content[0].type"),
-        (json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "foo": 1}]}]}), "messages[0].content[0].foo"),
-        (json!({"messages": [{"role": "system", "content": "x"}]}), "messages[0].role"),
+        (
+            json!({"tools": [{"type": "web_search_20250305", "name": "w"}]}),
+            "tools[0].type",
+        ),
+        (
+            json!({"tools": [{"name": "w", "input_schema": {}, "strict": true}]}),
+            "tools[0].strict",
+        ),
+        (
+            json!({"tool_choice": {"type": "sometimes"}}),
+            "tool_choice.type",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}),
+            "messages[0].content[0].type",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "foo": 1}]}]}),
+            "messages[0].content[0].foo",
+        ),
+        (
+            json!({"messages": [{"role": "system", "content": "x"}]}),
+            "messages[0].role",
+        ),
         (json!({"messages": []}), "messages"),
         (json!({"max_tokens": null}), "max_tokens"),
         (json!({"model": null}), "model"),
@@ -120,7 +142,8 @@ fn the_bedrock_flavor_wants_its_version_and_no_model_or_stream() {
     for (extra, field) in [
         (json!({"model": "x"}), "model"),
         (json!({"stream": true}), "stream"),
-        (json!({"anthropic_version": "2023-06-01"}), "anthropic_version"),
+        (json!({"anthropic_version": ""}), "anthropic_version"),
+        (json!({"anthropic_version": null}), "anthropic_version"),
     ] {
         let err = body(extra).unwrap_err().to_string();
         assert!(err.starts_with(field), "{err}");
