@@ -52,6 +52,7 @@ corpus_tests!(
     sigv4_verify,
     sigv4_roundtrip,
     model_ref,
+    anthropic,
 );
 
 #[test]

@@ -6,6 +6,8 @@
 //! What a client sent is echoed bounded: ids (model, profile, ARN) through [`shown`], at most
 //! [`MAX_ECHOED_ID`] characters, and every message rendered here is cut at [`MAX_MESSAGE`]
 //! characters (parser errors quote the input), so an error body never grows with the request.
+//!
+//! Each API has its shape: OpenAI's here, Bedrock's here, Anthropic's in [`anthropic`].
 use std::borrow::Cow;
 use std::time::Duration;
 
@@ -13,6 +15,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use spillway_proto::OpenAiErrorBody;
+
+pub mod anthropic;
 
 /// The longest id echoed whole in an error message.
 pub const MAX_ECHOED_ID: usize = 128;
@@ -45,6 +49,11 @@ pub enum Api {
     OpenAi,
     Converse,
     Invoke,
+    /// Anthropic Messages at `/v1/messages` (Anthropic's error shape).
+    Anthropic,
+    /// InvokeModel(WithResponseStream) with an Anthropic Messages body, converted (answers in
+    /// Anthropic's shape, errors in Bedrock's).
+    InvokeAnthropic,
 }
 
 impl Api {
@@ -53,6 +62,8 @@ impl Api {
             Api::OpenAi => "openai",
             Api::Converse => "converse",
             Api::Invoke => "invoke",
+            Api::Anthropic => "anthropic",
+            Api::InvokeAnthropic => "invoke_anthropic",
         }
     }
 }
@@ -243,7 +254,8 @@ impl EdgeError {
     pub fn into_response_for(self, api: Api) -> Response {
         match api {
             Api::OpenAi => self.into_openai_response(),
-            _ => self.into_bedrock_response(),
+            Api::Anthropic => self.into_anthropic_response(),
+            Api::Converse | Api::Invoke | Api::InvokeAnthropic => self.into_bedrock_response(),
         }
     }
 

@@ -1,5 +1,7 @@
 //! Spillway's wire formats.
 //!
+//! * [`anthropic`]: Anthropic Messages (`/v1/messages` and Anthropic InvokeModel bodies) to and
+//!   from the canonical model: requests, responses and the stream-event encoder.
 //! * [`bedrock`]: Amazon Bedrock's Converse / ConverseStream and InvokeModel(WithResponseStream)
 //!   shapes, the `application/vnd.amazon.eventstream` codec, model-id / ARN parsing, and the
 //!   conversion between Converse and the canonical OpenAI model, both ways.
@@ -13,6 +15,7 @@
 //!   reports as its exact usage, so that both sides count the same way.
 #![forbid(unsafe_code)]
 
+pub mod anthropic;
 pub mod bedrock;
 pub mod error;
 pub mod openai;

@@ -25,6 +25,7 @@ use crate::engine::{Plan, Slot, completion_text};
 use crate::faults::Fault;
 use crate::record::{Outcome, ServedRecord, Ticket};
 use crate::stream::{self, ChunkMeta};
+use crate::tools::ToolCall;
 
 /// The header naming the region that answered.
 pub const REGION_HEADER: &str = "x-sim-region";
@@ -146,6 +147,8 @@ async fn until_shutdown(sim: &Sim) {
 /// its decoding starts (the end of prefill).
 struct Admitted {
     req: ChatRequest,
+    /// The tool call answered instead of text, if the request gets one.
+    tool: Option<ToolCall>,
     prompt: u64,
     plan: Plan,
     slot: Slot,
@@ -172,7 +175,13 @@ async fn chat_completions(
     if let Some(res) = injected_failure(&sim, &fault, &mut ticket).await {
         return res;
     }
-    let plan = Plan::new(&sim.cfg, &fault, req.output_cap(), prompt);
+    // A tool call's length is its arguments' (see `tools`), under the client's cap.
+    let tool = ToolCall::pick(&req);
+    let cap = match &tool {
+        Some(t) => Some(req.output_cap().map_or(t.tokens(), |c| c.min(t.tokens()))),
+        None => req.output_cap(),
+    };
+    let plan = Plan::new(&sim.cfg, &fault, cap, prompt);
     let slot = match sim.engine.admit(plan.service_time()).await {
         Ok(slot) => slot,
         Err(t) => {
@@ -184,6 +193,7 @@ async fn chat_completions(
     crate::engine::sleep_until(decode_start).await;
     let admitted = Admitted {
         req,
+        tool,
         prompt,
         plan,
         slot,
@@ -280,6 +290,7 @@ fn streamed(a: Admitted, shutdown: watch::Receiver<bool>) -> Response {
         created: unix_now(),
         prompt_tokens: a.prompt,
         include_usage: a.req.wants_stream_usage(),
+        tool: a.tool,
     };
     let body = stream::body(meta, a.plan, a.decode_start, a.slot, a.ticket, shutdown);
     (
@@ -297,6 +308,7 @@ fn streamed(a: Admitted, shutdown: watch::Receiver<bool>) -> Response {
 async fn unary(a: Admitted, sim: &Sim) -> Response {
     let Admitted {
         req,
+        tool,
         prompt,
         plan,
         slot,
@@ -334,10 +346,14 @@ async fn unary(a: Admitted, sim: &Sim) -> Response {
             index: 0,
             message: ResponseMessage {
                 role: "assistant".to_string(),
-                content: Some(completion_text(n)),
-                extra: Map::new(),
+                content: tool.is_none().then(|| completion_text(n)),
+                extra: tool.as_ref().map_or_else(Map::new, |t| t.message_extra(n)),
             },
-            finish_reason: Some(plan.finish_reason().to_string()),
+            finish_reason: Some(
+                tool.as_ref()
+                    .map_or(plan.finish_reason(), |t| t.finish_reason(n))
+                    .to_string(),
+            ),
             extra: Map::new(),
         }],
         usage: Some(Usage {

@@ -20,6 +20,10 @@
 //! token each, and `usage.prompt_tokens` is exactly
 //! [`spillway_proto::tokens::prompt_tokens`] of the request's messages.
 //!
+//! A request that offers `tools` is answered with a tool call by a deterministic rule (the
+//! named or first tool, arguments from its schema; no call after a `tool` result): see
+//! `tools.rs`.
+//!
 //! Routes: `POST /v1/chat/completions`, `GET /v1/models` (the models requested so far),
 //! `GET|POST /admin/fault`, `GET|DELETE /admin/served`, `GET /healthz`. Every response carries
 //! `x-sim-region`.
@@ -32,6 +36,7 @@ mod faults;
 mod handlers;
 mod record;
 mod stream;
+mod tools;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::engine::{HALF_TICK, Plan, Slot, token_text};
 use crate::record::{Outcome, Ticket};
+use crate::tools::ToolCall;
 
 /// Most tokens sent in one write, so that a stream with no decode time (infinite time scale)
 /// does not build its whole output in one buffer.
@@ -28,6 +29,8 @@ pub(crate) struct ChunkMeta {
     pub created: u64,
     pub prompt_tokens: u64,
     pub include_usage: bool,
+    /// The tool call streamed instead of text (see `tools`).
+    pub tool: Option<ToolCall>,
 }
 
 impl ChunkMeta {
@@ -165,9 +168,12 @@ impl State {
             .min(sent + MAX_TOKENS_PER_WRITE);
         let mut out = BytesMut::new();
         for i in sent..due {
-            let delta = Delta {
-                content: Some(token_text(i)),
-                ..Delta::default()
+            let delta = match &self.meta.tool {
+                Some(t) => t.delta(i),
+                None => Delta {
+                    content: Some(token_text(i)),
+                    ..Delta::default()
+                },
             };
             out.extend_from_slice(&self.meta.delta(delta, None));
         }
@@ -187,8 +193,11 @@ impl State {
         } else {
             Phase::Done
         };
-        self.meta
-            .delta(Delta::default(), Some(self.plan.finish_reason()))
+        let reason = match &self.meta.tool {
+            Some(t) => t.finish_reason(self.plan.output_tokens),
+            None => self.plan.finish_reason(),
+        };
+        self.meta.delta(Delta::default(), Some(reason))
     }
 
     /// The usage chunk (`stream_options.include_usage`): no choices.
@@ -280,6 +289,7 @@ mod tests {
             created: 0,
             prompt_tokens: 10,
             include_usage,
+            tool: None,
         };
         let (tx, rx) = watch::channel(false);
         let body = body(meta, plan, Instant::now(), slot, ticket, rx);

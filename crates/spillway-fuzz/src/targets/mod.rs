@@ -12,10 +12,13 @@
 //! | `sigv4_roundtrip` | `sigv4::sign::sign_request` then `sigv4::verify` | what the AWS signer signs verifies; a changed body does not |
 //! | `config` | `Config::parse(text, "<fuzz>")` | none (Ok or Err) |
 //! | `model_ref` | `parse_model_ref` (the `{modelId}` path segment) | none |
+//! | `anthropic` | a Messages body → `MessagesRequest` → `to_chat` (both flavors); its lines as chat chunks → `ChunksToAnthropic` | the converted request serialises back to itself; the events form one well-formed message and survive SSE |
+pub mod anthropic;
 pub mod requests;
 pub mod sigv4;
 pub mod streams;
 
+pub use anthropic::target_anthropic;
 pub use requests::{
     target_chat_request, target_config, target_converse, target_invoke, target_model_ref,
 };
@@ -301,6 +304,47 @@ pub const TARGETS: &[Target] = &[
         max_len: 4 * 1024,
         weight: 10,
     },
+    Target {
+        name: "anthropic",
+        run: target_anthropic,
+        builtin_seeds: &[],
+        dictionary: JSON_ANTHROPIC,
+        max_len: 16 * 1024,
+        weight: 10,
+    },
+];
+
+const JSON_ANTHROPIC: &[&[u8]] = &[
+    b"\"anthropic_version\"",
+    b"\"bedrock-2023-05-31\"",
+    b"\"system\"",
+    b"\"max_tokens\"",
+    b"\"stop_sequences\"",
+    b"\"top_k\"",
+    b"\"metadata\"",
+    b"\"user_id\"",
+    b"\"tools\"",
+    b"\"input_schema\"",
+    b"\"tool_choice\"",
+    b"\"type\"",
+    b"\"text\"",
+    b"\"image\"",
+    b"\"source\"",
+    b"\"base64\"",
+    b"\"tool_use\"",
+    b"\"tool_result\"",
+    b"\"tool_use_id\"",
+    b"\"is_error\"",
+    b"\"input\"",
+    b"\"cache_control\"",
+    b"\"thinking\"",
+    b"\"choices\"",
+    b"\"delta\"",
+    b"\"tool_calls\"",
+    b"\"arguments\"",
+    b"\"finish_reason\"",
+    b"\"reasoning_content\"",
+    b"\"usage\"",
 ];
 
 /// The target of that name.

@@ -21,7 +21,7 @@ use crate::must;
 /// `value` serialises, and the JSON parses back to an equal value (floats within a few ULPs:
 /// serde_json, without its `float_roundtrip` feature, may parse the shortest text of a float
 /// one ULP off, so a relayed number such as `1e25` written as an integer can move by one ULP).
-fn assert_round_trip<T>(value: &T, what: &str)
+pub(crate) fn assert_round_trip<T>(value: &T, what: &str)
 where
     T: Serialize + DeserializeOwned + std::fmt::Debug,
 {

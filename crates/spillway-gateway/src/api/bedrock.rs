@@ -137,8 +137,9 @@ async fn parse(
     Ok((target, req))
 }
 
-/// An InvokeModel body: passed through when every destination is a Bedrock upstream, else read
-/// as an OpenAI-style body.
+/// An InvokeModel body: passed through when every destination is a Bedrock upstream, else
+/// converted from an Anthropic Messages body (one with `anthropic_version`), else read as an
+/// OpenAI-style body.
 pub(crate) fn invoke_request(
     state: &AppState,
     ctx: &mut RequestCtx,
@@ -149,6 +150,10 @@ pub(crate) fn invoke_request(
     if crate::api::fields::kinds(&state.cfg, target).all_bedrock {
         ctx.invoke_passthrough = Some(body.clone());
         native_invoke_request(&ctx.model_name, body, stream)
+    } else if crate::api::anthropic::is_messages_body(body) {
+        // An Anthropic Messages body (`AnthropicBedrock`): converted, answered as Anthropic's.
+        ctx.api = Api::InvokeAnthropic;
+        crate::api::anthropic::invoke_request(&ctx.model_name, body, stream)
     } else {
         let req = invoke_body(&ctx.model_name, body, stream)?;
         crate::api::fields::check_chat(&state.cfg, target, &req)?;

@@ -3,6 +3,8 @@
 //! or settles what it cost.
 //!
 //! * [`openai`]: `POST /v1/chat/completions` (Bearer keys, OpenAI's error shape).
+//! * [`anthropic`]: `POST /v1/messages` (`x-api-key` or Bearer keys, Anthropic's error shape),
+//!   and the Anthropic Messages body of an InvokeModel call.
 //! * [`bedrock`]: the Bedrock runtime (Converse, ConverseStream, InvokeModel and its stream;
 //!   SigV4 or Bedrock API keys, Bedrock's error shape).
 //! * [`profiles`]: the Bedrock control plane for inference profiles, and the entry of the rest
@@ -14,6 +16,7 @@
 //! * [`resolve`]: what the client named (model, profile id or ARN) → model, destination set and
 //!   quota kind; shared by every adapter.
 
+pub mod anthropic;
 pub mod bedrock;
 pub mod count_tokens;
 pub mod fields;

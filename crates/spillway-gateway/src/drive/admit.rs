@@ -48,6 +48,7 @@ pub async fn admit(
     // Reserve tenant quota up front: input tokens + max_tokens x burndown.
     let est = Estimate::of(&cfg.models[target.model], &req);
     let (prompt_tokens, est_tokens) = (est.prompt, est.tokens);
+    ctx.prompt_tokens = prompt_tokens;
     let key = QuotaKey {
         tenant,
         model: target.model,
@@ -138,7 +139,7 @@ fn never_admissible(
     let model = &cfg.models[key.model];
     let param = match ctx.api {
         Api::Converse => "maxTokens",
-        Api::OpenAi | Api::Invoke => "max_tokens",
+        Api::OpenAi | Api::Invoke | Api::Anthropic | Api::InvokeAnthropic => "max_tokens",
     };
     if let (Some(asked), Some(max)) = (est.asked, model.max_output_tokens)
         && asked > max

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::ctx::RequestCtx;
 use crate::config::Config;
 use crate::drive::codec::{ClientEncoder, render_completion};
-use crate::error::{EdgeError, shown};
+use crate::error::{Api, EdgeError, shown};
 
 /// Above this many bytes waiting for the client, the upstream is not read.
 pub const OUTBOX_HIGH: usize = 64 * 1024;
@@ -78,7 +78,7 @@ impl Client {
         let Client::Waiting(head) = std::mem::replace(self, Client::Gone { told: false }) else {
             return;
         };
-        let encoder = ClientEncoder::new(ctx.api, ctx.wants_usage, ctx.started);
+        let encoder = ClientEncoder::new(ctx);
         let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
         let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
         let mut resp = axum::body::Body::from_stream(body).into_response();
@@ -167,8 +167,14 @@ pub fn decorate(
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
         h.insert("x-request-id", v.clone());
-        if ctx.api != crate::error::Api::OpenAi {
-            h.insert("x-amzn-RequestId", v);
+        match ctx.api {
+            Api::OpenAi => {}
+            Api::Anthropic => {
+                h.insert("request-id", v);
+            }
+            _ => {
+                h.insert("x-amzn-RequestId", v);
+            }
         }
     }
     if let Ok(v) = HeaderValue::from_str(cfg.region_name(ctx.source)) {
@@ -192,6 +198,13 @@ pub fn decorate(
 /// usage) and `-Invocation-Latency` headers.
 pub fn answer(ctx: &RequestCtx, piece: Piece) -> Response {
     let latency_ms = ctx.started.elapsed().as_millis() as u64;
+    if matches!(ctx.api, Api::Anthropic | Api::InvokeAnthropic) {
+        let parsed = match &piece {
+            Piece::Answer { parsed, .. } => parsed.as_deref(),
+            _ => None,
+        };
+        return super::anthropic::render_message(ctx, parsed, latency_ms);
+    }
     let usage = match &piece {
         Piece::Answer { usage, parsed, .. } => usage.or_else(|| parsed.as_ref()?.usage),
         _ => None,

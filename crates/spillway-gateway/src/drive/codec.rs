@@ -4,8 +4,9 @@
 //!   `application/vnd.amazon.eventstream` ConverseStream frames from `bedrock` upstreams) →
 //!   canonical events;
 //! * [`ClientEncoder`]: canonical events → what the client's API streams (OpenAI SSE, Bedrock
-//!   ConverseStream frames, or InvokeModelWithResponseStream `chunk` frames), including the
-//!   error that ends a stream which broke after it started;
+//!   ConverseStream frames, InvokeModelWithResponseStream `chunk` frames, or Anthropic's events
+//!   through [`super::anthropic`]), including the error that ends a stream which broke after it
+//!   started;
 //! * [`render_completion`]: a whole non-streamed answer in the client's API.
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +15,8 @@ use spillway_proto::bedrock::{self, ChunksToConverse, ConverseToChunks, FrameDec
 use spillway_proto::sse::{self, SseDecoder};
 use spillway_proto::{ChatChunk, ChatCompletion, OpenAiErrorBody};
 
+use super::anthropic::AnthropicEncoder;
+use super::ctx::RequestCtx;
 pub use crate::error::Api;
 
 /// One canonical event from an upstream stream.
@@ -144,24 +147,32 @@ pub enum ClientEncoder {
         started: std::time::Instant,
         first_byte_ms: Option<u64>,
     },
+    /// `/v1/messages`, or an Anthropic body on InvokeModelWithResponseStream.
+    Anthropic(Box<AnthropicEncoder>),
 }
 
 impl ClientEncoder {
-    pub fn new(api: Api, wants_usage: bool, started: std::time::Instant) -> Self {
-        match api {
+    /// The encoder of `ctx`'s stream, opened now.
+    pub fn new(ctx: &RequestCtx) -> Self {
+        let wants_usage = ctx.wants_usage;
+        match ctx.api {
             Api::OpenAi => ClientEncoder::OpenAi { wants_usage },
             Api::Converse => ClientEncoder::Converse(Box::new(ChunksToConverse::new())),
             Api::Invoke => ClientEncoder::Invoke {
                 wants_usage,
-                started,
+                started: ctx.started,
                 first_byte_ms: None,
             },
+            Api::Anthropic | Api::InvokeAnthropic => {
+                ClientEncoder::Anthropic(Box::new(AnthropicEncoder::new(ctx)))
+            }
         }
     }
 
     pub fn content_type(&self) -> &'static str {
         match self {
             ClientEncoder::OpenAi { .. } => "text/event-stream",
+            ClientEncoder::Anthropic(a) => a.content_type(),
             _ => "application/vnd.amazon.eventstream",
         }
     }
@@ -196,6 +207,7 @@ impl ClientEncoder {
                 };
                 out.extend_from_slice(&bedrock::encode_invoke_chunk(body.as_bytes()));
             }
+            ClientEncoder::Anthropic(a) => a.chunk(c, out),
             ClientEncoder::Converse(conv) => {
                 for ev in conv.on_chunk(c) {
                     out.extend_from_slice(&bedrock::encode_event(
@@ -212,6 +224,7 @@ impl ClientEncoder {
         match self {
             ClientEncoder::OpenAi { .. } => out.extend_from_slice(&sse::encode_data(sse::DONE)),
             ClientEncoder::Invoke { .. } => {}
+            ClientEncoder::Anthropic(a) => a.done(latency_ms, out),
             ClientEncoder::Converse(conv) => {
                 for ev in conv.finish(latency_ms) {
                     out.extend_from_slice(&bedrock::encode_event(
@@ -231,6 +244,7 @@ impl ClientEncoder {
                     OpenAiErrorBody::new(message, "server_error", Some("upstream_stream_error"));
                 sse::encode_data(&body.to_json())
             }
+            ClientEncoder::Anthropic(a) => a.error(message),
             ClientEncoder::Converse(_) | ClientEncoder::Invoke { .. } => {
                 bedrock::encode_exception("modelStreamErrorException", message)
             }

@@ -42,6 +42,9 @@ pub struct RequestCtx {
     pub invoke_passthrough: Option<Bytes>,
     /// Whether a streaming client asked for the final usage chunk.
     pub wants_usage: bool,
+    /// The prompt's token estimate, once admitted (an Anthropic stream's `message_start`
+    /// reports it).
+    pub prompt_tokens: u64,
 }
 
 impl RequestCtx {
@@ -66,6 +69,7 @@ impl RequestCtx {
             tags: Vec::new(),
             invoke_passthrough: None,
             wants_usage: false,
+            prompt_tokens: 0,
         }
     }
 }

@@ -31,6 +31,7 @@ use spillway_proto::ChatRequest;
 use tokio::sync::oneshot;
 
 pub mod admit;
+pub mod anthropic;
 pub mod assemble;
 pub mod attempt;
 pub mod client;

@@ -14,8 +14,9 @@
 //! (chunked bodies have no length to check up front): a slow body gets 408, an oversized one
 //! 413, and the adapters get a body that is already in memory.
 //!
-//! The shape follows the path: `/v1/…` is OpenAI's, every other path Bedrock's (the runtime's
-//! `/model/…` and the control plane's paths alike; see [`api_for_path`]).
+//! The shape follows the path: `/v1/messages` and below it Anthropic's, the rest of `/v1/…`
+//! OpenAI's, every other path Bedrock's (the runtime's `/model/…` and the control plane's paths
+//! alike; see [`api_for_path`]).
 use std::time::Duration;
 
 use axum::body::Body;
@@ -36,14 +37,16 @@ struct Guard<'a> {
     max_body_bytes: usize,
 }
 
-/// The API whose error shape a path gets: OpenAI's for `/v1/…`, Bedrock's for every other
-/// path. Every path boto3's `bedrock` and `bedrock-runtime` clients call is outside `/v1/`
+/// The API whose error shape a path gets: Anthropic's for `/v1/messages`, OpenAI's for the
+/// rest of `/v1/…`, Bedrock's for every other path. Every path boto3's `bedrock` and `bedrock-runtime` clients call is outside `/v1/`
 /// (`/model/…`, `/foundation-models`, `/inference-profiles`, `/listTagsForResource`,
 /// `/custom-models`, `/logging/modelinvocations`, `/async-invoke`, …), so an operation
 /// Spillway does not serve is answered `UnknownOperationException` in Bedrock's shape, which
 /// botocore raises as a `ClientError` with that code.
 pub(super) fn api_for_path(path: &str) -> Api {
-    if path.starts_with("/v1/") || path == "/v1" {
+    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        Api::Anthropic
+    } else if path.starts_with("/v1/") || path == "/v1" {
         Api::OpenAi
     } else {
         // The runtime and the control plane share Bedrock's error shape.

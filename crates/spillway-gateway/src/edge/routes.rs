@@ -21,6 +21,7 @@ use crate::error::EdgeError;
 pub(super) fn api_router(lane: Lane) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/model/{model_id}/converse", post(converse))
@@ -78,6 +79,11 @@ pub(super) fn api_router(lane: Lane) -> Router {
 async fn chat(State(lane): State<Lane>, headers: HeaderMap, body: Bytes) -> Response {
     let (app, region) = lane.now();
     crate::api::openai::chat_completions(app, region, headers, Ok(body)).await
+}
+
+async fn messages(State(lane): State<Lane>, headers: HeaderMap, body: Bytes) -> Response {
+    let (app, region) = lane.now();
+    crate::api::anthropic::messages(app, region, headers, body).await
 }
 
 async fn converse(State(lane): State<Lane>, inc: Incoming) -> Response {
@@ -213,6 +219,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         Some("GET")
     } else if path.starts_with("/model/")
         || path == "/v1/chat/completions"
+        || path == "/v1/messages"
         || matches!(
             path,
             "/listTagsForResource" | "/tagResource" | "/untagResource"
