@@ -42,9 +42,14 @@ fn cut(s: &str, max: usize) -> Cow<'_, str> {
 /// The API a client called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
+    /// OpenAI chat completions.
     OpenAi,
     Converse,
     Invoke,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
+    /// OpenAI embeddings (`/v1/embeddings`).
+    Embeddings,
 }
 
 impl Api {
@@ -53,7 +58,14 @@ impl Api {
             Api::OpenAi => "openai",
             Api::Converse => "converse",
             Api::Invoke => "invoke",
+            Api::Responses => "responses",
+            Api::Embeddings => "embeddings",
         }
+    }
+
+    /// Whether the API is OpenAI's (its errors in OpenAI's shape).
+    pub fn is_openai(&self) -> bool {
+        matches!(self, Api::OpenAi | Api::Responses | Api::Embeddings)
     }
 }
 
@@ -68,7 +80,7 @@ pub enum EdgeError {
     #[error("{message}")]
     InvalidParam {
         message: String,
-        param: &'static str,
+        param: Cow<'static, str>,
     },
     #[error("The model `{}` does not exist or you do not have access to it.", shown(.0))]
     ModelNotFound(String),
@@ -217,16 +229,17 @@ impl EdgeError {
         };
         let mut body = OpenAiErrorBody::new(cut(&self.to_string(), MAX_MESSAGE), kind, code);
         if let EdgeError::InvalidParam { param, .. } = self {
-            body.error.param = Some((*param).to_string());
+            body.error.param = Some(param.to_string());
         }
         body
     }
 
     /// Render in the shape of the API the client called.
     pub fn into_response_for(self, api: Api) -> Response {
-        match api {
-            Api::OpenAi => self.into_openai_response(),
-            _ => self.into_bedrock_response(),
+        if api.is_openai() {
+            self.into_openai_response()
+        } else {
+            self.into_bedrock_response()
         }
     }
 
@@ -369,7 +382,7 @@ mod tests {
     fn an_invalid_param_names_it_in_openais_shape_and_is_a_validation_exception() {
         let e = || EdgeError::InvalidParam {
             message: "too many".into(),
-            param: "max_tokens",
+            param: "max_tokens".into(),
         };
         let b = e().openai_body();
         assert_eq!(

@@ -1,4 +1,5 @@
-//! HTTP routes: the OpenAI surface (`/v1/chat/completions`, `/v1/models`), the admin surface
+//! HTTP routes: the OpenAI surface (`/v1/chat/completions`, `/v1/embeddings` in
+//! [`crate::embeddings`], `/v1/models`), the admin surface
 //! (`/admin/fault`, `/admin/served`) and `/healthz`. Every response carries `x-sim-region`.
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +33,7 @@ pub const REGION_HEADER: &str = "x-sim-region";
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(crate::embeddings::embeddings))
         .route("/v1/models", get(models))
         .route("/admin/fault", get(get_fault).post(set_fault))
         .route("/admin/served", get(get_served).delete(clear_served))
@@ -49,11 +51,16 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
     })
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn openai_error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response {
+pub(crate) fn openai_error(
+    status: StatusCode,
+    kind: &str,
+    code: Option<&str>,
+    message: &str,
+) -> Response {
     json_response(status, OpenAiErrorBody::new(message, kind, code).to_json())
 }
 
@@ -89,7 +96,7 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
 
 /// 429 with `Retry-After` in whole seconds (at least 1) and, as Azure OpenAI does,
 /// `retry-after-ms` with the unrounded estimate.
-fn throttled(retry_after: Duration) -> Response {
+pub(crate) fn throttled(retry_after: Duration) -> Response {
     let res = openai_error(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limit_error",
@@ -198,7 +205,7 @@ async fn chat_completions(
 }
 
 /// The record of a request as it arrives: who asked, where, and when.
-fn arrival_record(sim: &Sim, headers: &HeaderMap) -> ServedRecord {
+pub(crate) fn arrival_record(sim: &Sim, headers: &HeaderMap) -> ServedRecord {
     ServedRecord {
         request_id: request_id(headers),
         region: sim.cfg.region.clone(),
@@ -230,7 +237,11 @@ fn open_ticket(sim: &Sim, req: &ChatRequest, mut rec: ServedRecord) -> (u64, Tic
 
 /// The response of a shutdown or an injected fault (outage, error, hang), recorded on the
 /// ticket; `None` when the request goes on to the engine.
-async fn injected_failure(sim: &Sim, fault: &Fault, ticket: &mut Ticket) -> Option<Response> {
+pub(crate) async fn injected_failure(
+    sim: &Sim,
+    fault: &Fault,
+    ticket: &mut Ticket,
+) -> Option<Response> {
     if *sim.shutdown.borrow() {
         ticket.close(Outcome::Outage);
         return Some(unavailable("the simulator is shutting down"));

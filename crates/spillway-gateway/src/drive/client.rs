@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::ctx::RequestCtx;
 use crate::config::Config;
-use crate::drive::codec::{ClientEncoder, render_completion};
+use crate::drive::codec::{ClientEncoder, render_completion, render_response};
 use crate::error::{EdgeError, shown};
 
 /// Above this many bytes waiting for the client, the upstream is not read.
@@ -78,7 +78,7 @@ impl Client {
         let Client::Waiting(head) = std::mem::replace(self, Client::Gone { told: false }) else {
             return;
         };
-        let encoder = ClientEncoder::new(ctx.api, ctx.wants_usage);
+        let encoder = ClientEncoder::new(ctx);
         let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
         let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
         let mut resp = axum::body::Body::from_stream(body).into_response();
@@ -167,7 +167,7 @@ pub fn decorate(
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
         h.insert("x-request-id", v.clone());
-        if ctx.api != crate::error::Api::OpenAi {
+        if !ctx.api.is_openai() {
             h.insert("x-amzn-RequestId", v);
         }
     }
@@ -190,6 +190,13 @@ pub fn decorate(
 /// A whole non-streamed answer in the client's API.
 pub fn answer(ctx: &RequestCtx, piece: Piece) -> Response {
     let latency_ms = ctx.started.elapsed().as_millis() as u64;
+    if let Some(echo) = &ctx.echo {
+        let parsed = match &piece {
+            Piece::Answer { parsed, .. } => parsed.as_deref(),
+            _ => None,
+        };
+        return render_response(echo, parsed);
+    }
     match piece {
         Piece::Answer { raw, parsed, .. } => {
             render_completion(ctx.api, raw, parsed.as_deref(), latency_ms)

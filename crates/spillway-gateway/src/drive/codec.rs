@@ -11,9 +11,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use spillway_proto::bedrock::{self, ChunksToConverse, ConverseToChunks, FrameDecoder};
+use spillway_proto::responses::{self, ChunksToEvents};
 use spillway_proto::sse::{self, SseDecoder};
 use spillway_proto::{ChatChunk, ChatCompletion, OpenAiErrorBody};
 
+use super::ctx::RequestCtx;
 pub use crate::error::Api;
 
 /// One canonical event from an upstream stream.
@@ -132,23 +134,36 @@ impl UpstreamDecoder {
 
 /// Canonical events → the client's stream format.
 pub enum ClientEncoder {
-    OpenAi { wants_usage: bool },
+    OpenAi {
+        wants_usage: bool,
+    },
     Converse(Box<ChunksToConverse>),
-    Invoke { wants_usage: bool },
+    Invoke {
+        wants_usage: bool,
+    },
+    /// The Responses API's typed events.
+    Responses(Box<ChunksToEvents>),
 }
 
 impl ClientEncoder {
-    pub fn new(api: Api, wants_usage: bool) -> Self {
-        match api {
-            Api::OpenAi => ClientEncoder::OpenAi { wants_usage },
-            Api::Converse => ClientEncoder::Converse(Box::new(ChunksToConverse::new())),
-            Api::Invoke => ClientEncoder::Invoke { wants_usage },
+    /// The encoder of the API `ctx`'s client called.
+    pub fn new(ctx: &RequestCtx) -> Self {
+        let wants_usage = ctx.wants_usage;
+        match (ctx.api, &ctx.echo) {
+            (Api::Responses, Some(echo)) => {
+                ClientEncoder::Responses(Box::new(ChunksToEvents::new((**echo).clone())))
+            }
+            (Api::OpenAi | Api::Responses | Api::Embeddings, _) => {
+                ClientEncoder::OpenAi { wants_usage }
+            }
+            (Api::Converse, _) => ClientEncoder::Converse(Box::new(ChunksToConverse::new())),
+            (Api::Invoke, _) => ClientEncoder::Invoke { wants_usage },
         }
     }
 
     pub fn content_type(&self) -> &'static str {
         match self {
-            ClientEncoder::OpenAi { .. } => "text/event-stream",
+            ClientEncoder::OpenAi { .. } | ClientEncoder::Responses(_) => "text/event-stream",
             _ => "application/vnd.amazon.eventstream",
         }
     }
@@ -164,6 +179,7 @@ impl ClientEncoder {
         match self {
             ClientEncoder::OpenAi { wants_usage } | ClientEncoder::Invoke { wants_usage }
                 if usage_only && !*wants_usage => {}
+            ClientEncoder::Responses(conv) => responses::stream::encode(&conv.on_chunk(c), out),
             ClientEncoder::OpenAi { .. } => match raw {
                 Some(r) => out.extend_from_slice(&sse::encode_data(r)),
                 None => out.extend_from_slice(&sse::encode_data(&json(c))),
@@ -188,6 +204,7 @@ impl ClientEncoder {
         match self {
             ClientEncoder::OpenAi { .. } => out.extend_from_slice(&sse::encode_data(sse::DONE)),
             ClientEncoder::Invoke { .. } => {}
+            ClientEncoder::Responses(conv) => responses::stream::encode(&conv.finish(), out),
             ClientEncoder::Converse(conv) => {
                 for ev in conv.finish(latency_ms) {
                     out.extend_from_slice(&bedrock::encode_event(
@@ -207,6 +224,7 @@ impl ClientEncoder {
                     OpenAiErrorBody::new(message, "server_error", Some("upstream_stream_error"));
                 sse::encode_data(&body.to_json())
             }
+            ClientEncoder::Responses(conv) => responses::stream::encode_bytes(&conv.fail(message)),
             ClientEncoder::Converse(_) | ClientEncoder::Invoke { .. } => {
                 bedrock::encode_exception("modelStreamErrorException", message)
             }
@@ -229,6 +247,23 @@ pub fn invocation_usage(json: &[u8]) -> Option<spillway_proto::Usage> {
 
 fn json(c: &ChatChunk) -> String {
     serde_json::to_string(c).unwrap_or_default()
+}
+
+/// A whole non-streamed answer of a Responses request: the Response object.
+pub fn render_response(echo: &responses::Echo, parsed: Option<&ChatCompletion>) -> Response {
+    let Some(c) = parsed else {
+        return crate::error::EdgeError::Unavailable(
+            "The model's answer could not be read.".into(),
+        )
+        .into_response_for(Api::Responses);
+    };
+    let body = responses::response_object(echo, c).to_string();
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// A whole non-streamed answer in the client's API. OpenAI and Invoke clients get the canonical

@@ -42,6 +42,9 @@ pub struct RequestCtx {
     pub invoke_passthrough: Option<Bytes>,
     /// Whether a streaming client asked for the final usage chunk.
     pub wants_usage: bool,
+    /// A Responses API request: what its answer echoes (the Response's id, instructions,
+    /// tools, …).
+    pub echo: Option<Box<spillway_proto::responses::Echo>>,
 }
 
 impl RequestCtx {
@@ -66,6 +69,7 @@ impl RequestCtx {
             tags: Vec::new(),
             invoke_passthrough: None,
             wants_usage: false,
+            echo: None,
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::error::EdgeError;
 pub(super) fn api_router(lane: Lane) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/responses", post(responses))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/model/{model_id}/converse", post(converse))
         .route("/model/{model_id}/converse-stream", post(converse_stream))
@@ -58,6 +60,16 @@ pub(super) fn api_router(lane: Lane) -> Router {
 async fn chat(State(lane): State<Lane>, headers: HeaderMap, body: Bytes) -> Response {
     let (app, region) = lane.now();
     crate::api::openai::chat_completions(app, region, headers, Ok(body)).await
+}
+
+async fn responses(State(lane): State<Lane>, headers: HeaderMap, body: Bytes) -> Response {
+    let (app, region) = lane.now();
+    crate::api::responses::create(app, region, headers, body).await
+}
+
+async fn embeddings(State(lane): State<Lane>, headers: HeaderMap, body: Bytes) -> Response {
+    let (app, region) = lane.now();
+    crate::api::embeddings::embeddings(app, region, headers, body).await
 }
 
 async fn converse(State(lane): State<Lane>, inc: Incoming) -> Response {
@@ -146,7 +158,12 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         Some("GET, DELETE")
     } else if path == "/v1/models" {
         Some("GET")
-    } else if path.starts_with("/model/") || path == "/v1/chat/completions" {
+    } else if path.starts_with("/model/")
+        || matches!(
+            path,
+            "/v1/chat/completions" | "/v1/responses" | "/v1/embeddings"
+        )
+    {
         Some("POST")
     } else {
         None
