@@ -70,7 +70,10 @@ fn floats(v: &Value) -> Vec<f32> {
         Value::String(s) => EmbeddingVector::Base64(s.clone())
             .floats()
             .expect("base64 of little-endian f32s"),
-        Value::Array(a) => a.iter().map(|x| x.as_f64().expect("a float") as f32).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_f64().expect("a float") as f32)
+            .collect(),
         other => panic!("not a vector: {other}"),
     }
 }
@@ -92,7 +95,12 @@ fn tokens_of(input: Value) -> u64 {
 async fn embeddings_are_served_in_the_source_in_every_input_form_and_encoding() {
     let h = Harness::start_with(spec_with(Upstream::Sim), EMBED_MODEL).await;
     let input = json!(["the quick brown fox", "jumps"]);
-    let r = embed(&h, "us-east-1", json!({"model": format!("us.{E}"), "input": input})).await;
+    let r = embed(
+        &h,
+        "us-east-1",
+        json!({"model": format!("us.{E}"), "input": input}),
+    )
+    .await;
     r.assert_ok_in("us-east-1", "local");
     assert_eq!(r.json["object"], "list");
     let data = r.json["data"].as_array().expect("data");
@@ -101,27 +109,51 @@ async fn embeddings_are_served_in_the_source_in_every_input_form_and_encoding() 
     assert_eq!(first.len(), 256, "the simulator's default length");
     let norm: f32 = first.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-3, "{norm}");
-    assert_eq!((data[0]["index"].clone(), data[1]["index"].clone()), (json!(0), json!(1)));
+    assert_eq!(
+        (data[0]["index"].clone(), data[1]["index"].clone()),
+        (json!(0), json!(1))
+    );
     assert_ne!(first, floats(&data[1]["embedding"]));
     let tokens = tokens_of(input.clone());
     assert_eq!(r.json["usage"]["prompt_tokens"], tokens);
     let recs = h.records_for(&r.id);
     assert_eq!(recs.len(), 1, "{recs:?}");
-    assert_eq!((recs[0].region.as_str(), recs[0].model.as_str()), ("us-east-1", E));
-    assert_eq!((recs[0].prompt_tokens, recs[0].completion_tokens), (tokens, 0));
+    assert_eq!(
+        (recs[0].region.as_str(), recs[0].model.as_str()),
+        ("us-east-1", E)
+    );
+    assert_eq!(
+        (recs[0].prompt_tokens, recs[0].completion_tokens),
+        (tokens, 0)
+    );
 
     // base64 with `dimensions`, from an eu source: the same item gives the same vector.
-    let b = embed(&h, "eu-west-1", json!({"model": format!("eu.{E}"), "input": "jumps",
-        "encoding_format": "base64", "dimensions": 8})).await;
+    let b = embed(
+        &h,
+        "eu-west-1",
+        json!({"model": format!("eu.{E}"), "input": "jumps",
+        "encoding_format": "base64", "dimensions": 8}),
+    )
+    .await;
     b.assert_ok_in("eu-west-1", "local");
     let v = &b.json["data"][0]["embedding"];
     assert!(v.is_string(), "{b:?}");
-    let f = embed(&h, "us-east-2", json!({"model": format!("us.{E}"), "input": ["jumps"], "dimensions": 8})).await;
+    let f = embed(
+        &h,
+        "us-east-2",
+        json!({"model": format!("us.{E}"), "input": ["jumps"], "dimensions": 8}),
+    )
+    .await;
     assert_eq!(floats(v), floats(&f.json["data"][0]["embedding"]));
     assert_eq!(floats(v).len(), 8);
 
     // Token ids, one array and a list of them; a plain model id is served in the source.
-    let t = embed(&h, "us-west-2", json!({"model": E, "input": [[1, 2, 3], [4]]})).await;
+    let t = embed(
+        &h,
+        "us-west-2",
+        json!({"model": E, "input": [[1, 2, 3], [4]]}),
+    )
+    .await;
     t.assert_ok_in("us-west-2", "local");
     assert_eq!(t.json["data"].as_array().map(Vec::len), Some(2));
     assert_eq!(t.json["usage"]["total_tokens"], 4);
@@ -145,11 +177,26 @@ async fn a_full_source_spills_embeddings_within_the_geography() {
     });
     let held = {
         let h = &h;
-        async move { embed(h, "us-east-1", json!({"model": format!("us.{E}"), "input": "hold the only slot"})).await }
+        async move {
+            embed(
+                h,
+                "us-east-1",
+                json!({"model": format!("us.{E}"), "input": "hold the only slot"}),
+            )
+            .await
+        }
     };
     let spilled = async {
-        eventually("the held request is in the source's engine", || source.in_flight() == 1).await;
-        let r = embed(&h, "us-east-1", json!({"model": format!("us.{E}"), "input": "spill me"})).await;
+        eventually("the held request is in the source's engine", || {
+            source.in_flight() == 1
+        })
+        .await;
+        let r = embed(
+            &h,
+            "us-east-1",
+            json!({"model": format!("us.{E}"), "input": "spill me"}),
+        )
+        .await;
         source.set_fault(Fault::default());
         r
     };
@@ -157,7 +204,10 @@ async fn a_full_source_spills_embeddings_within_the_geography() {
     assert_eq!(r.status.as_u16(), 200, "{r:?}");
     assert_eq!(r.reason(), Some("spill:capacity"), "{r:?}");
     let region = r.region().expect("a serving region").to_string();
-    assert!(US.contains(&region.as_str()) && region != "us-east-1", "{r:?}");
+    assert!(
+        US.contains(&region.as_str()) && region != "us-east-1",
+        "{r:?}"
+    );
     assert_eq!(h.records_for(&r.id)[0].region, region);
     held.assert_ok_in("us-east-1", "local");
     // A plain id cannot spill: throttled while its only region is full.
@@ -165,7 +215,11 @@ async fn a_full_source_spills_embeddings_within_the_geography() {
         slow_factor: 500.0,
         ..Fault::default()
     });
-    let held = embed(&h, "us-east-1", json!({"model": E, "input": "hold it again"}));
+    let held = embed(
+        &h,
+        "us-east-1",
+        json!({"model": E, "input": "hold it again"}),
+    );
     let refused = async {
         eventually("held again", || source.in_flight() == 1).await;
         let r = embed(&h, "us-east-1", json!({"model": E, "input": "no room"})).await;
@@ -185,22 +239,59 @@ async fn wrong_kinds_and_bad_input_are_refused_in_openais_shape() {
     let h = Harness::start_with(spec_with(Upstream::Sim), EMBED_MODEL).await;
     let param = |r: &Reply| r.json["error"]["param"].as_str().map(str::to_string);
     // Embeddings on a chat model, chat and Responses on an embedding model.
-    let r = embed(&h, "us-east-1", json!({"model": format!("us.{M}"), "input": "x"})).await;
+    let r = embed(
+        &h,
+        "us-east-1",
+        json!({"model": format!("us.{M}"), "input": "x"}),
+    )
+    .await;
     r.assert_error(400, "invalid_request_error");
     assert_eq!(param(&r).as_deref(), Some("model"));
-    assert!(r.json["error"]["message"].as_str().unwrap().contains("chat model"), "{r:?}");
-    let r = call(&h, "us-east-1", "/v1/chat/completions", Some(KEY), body(&format!("us.{E}"), 4)).await;
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("chat model"),
+        "{r:?}"
+    );
+    let r = call(
+        &h,
+        "us-east-1",
+        "/v1/chat/completions",
+        Some(KEY),
+        body(&format!("us.{E}"), 4),
+    )
+    .await;
     r.assert_error(400, "invalid_request_error");
-    assert!(r.json["error"]["message"].as_str().unwrap().contains("embedding model"), "{r:?}");
-    let r = call(&h, "us-east-1", "/v1/responses", Some(KEY), json!({"model": E, "input": "hi"})).await;
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("embedding model"),
+        "{r:?}"
+    );
+    let r = call(
+        &h,
+        "us-east-1",
+        "/v1/responses",
+        Some(KEY),
+        json!({"model": E, "input": "hi"}),
+    )
+    .await;
     r.assert_error(400, "invalid_request_error");
     assert_eq!(param(&r).as_deref(), Some("model"));
     // Bad input, each naming its parameter.
     for (b, p) in [
         (json!({"model": E, "input": []}), "input"),
         (json!({"model": E, "input": ["a", ""]}), "input"),
-        (json!({"model": E, "input": "a", "encoding_format": "hex"}), "encoding_format"),
-        (json!({"model": E, "input": "a", "dimensions": 0}), "dimensions"),
+        (
+            json!({"model": E, "input": "a", "encoding_format": "hex"}),
+            "encoding_format",
+        ),
+        (
+            json!({"model": E, "input": "a", "dimensions": 0}),
+            "dimensions",
+        ),
     ] {
         let r = embed(&h, "us-east-1", b).await;
         r.assert_error(400, "invalid_request_error");
@@ -210,14 +301,45 @@ async fn wrong_kinds_and_bad_input_are_refused_in_openais_shape() {
     r.assert_error(400, "invalid_request_error");
     let r = embed(&h, "us-east-1", json!({"model": E})).await;
     r.assert_error(400, "invalid_request_error");
-    let r = embed(&h, "us-east-1", json!({"model": "demo.nope-v1:0", "input": "a"})).await;
+    let r = embed(
+        &h,
+        "us-east-1",
+        json!({"model": "demo.nope-v1:0", "input": "a"}),
+    )
+    .await;
     r.assert_error(404, "invalid_request_error");
-    let r = embed(&h, "us-east-1", json!({"model": format!("eu.{E}"), "input": "a"})).await;
-    assert_eq!(r.status.as_u16(), 400, "an eu profile from a us source: {r:?}");
-    let r = call(&h, "us-east-1", "/v1/embeddings", None, json!({"model": E, "input": "a"})).await;
+    let r = embed(
+        &h,
+        "us-east-1",
+        json!({"model": format!("eu.{E}"), "input": "a"}),
+    )
+    .await;
+    assert_eq!(
+        r.status.as_u16(),
+        400,
+        "an eu profile from a us source: {r:?}"
+    );
+    let r = call(
+        &h,
+        "us-east-1",
+        "/v1/embeddings",
+        None,
+        json!({"model": E, "input": "a"}),
+    )
+    .await;
     r.assert_error(401, "authentication_error");
-    let r = call(&h, "us-east-1", "/v1/embeddings", Some("sk-wrong"), json!({"model": E, "input": "a"})).await;
+    let r = call(
+        &h,
+        "us-east-1",
+        "/v1/embeddings",
+        Some("sk-wrong"),
+        json!({"model": E, "input": "a"}),
+    )
+    .await;
     r.assert_error(401, "authentication_error");
-    assert!(h.records().is_empty(), "no refused request reached a simulator");
+    assert!(
+        h.records().is_empty(),
+        "no refused request reached a simulator"
+    );
     assert_eq!(h.assert_residency(), 0);
 }
