@@ -52,6 +52,8 @@ corpus_tests!(
     sigv4_verify,
     sigv4_roundtrip,
     model_ref,
+    responses_request,
+    embeddings_request,
 );
 
 #[test]

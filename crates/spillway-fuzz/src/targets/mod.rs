@@ -12,10 +12,14 @@
 //! | `sigv4_roundtrip` | `sigv4::sign::sign_request` then `sigv4::verify` | what the AWS signer signs verifies; a changed body does not |
 //! | `config` | `Config::parse(text, "<fuzz>")` | none (Ok or Err) |
 //! | `model_ref` | `parse_model_ref` (the `{modelId}` path segment) | none |
+//! | `responses_request` | body of `POST /v1/responses` → `ResponsesRequest` → `to_chat` | the chat request keeps model and `stream`, round-trips; the echo renders |
+//! | `embeddings_request` | body of `POST /v1/embeddings` → `EmbeddingsRequest`, `validate` | round-trips; the upstream body keeps the input |
+pub mod openai_more;
 pub mod requests;
 pub mod sigv4;
 pub mod streams;
 
+pub use openai_more::{target_embeddings_request, target_responses_request};
 pub use requests::{
     target_chat_request, target_config, target_converse, target_invoke, target_model_ref,
 };
@@ -223,6 +227,38 @@ const MODEL_REF: &[&[u8]] = &[
     b"%",
 ];
 
+const JSON_OPENAI_MORE: &[&[u8]] = &[
+    b"\"model\"",
+    b"\"input\"",
+    b"\"instructions\"",
+    b"\"max_output_tokens\"",
+    b"\"type\"",
+    b"\"message\"",
+    b"\"role\"",
+    b"\"content\"",
+    b"\"input_text\"",
+    b"\"output_text\"",
+    b"\"input_image\"",
+    b"\"image_url\"",
+    b"\"function_call\"",
+    b"\"function_call_output\"",
+    b"\"call_id\"",
+    b"\"arguments\"",
+    b"\"output\"",
+    b"\"tools\"",
+    b"\"tool_choice\"",
+    b"\"function\"",
+    b"\"text\"",
+    b"\"format\"",
+    b"\"json_schema\"",
+    b"\"store\"",
+    b"\"stream\"",
+    b"\"encoding_format\"",
+    b"\"base64\"",
+    b"\"float\"",
+    b"\"dimensions\"",
+];
+
 const DEFAULT_TOML: &[u8] = include_bytes!("../../../spillway-gateway/src/config/default.toml");
 const EXAMPLE_TOML: &[u8] = include_bytes!("../../../../examples/spillway.toml");
 
@@ -299,6 +335,22 @@ pub const TARGETS: &[Target] = &[
         builtin_seeds: &[],
         dictionary: MODEL_REF,
         max_len: 4 * 1024,
+        weight: 10,
+    },
+    Target {
+        name: "responses_request",
+        run: target_responses_request,
+        builtin_seeds: &[],
+        dictionary: JSON_OPENAI_MORE,
+        max_len: 16 * 1024,
+        weight: 10,
+    },
+    Target {
+        name: "embeddings_request",
+        run: target_embeddings_request,
+        builtin_seeds: &[],
+        dictionary: JSON_OPENAI_MORE,
+        max_len: 16 * 1024,
         weight: 10,
     },
 ];

@@ -21,7 +21,7 @@ use crate::must;
 /// `value` serialises, and the JSON parses back to an equal value (floats within a few ULPs:
 /// serde_json, without its `float_roundtrip` feature, may parse the shortest text of a float
 /// one ULP off, so a relayed number such as `1e25` written as an integer can move by one ULP).
-fn assert_round_trip<T>(value: &T, what: &str)
+pub(crate) fn assert_round_trip<T>(value: &T, what: &str)
 where
     T: Serialize + DeserializeOwned + std::fmt::Debug,
 {
@@ -62,7 +62,7 @@ fn json_eq(a: &Value, b: &Value) -> bool {
 
 /// What the gateway does with a chat request it accepted: the adapter's checks, the quota
 /// estimate, and (for a `bedrock` upstream) the translation to Converse.
-fn use_chat_request(req: &ChatRequest) {
+pub(crate) fn use_chat_request(req: &ChatRequest) {
     let _refused = req.messages.is_empty() || req.output_cap() == Some(0);
     let _ = (req.is_stream(), req.wants_stream_usage());
     let _ = prompt_tokens(&req.messages);
