@@ -214,7 +214,8 @@ pub struct RawBedrockUpstream {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOpenAiUpstream {
-    /// e.g. `https://api.example.com/v1` (the gateway appends `/chat/completions`).
+    /// e.g. `https://api.example.com/v1` (the gateway appends `/chat/completions`, or
+    /// `/embeddings` for an embedding model).
     pub base_url: String,
     /// The model name the upstream knows (default: the model id).
     pub model: Option<String>,
