@@ -307,7 +307,7 @@ async fn tool_upstream() -> (String, Arc<Mutex<Vec<Value>>>) {
             async move {
                 bodies
                     .lock()
-                    .unwrap()
+                    .expect("lock")
                     .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
                 ([("content-type", "text/event-stream")], sse)
             }

@@ -6,6 +6,8 @@
 //! * [`openai`]: the OpenAI chat-completions request, response and stream-chunk shapes. Unknown
 //!   fields are kept (`extra`) so that a request relayed to an OpenAI-compatible upstream loses
 //!   nothing the client sent.
+//! * [`canonical`]: the canonical request a gateway routes: chat (every generating API converts
+//!   to it) or embeddings.
 //! * [`embeddings`]: the OpenAI embeddings request and answer (float and base64 vectors).
 //! * [`responses`]: the OpenAI Responses API, the subset that maps onto chat completions, and
 //!   its conversion to the canonical request and back (whole answers and typed stream events).
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bedrock;
+pub mod canonical;
 pub mod embeddings;
 pub mod error;
 pub mod openai;

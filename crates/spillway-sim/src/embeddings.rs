@@ -1,4 +1,5 @@
-//! `POST /v1/embeddings`: deterministic vectors on the same capacity model as chat.
+//! `POST /v1/embeddings` (its handler is in `handlers`): deterministic vectors on the same
+//! capacity model as chat.
 //!
 //! An embeddings request is a prefill with no decode: it takes a slot of the engine (or waits
 //! in its queue, or is refused with 429 when the queue is full) for the time its input tokens
@@ -11,70 +12,15 @@
 //! seeds a SplitMix64 sequence), normalised to unit length: the same input gives the same
 //! vector in every region. `dimensions` sets the length (default [`DEFAULT_DIMENSIONS`]);
 //! `usage.prompt_tokens` is [`EmbeddingsRequest::input_tokens`], the gateway's own estimate.
-use std::sync::Arc;
-
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
 use spillway_proto::embeddings::{
     Embedding, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage, Item,
 };
 
-use crate::Sim;
-use crate::engine::Plan;
-use crate::handlers::{
-    arrival_record, injected_failure, json_response, openai_error, throttled, to_json,
-};
-use crate::record::{Outcome, Ticket};
-
 /// The length of a vector when the request does not set `dimensions`.
 pub const DEFAULT_DIMENSIONS: u32 = 256;
 
-pub(crate) async fn embeddings(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut rec = arrival_record(&sim, &headers);
-    let parsed = serde_json::from_slice::<EmbeddingsRequest>(&body)
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.validate().map(|()| r).map_err(|e| e.to_string()));
-    let req = match parsed {
-        Ok(r) => r,
-        Err(e) => {
-            Ticket::open(sim.recorder.clone(), rec).close(Outcome::Invalid);
-            let msg = format!("invalid embeddings request: {e}");
-            return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, &msg);
-        }
-    };
-    let prompt = req.input_tokens();
-    rec.model = req.model.clone();
-    rec.prompt_tokens = prompt;
-    sim.note_model(&req.model);
-    let mut ticket = Ticket::open(sim.recorder.clone(), rec);
-    if !sim.cfg.rtt.is_zero() {
-        tokio::time::sleep(sim.cfg.rtt).await;
-    }
-    let fault = sim.faults.get();
-    if let Some(res) = injected_failure(&sim, &fault, &mut ticket).await {
-        return res;
-    }
-    let plan = Plan::new(&sim.cfg, &fault, Some(0), prompt);
-    let slot = match sim.engine.admit(plan.service_time()).await {
-        Ok(slot) => slot,
-        Err(t) => {
-            ticket.close(Outcome::Throttled);
-            return throttled(t.retry_after);
-        }
-    };
-    crate::engine::sleep_until(slot.start() + plan.prefill).await;
-    slot.finish();
-    ticket.close(Outcome::Ok);
-    json_response(StatusCode::OK, to_json(&answer(&req, prompt)))
-}
-
-fn answer(req: &EmbeddingsRequest, prompt: u64) -> EmbeddingsResponse {
+/// The answer to `req`, whose input has `prompt` tokens.
+pub(crate) fn answer(req: &EmbeddingsRequest, prompt: u64) -> EmbeddingsResponse {
     let dims = req.dimensions.unwrap_or(DEFAULT_DIMENSIONS) as usize;
     let data = req
         .items()

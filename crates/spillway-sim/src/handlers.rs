@@ -33,7 +33,7 @@ pub const REGION_HEADER: &str = "x-sim-region";
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/embeddings", post(crate::embeddings::embeddings))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/admin/fault", get(get_fault).post(set_fault))
         .route("/admin/served", get(get_served).delete(clear_served))
@@ -51,16 +51,11 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
     })
 }
 
-pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
+fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-pub(crate) fn openai_error(
-    status: StatusCode,
-    kind: &str,
-    code: Option<&str>,
-    message: &str,
-) -> Response {
+fn openai_error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response {
     json_response(status, OpenAiErrorBody::new(message, kind, code).to_json())
 }
 
@@ -96,7 +91,7 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
 
 /// 429 with `Retry-After` in whole seconds (at least 1) and, as Azure OpenAI does,
 /// `retry-after-ms` with the unrounded estimate.
-pub(crate) fn throttled(retry_after: Duration) -> Response {
+fn throttled(retry_after: Duration) -> Response {
     let res = openai_error(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limit_error",
@@ -205,7 +200,7 @@ async fn chat_completions(
 }
 
 /// The record of a request as it arrives: who asked, where, and when.
-pub(crate) fn arrival_record(sim: &Sim, headers: &HeaderMap) -> ServedRecord {
+fn arrival_record(sim: &Sim, headers: &HeaderMap) -> ServedRecord {
     ServedRecord {
         request_id: request_id(headers),
         region: sim.cfg.region.clone(),
@@ -237,11 +232,7 @@ fn open_ticket(sim: &Sim, req: &ChatRequest, mut rec: ServedRecord) -> (u64, Tic
 
 /// The response of a shutdown or an injected fault (outage, error, hang), recorded on the
 /// ticket; `None` when the request goes on to the engine.
-pub(crate) async fn injected_failure(
-    sim: &Sim,
-    fault: &Fault,
-    ticket: &mut Ticket,
-) -> Option<Response> {
+async fn injected_failure(sim: &Sim, fault: &Fault, ticket: &mut Ticket) -> Option<Response> {
     if *sim.shutdown.borrow() {
         ticket.close(Outcome::Outage);
         return Some(unavailable("the simulator is shutting down"));
@@ -393,6 +384,49 @@ fn stalled_response(
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// `POST /v1/embeddings`: see [`crate::embeddings`].
+async fn embeddings(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut rec = arrival_record(&sim, &headers);
+    let parsed = serde_json::from_slice::<spillway_proto::embeddings::EmbeddingsRequest>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.validate().map(|()| r).map_err(|e| e.to_string()));
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            Ticket::open(sim.recorder.clone(), rec).close(Outcome::Invalid);
+            let msg = format!("invalid embeddings request: {e}");
+            return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, &msg);
+        }
+    };
+    let prompt = req.input_tokens();
+    rec.model = req.model.clone();
+    rec.prompt_tokens = prompt;
+    sim.note_model(&req.model);
+    let mut ticket = Ticket::open(sim.recorder.clone(), rec);
+    if !sim.cfg.rtt.is_zero() {
+        tokio::time::sleep(sim.cfg.rtt).await;
+    }
+    let fault = sim.faults.get();
+    if let Some(res) = injected_failure(&sim, &fault, &mut ticket).await {
+        return res;
+    }
+    let plan = Plan::new(&sim.cfg, &fault, Some(0), prompt);
+    let slot = match sim.engine.admit(plan.service_time()).await {
+        Ok(slot) => slot,
+        Err(t) => {
+            ticket.close(Outcome::Throttled);
+            return throttled(t.retry_after);
+        }
+    };
+    crate::engine::sleep_until(slot.start() + plan.prefill).await;
+    slot.finish();
+    ticket.close(Outcome::Ok);
+    json_response(
+        StatusCode::OK,
+        to_json(&crate::embeddings::answer(&req, prompt)),
+    )
 }
 
 async fn models(State(sim): State<Arc<Sim>>) -> Response {

@@ -9,11 +9,11 @@ use super::ctx::RequestCtx;
 use crate::config::Model;
 use crate::config::raw::ModelKind;
 use crate::drive::ctx::Target;
-use crate::drive::request::Request;
 use crate::error::{Api, EdgeError, shown};
 use crate::state::AppState;
 use crate::state::quota_book::{QuotaKey, Ticket};
 use crate::state::routing::RouterCell;
+use spillway_proto::canonical::Request;
 
 /// How long the attempt of a client that stalled or left is still read, after its deployment
 /// was released, to bill what the upstream had generated (the exchange's `drain`). What a stall

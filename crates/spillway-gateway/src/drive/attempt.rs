@@ -25,7 +25,8 @@
 //! The cost is the assembly (a few string appends per chunk) and bytes of SSE framing. An upstream
 //! that ignores `stream: true` and answers JSON is read whole. A native InvokeModel body passed
 //! through to Bedrock cannot be assembled (its stream is the model family's own events) and is
-//! sent as it came: for it only `request_timeout_ms` applies.
+//! sent as it came: for it only `request_timeout_ms` applies. So is an embeddings request: it
+//! has no stream; its answer is relayed whole, with the usage its body reports.
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -40,10 +41,10 @@ use spillway_proto::{ChatCompletion, Usage};
 
 use super::assemble::Assembly;
 use super::ctx::RequestCtx;
-use super::request::Request;
 use crate::drive::codec::{UpstreamDecoder, UpstreamEvent};
 use crate::state::AppState;
 use crate::upstream::{self, Protocol, UpstreamFailure, UpstreamTarget};
+use spillway_proto::canonical::Request;
 
 /// What an attempt needs to know about its request, owned (the stream outlives the call).
 struct Spec {

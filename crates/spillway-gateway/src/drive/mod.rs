@@ -36,10 +36,9 @@ pub mod client;
 pub mod codec;
 pub mod ctx;
 pub mod finish;
-pub mod request;
 
 pub use ctx::RequestCtx;
-pub use request::Request;
+pub use spillway_proto::canonical::Request;
 
 use self::admit::Admitted;
 use self::client::Client;

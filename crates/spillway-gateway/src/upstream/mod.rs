@@ -8,7 +8,7 @@ use spillway_core::FailureKind;
 
 use spillway_proto::ChatRequest;
 
-use crate::drive::Request as Canonical;
+use spillway_proto::canonical::Request as Canonical;
 
 use crate::config::{Config, Upstream, UpstreamAuth};
 use crate::sigv4::sign::AwsCredentials;

@@ -5,8 +5,8 @@
 //! relayed whole to an OpenAI-compatible upstream's `/embeddings` and answered whole. Both go
 //! through the same admission, routing, exchange and `finish` (quota, metering, audit): an
 //! embeddings request is an exchange with no output tokens and no stream.
-use spillway_proto::ChatRequest;
-use spillway_proto::embeddings::EmbeddingsRequest;
+use crate::embeddings::EmbeddingsRequest;
+use crate::openai::ChatRequest;
 
 /// A canonical request: chat or embeddings.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ impl Request {
     /// The input tokens the request is estimated at (quota reservation and routing).
     pub fn prompt_tokens(&self) -> u64 {
         match self {
-            Request::Chat(c) => spillway_proto::tokens::prompt_tokens(&c.messages),
+            Request::Chat(c) => crate::tokens::prompt_tokens(&c.messages),
             Request::Embed(e) => e.input_tokens(),
         }
     }
