@@ -53,6 +53,8 @@ corpus_tests!(
     sigv4_roundtrip,
     model_ref,
     anthropic,
+    responses_request,
+    embeddings_request,
 );
 
 #[test]

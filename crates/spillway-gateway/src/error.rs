@@ -46,6 +46,7 @@ fn cut(s: &str, max: usize) -> Cow<'_, str> {
 /// The API a client called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
+    /// OpenAI chat completions.
     OpenAi,
     Converse,
     Invoke,
@@ -54,6 +55,10 @@ pub enum Api {
     /// InvokeModel(WithResponseStream) with an Anthropic Messages body, converted (answers in
     /// Anthropic's shape, errors in Bedrock's).
     InvokeAnthropic,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
+    /// OpenAI embeddings (`/v1/embeddings`).
+    Embeddings,
 }
 
 impl Api {
@@ -64,7 +69,14 @@ impl Api {
             Api::Invoke => "invoke",
             Api::Anthropic => "anthropic",
             Api::InvokeAnthropic => "invoke_anthropic",
+            Api::Responses => "responses",
+            Api::Embeddings => "embeddings",
         }
+    }
+
+    /// Whether the API is OpenAI's (its errors in OpenAI's shape).
+    pub fn is_openai(&self) -> bool {
+        matches!(self, Api::OpenAi | Api::Responses | Api::Embeddings)
     }
 }
 
@@ -79,7 +91,7 @@ pub enum EdgeError {
     #[error("{message}")]
     InvalidParam {
         message: String,
-        param: &'static str,
+        param: Cow<'static, str>,
     },
     /// A request field no upstream that may serve the request can honour (see
     /// `api::fields`); OpenAI's `param` names it.
@@ -253,7 +265,7 @@ impl EdgeError {
     /// Render in the shape of the API the client called.
     pub fn into_response_for(self, api: Api) -> Response {
         match api {
-            Api::OpenAi => self.into_openai_response(),
+            Api::OpenAi | Api::Responses | Api::Embeddings => self.into_openai_response(),
             Api::Anthropic => self.into_anthropic_response(),
             Api::Converse | Api::Invoke | Api::InvokeAnthropic => self.into_bedrock_response(),
         }
@@ -400,7 +412,7 @@ mod tests {
     fn an_invalid_param_names_it_in_openais_shape_and_is_a_validation_exception() {
         let e = || EdgeError::InvalidParam {
             message: "too many".into(),
-            param: "max_tokens",
+            param: "max_tokens".into(),
         };
         let b = e().openai_body();
         assert_eq!(

@@ -8,6 +8,11 @@
 //! * [`openai`]: the OpenAI chat-completions request, response and stream-chunk shapes. Unknown
 //!   fields are kept (`extra`) so that a request relayed to an OpenAI-compatible upstream loses
 //!   nothing the client sent.
+//! * [`canonical`]: the canonical request a gateway routes: chat (every generating API converts
+//!   to it) or embeddings.
+//! * [`embeddings`]: the OpenAI embeddings request and answer (float and base64 vectors).
+//! * [`responses`]: the OpenAI Responses API, the subset that maps onto chat completions, and
+//!   its conversion to the canonical request and back (whole answers and typed stream events).
 //! * [`sse`]: an incremental server-sent-events decoder (any split of the byte stream decodes the
 //!   same) and the encoder the gateway and the simulator write with.
 //! * [`error`]: OpenAI's error body, `{"error": {"message", "type", "param", "code"}}`.
@@ -17,8 +22,11 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod canonical;
+pub mod embeddings;
 pub mod error;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 pub mod tokens;
 

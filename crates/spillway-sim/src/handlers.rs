@@ -1,4 +1,5 @@
-//! HTTP routes: the OpenAI surface (`/v1/chat/completions`, `/v1/models`), the admin surface
+//! HTTP routes: the OpenAI surface (`/v1/chat/completions`, `/v1/embeddings` in
+//! [`crate::embeddings`], `/v1/models`), the admin surface
 //! (`/admin/fault`, `/admin/served`) and `/healthz`. Every response carries `x-sim-region`.
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,6 +34,7 @@ pub const REGION_HEADER: &str = "x-sim-region";
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/admin/fault", get(get_fault).post(set_fault))
         .route("/admin/served", get(get_served).delete(clear_served))
@@ -398,6 +400,49 @@ fn stalled_response(
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// `POST /v1/embeddings`: see [`crate::embeddings`].
+async fn embeddings(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut rec = arrival_record(&sim, &headers);
+    let parsed = serde_json::from_slice::<spillway_proto::embeddings::EmbeddingsRequest>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.validate().map(|()| r).map_err(|e| e.to_string()));
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            Ticket::open(sim.recorder.clone(), rec).close(Outcome::Invalid);
+            let msg = format!("invalid embeddings request: {e}");
+            return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, &msg);
+        }
+    };
+    let prompt = req.input_tokens();
+    rec.model = req.model.clone();
+    rec.prompt_tokens = prompt;
+    sim.note_model(&req.model);
+    let mut ticket = Ticket::open(sim.recorder.clone(), rec);
+    if !sim.cfg.rtt.is_zero() {
+        tokio::time::sleep(sim.cfg.rtt).await;
+    }
+    let fault = sim.faults.get();
+    if let Some(res) = injected_failure(&sim, &fault, &mut ticket).await {
+        return res;
+    }
+    let plan = Plan::new(&sim.cfg, &fault, Some(0), prompt);
+    let slot = match sim.engine.admit(plan.service_time()).await {
+        Ok(slot) => slot,
+        Err(t) => {
+            ticket.close(Outcome::Throttled);
+            return throttled(t.retry_after);
+        }
+    };
+    crate::engine::sleep_until(slot.start() + plan.prefill).await;
+    slot.finish();
+    ticket.close(Outcome::Ok);
+    json_response(
+        StatusCode::OK,
+        to_json(&crate::embeddings::answer(&req, prompt)),
+    )
 }
 
 async fn models(State(sim): State<Arc<Sim>>) -> Response {

@@ -24,13 +24,17 @@
 //! named or first tool, arguments from its schema; no call after a `tool` result): see
 //! `tools.rs`.
 //!
-//! Routes: `POST /v1/chat/completions`, `GET /v1/models` (the models requested so far),
+//! Embeddings ([`embeddings`]) run on the same engine: a prefill of the input's tokens, with a
+//! deterministic unit vector per input item.
+//!
+//! Routes: `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models` (the models requested so far),
 //! `GET|POST /admin/fault`, `GET|DELETE /admin/served`, `GET /healthz`. Every response carries
 //! `x-sim-region`.
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod config;
+pub mod embeddings;
 pub mod engine;
 mod faults;
 mod handlers;

@@ -13,12 +13,16 @@
 //! | `config` | `Config::parse(text, "<fuzz>")` | none (Ok or Err) |
 //! | `model_ref` | `parse_model_ref` (the `{modelId}` path segment) | none |
 //! | `anthropic` | a Messages body → `MessagesRequest` → `to_chat` (both flavors); its lines as chat chunks → `ChunksToAnthropic` | the converted request serialises back to itself; the events form one well-formed message and survive SSE |
+//! | `responses_request` | body of `POST /v1/responses` → `ResponsesRequest` → `to_chat` | the chat request keeps model and `stream`, round-trips; the echo renders |
+//! | `embeddings_request` | body of `POST /v1/embeddings` → `EmbeddingsRequest`, `validate` | round-trips; the upstream body keeps the input |
 pub mod anthropic;
+pub mod openai_more;
 pub mod requests;
 pub mod sigv4;
 pub mod streams;
 
 pub use anthropic::target_anthropic;
+pub use openai_more::{target_embeddings_request, target_responses_request};
 pub use requests::{
     target_chat_request, target_config, target_converse, target_invoke, target_model_ref,
 };
@@ -226,6 +230,38 @@ const MODEL_REF: &[&[u8]] = &[
     b"%",
 ];
 
+const JSON_OPENAI_MORE: &[&[u8]] = &[
+    b"\"model\"",
+    b"\"input\"",
+    b"\"instructions\"",
+    b"\"max_output_tokens\"",
+    b"\"type\"",
+    b"\"message\"",
+    b"\"role\"",
+    b"\"content\"",
+    b"\"input_text\"",
+    b"\"output_text\"",
+    b"\"input_image\"",
+    b"\"image_url\"",
+    b"\"function_call\"",
+    b"\"function_call_output\"",
+    b"\"call_id\"",
+    b"\"arguments\"",
+    b"\"output\"",
+    b"\"tools\"",
+    b"\"tool_choice\"",
+    b"\"function\"",
+    b"\"text\"",
+    b"\"format\"",
+    b"\"json_schema\"",
+    b"\"store\"",
+    b"\"stream\"",
+    b"\"encoding_format\"",
+    b"\"base64\"",
+    b"\"float\"",
+    b"\"dimensions\"",
+];
+
 const DEFAULT_TOML: &[u8] = include_bytes!("../../../spillway-gateway/src/config/default.toml");
 const EXAMPLE_TOML: &[u8] = include_bytes!("../../../../examples/spillway.toml");
 
@@ -309,6 +345,22 @@ pub const TARGETS: &[Target] = &[
         run: target_anthropic,
         builtin_seeds: &[],
         dictionary: JSON_ANTHROPIC,
+        max_len: 16 * 1024,
+        weight: 10,
+    },
+    Target {
+        name: "responses_request",
+        run: target_responses_request,
+        builtin_seeds: &[],
+        dictionary: JSON_OPENAI_MORE,
+        max_len: 16 * 1024,
+        weight: 10,
+    },
+    Target {
+        name: "embeddings_request",
+        run: target_embeddings_request,
+        builtin_seeds: &[],
+        dictionary: JSON_OPENAI_MORE,
         max_len: 16 * 1024,
         weight: 10,
     },

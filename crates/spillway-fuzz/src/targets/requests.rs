@@ -62,7 +62,7 @@ fn json_eq(a: &Value, b: &Value) -> bool {
 
 /// What the gateway does with a chat request it accepted: the adapter's checks, the quota
 /// estimate, and (for a `bedrock` upstream) the translation to Converse.
-fn use_chat_request(req: &ChatRequest) {
+pub(crate) fn use_chat_request(req: &ChatRequest) {
     let _refused = req.messages.is_empty() || req.output_cap() == Some(0);
     let _ = (req.is_stream(), req.wants_stream_usage());
     let _ = prompt_tokens(&req.messages);

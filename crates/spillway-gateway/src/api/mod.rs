@@ -5,6 +5,8 @@
 //! * [`openai`]: `POST /v1/chat/completions` (Bearer keys, OpenAI's error shape).
 //! * [`anthropic`]: `POST /v1/messages` (`x-api-key` or Bearer keys, Anthropic's error shape),
 //!   and the Anthropic Messages body of an InvokeModel call.
+//! * [`responses`]: `POST /v1/responses`, converted to the canonical chat request and back.
+//! * [`embeddings`]: `POST /v1/embeddings`, an embeddings request routed like chat.
 //! * [`bedrock`]: the Bedrock runtime (Converse, ConverseStream, InvokeModel and its stream;
 //!   SigV4 or Bedrock API keys, Bedrock's error shape).
 //! * [`profiles`]: the Bedrock control plane for inference profiles, and the entry of the rest
@@ -19,9 +21,11 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod count_tokens;
+pub mod embeddings;
 pub mod fields;
 pub mod foundation;
 pub mod openai;
 pub mod profiles;
 pub mod resolve;
+pub mod responses;
 pub mod tags;

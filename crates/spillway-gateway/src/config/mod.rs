@@ -153,6 +153,7 @@ pub struct Model {
     pub default_max_tokens: u64,
     /// The most output tokens one request may ask for (`max_output_tokens`), if limited.
     pub max_output_tokens: Option<u64>,
+    pub kind: raw::ModelKind,
 }
 
 #[derive(Debug, Clone)]

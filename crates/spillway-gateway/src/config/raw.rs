@@ -159,6 +159,20 @@ pub struct RawModel {
     /// The most output tokens the model can generate for one request (none: no limit); a
     /// request asking for more is refused with 400.
     pub max_output_tokens: Option<u64>,
+    /// `"chat"` (default) or `"embedding"`: which OpenAI endpoint serves the model.
+    #[serde(default)]
+    pub kind: ModelKind,
+}
+
+/// What a model does: chat completions (and Converse, Responses), or embeddings. A request to
+/// the other kind's endpoint is refused with 400; an embedding model cannot have a Bedrock
+/// upstream (Converse does not serve embeddings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    #[default]
+    Chat,
+    Embedding,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,7 +214,8 @@ pub struct RawBedrockUpstream {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOpenAiUpstream {
-    /// e.g. `https://api.example.com/v1` (the gateway appends `/chat/completions`).
+    /// e.g. `https://api.example.com/v1` (the gateway appends `/chat/completions`, or
+    /// `/embeddings` for an embedding model).
     pub base_url: String,
     /// The model name the upstream knows (default: the model id).
     pub model: Option<String>,

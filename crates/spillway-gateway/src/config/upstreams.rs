@@ -5,6 +5,23 @@ use super::raw::{RawBedrockUpstream, RawOpenAiUpstream, RawSimUpstream, RawUpstr
 use super::validate::Ctx;
 use super::{BedrockCredentials, ConfigError, Secret, SimParams, Upstream, UpstreamAuth};
 
+/// An embedding model's deployment needs an OpenAI-compatible upstream (or a simulator):
+/// Bedrock's Converse, which Spillway speaks to Bedrock upstreams, does not serve embeddings.
+pub(super) fn serves_kind(
+    cx: &Ctx<'_>,
+    key: &str,
+    u: &Upstream,
+    kind: super::raw::ModelKind,
+) -> Result<(), ConfigError> {
+    match (kind, u) {
+        (super::raw::ModelKind::Embedding, Upstream::Bedrock { .. }) => Err(cx.err(
+            format!("{key}.upstream.kind"),
+            "an embedding model cannot have a bedrock upstream: Spillway reaches Bedrock through Converse, which does not serve embeddings; use an openai or sim upstream",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn upstream(
     cx: &Ctx<'_>,
     key: &str,
@@ -177,4 +194,34 @@ fn sim(cx: &Ctx<'_>, key: &str, s: &RawSimUpstream) -> Result<Upstream, ConfigEr
             .map(|u| u.trim_end_matches('/').to_string()),
         params,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod kind_tests {
+    use super::super::Config;
+    use super::super::embedded::DEFAULT_TOML;
+    use super::*;
+
+    #[test]
+    fn an_embedding_model_on_a_bedrock_upstream_is_refused_at_load() {
+        let from = "model = \"demo.embed-v1:0\"\nregion = \"us-east-1\"\nmax_in_flight = 16\nrpm = 6000\ntpm = 6000000\nupstream = { kind = \"sim\"";
+        assert!(DEFAULT_TOML.contains(from));
+        // PATH stands in for the credentials' environment variables: it is always set.
+        let to = "model = \"demo.embed-v1:0\"\nregion = \"us-east-1\"\nmax_in_flight = 16\nrpm = 6000\ntpm = 6000000\nupstream = { kind = \"bedrock\", access_key_id_env = \"PATH\", secret_access_key_env = \"PATH\" }\n#";
+        let text = DEFAULT_TOML.replacen(from, to, 1);
+        let err = Config::parse(&text, "spillway.toml").unwrap_err();
+        let ConfigError::Invalid { key, message, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(key, "deployments[12].upstream.kind", "{err}");
+        assert!(message.contains("embeddings"), "{message}");
+        let embed = Config::parse(DEFAULT_TOML, "d").unwrap();
+        assert!(
+            embed
+                .models
+                .iter()
+                .any(|m| m.kind == super::super::raw::ModelKind::Embedding)
+        );
+    }
 }

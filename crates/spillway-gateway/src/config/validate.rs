@@ -315,6 +315,7 @@ fn models(
                 output_burndown: burndown,
                 default_max_tokens,
                 max_output_tokens,
+                kind: m.kind,
             });
             Ok(())
         })?;
@@ -387,6 +388,7 @@ fn deployments(
             &models[model].id,
             &regions[region.0 as usize].name,
         )?;
+        super::upstreams::serves_kind(cx, &key, &upstream, models[model].kind)?;
         deployments.push(Deployment {
             model,
             region,

@@ -3,15 +3,17 @@
 //! step of the core, so no other request can take the headroom or the queued wait in between).
 use spillway_core::{Candidate, Demand, RouteRequest};
 use spillway_exchange::{Exchange, Facts, Limits, Price};
-use spillway_proto::{ChatRequest, StreamOptions};
+use spillway_proto::StreamOptions;
 
 use super::ctx::RequestCtx;
 use crate::config::Model;
+use crate::config::raw::ModelKind;
 use crate::drive::ctx::Target;
 use crate::error::{Api, EdgeError, shown};
 use crate::state::AppState;
 use crate::state::quota_book::{QuotaKey, Ticket};
 use crate::state::routing::RouterCell;
+use spillway_proto::canonical::Request;
 
 /// How long the attempt of a client that stalled or left is still read, after its deployment
 /// was released, to bill what the upstream had generated (the exchange's `drain`). What a stall
@@ -24,7 +26,7 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Admitted {
     pub exchange: Exchange,
     pub ticket: Option<Ticket>,
-    pub req: ChatRequest,
+    pub req: Request,
 }
 
 /// Reserve quota and route. An error here ends the request before it has an exchange.
@@ -32,10 +34,11 @@ pub async fn admit(
     app: &AppState,
     ctx: &mut RequestCtx,
     target: Target,
-    mut req: ChatRequest,
+    mut req: Request,
 ) -> Result<Admitted, EdgeError> {
     let cfg = app.cfg.clone();
     let tenant = ctx.tenant.ok_or(EdgeError::Unauthorized)?;
+    kind_matches(&cfg.models[target.model], ctx, &req)?;
     let denied = &cfg.tenants[tenant].denied_regions;
     let candidates = cfg.candidates(target.model, ctx.source, &target.destinations, denied);
     if candidates.is_empty() {
@@ -66,7 +69,7 @@ pub async fn admit(
         retry_after: d.retry_after,
     })?;
     let stream = req.is_stream();
-    if stream {
+    if let (true, Request::Chat(req)) = (stream, &mut req) {
         // Always ask for usage, to settle quota exactly; the client's encoder drops the usage
         // chunk again when the client did not ask for it.
         ctx.wants_usage = req.wants_stream_usage();
@@ -78,9 +81,10 @@ pub async fn admit(
     let facts = Facts {
         source: ctx.source,
         stream,
-        // Every attempt streams from the upstream but a native Invoke body's for a whole answer
-        // (see `drive::attempt`).
-        upstream_stream: stream || ctx.invoke_passthrough.is_none(),
+        // Every attempt streams from the upstream but a native Invoke body's and an embeddings
+        // request's, for a whole answer (see `drive::attempt`).
+        upstream_stream: stream
+            || (ctx.invoke_passthrough.is_none() && matches!(req, Request::Chat(_))),
         prompt_tokens,
         demand: Demand {
             est_tokens,
@@ -102,6 +106,25 @@ pub async fn admit(
     })
 }
 
+/// A chat request on an embedding model, or an embeddings request on a chat model, is refused
+/// with 400 naming `model` (in the client's API: every chat API, and `/v1/embeddings`).
+fn kind_matches(model: &Model, ctx: &RequestCtx, req: &Request) -> Result<(), EdgeError> {
+    let name = shown(&ctx.model_name);
+    let message = match (model.kind, req) {
+        (ModelKind::Chat, Request::Embed(_)) => {
+            format!("{name} is a chat model; /v1/embeddings serves only embedding models.")
+        }
+        (ModelKind::Embedding, Request::Chat(_)) => format!(
+            "{name} is an embedding model; it generates no text. Call it on /v1/embeddings."
+        ),
+        _ => return Ok(()),
+    };
+    Err(EdgeError::InvalidParam {
+        message,
+        param: "model".into(),
+    })
+}
+
 /// What a request reserves: its prompt, the output cap it asked for (if any) and the one it is
 /// reserved at, and the tokens of both (the output at the model's burndown).
 struct Estimate {
@@ -112,9 +135,13 @@ struct Estimate {
 }
 
 impl Estimate {
-    fn of(model: &Model, req: &ChatRequest) -> Estimate {
-        let prompt = spillway_proto::tokens::prompt_tokens(&req.messages);
-        let output_cap = req.output_cap().unwrap_or(model.default_max_tokens);
+    fn of(model: &Model, req: &Request) -> Estimate {
+        let prompt = req.prompt_tokens();
+        let output_cap = match req {
+            Request::Chat(c) => c.output_cap().unwrap_or(model.default_max_tokens),
+            // An embedding has no output to reserve.
+            Request::Embed(_) => 0,
+        };
         Estimate {
             prompt,
             asked: req.output_cap(),
@@ -137,9 +164,13 @@ fn never_admissible(
 ) -> Result<(), EdgeError> {
     let cfg = &app.cfg;
     let model = &cfg.models[key.model];
-    let param = match ctx.api {
-        Api::Converse => "maxTokens",
-        Api::OpenAi | Api::Invoke | Api::Anthropic | Api::InvokeAnthropic => "max_tokens",
+    let (param, prompt_param) = match ctx.api {
+        Api::Converse => ("maxTokens", "messages"),
+        Api::OpenAi | Api::Invoke | Api::Anthropic | Api::InvokeAnthropic => {
+            ("max_tokens", "messages")
+        }
+        Api::Responses => ("max_output_tokens", "input"),
+        Api::Embeddings => ("max_tokens", "input"),
     };
     if let (Some(asked), Some(max)) = (est.asked, model.max_output_tokens)
         && asked > max
@@ -149,7 +180,7 @@ fn never_admissible(
                 "{param} is {asked}, but {} generates at most {max} output tokens per request.",
                 shown(&ctx.model_name)
             ),
-            param,
+            param: param.into(),
         });
     }
     let quota = app.quota_limits(key).and_then(|l| l.tpm);
@@ -164,7 +195,7 @@ fn never_admissible(
         _ => return Ok(()),
     };
     let (param, hint) = if est.prompt > limit {
-        ("messages", "Shorten the prompt".to_string())
+        (prompt_param, "Shorten the prompt".to_string())
     } else {
         (param, format!("Lower {param}"))
     };
@@ -177,7 +208,7 @@ fn never_admissible(
             shown(&ctx.model_name),
             cfg.region_name(ctx.source)
         ),
-        param,
+        param: param.into(),
     })
 }
 

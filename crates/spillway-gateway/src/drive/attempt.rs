@@ -25,7 +25,8 @@
 //! The cost is the assembly (a few string appends per chunk) and bytes of SSE framing. An upstream
 //! that ignores `stream: true` and answers JSON is read whole. A native InvokeModel body passed
 //! through to Bedrock cannot be assembled (its stream is the model family's own events) and is
-//! sent as it came: for it only `request_timeout_ms` applies.
+//! sent as it came: for it only `request_timeout_ms` applies. So is an embeddings request: it
+//! has no stream; its answer is relayed whole, with the usage its body reports.
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -35,13 +36,15 @@ use futures_util::{Stream, StreamExt};
 use spillway_core::{DeploymentIx, FailureKind};
 use spillway_exchange::{AttemptId, Event, Failure, Piece};
 use spillway_proto::bedrock::{ConverseResponse, FrameDecoder, converse_to_chat_completion};
-use spillway_proto::{ChatCompletion, ChatRequest, Usage};
+use spillway_proto::embeddings::EmbeddingsResponse;
+use spillway_proto::{ChatCompletion, Usage};
 
 use super::assemble::Assembly;
 use super::ctx::RequestCtx;
 use crate::drive::codec::{UpstreamDecoder, UpstreamEvent};
 use crate::state::AppState;
 use crate::upstream::{self, Protocol, UpstreamFailure, UpstreamTarget};
+use spillway_proto::canonical::Request;
 
 /// What an attempt needs to know about its request, owned (the stream outlives the call).
 struct Spec {
@@ -55,6 +58,8 @@ struct Spec {
     /// The client wants a whole answer: it is assembled from the stream.
     assemble: bool,
     passthrough: bool,
+    /// An embeddings request: answered whole, its usage in the answer's `usage`.
+    embed: bool,
 }
 
 enum Phase {
@@ -76,12 +81,13 @@ pub fn start(
     app: &Arc<AppState>,
     id: AttemptId,
     deployment: DeploymentIx,
-    req: &ChatRequest,
+    req: &Request,
     ctx: &RequestCtx,
 ) -> BoxStream<'static, Event> {
     let target = &app.targets[deployment.0 as usize];
     let passthrough = ctx.invoke_passthrough.is_some();
-    let assemble = !req.is_stream() && !passthrough;
+    let embed = matches!(req, Request::Embed(_));
+    let assemble = !req.is_stream() && !passthrough && !embed;
     let (url, body) = match target.request(req, ctx.invoke_passthrough.as_ref(), assemble) {
         Ok(x) => x,
         Err(e) => {
@@ -99,6 +105,7 @@ pub fn start(
         stream: req.is_stream() || assemble,
         assemble,
         passthrough,
+        embed,
     };
     events(spec, Phase::Send { url, body }).boxed()
 }
@@ -249,7 +256,22 @@ impl Spec {
                 return queue.push_back(Event::UpstreamError(self.id, f));
             }
         };
-        let (raw, parsed) = if self.bedrock() && self.passthrough {
+        let (raw, parsed) = if self.embed {
+            let usage = serde_json::from_slice::<EmbeddingsResponse>(&bytes)
+                .ok()
+                .map(|r| Usage {
+                    prompt_tokens: r.usage.prompt_tokens,
+                    completion_tokens: 0,
+                    total_tokens: r.usage.total_tokens,
+                });
+            let answer = Piece::Answer {
+                raw: bytes,
+                parsed: None,
+                usage: usage.or(native),
+            };
+            queue.push_back(Event::UpstreamPiece(self.id, answer));
+            return queue.push_back(Event::UpstreamEnd(self.id));
+        } else if self.bedrock() && self.passthrough {
             (bytes, None)
         } else if self.bedrock() {
             let Ok(c) = serde_json::from_slice::<ConverseResponse>(&bytes) else {

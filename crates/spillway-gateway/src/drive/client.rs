@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::ctx::RequestCtx;
 use crate::config::Config;
-use crate::drive::codec::{ClientEncoder, render_completion};
+use crate::drive::codec::{ClientEncoder, render_completion, render_response};
 use crate::error::{Api, EdgeError, shown};
 
 /// Above this many bytes waiting for the client, the upstream is not read.
@@ -168,7 +168,7 @@ pub fn decorate(
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
         h.insert("x-request-id", v.clone());
         match ctx.api {
-            Api::OpenAi => {}
+            Api::OpenAi | Api::Responses | Api::Embeddings => {}
             Api::Anthropic => {
                 h.insert("request-id", v);
             }
@@ -198,6 +198,13 @@ pub fn decorate(
 /// usage) and `-Invocation-Latency` headers.
 pub fn answer(ctx: &RequestCtx, piece: Piece) -> Response {
     let latency_ms = ctx.started.elapsed().as_millis() as u64;
+    if let Some(echo) = &ctx.echo {
+        let parsed = match &piece {
+            Piece::Answer { parsed, .. } => parsed.as_deref(),
+            _ => None,
+        };
+        return render_response(echo, parsed);
+    }
     if matches!(ctx.api, Api::Anthropic | Api::InvokeAnthropic) {
         let parsed = match &piece {
             Piece::Answer { parsed, .. } => parsed.as_deref(),

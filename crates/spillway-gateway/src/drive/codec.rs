@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use spillway_proto::bedrock::{self, ChunksToConverse, ConverseToChunks, FrameDecoder};
+use spillway_proto::responses::{self, ChunksToEvents};
 use spillway_proto::sse::{self, SseDecoder};
 use spillway_proto::{ChatChunk, ChatCompletion, OpenAiErrorBody};
 
@@ -149,21 +150,28 @@ pub enum ClientEncoder {
     },
     /// `/v1/messages`, or an Anthropic body on InvokeModelWithResponseStream.
     Anthropic(Box<AnthropicEncoder>),
+    /// The Responses API's typed events.
+    Responses(Box<ChunksToEvents>),
 }
 
 impl ClientEncoder {
-    /// The encoder of `ctx`'s stream, opened now.
+    /// The encoder of the API `ctx`'s client called, for its stream opened now.
     pub fn new(ctx: &RequestCtx) -> Self {
         let wants_usage = ctx.wants_usage;
-        match ctx.api {
-            Api::OpenAi => ClientEncoder::OpenAi { wants_usage },
-            Api::Converse => ClientEncoder::Converse(Box::new(ChunksToConverse::new())),
-            Api::Invoke => ClientEncoder::Invoke {
+        match (ctx.api, &ctx.echo) {
+            (Api::Responses, Some(echo)) => {
+                ClientEncoder::Responses(Box::new(ChunksToEvents::new((**echo).clone())))
+            }
+            (Api::OpenAi | Api::Responses | Api::Embeddings, _) => {
+                ClientEncoder::OpenAi { wants_usage }
+            }
+            (Api::Converse, _) => ClientEncoder::Converse(Box::new(ChunksToConverse::new())),
+            (Api::Invoke, _) => ClientEncoder::Invoke {
                 wants_usage,
                 started: ctx.started,
                 first_byte_ms: None,
             },
-            Api::Anthropic | Api::InvokeAnthropic => {
+            (Api::Anthropic | Api::InvokeAnthropic, _) => {
                 ClientEncoder::Anthropic(Box::new(AnthropicEncoder::new(ctx)))
             }
         }
@@ -171,7 +179,7 @@ impl ClientEncoder {
 
     pub fn content_type(&self) -> &'static str {
         match self {
-            ClientEncoder::OpenAi { .. } => "text/event-stream",
+            ClientEncoder::OpenAi { .. } | ClientEncoder::Responses(_) => "text/event-stream",
             ClientEncoder::Anthropic(a) => a.content_type(),
             _ => "application/vnd.amazon.eventstream",
         }
@@ -187,6 +195,7 @@ impl ClientEncoder {
         let usage_only = c.choices.is_empty() && c.usage.is_some();
         match self {
             ClientEncoder::OpenAi { wants_usage } if usage_only && !*wants_usage => {}
+            ClientEncoder::Responses(conv) => responses::stream::encode(&conv.on_chunk(c), out),
             ClientEncoder::OpenAi { .. } => match raw {
                 Some(r) => out.extend_from_slice(&sse::encode_data(r)),
                 None => out.extend_from_slice(&sse::encode_data(&json(c))),
@@ -225,6 +234,7 @@ impl ClientEncoder {
             ClientEncoder::OpenAi { .. } => out.extend_from_slice(&sse::encode_data(sse::DONE)),
             ClientEncoder::Invoke { .. } => {}
             ClientEncoder::Anthropic(a) => a.done(latency_ms, out),
+            ClientEncoder::Responses(conv) => responses::stream::encode(&conv.finish(), out),
             ClientEncoder::Converse(conv) => {
                 for ev in conv.finish(latency_ms) {
                     out.extend_from_slice(&bedrock::encode_event(
@@ -245,6 +255,7 @@ impl ClientEncoder {
                 sse::encode_data(&body.to_json())
             }
             ClientEncoder::Anthropic(a) => a.error(message),
+            ClientEncoder::Responses(conv) => responses::stream::encode_bytes(&conv.fail(message)),
             ClientEncoder::Converse(_) | ClientEncoder::Invoke { .. } => {
                 bedrock::encode_exception("modelStreamErrorException", message)
             }
@@ -290,6 +301,23 @@ pub fn invocation_usage(json: &[u8]) -> Option<spillway_proto::Usage> {
 
 fn json(c: &ChatChunk) -> String {
     serde_json::to_string(c).unwrap_or_default()
+}
+
+/// A whole non-streamed answer of a Responses request: the Response object.
+pub fn render_response(echo: &responses::Echo, parsed: Option<&ChatCompletion>) -> Response {
+    let Some(c) = parsed else {
+        return crate::error::EdgeError::Unavailable(
+            "The model's answer could not be read.".into(),
+        )
+        .into_response_for(Api::Responses);
+    };
+    let body = responses::response_object(echo, c).to_string();
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// A whole non-streamed answer in the client's API. OpenAI and Invoke clients get the canonical

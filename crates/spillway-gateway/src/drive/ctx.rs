@@ -45,6 +45,9 @@ pub struct RequestCtx {
     /// The prompt's token estimate, once admitted (an Anthropic stream's `message_start`
     /// reports it).
     pub prompt_tokens: u64,
+    /// A Responses API request: what its answer echoes (the Response's id, instructions,
+    /// tools, …).
+    pub echo: Option<Box<spillway_proto::responses::Echo>>,
 }
 
 impl RequestCtx {
@@ -70,6 +73,7 @@ impl RequestCtx {
             invoke_passthrough: None,
             wants_usage: false,
             prompt_tokens: 0,
+            echo: None,
         }
     }
 }

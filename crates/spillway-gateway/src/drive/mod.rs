@@ -1,7 +1,7 @@
 //! The driver: runs one request's [`Exchange`] on tokio and hyper.
 //!
 //! The API adapters authenticate, parse and resolve a request into a [`RequestCtx`] and a
-//! canonical request; [`serve`] admits it ([`admit`]: candidates, tenant quota, route) and
+//! canonical [`Request`] (chat or embeddings); [`serve`] admits it ([`admit`]: candidates, tenant quota, route) and
 //! spawns the driver task, which owns the request from then on and answers the handler through
 //! a oneshot. The task is never dropped by the client's connection: a client that goes away is
 //! an event like any other (its channel closes), so the request always reaches its end.
@@ -27,7 +27,6 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use spillway_core::{Admission, Demand, Outcome, Plan, Reason, RegionIx};
 use spillway_exchange::{Action, AttemptId, Capacity, Event, Exchange, Piece, StreamEnd};
-use spillway_proto::ChatRequest;
 use tokio::sync::oneshot;
 
 pub mod admit;
@@ -40,6 +39,7 @@ pub mod ctx;
 pub mod finish;
 
 pub use ctx::RequestCtx;
+pub use spillway_proto::canonical::Request;
 
 use self::admit::Admitted;
 use self::client::Client;
@@ -55,8 +55,9 @@ pub async fn serve(
     app: Arc<AppState>,
     mut ctx: RequestCtx,
     target: Target,
-    req: ChatRequest,
+    req: impl Into<Request>,
 ) -> Response {
+    let req = req.into();
     let Admitted {
         exchange,
         ticket,
@@ -123,7 +124,7 @@ struct Driver {
     ctx: RequestCtx,
     x: Exchange,
     ticket: Option<Ticket>,
-    req: ChatRequest,
+    req: Request,
     attempt: Option<(AttemptId, BoxStream<'static, Event>)>,
     timer: Option<Duration>,
     /// The live (or last) attempt's region and reason, for the routing headers.

@@ -22,6 +22,8 @@ pub(super) fn api_router(lane: Lane) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/messages", post(messages))
+        .route("/v1/responses", post(responses))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/model/{model_id}/converse", post(converse))
@@ -84,6 +86,16 @@ async fn chat(State(lane): State<Lane>, headers: HeaderMap, body: Bytes) -> Resp
 async fn messages(State(lane): State<Lane>, headers: HeaderMap, body: Bytes) -> Response {
     let (app, region) = lane.now();
     crate::api::anthropic::messages(app, region, headers, body).await
+}
+
+async fn responses(State(lane): State<Lane>, headers: HeaderMap, body: Bytes) -> Response {
+    let (app, region) = lane.now();
+    crate::api::responses::create(app, region, headers, body).await
+}
+
+async fn embeddings(State(lane): State<Lane>, headers: HeaderMap, body: Bytes) -> Response {
+    let (app, region) = lane.now();
+    crate::api::embeddings::embeddings(app, region, headers, body).await
 }
 
 async fn converse(State(lane): State<Lane>, inc: Incoming) -> Response {
@@ -218,8 +230,10 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
     {
         Some("GET")
     } else if path.starts_with("/model/")
-        || path == "/v1/chat/completions"
-        || path == "/v1/messages"
+        || matches!(
+            path,
+            "/v1/chat/completions" | "/v1/responses" | "/v1/embeddings" | "/v1/messages"
+        )
         || matches!(
             path,
             "/listTagsForResource" | "/tagResource" | "/untagResource"

@@ -8,6 +8,8 @@ use spillway_core::FailureKind;
 
 use spillway_proto::ChatRequest;
 
+use spillway_proto::canonical::Request as Canonical;
+
 use crate::config::{Config, Upstream, UpstreamAuth};
 use crate::sigv4::sign::AwsCredentials;
 use http::Uri;
@@ -53,8 +55,8 @@ pub enum Protocol {
 /// A deployment's request URLs.
 #[derive(Debug, Clone)]
 enum Urls {
-    /// `…/chat/completions`.
-    OpenAi(Uri),
+    /// `…/chat/completions` and `…/embeddings`.
+    OpenAi { chat: Uri, embeddings: Uri },
     /// The model's runtime operations, by [`BedrockOp`] order.
     Bedrock(Box<[Uri; 4]>),
     /// A base URL that did not parse (the config's validation refuses those; kept so that a
@@ -81,8 +83,9 @@ const BEDROCK_OPS: [&str; 4] = [
 impl Urls {
     fn openai(base: &str) -> Urls {
         let url = format!("{base}/chat/completions");
-        match Uri::try_from(url.as_str()) {
-            Ok(uri) if uri.host().is_some() => Urls::OpenAi(uri),
+        let parse = |u: &str| Uri::try_from(u).ok().filter(|u| u.host().is_some());
+        match (parse(&url), parse(&format!("{base}/embeddings"))) {
+            (Some(chat), Some(embeddings)) => Urls::OpenAi { chat, embeddings },
             _ => Urls::Invalid(url),
         }
     }
@@ -108,14 +111,15 @@ impl UpstreamTarget {
     fn runtime_url(&self, op: BedrockOp) -> Result<Uri, String> {
         match &self.urls {
             Urls::Bedrock(urls) => Ok(urls[op as usize].clone()),
-            Urls::OpenAi(_) => Err("not a Bedrock upstream".into()),
+            Urls::OpenAi { .. } => Err("not a Bedrock upstream".into()),
             Urls::Invalid(base) => Err(format!("the upstream URL {base:?} is not valid")),
         }
     }
 
-    fn chat_url(&self) -> Result<Uri, String> {
+    fn chat_url(&self, embeddings: bool) -> Result<Uri, String> {
         match &self.urls {
-            Urls::OpenAi(url) => Ok(url.clone()),
+            Urls::OpenAi { embeddings: e, .. } if embeddings => Ok(e.clone()),
+            Urls::OpenAi { chat, .. } => Ok(chat.clone()),
             Urls::Bedrock(_) => Err("not an OpenAI-compatible upstream".into()),
             Urls::Invalid(base) => Err(format!("the upstream URL {base:?} is not valid")),
         }
@@ -126,10 +130,14 @@ impl UpstreamTarget {
     /// chunk whatever the client asked (see `drive::attempt`).
     pub fn request(
         &self,
-        req: &ChatRequest,
+        req: &Canonical,
         passthrough: Option<&Bytes>,
         as_stream: bool,
     ) -> Result<(Uri, Bytes), String> {
+        let req = match req {
+            Canonical::Chat(c) => c,
+            Canonical::Embed(e) => return self.embeddings(e),
+        };
         match (&self.protocol, passthrough) {
             (Protocol::Bedrock { .. }, Some(body)) => {
                 let op = if req.is_stream() {
@@ -148,7 +156,7 @@ impl UpstreamTarget {
             Protocol::OpenAi => {
                 let body = serde_json::to_vec(&req.for_upstream(&self.model, as_stream))
                     .map_err(|e| e.to_string())?;
-                Ok((self.chat_url()?, Bytes::from(body)))
+                Ok((self.chat_url(false)?, Bytes::from(body)))
             }
             Protocol::Bedrock { .. } => {
                 let streamed;
@@ -167,6 +175,25 @@ impl UpstreamTarget {
                     BedrockOp::Converse
                 };
                 Ok((self.runtime_url(op)?, Bytes::from(body)))
+            }
+        }
+    }
+}
+
+impl UpstreamTarget {
+    /// An embeddings request to an OpenAI-compatible upstream's `/embeddings`. Bedrock upstreams
+    /// are refused (configuration validation already keeps embedding models off them).
+    fn embeddings(
+        &self,
+        req: &spillway_proto::embeddings::EmbeddingsRequest,
+    ) -> Result<(Uri, Bytes), String> {
+        match &self.protocol {
+            Protocol::OpenAi => {
+                let body = req.for_upstream(&self.model).map_err(|e| e.to_string())?;
+                Ok((self.chat_url(true)?, Bytes::from(body)))
+            }
+            Protocol::Bedrock { .. } => {
+                Err("embeddings are not served through Bedrock's Converse".into())
             }
         }
     }
@@ -431,10 +458,17 @@ mod tests {
             urls[BedrockOp::InvokeStream as usize].path(),
             "/model/anthropic.claude-3%3A0/invoke-with-response-stream"
         );
-        let Urls::OpenAi(url) = Urls::openai("http://127.0.0.1:8000/v1") else {
+        let Urls::OpenAi { chat, embeddings } = Urls::openai("http://127.0.0.1:8000/v1") else {
             panic!("a valid base URL parses")
         };
-        assert_eq!(url.to_string(), "http://127.0.0.1:8000/v1/chat/completions");
+        assert_eq!(
+            chat.to_string(),
+            "http://127.0.0.1:8000/v1/chat/completions"
+        );
+        assert_eq!(
+            embeddings.to_string(),
+            "http://127.0.0.1:8000/v1/embeddings"
+        );
         assert!(matches!(Urls::openai("not a url"), Urls::Invalid(_)));
     }
 

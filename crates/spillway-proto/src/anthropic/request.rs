@@ -125,6 +125,7 @@ impl MessagesRequest {
             max_tokens: Some(max_tokens),
             max_completion_tokens: None,
             extra: self.options()?,
+            bedrock_only: Map::new(),
         })
     }
 
