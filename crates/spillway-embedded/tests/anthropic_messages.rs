@@ -282,7 +282,7 @@ async fn errors_come_in_anthropics_shape() {
 fn anthropic_body(max_tokens: u64) -> Blob {
     let b = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": max_tokens,
                    "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]});
-    Blob::new(serde_json::to_vec(&b).unwrap())
+    Blob::new(serde_json::to_vec(&b).expect("json"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,11 +83,9 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<TenantIx, EdgeE
 /// Whether an InvokeModel body is an Anthropic Messages body: a JSON object with
 /// `anthropic_version` (what Bedrock's Anthropic models require), whatever the model id.
 pub fn is_messages_body(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        anthropic_version: Option<serde::de::IgnoredAny>,
-    }
-    serde_json::from_slice::<Probe>(body).is_ok_and(|p| p.anthropic_version.is_some())
+    // A map only: serde would read a struct from a JSON array too.
+    serde_json::from_slice::<std::collections::HashMap<String, serde::de::IgnoredAny>>(body)
+        .is_ok_and(|m| m.contains_key("anthropic_version"))
 }
 
 /// An Anthropic InvokeModel body for `model` as the canonical request; the operation says

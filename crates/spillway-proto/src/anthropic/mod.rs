@@ -47,6 +47,7 @@ pub mod error;
 pub mod request;
 pub mod response;
 pub mod stream;
+mod tools;
 
 #[cfg(test)]
 mod stream_tests;

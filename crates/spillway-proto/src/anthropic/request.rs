@@ -3,6 +3,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::AnthropicError;
+use super::tools::{tool_choice_to_chat, tool_to_chat};
 use crate::openai::{ChatMessage, ChatRequest, MessageContent, StreamOptions};
 
 /// The `anthropic_version` Bedrock requires in an InvokeModel body.
@@ -217,7 +218,7 @@ impl MessagesRequest {
     }
 }
 
-fn invalid(message: impl Into<String>) -> AnthropicError {
+pub(super) fn invalid(message: impl Into<String>) -> AnthropicError {
     AnthropicError::invalid(message)
 }
 
@@ -243,7 +244,11 @@ fn text_part(text: String) -> Value {
 }
 
 /// The block's `type`, after checking that it has no keys beyond `allowed` (and `type`).
-fn block_type<'a>(at: &str, block: &'a Value, allowed: &[&str]) -> Result<&'a str, AnthropicError> {
+pub(super) fn block_type<'a>(
+    at: &str,
+    block: &'a Value,
+    allowed: &[&str],
+) -> Result<&'a str, AnthropicError> {
     let obj = block
         .as_object()
         .ok_or_else(|| invalid(format!("{at}: a content block must be an object")))?;
@@ -270,7 +275,7 @@ fn kind_of<'a>(at: &str, block: &'a Value) -> Result<&'a str, AnthropicError> {
         .ok_or_else(|| invalid(format!("{at}.type: Field required")))
 }
 
-fn str_field<'a>(at: &str, v: &'a Value, key: &str) -> Result<&'a str, AnthropicError> {
+pub(super) fn str_field<'a>(at: &str, v: &'a Value, key: &str) -> Result<&'a str, AnthropicError> {
     v.get(key)
         .and_then(Value::as_str)
         .ok_or_else(|| invalid(format!("{at}.{key}: Field required (a string)")))
@@ -487,77 +492,4 @@ fn assistant_to_chat(at: &str, content: &Content) -> Result<ChatMessage, Anthrop
         extra.insert("tool_calls".into(), Value::Array(calls));
     }
     Ok(message("assistant", content, extra))
-}
-
-/// A client tool (`{name, description, input_schema}`) as an OpenAI function tool; server tools
-/// (a `type` other than `custom`) are refused.
-fn tool_to_chat(i: usize, tool: &Value) -> Result<Value, AnthropicError> {
-    let at = format!("tools[{i}]");
-    let obj = tool
-        .as_object()
-        .ok_or_else(|| invalid(format!("{at}: must be an object")))?;
-    if let Some(kind) = obj.get("type").filter(|t| !t.is_null()) {
-        if kind.as_str() != Some("custom") {
-            return Err(invalid(format!(
-                "{at}.type: {kind} is not supported (only client tools)"
-            )));
-        }
-    }
-    const KEYS: &[&str] = &[
-        "type",
-        "name",
-        "description",
-        "input_schema",
-        "cache_control",
-    ];
-    if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(invalid(format!("{at}.{k}: not supported")));
-    }
-    let name = str_field(&at, tool, "name")?;
-    let schema = obj
-        .get("input_schema")
-        .filter(|s| s.is_object())
-        .ok_or_else(|| invalid(format!("{at}.input_schema: Field required (an object)")))?;
-    let mut function = json!({ "name": name, "parameters": schema });
-    if let Some(d) = obj.get("description").filter(|d| !d.is_null()) {
-        function["description"] = d.clone();
-    }
-    Ok(json!({ "type": "function", "function": function }))
-}
-
-/// `tool_choice` `auto` / `any` / `tool{name}` / `none` → `auto` / `required` /
-/// `{type: function, function: {name}}` / `none`; `disable_parallel_tool_use` →
-/// `parallel_tool_calls: false`.
-fn tool_choice_to_chat(
-    choice: &Value,
-    extra: &mut Map<String, Value>,
-) -> Result<(), AnthropicError> {
-    let at = "tool_choice";
-    let kind = block_type(at, choice, &["name", "disable_parallel_tool_use"])?;
-    let mapped = match kind {
-        "auto" => json!("auto"),
-        "any" => json!("required"),
-        "none" => json!("none"),
-        "tool" => {
-            let name = str_field(at, choice, "name")?;
-            json!({ "type": "function", "function": { "name": name } })
-        }
-        other => return Err(invalid(format!("{at}.type: `{other}` is not supported"))),
-    };
-    if kind != "tool" && choice.get("name").is_some() {
-        return Err(invalid(format!("{at}.name: only for type tool")));
-    }
-    extra.insert("tool_choice".into(), mapped);
-    match choice.get("disable_parallel_tool_use") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => {
-            extra.insert("parallel_tool_calls".into(), json!(false));
-        }
-        Some(_) => {
-            return Err(invalid(format!(
-                "{at}.disable_parallel_tool_use: must be a boolean"
-            )));
-        }
-    }
-    Ok(())
 }
