@@ -48,7 +48,7 @@ fn check_config_accepts_the_embedded_default_and_prints_profiles() {
     assert!(status.success(), "exit {status}\n{stdout}\n{stderr}");
     assert!(stdout.contains(": OK"), "{stdout}");
     assert!(
-        stdout.contains("6 regions, 2 models, 12 deployments, 1 tenants, 1 listeners"),
+        stdout.contains("6 regions, 3 models, 18 deployments, 1 tenants, 1 listeners"),
         "{stdout}"
     );
     let lines: Vec<&str> = stdout.lines().collect();
@@ -84,7 +84,10 @@ fn check_config_accepts_the_embedded_default_and_prints_profiles() {
             assert!(!l.contains("eu-"), "us. profile line leaves the US: {l}");
         }
     }
-    assert_eq!(us_lines, 6, "two us. profiles of three sources:\n{stdout}");
+    assert_eq!(
+        us_lines, 9,
+        "three us. profiles (two chat, one embedding) of three sources:\n{stdout}"
+    );
     // And the global profile does reach Europe (the check above is not vacuous).
     assert!(stdout.contains("global.demo.chat-small-v1:0"), "{stdout}");
     eprintln!("took {:?}", started.elapsed());
