@@ -188,4 +188,60 @@ mod tests {
         // The key itself never appears in an error.
         assert!(!err.to_string().contains("PRIVATE KEY"), "{err}");
     }
+
+    /// The embedded default with its listener on TLS with these files, and a second listener
+    /// whose files are missing.
+    fn config_with(cert: &Path, key: &Path) -> Result<crate::Config, crate::ConfigError> {
+        let listener = "[[listeners]]\nbind = \"127.0.0.1:8080\"\nregion = \"us-east-1\"\n";
+        let text = crate::config::embedded::DEFAULT_TOML.replace(
+            listener,
+            &format!(
+                "{listener}tls = {{ cert = {:?}, key = {:?} }}\n\n[[listeners]]\nbind = \"127.0.0.1:8443\"\nregion = \"us-east-2\"\ntls = {{ cert = \"/no/such/cert.pem\", key = \"/no/such/key.pem\" }}\n",
+                cert.display().to_string(),
+                key.display().to_string(),
+            ),
+        );
+        assert_ne!(
+            text,
+            crate::config::embedded::DEFAULT_TOML,
+            "listener replaced"
+        );
+        crate::Config::parse(&text, "<test>")
+    }
+
+    #[test]
+    fn tls_files_are_checked_when_the_configuration_loads_every_error_at_once() {
+        let dir = temp_dir("config");
+        let one = LocalCa::generate(&["localhost".into()]).unwrap();
+        let other = LocalCa::generate(&["localhost".into()]).unwrap();
+        let cert = write(&dir, "cert.pem", &one.chain_pem);
+        let wrong_key = write(&dir, "key.pem", &other.key_pem);
+        let err = config_with(&cert, &wrong_key).unwrap_err();
+        let keys: Vec<String> = err
+            .each()
+            .iter()
+            .filter_map(|e| match e {
+                crate::ConfigError::Invalid { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, ["listeners[0].tls", "listeners[1].tls"], "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("does not go with") && text.contains("/no/such/cert.pem"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_listener_with_good_tls_files_loads() {
+        let dir = temp_dir("config-ok");
+        let ca = LocalCa::generate(&["localhost".into()]).unwrap();
+        let cert = write(&dir, "cert.pem", &ca.chain_pem);
+        let key = write(&dir, "key.pem", &ca.key_pem);
+        let err = config_with(&cert, &key).unwrap_err();
+        // Only the listener with missing files is refused.
+        assert_eq!(err.each().len(), 1, "{err}");
+        assert!(err.to_string().contains("listeners[1].tls"), "{err}");
+    }
 }
