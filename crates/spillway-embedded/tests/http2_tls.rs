@@ -8,6 +8,7 @@
 //! | HTTPS, HTTP/1.1 only | chat over HTTP/1.1 | `tls_http1_client_still_works` |
 //! | plain HTTP sent to the TLS port; a handshake that stalls | closed, at once / at the header-read timeout; other clients unaffected | `plain_http_and_a_stalled_handshake_on_a_tls_port_cost_only_their_connection` |
 //! | an HTTP/2 connection left idle | closed at the header-read timeout | `an_idle_h2_connection_is_closed_at_the_header_read_timeout` |
+//! | shutdown with an HTTP/2 stream in flight on a connection that served a request before | `GOAWAY`; the stream ends normally, shutdown is clean and prompt | `shutdown_lets_an_h2_stream_in_flight_finish` |
 //!
 //! Every test that routes checks residency from the simulators' own records.
 mod bedrock_common;
@@ -270,4 +271,22 @@ async fn an_idle_h2_connection_is_closed_at_the_header_read_timeout() {
         took >= timeout - Duration::from_millis(50),
         "closed after {took:?}"
     );
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_h2_stream_in_flight_finish() {
+    let mut h = h2c_gateway("").await;
+    // The client multiplexes: the stream below shares the connection of this finished request.
+    chat_over(&h, Version::HTTP_2).await;
+    let mut sse = h.hold_n("us-east-1", M, "us-east-1", 6).await;
+    let stack = h.take_gateway();
+    let t = Instant::now();
+    let shutdown = tokio::spawn(stack.shutdown(Duration::from_secs(30)));
+    let rest = sse.rest().await;
+    assert!(!sse.broken, "the stream was cut: {rest:?}");
+    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"), "{rest:?}");
+    let clean = shutdown.await.expect("shutdown task");
+    assert!(clean, "shutdown reported requests cut off");
+    assert!(t.elapsed() < DEADLINE, "shutdown took {:?}", t.elapsed());
+    assert!(h.assert_residency() >= 2);
 }

@@ -302,4 +302,25 @@ mod tests {
         let (_b, evicted) = held(slots.admit());
         assert!(evicted);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_for_counts_only_time_without_a_request_in_flight() {
+        let slots = Slots::new(1);
+        let (a, _) = held(slots.admit());
+        let limit = Duration::from_secs(5);
+        let busy = a.marker().request();
+        let watch = a.slot().idle_for(limit);
+        tokio::pin!(watch);
+        let waited = tokio::time::timeout(limit * 3, watch.as_mut()).await;
+        assert!(waited.is_err(), "a request in flight is never idle");
+        drop(busy);
+        let idle = tokio::time::Instant::now();
+        tokio::time::sleep(limit / 2).await;
+        // A request starting and ending half-way restarts the count from its end.
+        drop(a.marker().request());
+        let restarted = tokio::time::Instant::now();
+        watch.as_mut().await;
+        assert_eq!(restarted.elapsed(), limit);
+        assert!(idle.elapsed() > limit);
+    }
 }
