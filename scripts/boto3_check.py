@@ -7,7 +7,8 @@ Runs against the embedded default (`spillway serve`), whose listener is us-east-
 tenant has the access key pair AKIASPILLWAYDEMO0001 / spillway-demo-secret, account 111122223333
 and the API key `spillway-demo-key`. Uses the `bedrock-runtime` and `bedrock` clients exactly as
 against AWS, with `endpoint_url` pointed at the gateway. Prints one line per check; exits 1 if any
-check failed (2 on bad usage or a missing `boto3` package).
+check failed (2 on bad usage or a missing `boto3` package). Bedrock API keys (bearer tokens, which
+botocore sends only over HTTPS) are checked against a TLS listener by scripts/boto3_tls_check.py.
 """
 import json
 import os
@@ -15,7 +16,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from check_harness import check, expect, finish  # noqa: E402 - next to this script
-from tls_front import TlsFront  # noqa: E402
 
 try:
     import boto3
@@ -28,7 +28,6 @@ except ImportError:
 REGION = "us-east-1"
 ACCESS_KEY = "AKIASPILLWAYDEMO0001"
 SECRET = "spillway-demo-secret"
-API_KEY = "spillway-demo-key"
 ACCOUNT = "111122223333"
 MODEL = "demo.chat-small-v1:0"
 PROFILE = "us." + MODEL
@@ -183,32 +182,6 @@ def main():
         except runtime.exceptions.ResourceNotFoundException as e:
             return f"{e.response['ResponseMetadata']['HTTPStatusCode']} {e.response['Error']['Code']}"
         raise AssertionError("no error raised")
-
-    @check("a Bedrock API key (AWS_BEARER_TOKEN_BEDROCK) works on converse")
-    def _():
-        # botocore sends bearer tokens only over HTTPS: through a local TLS front, as behind
-        # an operator's TLS load balancer.
-        old = os.environ.get("AWS_BEARER_TOKEN_BEDROCK")
-        os.environ["AWS_BEARER_TOKEN_BEDROCK"] = API_KEY
-        try:
-            with TlsFront(endpoint) as front:
-                bearer = boto3.client(
-                    "bedrock-runtime",
-                    endpoint_url=front.url,
-                    region_name=REGION,
-                    config=NO_RETRIES,
-                    verify=front.cert,
-                )
-                r = bearer.converse(
-                    modelId=PROFILE, messages=MESSAGES, inferenceConfig={"maxTokens": 5}
-                )
-        finally:
-            if old is None:
-                os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)
-            else:
-                os.environ["AWS_BEARER_TOKEN_BEDROCK"] = old
-        expect(converse_text(r) == answers.get(PROFILE), f"{converse_text(r)!r}")
-        return repr(converse_text(r))
 
     return finish()
 

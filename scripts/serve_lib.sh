@@ -5,7 +5,8 @@
 # from the repository root) and PYTHON (default: python3), and defines:
 #   here, bin, python     paths
 #   audit                 a file holding the server's stdout (the embedded default's audit log)
-#   start_serve           starts the server; sets pid and addr (host:port)
+#   start_serve [ARGS]    starts the server (ARGS go to `spillway serve`, e.g. --tls-cert/--tls-key);
+#                         sets pid and addr (host:port), for http:// or https:// alike
 #   run_client CMD...     runs the client in the background and waits (INT/TERM act at once);
 #                         sets status to its exit code
 #   stop_serve            SIGTERM, waits up to 30 s; makes status non-zero if the server fails
@@ -41,10 +42,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 start_serve() {
-    NO_COLOR=1 "$bin" serve --listen 127.0.0.1:0 >"$audit" 2>"$log" &
+    NO_COLOR=1 "$bin" serve --listen 127.0.0.1:0 "$@" >"$audit" 2>"$log" &
     pid=$!
     for _ in $(seq 1 300); do # up to 30 s
-        addr="$(sed -n 's#^spillway: listening on http://\([^ ]*\) as us-east-1$#\1#p' "$log" | head -n1)"
+        addr="$(sed -n 's#^spillway: listening on https\{0,1\}://\([^ ]*\) as us-east-1$#\1#p' "$log" | head -n1)"
         [[ -n "$addr" ]] && break
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "$name: spillway exited before listening:" >&2

@@ -14,7 +14,8 @@
 //!   deployment state, profile store; memory or Redis).
 //! * Leaves: [`upstream`] (targets, the pooled HTTP client, and the one classifier of upstream
 //!   answers), [`sigv4`] (verification, and signing to Bedrock upstreams), [`config`] (raw →
-//!   validated), [`error`] (the edge error rendered in each API's shape), [`metrics`], [`audit`].
+//!   validated), [`tls`] (listener certificates; a local CA for trying TLS), [`error`] (the
+//!   edge error rendered in each API's shape), [`metrics`], [`audit`].
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod metrics;
 pub mod sigv4;
 pub mod state;
+pub mod tls;
 pub mod upstream;
 
 pub use config::{Config, ConfigError};

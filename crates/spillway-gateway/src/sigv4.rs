@@ -29,8 +29,11 @@
 //! * **Canonical query.** Parameters are decoded (`+` as space, like `form_urlencoded` and the
 //!   Rust SDK), re-encoded with the SigV4 set (everything but `A-Za-z0-9-._~`), and sorted by
 //!   encoded name then value; a parameter without `=` gets an empty value.
-//! * **Host.** `host` must be signed. Over HTTP/2 there is no `Host` header; the URI authority
-//!   (`:authority`) is used instead.
+//! * **Host.** `host` or `:authority` must be signed. `host` is the `Host` header, or when there
+//!   is none (HTTP/2 carries the host as the `:authority` pseudo-header, which hyper puts in the
+//!   request URI) the URI authority. The Node SDK's HTTP/2 handler signs the pseudo-header by its
+//!   own name, `:authority`: its value is the URI authority, or the `Host` header when the URI
+//!   has none.
 //!
 //! Not supported (the Bedrock SDKs use none of them): presigned URLs (`X-Amz-Signature` in the
 //! query; rejected as [`SigV4Error::Malformed`]), the `Date` header instead of `X-Amz-Date`,
@@ -207,7 +210,11 @@ pub fn verify(
         });
     }
     check_time(signed_at, now, &auth.amz_date)?;
-    if !auth.signed_headers.iter().any(|h| h == "host") {
+    if !auth
+        .signed_headers
+        .iter()
+        .any(|h| h == "host" || h == AUTHORITY)
+    {
         return malformed!("'Host' must be a signed header.");
     }
 
@@ -251,5 +258,10 @@ fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Option<
     hmac_sha256(&k_service, b"aws4_request")
 }
 
+/// HTTP/2's pseudo-header for the host, as it appears in `SignedHeaders`.
+const AUTHORITY: &str = ":authority";
+
+#[cfg(test)]
+mod authority_tests;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,4 @@
-//! `spillway`: serve, demo, bench, sim, check-config.
+//! `spillway`: serve, demo, bench, sim, check-config, tls-cert.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -15,6 +15,7 @@ mod demo;
 mod output;
 mod overhead;
 mod signals;
+mod tls_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +47,13 @@ enum Command {
         /// instead of the configured `[admin] bind` (default 127.0.0.1:9090).
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on the only listener with this PEM
+        /// certificate chain (`spillway tls-cert` makes one for trying it).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of `--tls-cert`, PEM.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Reload a running gateway's configuration file (as SIGHUP does), through its admin
     /// listener; prints what was reloaded, or every error (the running configuration is kept).
@@ -66,6 +74,9 @@ enum Command {
     /// Run one simulated region (an OpenAI-compatible LLM backend with a capacity model and
     /// fault injection).
     Sim(SimArgs),
+    /// Write a throw-away CA (ca.pem) and a server certificate it signed (cert.pem, key.pem),
+    /// for trying a TLS listener locally.
+    TlsCert(tls_cmd::TlsCertArgs),
     /// Validate a configuration file and print the resolved inference profiles.
     CheckConfig {
         /// The TOML file to check.
@@ -163,18 +174,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_default_config,
             listen,
             admin,
+            tls_cert,
+            tls_key,
         } => {
             if print_default_config {
                 print!("{}", spillway_gateway::config::embedded::DEFAULT_TOML);
                 return Ok(());
             }
-            serve(config, listen, admin).await
+            let tls = tls_cert.zip(tls_key);
+            serve(config, listen, admin, tls).await
         }
         Command::Reload { admin, token_env } => reload(admin, token_env).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench_cmd::run(*args).await,
         Command::Sim(args) => sim(args).await,
         Command::CheckConfig { file } => check_config(&file),
+        Command::TlsCert(args) => tls_cmd::run(&args),
     }
 }
 
@@ -182,6 +197,7 @@ async fn serve(
     config: Option<PathBuf>,
     listen: Option<SocketAddr>,
     admin: Option<SocketAddr>,
+    tls: Option<(PathBuf, PathBuf)>,
 ) -> anyhow::Result<()> {
     let mut cfg = match &config {
         Some(path) => Config::load(path)?,
@@ -193,16 +209,27 @@ async fn serve(
     if let Some(addr) = admin {
         cfg.admin.bind = addr;
     }
+    let plain = tls.is_none();
+    if let Some((cert, key)) = tls {
+        tls_cmd::serve_tls(&mut cfg, cert, key)?;
+    }
     let grace = cfg.shutdown_grace;
     let stack = Stack::start(cfg).await.context("starting the gateway")?;
-    for (region, addr) in stack.gateway().listeners() {
-        eprintln!("spillway: listening on http://{addr} as {region}");
+    let running = stack.gateway().config();
+    for ((region, addr), l) in stack
+        .gateway()
+        .listeners()
+        .into_iter()
+        .zip(&running.listeners)
+    {
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        eprintln!("spillway: listening on {scheme}://{addr} as {region}");
     }
     eprintln!(
         "spillway: admin on http://{} (/metrics, /healthz, /readyz, POST /admin/reload)",
         stack.gateway().admin_addr()
     );
-    if config.is_none() && listen.is_none() {
+    if config.is_none() && listen.is_none() && plain {
         eprintln!(
             "spillway: embedded default; try:\n  curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Authorization: Bearer spillway-demo-key' -H 'content-type: application/json' -d '{{\"model\":\"us.demo.chat-small-v1:0\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
         );

@@ -116,6 +116,8 @@ pub struct Harness {
     gw: Option<Stack>,
     sims: Vec<SimHandle>,
     addrs: HashMap<String, SocketAddr>,
+    /// `http` or `https` (see [`Harness::start_custom`]).
+    scheme: &'static str,
     pub client: reqwest::Client,
     /// Request id → (source region, regions it may be served in).
     sent: Mutex<HashMap<String, (String, Vec<String>)>>,
@@ -129,9 +131,22 @@ impl Harness {
 
     /// [`Harness::start`] with `prefix` (e.g. a `[state]` table) before the spec's TOML.
     pub async fn start_with(spec: Spec, prefix: &str) -> Harness {
+        Harness::start_custom(spec, prefix, |_| {}, "http", reqwest::Client::new()).await
+    }
+
+    /// [`Harness::start_with`], the parsed configuration changed by `adjust` before the start
+    /// (e.g. TLS on the listeners), URLs with `scheme`, requests sent by `client`.
+    pub async fn start_custom(
+        spec: Spec,
+        prefix: &str,
+        adjust: impl FnOnce(&mut Config),
+        scheme: &'static str,
+        client: reqwest::Client,
+    ) -> Harness {
         let toml = format!("{prefix}{}", spec.to_toml());
-        let cfg = Config::parse(&toml, "<test>")
+        let mut cfg = Config::parse(&toml, "<test>")
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n{toml}"));
+        adjust(&mut cfg);
         let gw = Stack::start(cfg).await.expect("gateway starts");
         let sims = gw.sims().cloned().collect();
         let addrs = gw.gateway().listeners().into_iter().collect();
@@ -140,7 +155,8 @@ impl Harness {
             gw: Some(gw),
             sims,
             addrs,
-            client: reqwest::Client::new(),
+            scheme,
+            client,
             sent: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
         }
@@ -164,7 +180,7 @@ impl Harness {
     }
 
     pub fn url(&self, region: &str, path: &str) -> String {
-        format!("http://{}{path}", self.addr(region))
+        format!("{}://{}{path}", self.scheme, self.addr(region))
     }
 
     /// The simulator of `model` in `region`.

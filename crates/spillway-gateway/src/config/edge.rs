@@ -9,7 +9,11 @@
 //! are closed as soon as they are accepted; established ones keep working), 64 KiB and
 //! 100 header lines, 8 KiB of URI, and a stream whose client reads nothing for 30 s is cut.
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use spillway_core::RegionIx;
 
 use super::raw::{RawAdmin, RawServer};
 use super::validate::Ctx;
@@ -42,6 +46,27 @@ pub struct EdgeLimits {
     /// After SIGTERM: `/readyz` fails at once, new connections are still served for this long
     /// (so load balancers notice), then the listeners close (default 5 s).
     pub drain_delay: Duration,
+    /// HTTP/2: streams (requests) one connection may have open at once (default 100; nginx's
+    /// `http2_max_concurrent_streams` is 128).
+    pub h2_max_streams: u32,
+}
+
+/// An API listener (`[[listeners]]`): the region whose endpoint it stands for.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub bind: SocketAddr,
+    pub region: RegionIx,
+    /// HTTPS instead of plain HTTP (`tls = { cert, key }`).
+    pub tls: Option<ListenerTls>,
+}
+
+/// A TLS listener's files and the server configuration loaded from them when the
+/// configuration was (`crate::tls::server_config`).
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub server: Arc<rustls::ServerConfig>,
 }
 
 /// The admin listener (`[admin]`): `/metrics`, `/healthz`, `/readyz` and `/admin/*`.
@@ -108,6 +133,15 @@ pub(super) fn limits(cx: &Ctx<'_>, s: &RawServer) -> Result<EdgeLimits, ConfigEr
         drain_delay: match s.drain_delay_ms {
             Some(0) => Duration::ZERO,
             other => ms(cx, "drain_delay_ms", other, 5_000)?,
+        },
+        h2_max_streams: match s.h2_max_concurrent_streams.unwrap_or(100) {
+            0 => {
+                return Err(cx.err(
+                    "server.h2_max_concurrent_streams",
+                    "expected at least 1 (0 would refuse every HTTP/2 request)",
+                ));
+            }
+            n => n,
         },
     })
 }

@@ -22,7 +22,7 @@ mod tenants;
 mod upstreams;
 mod validate;
 
-pub use edge::{AdminListener, EdgeLimits};
+pub use edge::{AdminListener, EdgeLimits, Listener, ListenerTls};
 pub use validate::{DEMO_ACCESS_KEY_ID, DEMO_API_KEY, from_raw, sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -273,12 +273,6 @@ pub enum AuditSink {
     Off,
     Stdout,
     File(std::path::PathBuf),
-}
-
-#[derive(Debug, Clone)]
-pub struct Listener {
-    pub bind: SocketAddr,
-    pub region: RegionIx,
 }
 
 #[derive(Debug, Clone)]

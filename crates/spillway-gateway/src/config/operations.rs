@@ -1,6 +1,8 @@
 //! The sections that do not name models: audit, listeners, state, routing, server limits and
 //! the admin listener. Each is checked whatever the others hold, so all their errors are
 //! reported together (`validate` explains the order of the rest).
+use std::path::PathBuf;
+
 use super::raw::*;
 use super::validate::{Ctx, DEMO_ACCESS_KEY_ID, DEMO_API_KEY, keep, region_ix};
 use super::*;
@@ -104,8 +106,22 @@ fn listeners(
                 return Err(cx.err(format!("{key}.bind"), format!("the documented demo key {DEMO_API_KEY:?} (or access key {DEMO_ACCESS_KEY_ID}) is configured, so every listener must be on loopback; remove that key to listen on {bind}")));
             }
             let region = region_ix(cx, regions, &format!("{key}.region"), &l.region)?;
-            listeners.push(Listener { bind, region });
+            let tls = l.tls.as_ref().map(|t| tls(cx, &key, t)).transpose()?;
+            listeners.push(Listener { bind, region, tls });
             Ok(())
         })?;
     Ok(listeners)
+}
+
+/// A listener's `tls = { cert, key }`: both files read and checked now (a missing or unreadable
+/// file, no certificate or key in it, a key that is not the certificate's).
+fn tls(cx: &Ctx<'_>, key: &str, raw: &RawTls) -> Result<ListenerTls, ConfigError> {
+    let (cert, private) = (PathBuf::from(&raw.cert), PathBuf::from(&raw.key));
+    let server = crate::tls::server_config(&cert, &private)
+        .map_err(|e| cx.err(format!("{key}.tls"), e.to_string()))?;
+    Ok(ListenerTls {
+        cert,
+        key: private,
+        server,
+    })
 }

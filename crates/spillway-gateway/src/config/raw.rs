@@ -74,6 +74,8 @@ pub struct RawServer {
     pub allow_unsigned_payload: Option<bool>,
     /// After SIGTERM, how long `/readyz` fails while new connections are still served.
     pub drain_delay_ms: Option<u64>,
+    /// HTTP/2: streams (requests) one connection may have open at once (default 100).
+    pub h2_max_concurrent_streams: Option<u32>,
 }
 
 /// `[admin]`: the operations listener.
@@ -304,4 +306,17 @@ pub struct RawQuota {
 pub struct RawListener {
     pub bind: String,
     pub region: String,
+    /// Serve HTTPS (ALPN `h2` and `http/1.1`) with these PEM files instead of plain HTTP.
+    pub tls: Option<RawTls>,
+}
+
+/// `tls = { cert = "…", key = "…" }` on a listener: PEM files, relative to the working
+/// directory unless absolute.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// The certificate chain, the server's certificate first.
+    pub cert: String,
+    /// The server certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
 }

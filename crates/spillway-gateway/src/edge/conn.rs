@@ -1,13 +1,25 @@
 //! Accepting and serving connections, with the limits a hostile or broken client cannot wear
 //! down.
 //!
-//! Each listener runs one accept loop. A connection is served by hyper's HTTP/1 server with:
+//! Each listener runs one accept loop. A connection is served by hyper-util's `auto` server,
+//! which speaks HTTP/1.1, or HTTP/2 when the client opens with the HTTP/2 preface (h2c with prior
+//! knowledge on a plain listener; on a TLS listener the client picks `h2` or `http/1.1` by ALPN
+//! and then sends the matching bytes). On a TLS listener the handshake comes first, under the
+//! header-read timeout below; a failed or stalled handshake (plain HTTP sent to the TLS port, a
+//! client that does not trust the certificate) closes that connection and nothing else. Every
+//! connection gets:
 //!
 //! * a **header-read timeout**: from accept, and from the end of each response on a keep-alive
 //!   connection, the next request head must be complete within `header_read_timeout_ms`, or the
 //!   connection is closed. So a client that connects and sends nothing, or a header a byte at a
-//!   time (slowloris), is cut, and the same timer is the keep-alive idle timeout: hyper starts it
-//!   when it begins waiting for a head, idle time included.
+//!   time (slowloris), is cut, and the same timer is the keep-alive idle timeout. For HTTP/1
+//!   hyper starts it when it begins waiting for a head, idle time included; for HTTP/2 (and for
+//!   the first bytes, before the protocol is known) a connection with no request in flight for
+//!   that long is closed ([`Slot::idle_for`](super::slots::Slot::idle_for)); HTTP/2 sends
+//!   `GOAWAY` first.
+//! * for HTTP/2 (see [`builder`]): at most `h2_max_concurrent_streams` requests at once per
+//!   connection, a header-list limit derived from the HTTP/1 ones, keep-alive pings, and
+//!   hyper's defences against reset floods.
 //! * a **connection cap** per listener (`max_connections`, never above the descriptor budget,
 //!   [`cap_for`]): at the cap, the connection idle the longest (no request in flight) is closed to make room
 //!   for the new one (`edge::slots` explains the choice); when every connection has a request
@@ -28,22 +40,24 @@
 //! in flight, from the end of the head to the end of the response body ([`Tracked`]), and the
 //! loop returns when the last connection is gone; the caller bounds that wait with the grace
 //! period.
-use std::time::Duration;
-
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
 use axum::response::Response;
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use prometheus_client::metrics::counter::Counter;
@@ -119,16 +133,35 @@ impl ConnStats {
     }
 }
 
+/// What the accept loop serves with: the protocol settings, and TLS when the listener has it.
+#[derive(Clone)]
+pub(super) struct Serving {
+    http: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
+    /// The header-read timeout, also the idle timeout and the TLS handshake's deadline.
+    idle: Duration,
+}
+
+impl Serving {
+    /// Plain HTTP, or HTTPS with `tls`, under `limits`.
+    pub(super) fn new(limits: &EdgeLimits, tls: Option<Arc<rustls::ServerConfig>>) -> Serving {
+        Serving {
+            http: Arc::new(builder(limits)),
+            tls: tls.map(TlsAcceptor::from),
+            idle: limits.header_read,
+        }
+    }
+}
+
 /// Serve `app` on `tcp` until `stop` turns true, then drain the open connections.
 pub(super) async fn serve(
     tcp: TcpListener,
     app: axum::Router,
-    limits: &EdgeLimits,
+    serving: Serving,
     cap: usize,
     mut stop: watch::Receiver<bool>,
     stats: ConnStats,
 ) {
-    let http = builder(limits);
     let slots = Slots::new(cap);
     let mut open = JoinSet::new();
     loop {
@@ -163,9 +196,9 @@ pub(super) async fn serve(
         };
         let stats = stats.clone();
         stats.open.inc();
-        let (http, app, stop) = (http.clone(), app.clone(), stop.clone());
+        let (serving, app, stop) = (serving.clone(), app.clone(), stop.clone());
         open.spawn(async move {
-            serve_one(http, stream, app, stop, &held).await;
+            serve_one(&serving, stream, app, stop, &held).await;
             stats.open.dec();
             drop(held);
         });
@@ -178,7 +211,7 @@ pub(super) async fn serve(
 /// request in flight, if any, and closes; a connection with none (idle, or a head not yet
 /// complete) closes at once.
 async fn serve_one(
-    http: http1::Builder,
+    serving: &Serving,
     stream: TcpStream,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
@@ -186,17 +219,44 @@ async fn serve_one(
 ) {
     // Stream chunks go out as they are written: no Nagle delay on small SSE events.
     let _ = stream.set_nodelay(true);
+    let Some(acceptor) = &serving.tls else {
+        return serve_io(serving, stream, app, stop, held).await;
+    };
+    let slot = held.slot();
+    let handshake = tokio::select! {
+        done = tokio::time::timeout(serving.idle, acceptor.accept(stream)) => done,
+        _ = stop.wait_for(|s| *s) => return,
+        () = slot.evicted() => return,
+    };
+    match handshake {
+        Ok(Ok(tls)) => serve_io(serving, tls, app, stop, held).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake not done within the header-read timeout"),
+    }
+}
+
+/// [`serve_one`] once the bytes are plain HTTP (over TCP, or inside TLS).
+async fn serve_io<I>(
+    serving: &Serving,
+    io: I,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+    held: &Held,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = Tracked {
         app,
         marker: held.marker(),
     };
-    let conn = http.serve_connection(TokioIo::new(stream), service);
+    let conn = serving.http.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let slot = held.slot();
     let ended = tokio::select! {
         ended = conn.as_mut() => Some(ended),
         _ = stop.wait_for(|s| *s) => None,
         () = slot.evicted() => None,
+        () = slot.idle_for(serving.idle) => None,
     };
     let ended = match ended {
         Some(ended) => ended,
@@ -263,19 +323,47 @@ impl http_body::Body for Marked {
     }
 }
 
-/// hyper's HTTP/1 server with the listener's limits.
-fn builder(limits: &EdgeLimits) -> http1::Builder {
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
+/// hyper's HTTP/1 and HTTP/2 servers with the listener's limits.
+///
+/// HTTP/1: the header-read timeout, and parser limits at twice the configured head size and
+/// header count (the guard answers 431 below them).
+///
+/// HTTP/2, from the same settings where they map:
+/// * `SETTINGS_MAX_CONCURRENT_STREAMS` = `h2_max_concurrent_streams` (default 100);
+/// * `SETTINGS_MAX_HEADER_LIST_SIZE` = twice the head the HTTP/1 parser takes, plus the 32
+///   bytes per field HTTP/2 counts, for twice `max_headers` fields: a larger header block is
+///   refused by hyper; below it the guard answers 431 as for HTTP/1;
+/// * a keep-alive `PING` every `header_read_timeout_ms`, and the connection closed when one is
+///   not answered within 20 s (or the header-read timeout, if shorter): it finds dead peers
+///   holding streams;
+/// * limits against reset floods (CVE-2023-44487 "rapid reset" and its kin): at most 20
+///   streams the client reset before they were served may be pending, and a connection whose
+///   client causes more than 1024 stream errors is closed;
+/// * hyper's flow-control windows (the request body is read under the same `max_body_bytes`
+///   and `body_read_timeout_ms` as for HTTP/1).
+pub(super) fn builder(limits: &EdgeLimits) -> auto::Builder<TokioExecutor> {
+    let head = (limits.max_header_bytes.saturating_add(limits.max_uri_bytes)).saturating_mul(2);
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read)
         .max_headers(limits.max_headers.saturating_mul(2))
-        .max_buf_size(
-            (limits.max_header_bytes.saturating_add(limits.max_uri_bytes))
-                .saturating_mul(2)
-                .max(8192),
-        );
+        .max_buf_size(head.max(8192));
+    let fields = limits.max_headers.saturating_mul(2).saturating_mul(32);
+    let header_list = u32::try_from(head.saturating_add(fields)).unwrap_or(u32::MAX);
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_streams)
+        .max_header_list_size(header_list)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024)
+        .keep_alive_interval(limits.header_read)
+        .keep_alive_timeout(limits.header_read.min(PING_TIMEOUT));
     http
 }
+
+/// How long an HTTP/2 keep-alive `PING` may go unanswered.
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// An accept error: out of descriptors → back off (the pending connections wait in the
 /// kernel's queue); anything else (a connection reset before accept) → go on.

@@ -83,7 +83,10 @@ fn fixed_parts_unchanged(old: &Config, new: &Config) -> Result<(), ReloadError> 
     let listeners = |c: &Config| {
         c.listeners
             .iter()
-            .map(|l| (l.bind, c.region_name(l.region).to_string()))
+            .map(|l| {
+                let tls = l.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone()));
+                (l.bind, c.region_name(l.region).to_string(), tls)
+            })
             .collect::<Vec<_>>()
     };
     if listeners(old) != listeners(new) {
@@ -103,11 +106,12 @@ fn fixed_parts_unchanged(old: &Config, new: &Config) -> Result<(), ReloadError> 
             e.max_header_bytes,
             e.max_headers,
             e.max_uri_bytes,
+            e.h2_max_streams,
         )
     };
     if per_connection(a) != per_connection(b) {
         return Err(ReloadError::NeedsRestart(
-            "[server] header_read_timeout_ms, max_connections, max_header_bytes, max_headers or max_uri_bytes changed (they are set on the listening sockets)",
+            "[server] header_read_timeout_ms, max_connections, max_header_bytes, max_headers, max_uri_bytes or h2_max_concurrent_streams changed (they are set on the listening sockets)",
         ));
     }
     Ok(())

@@ -23,10 +23,10 @@ use spillway_core::DeploymentIx;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::conn::{self, ConnStats};
+use super::conn::{self, ConnStats, Serving};
 use super::reload::ReloadError;
 use super::{Hub, Lane};
-use crate::config::{Config, EdgeLimits};
+use crate::config::Config;
 use crate::state::AppState;
 use crate::upstream::UpstreamTarget;
 
@@ -101,14 +101,18 @@ impl Gateway {
             };
             let app = super::routes::api_router(lane).layer(DefaultBodyLimit::disable());
             let stats = hub.conns[i].clone();
-            tasks.push(serve(tcp, app, &cfg.edge, cap, stop_rx.clone(), stats));
-            tracing::info!(%addr, region = cfg.region_name(l.region), "listening");
+            let tls = l.tls.as_ref().map(|t| t.server.clone());
+            let serving = Serving::new(&cfg.edge, tls);
+            tasks.push(serve(tcp, app, serving, cap, stop_rx.clone(), stats));
+            let scheme = if l.tls.is_some() { "https" } else { "http" };
+            tracing::info!(%addr, scheme, region = cfg.region_name(l.region), "listening");
             listeners.push((cfg.region_name(l.region).to_string(), addr));
         }
         let (tcp, admin) = admin_socket;
         let admin_app = super::admin::admin_router(hub.clone());
         let stats = ConnStats::default();
-        tasks.push(serve(tcp, admin_app, &cfg.edge, ADMIN_CAP, stop_rx, stats));
+        let serving = Serving::new(&cfg.edge, None);
+        tasks.push(serve(tcp, admin_app, serving, ADMIN_CAP, stop_rx, stats));
         tracing::info!(%admin, "admin listening");
         Ok(Gateway {
             hub,
@@ -239,14 +243,13 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
 fn serve(
     tcp: tokio::net::TcpListener,
     app: axum::Router,
-    limits: &EdgeLimits,
+    serving: Serving,
     cap: usize,
     stop: watch::Receiver<bool>,
     stats: ConnStats,
 ) -> JoinHandle<()> {
-    let limits = limits.clone();
     tokio::spawn(async move {
-        conn::serve(tcp, app, &limits, cap, stop, stats).await;
+        conn::serve(tcp, app, serving, cap, stop, stats).await;
     })
 }
 

@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -35,6 +36,8 @@ pub(super) struct Slot {
     idle_since: AtomicU64,
     /// Notified once when the connection is chosen to make room.
     evict: Notify,
+    /// Woken whenever a request of the connection starts or ends.
+    activity: Notify,
 }
 
 impl Slot {
@@ -46,6 +49,26 @@ impl Slot {
     /// Waits until this connection is chosen to make room for a new one.
     pub(super) async fn evicted(&self) {
         self.evict.notified().await;
+    }
+
+    /// Returns once the connection has had no request in flight for `limit` on end: the idle
+    /// timeout of protocols whose server has none of its own (HTTP/2, and the first bytes
+    /// before the protocol is known).
+    pub(super) async fn idle_for(&self, limit: Duration) {
+        loop {
+            let activity = self.activity.notified();
+            tokio::pin!(activity);
+            // Registered before the check, so a request starting in between still wakes us.
+            activity.as_mut().enable();
+            if self.is_idle() {
+                tokio::select! {
+                    () = tokio::time::sleep(limit) => return,
+                    () = activity => {}
+                }
+            } else {
+                activity.await;
+            }
+        }
     }
 }
 
@@ -175,6 +198,7 @@ impl Marker {
     /// Marks one request in flight on this connection until the mark is dropped.
     pub(super) fn request(&self) -> InFlight {
         self.slot.active.fetch_add(1, Ordering::AcqRel);
+        self.slot.activity.notify_waiters();
         InFlight(self.clone())
     }
 }
@@ -189,6 +213,7 @@ impl Drop for InFlight {
         let Marker { slots, slot } = &self.0;
         slot.idle_since.store(slots.stamp(), Ordering::Release);
         slot.active.fetch_sub(1, Ordering::AcqRel);
+        slot.activity.notify_waiters();
     }
 }
 
@@ -276,5 +301,26 @@ mod tests {
         assert!(a.slot().is_idle());
         let (_b, evicted) = held(slots.admit());
         assert!(evicted);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_for_counts_only_time_without_a_request_in_flight() {
+        let slots = Slots::new(1);
+        let (a, _) = held(slots.admit());
+        let limit = Duration::from_secs(5);
+        let busy = a.marker().request();
+        let watch = a.slot().idle_for(limit);
+        tokio::pin!(watch);
+        let waited = tokio::time::timeout(limit * 3, watch.as_mut()).await;
+        assert!(waited.is_err(), "a request in flight is never idle");
+        drop(busy);
+        let idle = tokio::time::Instant::now();
+        tokio::time::sleep(limit / 2).await;
+        // A request starting and ending half-way restarts the count from its end.
+        drop(a.marker().request());
+        let restarted = tokio::time::Instant::now();
+        watch.as_mut().await;
+        assert_eq!(restarted.elapsed(), limit);
+        assert!(idle.elapsed() > limit);
     }
 }

@@ -105,8 +105,10 @@ fn auth_input(
         return malformed!("Credential '{credential}' has an empty part or an invalid date.");
     }
     let names: Vec<String> = signed_headers.split(';').map(str::to_owned).collect();
-    let lowercase_name =
-        |n: &String| http::HeaderName::from_bytes(n.as_bytes()).is_ok_and(|h| h.as_str() == n);
+    let lowercase_name = |n: &String| {
+        n == super::AUTHORITY
+            || http::HeaderName::from_bytes(n.as_bytes()).is_ok_and(|h| h.as_str() == n)
+    };
     if !names.iter().all(lowercase_name) || !names.windows(2).all(|w| w[0] < w[1]) {
         return malformed!(
             "SignedHeaders '{signed_headers}' must be lowercase header names separated by ';', \

@@ -1,12 +1,13 @@
 //! Step 1 of SigV4: the canonical request (method, canonical URI, canonical query, the signed
 //! headers' canonical values, the `SignedHeaders` list, the payload hash), with the path and
 //! query canonicalised as the SDKs do (see the parent module's docs).
+use http::header::HOST;
 use http::{HeaderMap, Method, Uri};
 use percent_encoding::{percent_decode_str, percent_encode};
 use sha2::{Digest, Sha256};
 
 use super::auth::single_header;
-use super::{ENCODE_SET, PATH_ENCODE_SET, SigV4Error, UNSIGNED_PAYLOAD};
+use super::{AUTHORITY, ENCODE_SET, PATH_ENCODE_SET, SigV4Error, UNSIGNED_PAYLOAD};
 
 /// A query's decoded `(name, value)` pairs, in request order.
 pub(super) type Query = [(Vec<u8>, Vec<u8>)];
@@ -44,6 +45,18 @@ pub(super) fn canonical_request(
     for name in signed_headers {
         out.extend_from_slice(name.as_bytes());
         out.push(b':');
+        if name == AUTHORITY {
+            // The pseudo-header: the URI authority (HTTP/2), else the `Host` header.
+            let host = uri.authority().map(|a| a.as_str().as_bytes());
+            let Some(host) = host.or_else(|| headers.get(HOST).map(|v| v.as_bytes())) else {
+                return malformed!(
+                    "SignedHeaders names '{AUTHORITY}', but the request has no authority or Host."
+                );
+            };
+            out.extend(trim_all(host));
+            out.push(b'\n');
+            continue;
+        }
         let mut values = headers.get_all(name.as_str()).iter().peekable();
         if values.peek().is_none() {
             match uri.authority() {
