@@ -11,20 +11,20 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::map_response_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
-use serde_json::{Map, json};
+use serde_json::Map;
 use spillway_proto::tokens::prompt_tokens;
 use spillway_proto::{
-    ChatCompletion, ChatRequest, Choice, ModelList, ModelObject, OpenAiErrorBody, ResponseMessage,
-    Usage,
+    ChatCompletion, ChatRequest, Choice, ModelList, ModelObject, ResponseMessage, Usage,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::Sim;
+use crate::admin;
 use crate::engine::{Plan, Slot, completion_text};
 use crate::faults::Fault;
 use crate::record::{Outcome, ServedRecord, Ticket};
+use crate::reply::{json_response, openai_error, to_json};
 use crate::stream::{self, ChunkMeta};
 use crate::tools::ToolCall;
 
@@ -36,28 +36,15 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
-        .route("/admin/fault", get(get_fault).post(set_fault))
-        .route("/admin/served", get(get_served).delete(clear_served))
+        .route("/admin/fault", get(admin::get_fault).post(admin::set_fault))
+        .route(
+            "/admin/served",
+            get(admin::get_served).delete(admin::clear_served),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .layer(map_response_with_state(sim.clone(), region_header))
         .with_state(sim)
-}
-
-/// JSON of a value whose serialisation cannot fail (structs of strings and numbers).
-pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "spillway-sim: serialising a response failed");
-        "{}".to_string()
-    })
-}
-
-fn json_response(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-fn openai_error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response {
-    json_response(status, OpenAiErrorBody::new(message, kind, code).to_json())
 }
 
 async fn region_header(State(sim): State<Arc<Sim>>, mut res: Response) -> Response {
@@ -463,40 +450,4 @@ async fn models(State(sim): State<Arc<Sim>>) -> Response {
             data,
         }),
     )
-}
-
-async fn get_fault(State(sim): State<Arc<Sim>>) -> Response {
-    json_response(StatusCode::OK, to_json(&sim.faults.get()))
-}
-
-async fn set_fault(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let parsed = if body.iter().all(u8::is_ascii_whitespace) {
-        Ok(Fault::default())
-    } else {
-        serde_json::from_slice::<Fault>(&body).map_err(|e| e.to_string())
-    };
-    match parsed.and_then(|f| f.validate().map(|()| f)) {
-        Ok(fault) => {
-            tracing::info!(region = %sim.cfg.region, ?fault, "spillway-sim: fault set");
-            sim.faults.set(fault.clone());
-            json_response(StatusCode::OK, to_json(&fault))
-        }
-        Err(e) => openai_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            None,
-            &format!("invalid fault: {e}"),
-        ),
-    }
-}
-
-async fn get_served(State(sim): State<Arc<Sim>>) -> Response {
-    let body = json!({ "region": sim.cfg.region, "served": sim.recorder.snapshot() });
-    json_response(StatusCode::OK, body.to_string())
-}
-
-async fn clear_served(State(sim): State<Arc<Sim>>) -> Response {
-    sim.recorder.clear();
-    let body = json!({ "region": sim.cfg.region, "served": [] });
-    json_response(StatusCode::OK, body.to_string())
 }

@@ -33,12 +33,14 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod admin;
 mod config;
 pub mod embeddings;
 pub mod engine;
 mod faults;
 mod handlers;
 mod record;
+mod reply;
 mod stream;
 mod tools;
 

@@ -44,7 +44,7 @@ impl ChunkMeta {
             usage,
             extra: Map::new(),
         };
-        encode_data(&crate::handlers::to_json(&chunk))
+        encode_data(&crate::reply::to_json(&chunk))
     }
 
     fn delta(&self, delta: Delta, finish_reason: Option<&str>) -> Bytes {
