@@ -53,6 +53,8 @@ fn parse(
         .to_chat(Flavor::Api, &model, req.is_stream())
         .map_err(|e| EdgeError::BadRequest(e.to_string()))?;
     let target = resolve(&state.cfg, ctx.source, &model)?;
+    // No silent drops: what a Bedrock destination could not carry is refused by name.
+    crate::api::fields::check_chat(&state.cfg, &target, &chat)?;
     Ok((target, chat))
 }
 

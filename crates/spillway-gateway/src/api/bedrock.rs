@@ -153,7 +153,9 @@ pub(crate) fn invoke_request(
     } else if crate::api::anthropic::is_messages_body(body) {
         // An Anthropic Messages body (`AnthropicBedrock`): converted, answered as Anthropic's.
         ctx.api = Api::InvokeAnthropic;
-        crate::api::anthropic::invoke_request(&ctx.model_name, body, stream)
+        let req = crate::api::anthropic::invoke_request(&ctx.model_name, body, stream)?;
+        crate::api::fields::check_chat(&state.cfg, target, &req)?;
+        Ok(req)
     } else {
         let req = invoke_body(&ctx.model_name, body, stream)?;
         crate::api::fields::check_chat(&state.cfg, target, &req)?;

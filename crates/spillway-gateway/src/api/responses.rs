@@ -59,6 +59,8 @@ fn parse(
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     ctx.echo = Some(Box::new(req.echo(id, unix_now())));
     let target = resolve(&state.cfg, ctx.source, &req.model)?;
+    // No silent drops: what a Bedrock destination could not carry is refused by name.
+    crate::api::fields::check_chat(&state.cfg, &target, &chat)?;
     Ok((target, chat))
 }
 
