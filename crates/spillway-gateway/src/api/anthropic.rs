@@ -32,10 +32,8 @@ pub async fn messages(
     body: Bytes,
 ) -> Response {
     let mut ctx = RequestCtx::new(source, &headers, Api::Anthropic);
-    match parse(&state, &mut ctx, &headers, &body) {
-        Ok((target, req)) => drive::serve(state, ctx, target, req).await,
-        Err(e) => drive::refuse(&state, &ctx, e),
-    }
+    let parsed = parse(&state, &mut ctx, &headers, &body);
+    drive::serve_parsed(state, ctx, parsed).await
 }
 
 /// Authenticate, parse and convert, resolve.
@@ -74,12 +72,7 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<TenantIx, EdgeE
         .ok()
         .filter(|k| !k.is_empty())
         .ok_or(EdgeError::Unauthorized)?;
-    // As for Bearer keys: looked up by their SHA-256, so timing reveals nothing of a stored key.
-    let hash = crate::config::sha256(key.as_bytes());
-    state
-        .cfg
-        .tenant_by_key_hash(&hash)
-        .ok_or(EdgeError::Unauthorized)
+    crate::api::openai::tenant_for_key(state, key)
 }
 
 /// Whether an InvokeModel body is an Anthropic Messages body: a JSON object with

@@ -85,10 +85,8 @@ pub async fn runtime(
     inc: Incoming,
 ) -> Response {
     let mut ctx = RequestCtx::new(source, &inc.headers, op.api());
-    match parse(&state, &mut ctx, op, &model_id, &inc).await {
-        Ok((target, req)) => drive::serve(state, ctx, target, req).await,
-        Err(e) => drive::refuse(&state, &ctx, e),
-    }
+    let parsed = parse(&state, &mut ctx, op, &model_id, &inc).await;
+    drive::serve_parsed(state, ctx, parsed).await
 }
 
 /// Authenticate (SigV4 over the exact bytes received, or a Bedrock API key), parse the body

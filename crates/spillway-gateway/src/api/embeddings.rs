@@ -31,10 +31,8 @@ pub async fn embeddings(
     body: Bytes,
 ) -> Response {
     let mut ctx = RequestCtx::new(source, &headers, Api::Embeddings);
-    match parse(&state, &mut ctx, &headers, &body) {
-        Ok((target, req)) => drive::serve(state, ctx, target, req).await,
-        Err(e) => drive::refuse(&state, &ctx, e),
-    }
+    let parsed = parse(&state, &mut ctx, &headers, &body);
+    drive::serve_parsed(state, ctx, parsed).await
 }
 
 /// Authenticate, parse and check, resolve.

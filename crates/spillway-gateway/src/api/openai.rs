@@ -27,10 +27,8 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let mut ctx = RequestCtx::new(source, &headers, Api::OpenAi);
-    match parse(&state, &mut ctx, &headers, body) {
-        Ok((target, req)) => drive::serve(state, ctx, target, req).await,
-        Err(e) => drive::refuse(&state, &ctx, e),
-    }
+    let parsed = parse(&state, &mut ctx, &headers, body);
+    drive::serve_parsed(state, ctx, parsed).await
 }
 
 /// Authenticate, parse and normalise, resolve.
@@ -77,8 +75,13 @@ pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Tena
         .map(|(_, key)| key.trim())
         .filter(|k| !k.is_empty())
         .ok_or(EdgeError::Unauthorized)?;
-    // Keys are stored as SHA-256 hashes; looking up the hash of the presented key reveals
-    // nothing about a stored key through timing.
+    tenant_for_key(state, key)
+}
+
+/// The tenant an API key (as presented, trimmed) belongs to. Keys are stored as SHA-256
+/// hashes; looking up the hash of the presented key reveals nothing about a stored key through
+/// timing.
+pub(crate) fn tenant_for_key(state: &AppState, key: &str) -> Result<TenantIx, EdgeError> {
     let hash = crate::config::sha256(key.as_bytes());
     state
         .cfg

@@ -85,6 +85,18 @@ pub async fn serve(
     })
 }
 
+/// An adapter's end: [`serve`] what it parsed, or [`refuse`] what it could not.
+pub async fn serve_parsed(
+    app: Arc<AppState>,
+    ctx: RequestCtx,
+    parsed: Result<(Target, impl Into<Request>), EdgeError>,
+) -> Response {
+    match parsed {
+        Ok((target, req)) => serve(app, ctx, target, req).await,
+        Err(e) => refuse(&app, &ctx, e),
+    }
+}
+
 /// A request refused at the edge, before it had an exchange: ended, and answered in the
 /// client's API.
 pub fn refuse(app: &AppState, ctx: &RequestCtx, e: EdgeError) -> Response {
