@@ -2,14 +2,17 @@
 //! exchange, or ended by its exchange's [`Record`] — goes through [`end`] exactly once: the
 //! tenant's reservation settles, and the metrics, the log line and the audit record are written
 //! from the same figures.
+use std::time::Duration;
+
 use spillway_core::{Reason, RegionIx};
-use spillway_exchange::{Outcome, Record, Settle, TryResult};
+use spillway_exchange::{Outcome, Record, Refusal, Settle, TryResult};
 use spillway_proto::Usage;
 
 use super::ctx::RequestCtx;
 use crate::audit::{AuditRecord, Cost};
 use crate::error::EdgeError;
-use crate::metrics::{AttemptLabels, RequestLabels, RouteLabels};
+use crate::metrics::Ended;
+use crate::metrics::ended::{Attempt, Throttle, covered};
 use crate::state::AppState;
 use crate::state::quota_book::Ticket;
 
@@ -51,7 +54,6 @@ pub fn end(app: &AppState, ctx: &RequestCtx, ending: Ending<'_>) {
                 Settle::Used(tokens) => Some(tokens),
             };
             app.settle(ticket, used);
-            observe_tries(app, ctx, r);
             Summary {
                 outcome: r.outcome.as_str(),
                 served_in: r.served_in,
@@ -67,68 +69,110 @@ pub fn end(app: &AppState, ctx: &RequestCtx, ending: Ending<'_>) {
             }
         }
     };
-    count(app, ctx, &summary);
+    count(app, ctx, &summary, &ending);
     log(app, ctx, &summary, &ending);
     audit(app, ctx, &summary);
 }
 
-/// The model label: the id the client named when it is a known model or profile (bounded),
-/// else empty.
-fn model_label(app: &AppState, ctx: &RequestCtx) -> String {
+/// The profile label: the system profile the request named (an application profile counts as
+/// the one it copies), else empty.
+fn profile_label<'a>(app: &'a AppState, ctx: &RequestCtx) -> &'a str {
+    ctx.target
+        .as_ref()
+        .and_then(|t| t.profile)
+        .map(|p| app.cfg.profiles[p].id.as_str())
+        .unwrap_or("")
+}
+
+/// The canonical model the request resolved to (bounded), else empty.
+fn model_label<'a>(app: &'a AppState, ctx: &RequestCtx) -> &'a str {
     let cfg = &app.cfg;
-    let known = ctx.target.is_some()
-        || cfg.model_ix(&ctx.model_name).is_some()
-        || cfg.profile_ix(&ctx.model_name).is_some();
-    if known {
-        ctx.model_name.clone()
-    } else {
-        String::new()
+    ctx.target
+        .as_ref()
+        .map(|t| t.model)
+        .or_else(|| cfg.model_ix(&ctx.model_name))
+        .map(|m| cfg.models[m].id.as_str())
+        .unwrap_or("")
+}
+
+/// What ran out, for a 429.
+fn throttle(ctx: &RequestCtx, ending: &Ending<'_>) -> Option<Throttle> {
+    let cross_region = ctx.target.as_ref().is_some_and(|t| t.cross_region);
+    match ending {
+        Ending::Edge(EdgeError::Throttled { .. }) if cross_region => {
+            Some(Throttle::TenantCrossRegion)
+        }
+        Ending::Edge(EdgeError::Throttled { .. }) => Some(Throttle::TenantInRegion),
+        Ending::Exchange { record, .. } => match record.outcome {
+            Outcome::Refused(Refusal::NoCapacity { .. }) => Some(Throttle::Capacity),
+            Outcome::Refused(Refusal::AllThrottled { .. }) => Some(Throttle::Upstream),
+            _ => None,
+        },
+        Ending::Edge(_) => None,
     }
 }
 
-fn count(app: &AppState, ctx: &RequestCtx, s: &Summary<'_>) {
-    let cfg = &app.cfg;
-    let labels = RequestLabels {
-        source: cfg.region_name(ctx.source).to_string(),
-        destination: s
-            .served_in
-            .map(|r| cfg.region_name(r).to_string())
-            .unwrap_or_default(),
-        model: model_label(app, ctx),
-        outcome: s.outcome.to_string(),
-        reason: s.reason.map(|r| r.as_str()).unwrap_or("").to_string(),
-    };
-    app.metrics.requests.get_or_create(&labels).inc();
+fn try_result(r: TryResult) -> &'static str {
+    match r {
+        TryResult::Succeeded => "ok",
+        TryResult::Cancelled => "cancelled",
+        TryResult::Failed(kind) => kind.as_str(),
+    }
 }
 
-/// Per attempt: failed attempts by destination and kind, and the time to the first byte of
-/// each attempt that delivered one (streamed) or its whole answer.
-fn observe_tries(app: &AppState, ctx: &RequestCtx, r: &Record) {
+/// Write the request's metrics: one [`Ended`] from the same figures as the log and audit.
+fn count(app: &AppState, ctx: &RequestCtx, s: &Summary<'_>, ending: &Ending<'_>) {
     let cfg = &app.cfg;
-    let model = ctx
-        .target
-        .as_ref()
-        .map(|t| cfg.models[t.model].id.clone())
-        .unwrap_or_default();
-    for t in &r.tries {
-        let destination = cfg.region_name(t.region).to_string();
-        if let TryResult::Failed(kind) = t.result {
-            tracing::warn!(request_id = %ctx.id, destination, failure = kind.as_str(), "upstream attempt failed");
-            let labels = AttemptLabels {
-                destination,
-                model: model.clone(),
-                result: kind.as_str().to_string(),
-            };
-            app.metrics.attempts.get_or_create(&labels).inc();
-        } else if let Some(first) = t.first_piece_at {
-            let labels = RouteLabels {
-                source: cfg.region_name(ctx.source).to_string(),
-                destination,
-            };
-            let ttft = first.saturating_sub(t.sent_at).as_secs_f64();
-            app.metrics.ttft.get_or_create(&labels).observe(ttft);
+    let now = app.now();
+    let arrived = app.clock_of(ctx.started);
+    let total = now.saturating_sub(arrived);
+    let (mut ttft, mut tpot, mut busy) = (None, None, Duration::ZERO);
+    let mut attempts = Vec::new();
+    if let Ending::Exchange { record: r, .. } = ending {
+        let first_byte = r.timings.first_byte.filter(|_| ctx.stream);
+        ttft = first_byte.map(|f| f.saturating_sub(arrived));
+        if let Some(f) = first_byte
+            && s.usage.completion_tokens >= 2
+        {
+            let after_first = r.timings.ended.saturating_sub(f);
+            tpot =
+                Some(after_first / (s.usage.completion_tokens - 1).min(u64::from(u32::MAX)) as u32);
+        }
+        let mut spans: Vec<_> = r.tries.iter().map(|t| (t.sent_at, t.ended_at)).collect();
+        busy = covered(&mut spans);
+        for t in &r.tries {
+            if let TryResult::Failed(kind) = t.result {
+                tracing::warn!(request_id = %ctx.id, destination = cfg.region_name(t.region), failure = kind.as_str(), "upstream attempt failed");
+            }
+            attempts.push(Attempt {
+                destination: cfg.region_name(t.region),
+                result: try_result(t.result),
+                first_byte: t.first_piece_at.map(|f| f.saturating_sub(t.sent_at)),
+            });
         }
     }
+    app.metrics.request.observe(&Ended {
+        tenant: ctx
+            .tenant
+            .map(|t| cfg.tenants[t].name.as_str())
+            .unwrap_or(""),
+        profile: profile_label(app, ctx),
+        model: model_label(app, ctx),
+        source: cfg.region_name(ctx.source),
+        destination: s.served_in.map(|r| cfg.region_name(r)).unwrap_or(""),
+        api: ctx.api.as_str(),
+        outcome: s.outcome,
+        reason: s.reason.map(|r| r.as_str()),
+        throttle: throttle(ctx, ending),
+        input_tokens: s.usage.prompt_tokens,
+        output_tokens: s.usage.completion_tokens,
+        cost_usd: s.cost.map(|c| c.total),
+        total,
+        ttft,
+        tpot,
+        overhead: total.saturating_sub(busy),
+        attempts: &attempts,
+    });
 }
 
 fn log(app: &AppState, ctx: &RequestCtx, s: &Summary<'_>, ending: &Ending<'_>) {

@@ -4,7 +4,8 @@
 //! * `GET /healthz`: 200 while the process serves (liveness).
 //! * `GET /readyz`: 200 when new traffic is welcome; 503 while draining (from the first moment
 //!   of a SIGTERM) or while the configured shared state (Redis) is unreachable.
-//! * `GET /metrics`: Prometheus metrics.
+//! * `GET /metrics`: Prometheus metrics, OpenMetrics or classic text by `Accept`
+//!   (docs/METRICS.md).
 //! * `POST /admin/reload`: reload the configuration file the gateway was started with (as
 //!   SIGHUP and `spillway reload` do); 200 with a summary, or 400 with every error, the running
 //!   configuration kept.
@@ -22,7 +23,7 @@ use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
 
 use super::Hub;
-use crate::metrics::DeploymentLabels;
+use crate::metrics::{DeploymentLabels, DeploymentNow, Format, exposition};
 
 pub(super) fn admin_router(hub: Arc<Hub>) -> Router {
     Router::new()
@@ -80,10 +81,13 @@ async fn reload(State(hub): State<Arc<Hub>>) -> Response {
     }
 }
 
-async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+async fn metrics(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     let app = hub.current();
     let cfg = &app.cfg;
     let now = app.now();
+    let left = |until: Option<std::time::Duration>| {
+        until.map_or(0.0, |u| u.saturating_sub(now).as_secs_f64())
+    };
     {
         let cell = app.router();
         for (i, d) in cfg.deployments.iter().enumerate() {
@@ -92,12 +96,14 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
                 region: cfg.region_name(d.region).to_string(),
                 model: cfg.models[d.model].id.clone(),
             };
-            let m = &app.metrics;
-            m.in_flight
-                .get_or_create(&labels)
-                .set(i64::from(v.in_flight));
-            m.limit.get_or_create(&labels).set(i64::from(v.limit));
-            m.healthy.get_or_create(&labels).set(i64::from(v.healthy));
+            let seen = DeploymentNow {
+                in_flight: v.in_flight,
+                limit: v.limit,
+                healthy: v.healthy,
+                cooldown_seconds: left(v.cooldown_until),
+                ejected_seconds: left(v.ejected_until),
+            };
+            app.metrics.observe_deployment(&labels, &seen);
         }
     }
     let tasks = tokio::runtime::Handle::current()
@@ -106,12 +112,18 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
     app.metrics
         .runtime_tasks
         .set(i64::try_from(tasks).unwrap_or(i64::MAX));
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = exposition::negotiate(accept);
+    let content_type = match format {
+        Format::OpenMetrics => exposition::OPENMETRICS,
+        Format::Classic => exposition::CLASSIC,
+    };
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.encode(),
+        [(header::CONTENT_TYPE, content_type)],
+        app.metrics.encode(format),
     )
         .into_response()
 }

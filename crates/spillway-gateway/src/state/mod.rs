@@ -77,10 +77,9 @@ impl AppState {
         let http = crate::upstream::UpstreamClient::new(cfg.timeouts.connect)?;
         let link = match &cfg.state {
             StateKind::Memory => None,
-            StateKind::Redis(r) => Some(Arc::new(RedisLink::new(
-                r.clone(),
-                metrics.shared_state_up.clone(),
-            )?)),
+            StateKind::Redis(r) => {
+                Some(Arc::new(RedisLink::new(r.clone(), metrics.state.clone())?))
+            }
         };
         let shared = link
             .as_ref()
@@ -153,6 +152,11 @@ impl AppState {
     /// Time since the gateway started: the core's clock.
     pub fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// `t` on the clock of [`AppState::now`] (zero before this generation started).
+    pub fn clock_of(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.epoch)
     }
 
     /// The instant at `now` on the core's clock, for tokio's timers.

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::gauge::Gauge;
+use crate::metrics::StateMetrics;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
@@ -124,7 +124,7 @@ pub struct RedisLink {
     state: AtomicU8,
     generation: AtomicU64,
     last_ok: Mutex<Instant>,
-    gauge: Gauge,
+    metrics: StateMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -132,9 +132,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RedisLink {
-    pub fn new(cfg: RedisState, gauge: Gauge) -> Result<RedisLink, redis::RedisError> {
+    pub fn new(cfg: RedisState, metrics: StateMetrics) -> Result<RedisLink, redis::RedisError> {
         let client = Client::open(&cfg)?;
-        gauge.set(0);
+        metrics.up.set(0);
         Ok(RedisLink {
             cfg,
             client,
@@ -142,7 +142,7 @@ impl RedisLink {
             state: AtomicU8::new(UNKNOWN),
             generation: AtomicU64::new(0),
             last_ok: Mutex::new(Instant::now()),
-            gauge,
+            metrics,
         })
     }
 
@@ -178,7 +178,7 @@ impl RedisLink {
         if old == new {
             return;
         }
-        self.gauge.set(i64::from(up));
+        self.metrics.up.set(i64::from(up));
         let url = format!("{:?}", self.cfg);
         match (old, up) {
             (UNKNOWN, true) => tracing::info!(state = %url, "shared state (Redis) connected"),
@@ -201,7 +201,15 @@ impl RedisLink {
             self.mark(false, "not connected");
             return Err("not connected".into());
         };
-        match tokio::time::timeout(OP_TIMEOUT, f(&mut conn)).await {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(OP_TIMEOUT, f(&mut conn)).await;
+        self.metrics
+            .call_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if !matches!(answer, Ok(Ok(_))) {
+            self.metrics.call_errors.inc();
+        }
+        match answer {
             Ok(Ok(v)) => {
                 self.mark(true, "");
                 Ok(v)

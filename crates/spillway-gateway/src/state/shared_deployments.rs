@@ -120,11 +120,11 @@ impl SharedDeployments {
             .collect();
         let remote_in_flight = labels
             .iter()
-            .map(|l| metrics.remote_in_flight.get_or_create(l).clone())
+            .map(|l| metrics.deployment.remote_in_flight.get_or_create(l).clone())
             .collect();
         let remote_ejections = labels
             .iter()
-            .map(|l| metrics.remote_ejections.get_or_create(l).clone())
+            .map(|l| metrics.deployment.remote_ejections.get_or_create(l).clone())
             .collect();
         let keys = cfg
             .deployments
