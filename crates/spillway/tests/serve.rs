@@ -142,10 +142,12 @@ async fn serve_embedded_default_routes_lists_models_and_exports_metrics() {
         .await
         .expect("text");
     assert!(metrics.contains("spillway_requests_total"), "{metrics}");
+    // The profile and the canonical model are separate labels; the model is never the raw id.
     assert!(
-        metrics.contains("model=\"us.demo.chat-small-v1:0\""),
+        metrics.contains("profile=\"us.demo.chat-small-v1:0\",model=\"demo.chat-small-v1:0\""),
         "{metrics}"
     );
+    assert!(!metrics.contains("model=\"us."), "{metrics}");
     eprintln!("took {:?}", started.elapsed());
 }
 
