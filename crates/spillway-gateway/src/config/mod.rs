@@ -16,6 +16,7 @@ pub mod embedded;
 mod operations;
 mod profiles;
 pub mod raw;
+mod read;
 mod routing;
 mod state;
 mod tenants;
@@ -30,13 +31,20 @@ pub enum ConfigError {
     /// The OS error is in the message (not a `source`), so it is printed once.
     #[error("{file}: cannot read: {error}")]
     Read { file: String, error: std::io::Error },
+    /// TOML syntax, at `line` (1-based) when known (the message says where).
     #[error("{file}: {message}")]
-    Parse { file: String, message: String },
-    #[error("{file}: key `{key}`: {message}")]
+    Parse {
+        file: String,
+        line: Option<usize>,
+        message: String,
+    },
+    /// A key's value: unknown key, wrong type, or refused by validation.
+    #[error("{}: key `{key}`: {message}", at(.file, *.line))]
     Invalid {
         file: String,
         key: String,
         message: String,
+        line: Option<usize>,
     },
     /// More than one mistake: every one found, each on its own line.
     #[error("{} errors:\n{}", .0.len(), one_per_line(.0))]
@@ -61,12 +69,28 @@ impl ConfigError {
         }
     }
 
+    /// Each single error this holds, owned.
+    pub fn into_each(self) -> Vec<ConfigError> {
+        match self {
+            ConfigError::Several(all) => all,
+            e => vec![e],
+        }
+    }
+
     /// Each single error this holds.
     pub fn each(&self) -> Vec<&ConfigError> {
         match self {
             ConfigError::Several(all) => all.iter().collect(),
             e => vec![e],
         }
+    }
+}
+
+/// `file:line`, or `file` when the line is not known.
+fn at(file: &str, line: Option<usize>) -> String {
+    match line {
+        Some(l) => format!("{file}:{l}"),
+        None => file.to_string(),
     }
 }
 
@@ -371,13 +395,10 @@ impl Config {
         Self::parse(&text, &file)
     }
 
-    /// Parse and validate TOML text; `file` names it in errors.
+    /// Parse and validate TOML text; `file` names it in errors. Every mistake is reported
+    /// (see [`read`]): the keys that could not be read, then what validation found in the rest.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_string(),
-            message: e.to_string(),
-        })?;
-        from_raw(raw, file)
+        read::parse(text, file)
     }
 
     /// Move the only listener to `addr` (`spillway serve --listen`). Loopback only while the
@@ -387,6 +408,7 @@ impl Config {
             file: self.source_name.clone(),
             key: "listeners".into(),
             message,
+            line: None,
         };
         if self.listeners.len() != 1 {
             return Err(err(format!(
