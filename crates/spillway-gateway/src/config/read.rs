@@ -413,6 +413,11 @@ pub(super) fn read<'i>(
             read.kept.insert(key.get_ref().to_string(), kept_ix);
         }
     }
+    // In the file's order.
+    read.errors.sort_by_key(|e| match e {
+        ConfigError::Invalid { line, .. } => *line,
+        _ => None,
+    });
     let de = toml::de::Deserializer::from(Spanned::new(whole, good));
     match RawConfig::deserialize(de) {
         Ok(raw) => read.raw = raw,
