@@ -56,6 +56,9 @@ fn config(audit: &str) -> String {
     t
 }
 
+/// Group value → (requests, served, input tokens, output tokens, cost).
+type Figures = BTreeMap<String, (u64, u64, u64, u64, f64)>;
+
 /// What one client was answered.
 #[derive(Debug, Clone)]
 struct Answer {
@@ -128,7 +131,7 @@ fn wait_audit_lines(path: &std::path::Path, n: usize) {
 
 /// `usage report --format json` grouped by `group_by`: group value → (requests, served,
 /// input, output, cost).
-fn report(audit: &str, group_by: &str) -> (BTreeMap<String, (u64, u64, u64, u64, f64)>, Value) {
+fn report(audit: &str, group_by: &str) -> (Figures, Value) {
     let (st, out, err) = common::run(
         &[
             "usage",
@@ -169,11 +172,8 @@ fn report(audit: &str, group_by: &str) -> (BTreeMap<String, (u64, u64, u64, u64,
 
 /// What the answers add up to per `key`: (requests, served, input, output, cost at us-east-1's
 /// price).
-fn expected(
-    answers: &[Answer],
-    key: impl Fn(&Answer) -> String,
-) -> BTreeMap<String, (u64, u64, u64, u64, f64)> {
-    let mut m: BTreeMap<String, (u64, u64, u64, u64, f64)> = BTreeMap::new();
+fn expected(answers: &[Answer], key: impl Fn(&Answer) -> String) -> Figures {
+    let mut m = Figures::new();
     for a in answers {
         let e = m.entry(key(a)).or_default();
         e.0 += 1;
@@ -185,10 +185,7 @@ fn expected(
     m
 }
 
-fn assert_same(
-    got: &BTreeMap<String, (u64, u64, u64, u64, f64)>,
-    want: &BTreeMap<String, (u64, u64, u64, u64, f64)>,
-) {
+fn assert_same(got: &Figures, want: &Figures) {
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
         want.keys().collect::<Vec<_>>(),

@@ -19,6 +19,7 @@
 //!
 //! Element indices in every error are the file's, and each error carries the line of the key it
 //! names when that key is in the file.
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -312,28 +313,23 @@ impl Read {
     }
 }
 
-/// Parses `text`; Err only for TOML syntax errors (all of them). The document is returned for
-/// [`Read::locate`].
-pub(super) fn read<'i>(
-    text: &'i str,
-    file: &str,
-) -> Result<(Read, Spanned<DeTable<'i>>), ConfigError> {
-    let (doc, syntax) = DeTable::parse_recoverable(text);
-    if !syntax.is_empty() {
-        let errors = syntax.iter().map(|e| syntax_error(text, file, e)).collect();
-        return Err(ConfigError::gather(errors)
-            .err()
-            .unwrap_or(ConfigError::Several(Vec::new())));
-    }
-    let mut read = Read {
-        raw: RawConfig::default(),
-        errors: Vec::new(),
-        failed: Vec::new(),
-        kept: HashMap::new(),
-    };
-    let mut good = DeTable::new();
-    let whole = doc.span();
-    for (key, value) in doc.get_ref().iter() {
+/// The document being read, for messages.
+struct Doc<'a, 'i> {
+    text: &'a str,
+    file: &'a str,
+    doc: &'a Spanned<DeTable<'i>>,
+}
+
+impl Read {
+    /// Reads one top-level key: each element of an array of tables, or the value, on its
+    /// own; what reads (unknown keys aside) goes into `good`.
+    fn section<'i>(
+        &mut self,
+        d: &Doc<'_, 'i>,
+        key: &Spanned<Cow<'i, str>>,
+        value: &Spanned<DeValue<'i>>,
+        good: &mut DeTable<'i>,
+    ) {
         let elements = match value.get_ref() {
             DeValue::Array(a) if a.iter().all(|e| e.get_ref().is_table()) => Some(a),
             _ => None,
@@ -359,7 +355,7 @@ pub(super) fn read<'i>(
             };
             let mut piece = DeTable::new();
             piece.insert(key.clone(), piece_value);
-            let (found, cleaned) = check_piece(piece, &whole);
+            let (found, cleaned) = check_piece(piece, &d.doc.span());
             if let Some(cleaned) = cleaned
                 && found.iter().all(|f| f.unknown_key)
             {
@@ -383,35 +379,75 @@ pub(super) fn read<'i>(
                     }
                     (_, None) => {}
                 }
-            } else if !read.failed.iter().any(|f| f == key.get_ref().as_ref()) {
-                read.failed.push(key.get_ref().to_string());
+            } else if !self.failed.iter().any(|f| f == key.get_ref().as_ref()) {
+                self.failed.push(key.get_ref().to_string());
             }
-            for f in found {
-                let mut segs = f.segs;
-                if let (Some(i), Some(Seg::Index(first))) = (ix, segs.get_mut(1)) {
-                    *first = i;
-                }
-                let at = span_at(&doc, &segs);
-                let start = if segs.is_empty() {
-                    f.span.map_or(at.start, |s| s.start)
-                } else {
-                    at.start
-                };
-                read.errors.push(ConfigError::Invalid {
-                    file: file.to_string(),
-                    key: key_path(&segs),
-                    message: f.message,
-                    line: Some(line_of(text, start)),
-                });
-            }
+            self.report(d, ix, found);
         }
         if elements.is_some() {
             good.insert(
                 key.clone(),
                 Spanned::new(value.span(), DeValue::Array(kept_elements)),
             );
-            read.kept.insert(key.get_ref().to_string(), kept_ix);
+            self.kept.insert(key.get_ref().to_string(), kept_ix);
         }
+    }
+
+    /// Records the mistakes of one piece (element `ix` of its array, if one).
+    fn report(&mut self, d: &Doc<'_, '_>, ix: Option<usize>, found: Vec<Found>) {
+        for f in found {
+            let mut segs = f.segs;
+            if let (Some(i), Some(Seg::Index(first))) = (ix, segs.get_mut(1)) {
+                *first = i;
+            }
+            let at = span_at(d.doc, &segs);
+            let start = if segs.is_empty() {
+                f.span.map_or(at.start, |s| s.start)
+            } else {
+                at.start
+            };
+            self.errors.push(ConfigError::Invalid {
+                file: d.file.to_string(),
+                key: key_path(&segs),
+                message: f.message,
+                line: Some(line_of(d.text, start)),
+            });
+        }
+    }
+}
+
+/// Parses `text`; Err only for TOML syntax errors (all of them). The document is returned for
+/// [`Read::locate`].
+pub(super) fn read<'i>(
+    text: &'i str,
+    file: &str,
+) -> Result<(Read, Spanned<DeTable<'i>>), ConfigError> {
+    let (doc, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        let errors = syntax.iter().map(|e| syntax_error(text, file, e)).collect();
+        return Err(ConfigError::gather(errors)
+            .err()
+            .unwrap_or(ConfigError::Several(Vec::new())));
+    }
+    let mut read = Read {
+        raw: RawConfig::default(),
+        errors: Vec::new(),
+        failed: Vec::new(),
+        kept: HashMap::new(),
+    };
+    let mut good = DeTable::new();
+    let whole = doc.span();
+    for (key, value) in doc.get_ref().iter() {
+        read.section(
+            &Doc {
+                text,
+                file,
+                doc: &doc,
+            },
+            key,
+            value,
+            &mut good,
+        );
     }
     // In the file's order.
     read.errors.sort_by_key(|e| match e {

@@ -64,11 +64,6 @@ fn three_mistakes_are_three_errors_with_key_line_and_why() {
     assert!(Config::parse(BASE, "t.toml").is_ok());
     let text = BASE
         .replacen(
-            "geography = \"us\"\n\n[[regions]]",
-            "geography = \"us\"\n\n[[regions]]",
-            1,
-        )
-        .replacen(
             "name = \"us-east-2\"\ngeography = \"us\"",
             "name = \"us-east-2\"\ngeography = \"us\"\ntypo_field = 1",
             1,
@@ -81,14 +76,15 @@ fn three_mistakes_are_three_errors_with_key_line_and_why() {
         );
     let got = errors(&text);
     assert_eq!(got.len(), 3, "{got:#?}");
+    // In the file's order, validation's last.
     let (k, l, m) = &got[0];
-    assert_eq!(k, "deployments[0].max_in_flight");
-    assert_eq!(*l, Some(line_of(&text, "max_in_flight = \"four\"")));
-    assert!(m.contains("invalid type") && m.contains("\"four\""), "{m}");
-    let (k, l, m) = &got[1];
     assert_eq!(k, "regions[1].typo_field");
     assert_eq!(*l, Some(line_of(&text, "typo_field = 1")));
     assert!(m.contains("unknown field `typo_field`"), "{m}");
+    let (k, l, m) = &got[1];
+    assert_eq!(k, "deployments[0].max_in_flight");
+    assert_eq!(*l, Some(line_of(&text, "max_in_flight = \"four\"")));
+    assert!(m.contains("invalid type") && m.contains("\"four\""), "{m}");
     let (k, l, m) = &got[2];
     assert_eq!(k, "listeners[0].region");
     assert_eq!(*l, Some(line_of(&text, "region = \"mars-1\"")));
@@ -133,11 +129,11 @@ fn every_bad_key_of_one_entry_is_reported_and_a_misspelling_once() {
     assert_eq!(
         keys,
         [
+            "regions[0].geograpy",
             "deployments[0].max_in_flight",
             "deployments[0].rpmm",
             "deployments[0].upstream.concurency",
             "deployments[1].upstream.concurency",
-            "regions[0].geograpy",
         ],
         "{got:#?}"
     );
