@@ -383,3 +383,44 @@ async fn an_unsupported_bedrock_operation_is_refused_in_bedrock_shape() {
     assert!(r.header("x-amzn-errortype").is_some(), "{r:?}");
     assert!(r.json["message"].is_string(), "{r:?}");
 }
+
+/// A malformed ARN arrives percent-encoded (`arn%3Aaws%3Abedrock…%2F…`); the error names it as
+/// the client wrote it, decoded, with control characters escaped rather than echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_arn_is_shown_decoded_in_the_error() {
+    let h = Harness::start(spec()).await;
+    let signer = Signer::new(AK, SECRET, "us-east-1");
+    for (arn, why) in [
+        (
+            format!("arn:aws:bedrock:us-east-1:12345:inference-profile/us.{M}"),
+            "12-digit account id",
+        ),
+        (
+            format!("arn:aws:bedrock:us-east-1:{ACCOUNT}:inference-profile/us.x!"),
+            "contains '!'",
+        ),
+    ] {
+        let req = RawReq::converse(&arn, 3, Auth::SigV4(&signer));
+        assert!(
+            req.path.contains("%3A") && req.path.contains("%2F"),
+            "{}",
+            req.path
+        );
+        let r = req.send(&h, "us-east-1").await;
+        assert_bedrock_error(&r, 400, "ValidationException");
+        let message = r.json["message"].as_str().expect("message");
+        assert!(message.contains(&format!("`{arn}`")), "{message}");
+        assert!(message.contains(why), "{message}");
+        assert!(!message.contains('%'), "{message}");
+    }
+    // A newline and an escape character in the id (sent as %0A and %1B).
+    let arn = format!("arn:aws:bedrock:us-east-1:{ACCOUNT}:inference-profile/us.x\n\u{1b}[31m");
+    let r = RawReq::converse(&arn, 3, Auth::SigV4(&signer))
+        .send(&h, "us-east-1")
+        .await;
+    assert_bedrock_error(&r, 400, "ValidationException");
+    let message = r.json["message"].as_str().expect("message");
+    assert!(!message.chars().any(char::is_control), "{message:?}");
+    assert!(message.contains("us.x\\n\\u{1b}[31m"), "{message}");
+    assert_eq!(h.assert_residency(), 0);
+}

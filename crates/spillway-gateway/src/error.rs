@@ -23,9 +23,14 @@ pub const MAX_ECHOED_ID: usize = 128;
 /// The longest message of an error body (an upstream's own body relayed as it came excepted).
 pub const MAX_MESSAGE: usize = 1024;
 
-/// An id the client sent, as an error message may echo it: whole when it has at most
-/// [`MAX_ECHOED_ID`] characters, else its first ones and `…`.
+/// An id the client sent, as an error message may echo it: control characters escaped
+/// (never echoed as they came), whole when it has at most [`MAX_ECHOED_ID`] characters, else
+/// its first ones and `…`.
 pub fn shown(id: &str) -> Cow<'_, str> {
+    if id.chars().any(char::is_control) {
+        let escaped = spillway_proto::bedrock::escape_controls(id);
+        return Cow::Owned(cut(&escaped, MAX_ECHOED_ID).into_owned());
+    }
     cut(id, MAX_ECHOED_ID)
 }
 

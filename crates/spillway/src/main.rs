@@ -1,4 +1,4 @@
-//! `spillway`: serve, demo, bench, sim, check-config, tls-cert.
+//! `spillway`: serve, demo, bench, sim, check-config, tls-cert, usage report.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ mod output;
 mod overhead;
 mod signals;
 mod tls_cmd;
+mod usage;
 
 #[derive(Parser)]
 #[command(
@@ -77,6 +78,9 @@ enum Command {
     /// Write a throw-away CA (ca.pem) and a server certificate it signed (cert.pem, key.pem),
     /// for trying a TLS listener locally.
     TlsCert(tls_cmd::TlsCertArgs),
+    /// Usage from the audit log: `usage report` adds up requests, tokens and cost (at the
+    /// source region's price) per tenant, tag, region, model, profile or outcome.
+    Usage(usage::UsageArgs),
     /// Validate a configuration file and print the resolved inference profiles.
     CheckConfig {
         /// The TOML file to check.
@@ -158,7 +162,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // The demo prints its own progress and table; the server logs every request.
     let default_filter = match cli.command {
-        Command::Demo(_) | Command::Bench(_) => "warn",
+        Command::Demo(_) | Command::Bench(_) | Command::Usage(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -190,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(args) => sim(args).await,
         Command::CheckConfig { file } => check_config(&file),
         Command::TlsCert(args) => tls_cmd::run(&args),
+        Command::Usage(args) => usage::run(args),
     }
 }
 

@@ -327,3 +327,55 @@ fn the_example_configuration_is_valid() {
         }
     }
 }
+
+/// Three different mistakes (an unknown key, a wrong type, a region that does not exist):
+/// `check-config` and `serve -c` print all three, each with file, line and key, exit non-zero,
+/// and show no backtrace even with RUST_BACKTRACE=1.
+#[test]
+fn three_mistakes_print_three_errors_and_no_backtrace() {
+    let toml = small_config(&sha_key(), "")
+        .replacen(
+            "geography = \"us\"\n",
+            "geography = \"us\"\ntypo_field = 1\n",
+            1,
+        )
+        .replacen("max_in_flight = 4", "max_in_flight = \"four\"", 1)
+        .replacen(
+            "region = \"us-east-1\"\n\n[admin]",
+            "region = \"mars-1\"\n\n[admin]",
+            1,
+        );
+    let f = TempFile::new("three", &toml);
+    for args in [vec!["check-config", f.s()], vec!["serve", "-c", f.s()]] {
+        let mut p = Proc::spawn(
+            bin()
+                .args(&args)
+                .env("RUST_BACKTRACE", "1")
+                .env("RUST_LIB_BACKTRACE", "1"),
+        );
+        let status = p.wait_exit(T).expect("exits");
+        let stderr = p.stderr.text();
+        assert!(!status.success(), "{args:?} accepted it:\n{stderr}");
+        assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+        assert!(stderr.contains("3 errors:"), "{stderr}");
+        let listed: Vec<&str> = stderr.lines().filter(|l| l.starts_with("  - ")).collect();
+        assert_eq!(listed.len(), 3, "{stderr}");
+        for (key, why) in [
+            ("regions[0].typo_field", "unknown field `typo_field`"),
+            (
+                "deployments[0].max_in_flight",
+                "invalid type: string \"four\"",
+            ),
+            ("listeners[0].region", "unknown region \"mars-1\""),
+        ] {
+            let line = listed
+                .iter()
+                .find(|l| l.contains(&format!("key `{key}`")))
+                .unwrap_or_else(|| panic!("no error for {key}:\n{stderr}"));
+            assert!(
+                line.contains(&format!("{}:", f.s())) && line.contains(why),
+                "{line}"
+            );
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! its destination set for the source (cross-region quota). Either way the set comes from the
 //! validated configuration, which never lets a profile leave its geography.
 use spillway_core::RegionIx;
-use spillway_proto::bedrock::{ModelRef, parse_model_ref};
+use spillway_proto::bedrock::{ModelRef, parse_model_ref, printable_id};
 
 use crate::config::{Config, ModelIx};
 use crate::drive::ctx::Target;
@@ -15,9 +15,11 @@ use crate::error::{EdgeError, MAX_ECHOED_ID, shown};
 /// echoes it shortened (see `error::shown`).
 pub fn model_ref(raw: &str) -> Result<ModelRef, EdgeError> {
     parse_model_ref(raw).map_err(|e| {
+        // The message shows the id decoded, as the client wrote it (`printable_id`).
         let message = e.to_string();
-        EdgeError::BadRequest(if raw.chars().count() > MAX_ECHOED_ID {
-            message.replace(raw, &shown(raw))
+        let echoed = printable_id(raw);
+        EdgeError::BadRequest(if echoed.chars().count() > MAX_ECHOED_ID {
+            message.replace(&echoed, &shown(&echoed))
         } else {
             message
         })

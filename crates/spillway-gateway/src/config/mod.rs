@@ -13,9 +13,11 @@ use spillway_core::{Candidate, DeploymentIx, QuotaLimits, RegionIx, RouterConfig
 
 mod edge;
 pub mod embedded;
+mod error;
 mod operations;
 mod profiles;
 pub mod raw;
+mod read;
 mod routing;
 mod state;
 mod tenants;
@@ -23,60 +25,8 @@ mod upstreams;
 mod validate;
 
 pub use edge::{AdminListener, EdgeLimits, Listener, ListenerTls};
+pub use error::ConfigError;
 pub use validate::{DEMO_ACCESS_KEY_ID, DEMO_API_KEY, from_raw, sha256};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The OS error is in the message (not a `source`), so it is printed once.
-    #[error("{file}: cannot read: {error}")]
-    Read { file: String, error: std::io::Error },
-    #[error("{file}: {message}")]
-    Parse { file: String, message: String },
-    #[error("{file}: key `{key}`: {message}")]
-    Invalid {
-        file: String,
-        key: String,
-        message: String,
-    },
-    /// More than one mistake: every one found, each on its own line.
-    #[error("{} errors:\n{}", .0.len(), one_per_line(.0))]
-    Several(Vec<ConfigError>),
-}
-
-impl ConfigError {
-    /// `Ok` when `errors` is empty, else the one error or all of them ([`ConfigError::Several`],
-    /// flattened).
-    pub(crate) fn gather(errors: Vec<ConfigError>) -> Result<(), ConfigError> {
-        let mut flat = Vec::new();
-        for e in errors {
-            match e {
-                ConfigError::Several(inner) => flat.extend(inner),
-                e => flat.push(e),
-            }
-        }
-        match flat.len() {
-            0 => Ok(()),
-            1 => Err(flat.remove(0)),
-            _ => Err(ConfigError::Several(flat)),
-        }
-    }
-
-    /// Each single error this holds.
-    pub fn each(&self) -> Vec<&ConfigError> {
-        match self {
-            ConfigError::Several(all) => all.iter().collect(),
-            e => vec![e],
-        }
-    }
-}
-
-fn one_per_line(errors: &[ConfigError]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("  - {e}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 /// A secret (upstream API key, SigV4 secret access key) whose `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -371,13 +321,10 @@ impl Config {
         Self::parse(&text, &file)
     }
 
-    /// Parse and validate TOML text; `file` names it in errors.
+    /// Parse and validate TOML text; `file` names it in errors. Every mistake is reported
+    /// (see [`read`]): the keys that could not be read, then what validation found in the rest.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_string(),
-            message: e.to_string(),
-        })?;
-        from_raw(raw, file)
+        read::parse(text, file)
     }
 
     /// Move the only listener to `addr` (`spillway serve --listen`). Loopback only while the
@@ -387,6 +334,7 @@ impl Config {
             file: self.source_name.clone(),
             key: "listeners".into(),
             message,
+            line: None,
         };
         if self.listeners.len() != 1 {
             return Err(err(format!(

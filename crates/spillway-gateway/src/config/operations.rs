@@ -78,7 +78,7 @@ fn listeners(
     regions: &[Region],
     demo_key_in_use: bool,
 ) -> Result<Vec<Listener>, ConfigError> {
-    if raw.is_empty() {
+    if raw.is_empty() && !cx.failed("listeners") {
         return Err(cx.err(
             "listeners",
             "expected at least one [[listeners]] entry (bind + region)",

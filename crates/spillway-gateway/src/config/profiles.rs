@@ -110,6 +110,7 @@ impl Overrides<'_> {
             file: self.file.to_string(),
             key,
             message,
+            line: None,
         }
     }
 

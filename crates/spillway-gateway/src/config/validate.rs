@@ -23,9 +23,18 @@ pub const DEMO_ACCESS_KEY_ID: &str = "AKIASPILLWAYDEMO0001";
 
 pub(super) struct Ctx<'a> {
     file: &'a str,
+    /// Sections with an entry that could not be read (left out: see `read`).
+    failed: &'a [&'a str],
 }
 
 impl Ctx<'_> {
+    /// Whether `section` lost an entry that could not be read: its own checks must not count
+    /// on it (an emptied list is not "no entries"), and sections that name its entries are
+    /// not checked.
+    pub(super) fn failed(&self, section: &str) -> bool {
+        self.failed.contains(&section)
+    }
+
     /// Checks every entry of a list section, going on after a bad one, and returns every error
     /// found (the section's result is then discarded, so a partly built list is never used).
     pub(super) fn each<T>(
@@ -46,6 +55,7 @@ impl Ctx<'_> {
             file: self.file.to_string(),
             key: key.into(),
             message: message.into(),
+            line: None,
         }
     }
 }
@@ -56,8 +66,25 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// Validate a raw configuration: the validated config, or every error found.
 pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
-    let cx = Ctx { file };
+    from_raw_skipping(raw, file, &[])
+}
+
+/// [`from_raw`] of what was read from a file whose `failed` sections lost entries: what
+/// depends on them is not checked, and when nothing found is wrong the result is an empty
+/// [`ConfigError::Several`] (the reading errors are the ones to show).
+pub(super) fn from_raw_skipping(
+    raw: RawConfig,
+    file: &str,
+    failed: &[&str],
+) -> Result<Config, ConfigError> {
+    let cx = Ctx { file, failed };
     // Everything names regions: without them nothing else can be checked.
+    if cx.failed("regions") {
+        return match raw.regions.is_empty() {
+            true => Err(ConfigError::Several(Vec::new())),
+            false => regions(&cx, &raw.regions).and(Err(ConfigError::Several(Vec::new()))),
+        };
+    }
     let regions = regions(&cx, &raw.regions)?;
     let mut found = Vec::new();
     let catalog = catalog(&cx, &raw, &regions, &mut found);
@@ -66,6 +93,9 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         super::operations::operations(&cx, &raw, &regions, demo_key_in_use, &mut found);
     ConfigError::gather(found)?;
     let (Some(c), Some(o)) = (catalog, operations) else {
+        if !failed.is_empty() {
+            return Err(ConfigError::Several(Vec::new()));
+        }
         return Err(cx.err(
             "",
             "a section was refused without an error (a bug: please report it)",
@@ -130,6 +160,10 @@ fn catalog(
 ) -> Option<Catalog> {
     let rtt = keep(found, rtt(cx, regions, &raw.rtt));
     let (models, model_by_id) = keep(found, models(cx, &raw.models, regions))?;
+    if cx.failed("models") {
+        // Every section below names models.
+        return None;
+    }
     let region_lookup = |key: &str, name: &str| region_ix(cx, regions, key, name);
     let model_lookup = |key: &str, id: &str| model_ix(cx, &model_by_id, key, id);
     let tenants = tenants::validate(
@@ -146,6 +180,10 @@ fn catalog(
     );
     let deployments = deployments(cx, &raw.deployments, regions, &models, &model_by_id);
     let (deployments, deployment_by) = keep(found, deployments)?;
+    if cx.failed("deployments") || cx.failed("rtt") {
+        // Profiles are derived from the deployments (and ordered by round-trip time).
+        return None;
+    }
     let rtt = rtt?;
     let profiles = super::profiles::derive(
         cx.file,
@@ -462,7 +500,14 @@ mod tests {
             "{err}"
         );
         let shown = err.to_string();
-        assert!(shown.starts_with("4 errors:\n  - spillway.toml: key `deployments[0]"));
+        // Each with the line of its key (the first deployment's `max_in_flight`).
+        let line = text.lines().position(|l| l == "max_in_flight = 0").unwrap() + 1;
+        assert!(
+            shown.starts_with(&format!(
+                "4 errors:\n  - spillway.toml:{line}: key `deployments[0]"
+            )),
+            "{shown}"
+        );
         assert_eq!(shown.lines().count(), 5, "{shown}");
     }
 

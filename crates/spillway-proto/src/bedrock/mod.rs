@@ -33,4 +33,4 @@ pub use convert::{
 pub use error::{BedrockError, BedrockErrorBody};
 pub use eventstream::{Frame, FrameDecoder, encode_event, encode_exception};
 pub use invoke::{decode_invoke_chunk, encode_invoke_chunk};
-pub use model_ref::{ModelRef, parse_model_ref};
+pub use model_ref::{ModelRef, escape_controls, parse_model_ref, printable_id};

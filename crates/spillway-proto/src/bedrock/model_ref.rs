@@ -99,8 +99,31 @@ impl fmt::Display for ModelRef {
     }
 }
 
+/// `raw` as the client wrote it: percent-decoded (SDKs encode `:` and `/` in the path), with
+/// control characters (and bytes that are not UTF-8) escaped rather than echoed.
+pub fn printable_id(raw: &str) -> String {
+    escape_controls(&percent_decode_str(raw).decode_utf8_lossy())
+}
+
+/// `s` with each control character written as its escape (`\n`, `\u{1b}`).
+pub fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn invalid(raw: &str, why: impl fmt::Display) -> BedrockError {
-    BedrockError::validation(format!("invalid model identifier `{raw}`: {why}"))
+    BedrockError::validation(format!(
+        "invalid model identifier `{}`: {}",
+        printable_id(raw),
+        escape_controls(&why.to_string())
+    ))
 }
 
 /// Characters of model, profile and application-profile ids.
