@@ -40,6 +40,8 @@ pub struct RequestCtx {
     pub tags: Vec<(String, String)>,
     /// An InvokeModel body passed through unchanged to Bedrock upstreams.
     pub invoke_passthrough: Option<Bytes>,
+    /// The client asked for a streamed answer.
+    pub stream: bool,
     /// Whether a streaming client asked for the final usage chunk.
     pub wants_usage: bool,
     /// The prompt's token estimate, once admitted (an Anthropic stream's `message_start`
@@ -71,6 +73,7 @@ impl RequestCtx {
             profile_arn: None,
             tags: Vec::new(),
             invoke_passthrough: None,
+            stream: false,
             wants_usage: false,
             prompt_tokens: 0,
             echo: None,
