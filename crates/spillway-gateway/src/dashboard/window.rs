@@ -313,7 +313,8 @@ mod tests {
             w.intern(&format!("tenant-{i}"));
         }
         assert!(w.names.len() <= MAX_NAMES);
-        assert_eq!(w.name(w.intern("tenant-99999")), OVERFLOW);
+        let late = w.intern("tenant-99999");
+        assert_eq!(w.name(late), OVERFLOW);
         let e = served(&mut w, "a", "a", Route::Local);
         for s in 0..(MAX_TTFT as u64 + 100) {
             w.record(s, &e);
