@@ -15,12 +15,14 @@
 //! * Leaves: [`upstream`] (targets, the pooled HTTP client, and the one classifier of upstream
 //!   answers), [`sigv4`] (verification, and signing to Bedrock upstreams), [`config`] (raw →
 //!   validated), [`tls`] (listener certificates; a local CA for trying TLS), [`error`] (the
-//!   edge error rendered in each API's shape), [`metrics`], [`audit`].
+//!   edge error rendered in each API's shape), [`metrics`], [`audit`], [`dashboard`] (the live
+//!   dashboard's figures).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod audit;
 pub mod config;
+pub mod dashboard;
 pub mod drive;
 pub mod edge;
 pub mod error;

@@ -44,7 +44,7 @@ enum Command {
         /// listener, such as the embedded default); `127.0.0.1:0` picks a free port.
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Serve the admin routes (`/metrics`, `/healthz`, `/readyz`, `/admin/reload`) here
+        /// Serve the admin routes (`/dashboard`, `/metrics`, `/healthz`, `/readyz`, `/admin/reload`) here
         /// instead of the configured `[admin] bind` (default 127.0.0.1:9090).
         #[arg(long)]
         admin: Option<SocketAddr>,
@@ -231,7 +231,7 @@ async fn serve(
         eprintln!("spillway: listening on {scheme}://{addr} as {region}");
     }
     eprintln!(
-        "spillway: admin on http://{} (/metrics, /healthz, /readyz, POST /admin/reload)",
+        "spillway: admin on http://{} (/dashboard, /metrics, /healthz, /readyz, POST /admin/reload)",
         stack.gateway().admin_addr()
     );
     if config.is_none() && listen.is_none() && plain {

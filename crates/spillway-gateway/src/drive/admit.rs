@@ -69,7 +69,6 @@ pub async fn admit(
         retry_after: d.retry_after,
     })?;
     let stream = req.is_stream();
-    ctx.stream = stream;
     if let (true, Request::Chat(req)) = (stream, &mut req) {
         // Always ask for usage, to settle quota exactly; the client's encoder drops the usage
         // chunk again when the client did not ask for it.

@@ -1,7 +1,7 @@
 //! The one place a request ends. Every request — refused at the edge before it had an
 //! exchange, or ended by its exchange's [`Record`] — goes through [`end`] exactly once: the
 //! tenant's reservation settles, and the metrics, the log line and the audit record are written
-//! from the same figures.
+//! from the same figures, and the live dashboard counts it.
 use std::time::Duration;
 
 use spillway_core::{Reason, RegionIx};
@@ -35,6 +35,9 @@ struct Summary<'a> {
     usage: Usage,
     attempts: usize,
     cost: Option<Cost>,
+    /// A streamed answer's first byte, after the request's arrival (TTFT as the client sees
+    /// it; the metrics and the dashboard show this one figure).
+    stream_ttft: Option<Duration>,
 }
 
 /// End the request: settle its reservation, and write its metrics, log line and audit record.
@@ -47,6 +50,7 @@ pub fn end(app: &AppState, ctx: &RequestCtx, ending: Ending<'_>) {
             usage: Usage::default(),
             attempts: 0,
             cost: None,
+            stream_ttft: None,
         },
         Ending::Exchange { record: r, ticket } => {
             let used = match r.settle {
@@ -66,12 +70,18 @@ pub fn end(app: &AppState, ctx: &RequestCtx, ending: Ending<'_>) {
                     output: c.output,
                     total: c.total,
                 }),
+                stream_ttft: r
+                    .timings
+                    .first_byte
+                    .filter(|_| ctx.stream)
+                    .map(|at| at.saturating_sub(app.clock_of(ctx.started))),
             }
         }
     };
     count(app, ctx, &summary, &ending);
     log(app, ctx, &summary, &ending);
     audit(app, ctx, &summary);
+    show(app, ctx, &summary, matches!(ending, Ending::Edge(_)));
 }
 
 /// The profile label: the system profile the request named (an application profile counts as
@@ -130,7 +140,7 @@ fn count(app: &AppState, ctx: &RequestCtx, s: &Summary<'_>, ending: &Ending<'_>)
     let mut attempts = Vec::new();
     if let Ending::Exchange { record: r, .. } = ending {
         let first_byte = r.timings.first_byte.filter(|_| ctx.stream);
-        ttft = first_byte.map(|f| f.saturating_sub(arrived));
+        ttft = s.stream_ttft;
         if let Some(f) = first_byte
             && s.usage.completion_tokens >= 2
         {
@@ -238,5 +248,22 @@ fn audit(app: &AppState, ctx: &RequestCtx, s: &Summary<'_>) {
         latency_ms: ctx.started.elapsed().as_millis() as u64,
         outcome: s.outcome,
         cost: s.cost,
+    });
+}
+
+/// Count the request on the live dashboard.
+fn show(app: &AppState, ctx: &RequestCtx, s: &Summary<'_>, at_edge: bool) {
+    let cfg = &app.cfg;
+    app.dashboard.record(&crate::dashboard::Ended {
+        source: cfg.region_name(ctx.source),
+        served_in: s.served_in.map(|r| cfg.region_name(r)),
+        reason: s.reason,
+        outcome: s.outcome,
+        at_edge,
+        tenant: ctx.tenant.map(|t| cfg.tenants[t].name.as_str()),
+        input_tokens: s.usage.prompt_tokens,
+        output_tokens: s.usage.completion_tokens,
+        cost: s.cost.map(|c| c.total),
+        stream_ttft: s.stream_ttft.map(|d| d.as_secs_f64()),
     });
 }

@@ -58,6 +58,7 @@ pub async fn serve(
     req: impl Into<Request>,
 ) -> Response {
     let req = req.into();
+    ctx.stream = req.is_stream();
     let Admitted {
         exchange,
         ticket,

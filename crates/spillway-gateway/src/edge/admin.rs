@@ -6,12 +6,13 @@
 //!   of a SIGTERM) or while the configured shared state (Redis) is unreachable.
 //! * `GET /metrics`: Prometheus metrics, OpenMetrics or classic text by `Accept`
 //!   (docs/METRICS.md).
+//! * `GET /dashboard`: the live regional dashboard, and its event stream (`edge::dashboard`).
 //! * `POST /admin/reload`: reload the configuration file the gateway was started with (as
 //!   SIGHUP and `spillway reload` do); 200 with a summary, or 400 with every error, the running
 //!   configuration kept.
 //!
 //! With `[admin] token_env`, every route but `/healthz` wants `Authorization: Bearer <token>`
-//! (compared in constant time).
+//! (compared in constant time); the dashboard also takes a cookie set by `/dashboard?token=`.
 use std::sync::Arc;
 
 use axum::Router;
@@ -31,6 +32,7 @@ pub(super) fn admin_router(hub: Arc<Hub>) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
         .layer(axum::middleware::from_fn_with_state(hub.clone(), bearer))
+        .merge(super::dashboard::routes(hub.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(hub)

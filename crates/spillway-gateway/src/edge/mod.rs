@@ -8,6 +8,7 @@
 //!   the body-read deadline; refusals in the caller's API shape.
 //! * [`routes`]: the API listener's path table; 404 and 405 in the caller's shape.
 //! * [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz`, `/admin/reload`.
+//! * [`dashboard`]: the live dashboard on the admin listener (`/dashboard`).
 //! * [`reload`]: a new configuration validated, then swapped in atomically.
 //! * [`server`]: [`server::Gateway`]: start, reload, drain, shutdown.
 //!
@@ -25,6 +26,7 @@ use crate::state::AppState;
 
 pub mod admin;
 pub mod conn;
+pub mod dashboard;
 pub mod guard;
 pub mod reload;
 pub mod routes;

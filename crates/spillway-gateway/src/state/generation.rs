@@ -4,7 +4,7 @@
 //! old one to their end. What must not start afresh is carried over when it still means the
 //! same thing under the new configuration:
 //!
-//! * the core's clock (`epoch`), metrics and, when `[audit]` is unchanged, the audit writer:
+//! * the core's clock (`epoch`), metrics, the dashboard's figures and, when `[audit]` is unchanged, the audit writer:
 //!   always;
 //! * the routing core (in-flight counts, adaptive limits, health, rate windows), when regions,
 //!   models and deployments (model, region, limits) and `[routing]` are unchanged; otherwise a
@@ -38,6 +38,7 @@ impl AppState {
         let old = &self.cfg;
         next.epoch = self.epoch;
         next.started_at = self.started_at;
+        next.dashboard = self.dashboard.clone();
         if old.audit == cfg.audit {
             next.audit = self.audit.clone();
         }

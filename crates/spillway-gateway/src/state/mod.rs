@@ -35,6 +35,8 @@ pub struct AppState {
     pub targets: Vec<UpstreamTarget>,
     pub metrics: Arc<Metrics>,
     pub audit: Arc<crate::audit::AuditLog>,
+    /// The live dashboard's figures (kept across reloads, like the metrics).
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
     /// Application inference profiles (cached here; with Redis, shared through it).
     pub app_profiles: crate::state::app_profiles::AppProfiles,
     /// Wall-clock start (system profiles' `createdAt`).
@@ -104,6 +106,7 @@ impl AppState {
             })),
             epoch,
             audit: Arc::new(crate::audit::AuditLog::start(&cfg.audit)),
+            dashboard: Arc::default(),
             app_profiles,
             started_at: std::time::SystemTime::now(),
             cfg,
