@@ -15,7 +15,8 @@
 //! * Leaves: [`upstream`] (targets, the pooled HTTP client, and the one classifier of upstream
 //!   answers), [`sigv4`] (verification, and signing to Bedrock upstreams), [`config`] (raw →
 //!   validated), [`tls`] (listener certificates; a local CA for trying TLS), [`error`] (the
-//!   edge error rendered in each API's shape), [`metrics`], [`audit`].
+//!   edge error rendered in each API's shape), [`metrics`], [`audit`], [`telemetry`] (OpenTelemetry
+//!   traces, written at a request's end like the metrics).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod metrics;
 pub mod sigv4;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 

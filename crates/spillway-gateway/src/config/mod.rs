@@ -18,11 +18,13 @@ mod profiles;
 pub mod raw;
 mod routing;
 mod state;
+mod telemetry;
 mod tenants;
 mod upstreams;
 mod validate;
 
 pub use edge::{AdminListener, EdgeLimits, Listener, ListenerTls};
+pub use telemetry::TelemetryConfig;
 pub use validate::{DEMO_ACCESS_KEY_ID, DEMO_API_KEY, from_raw, sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -352,6 +354,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub prices: HashMap<(ModelIx, RegionIx), Price>,
     pub audit: AuditSink,
+    /// `[telemetry]`: OpenTelemetry traces (off by default).
+    pub telemetry: TelemetryConfig,
     pub(crate) model_by_id: HashMap<String, ModelIx>,
     pub(crate) profile_by_id: HashMap<String, ProfileIx>,
     pub(crate) deployment_by: HashMap<(ModelIx, RegionIx), DeploymentIx>,

@@ -25,7 +25,12 @@ pub(super) struct Ctx<'a> {
     file: &'a str,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    #[cfg(test)]
+    pub(super) fn for_tests(file: &'a str) -> Ctx<'a> {
+        Ctx { file }
+    }
+
     /// Checks every entry of a list section, going on after a bad one, and returns every error
     /// found (the section's result is then discarded, so a partly built list is never used).
     pub(super) fn each<T>(
@@ -96,6 +101,7 @@ pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         listeners: o.listeners,
         prices: c.prices,
         audit: o.audit,
+        telemetry: o.telemetry,
         model_by_id: c.model_by_id,
         profile_by_id,
         deployment_by: c.deployment_by,

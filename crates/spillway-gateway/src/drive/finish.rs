@@ -1,7 +1,7 @@
 //! The one place a request ends. Every request — refused at the edge before it had an
 //! exchange, or ended by its exchange's [`Record`] — goes through [`end`] exactly once: the
-//! tenant's reservation settles, and the metrics, the log line and the audit record are written
-//! from the same figures.
+//! tenant's reservation settles, and the metrics, the trace spans, the log line and the audit
+//! record are written from the same figures.
 use spillway_core::{Reason, RegionIx};
 use spillway_exchange::{Outcome, Record, Settle, TryResult};
 use spillway_proto::Usage;
@@ -68,6 +68,7 @@ pub fn end(app: &AppState, ctx: &RequestCtx, ending: Ending<'_>) {
         }
     };
     count(app, ctx, &summary);
+    super::trace::export(app, ctx, &ending, summary.outcome);
     log(app, ctx, &summary, &ending);
     audit(app, ctx, &summary);
 }
