@@ -25,7 +25,7 @@ pub(super) fn export(app: &AppState, ctx: &RequestCtx, ending: &Ending<'_>, outc
             Api::Embeddings => "embeddings",
             _ => "chat",
         },
-        requested_model: &ctx.model_name,
+        requested_model: bounded(&ctx.model_name),
         response_model: None,
         usage: None,
         source_region: cfg.region_name(ctx.source),
@@ -81,4 +81,28 @@ pub(super) fn export(app: &AppState, ctx: &RequestCtx, ending: &Ending<'_>, outc
             .collect();
     }
     app.telemetry.request_ended(&ctx.trace, &end);
+}
+
+/// The longest model name a span carries (the client's text, before it was resolved).
+const MAX_MODEL_NAME: usize = 256;
+
+/// `name`, cut to at most [`MAX_MODEL_NAME`] bytes at a character boundary.
+fn bounded(name: &str) -> &str {
+    let mut end = name.len().min(MAX_MODEL_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_long_model_name_is_cut_at_a_character_boundary() {
+        assert_eq!(super::bounded("us.m"), "us.m");
+        let long = "é".repeat(200);
+        let cut = super::bounded(&long);
+        assert!(cut.len() <= super::MAX_MODEL_NAME && cut.len() >= super::MAX_MODEL_NAME - 1);
+        assert!(long.starts_with(cut));
+    }
 }
