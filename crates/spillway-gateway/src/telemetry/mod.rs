@@ -144,11 +144,11 @@ impl Telemetry {
         })
         .await;
         match flushed {
-            Ok(Ok(())) => tracing::info!("telemetry: the last spans were exported"),
+            Ok(Ok(())) => tracing::info!("telemetry stopped; no span left unsent at the end"),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "telemetry: the last spans were not all exported")
+                tracing::warn!(error = %e, "telemetry stopped; the spans still queued were not all exported")
             }
-            Err(e) => tracing::warn!(error = %e, "telemetry: shutdown did not finish"),
+            Err(e) => tracing::warn!(error = %e, "telemetry: the exporter did not stop cleanly"),
         }
     }
 }
