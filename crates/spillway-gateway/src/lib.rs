@@ -16,7 +16,8 @@
 //!   answers), [`sigv4`] (verification, and signing to Bedrock upstreams), [`config`] (raw →
 //!   validated), [`tls`] (listener certificates; a local CA for trying TLS), [`error`] (the
 //!   edge error rendered in each API's shape), [`metrics`], [`audit`], [`dashboard`] (the live
-//!   dashboard's figures).
+//!   dashboard's figures), [`telemetry`] (OpenTelemetry traces, written at a request's end like
+//!   the metrics).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod error;
 pub mod metrics;
 pub mod sigv4;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 

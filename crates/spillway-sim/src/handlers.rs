@@ -207,6 +207,10 @@ fn arrival_record(sim: &Sim, headers: &HeaderMap) -> ServedRecord {
         completion_tokens: 0,
         outcome: String::new(),
         at_ms: sim.recorder.now_ms(),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     }
 }
 

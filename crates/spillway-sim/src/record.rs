@@ -27,6 +27,9 @@ pub struct ServedRecord {
     pub outcome: String,
     /// Milliseconds since the simulator started, when the request arrived.
     pub at_ms: u64,
+    /// The W3C `traceparent` request header, if the caller sent one (trace-context tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// How a request ended.
@@ -157,6 +160,7 @@ mod tests {
             completion_tokens: 0,
             outcome: String::new(),
             at_ms: 0,
+            traceparent: None,
         }
     }
 

@@ -281,6 +281,7 @@ mod tests {
             completion_tokens: 0,
             outcome: String::new(),
             at_ms: 0,
+            traceparent: None,
         };
         let ticket = Ticket::open(recorder.clone(), rec);
         let meta = ChunkMeta {

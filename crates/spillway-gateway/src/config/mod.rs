@@ -20,12 +20,14 @@ pub mod raw;
 mod read;
 mod routing;
 mod state;
+mod telemetry;
 mod tenants;
 mod upstreams;
 mod validate;
 
 pub use edge::{AdminListener, EdgeLimits, Listener, ListenerTls};
 pub use error::ConfigError;
+pub use telemetry::TelemetryConfig;
 pub use validate::{DEMO_ACCESS_KEY_ID, DEMO_API_KEY, from_raw, sha256};
 
 /// A secret (upstream API key, SigV4 secret access key) whose `Debug` never shows it.
@@ -302,6 +304,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub prices: HashMap<(ModelIx, RegionIx), Price>,
     pub audit: AuditSink,
+    /// `[telemetry]`: OpenTelemetry traces (off by default).
+    pub telemetry: TelemetryConfig,
     pub(crate) model_by_id: HashMap<String, ModelIx>,
     pub(crate) profile_by_id: HashMap<String, ProfileIx>,
     pub(crate) deployment_by: HashMap<(ModelIx, RegionIx), DeploymentIx>,

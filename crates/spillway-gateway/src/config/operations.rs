@@ -10,6 +10,7 @@ use super::*;
 /// What the audit, listeners, state, routing, server and admin sections produce.
 pub(super) struct Operations {
     pub(super) audit: AuditSink,
+    pub(super) telemetry: TelemetryConfig,
     pub(super) listeners: Vec<Listener>,
     pub(super) state: StateKind,
     pub(super) router: RouterConfig,
@@ -28,6 +29,7 @@ pub(super) fn operations(
     found: &mut Vec<ConfigError>,
 ) -> Option<Operations> {
     let audit = keep(found, audit(cx, &raw.audit));
+    let telemetry = keep(found, super::telemetry::telemetry(cx, &raw.telemetry));
     let listeners = keep(
         found,
         listeners(cx, &raw.listeners, regions, demo_key_in_use),
@@ -40,6 +42,7 @@ pub(super) fn operations(
     let admin = keep(found, super::edge::admin(cx, &raw.admin));
     Some(Operations {
         audit: audit?,
+        telemetry: telemetry?,
         listeners: listeners?,
         state: state?,
         router: router?,

@@ -35,6 +35,22 @@ pub struct RawConfig {
     pub prices: Vec<RawPrice>,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP (`config::telemetry`, docs/TELEMETRY.md).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Export traces (default false).
+    pub enabled: Option<bool>,
+    /// The collector's OTLP/HTTP base URL (default `http://localhost:4318`).
+    pub endpoint: Option<String>,
+    pub service_name: Option<String>,
+    pub sampling_ratio: Option<f64>,
+    pub export_interval_ms: Option<u64>,
+    pub export_timeout_ms: Option<u64>,
 }
 
 /// Where the audit log (one JSON line per request) goes.

@@ -27,7 +27,12 @@ pub(super) struct Ctx<'a> {
     failed: &'a [&'a str],
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    #[cfg(test)]
+    pub(super) fn for_tests(file: &'a str) -> Ctx<'a> {
+        Ctx { file, failed: &[] }
+    }
+
     /// Whether `section` lost an entry that could not be read: its own checks must not count
     /// on it (an emptied list is not "no entries"), and sections that name its entries are
     /// not checked.
@@ -126,6 +131,7 @@ pub(super) fn from_raw_skipping(
         listeners: o.listeners,
         prices: c.prices,
         audit: o.audit,
+        telemetry: o.telemetry,
         model_by_id: c.model_by_id,
         profile_by_id,
         deployment_by: c.deployment_by,

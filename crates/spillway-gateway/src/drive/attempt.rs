@@ -52,6 +52,8 @@ struct Spec {
     id: AttemptId,
     deployment: DeploymentIx,
     request_id: String,
+    /// Trace-context headers naming this attempt's span (empty with telemetry off).
+    trace: http::HeaderMap,
     model_name: String,
     /// The upstream is asked for a stream (see the module docs).
     stream: bool,
@@ -76,13 +78,15 @@ enum Phase {
     Over,
 }
 
-/// Start attempt `id` of the request on `deployment`.
+/// Start attempt `id` of the request on `deployment`, sending `trace` (its `traceparent`, when
+/// telemetry is on) with it.
 pub fn start(
     app: &Arc<AppState>,
     id: AttemptId,
     deployment: DeploymentIx,
     req: &Request,
     ctx: &RequestCtx,
+    trace: http::HeaderMap,
 ) -> BoxStream<'static, Event> {
     let target = &app.targets[deployment.0 as usize];
     let passthrough = ctx.invoke_passthrough.is_some();
@@ -101,6 +105,7 @@ pub fn start(
         id,
         deployment,
         request_id: ctx.id.clone(),
+        trace,
         model_name: ctx.model_name.clone(),
         stream: req.is_stream() || assemble,
         assemble,
@@ -144,7 +149,8 @@ impl Spec {
     }
 
     async fn send(&self, url: http::Uri, body: Bytes, queue: &mut VecDeque<Event>) -> Phase {
-        let sent = upstream::send(&self.app.http, self.target(), url, body, &self.request_id).await;
+        let (http, target) = (&self.app.http, self.target());
+        let sent = upstream::send(http, target, url, body, &self.request_id, &self.trace).await;
         let resp = match sent {
             Ok(resp) => resp,
             Err(f) => {

@@ -7,6 +7,7 @@ use spillway_core::RegionIx;
 
 use crate::config::{ModelIx, ProfileIx, TenantIx};
 use crate::error::Api;
+use crate::telemetry::RequestTrace;
 
 /// What the client named, resolved by the adapter (`api::resolve`): the model, the profile if
 /// one was named, and the destination set for the listener's region.
@@ -50,6 +51,8 @@ pub struct RequestCtx {
     /// A Responses API request: what its answer echoes (the Response's id, instructions,
     /// tools, …).
     pub echo: Option<Box<spillway_proto::responses::Echo>>,
+    /// Its trace: the client's `traceparent`, and the span ids fixed as attempts are sent.
+    pub trace: RequestTrace,
 }
 
 impl RequestCtx {
@@ -77,6 +80,7 @@ impl RequestCtx {
             wants_usage: false,
             prompt_tokens: 0,
             echo: None,
+            trace: RequestTrace::from_headers(headers),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The one place a request ends. Every request — refused at the edge before it had an
 //! exchange, or ended by its exchange's [`Record`] — goes through [`end`] exactly once: the
-//! tenant's reservation settles, and the metrics, the log line and the audit record are written
-//! from the same figures, and the live dashboard counts it.
+//! tenant's reservation settles, and the metrics, the trace spans, the log line and the audit
+//! record are written from the same figures, and the live dashboard counts it.
 use std::time::Duration;
 
 use spillway_core::{Reason, RegionIx};
@@ -79,6 +79,7 @@ pub fn end(app: &AppState, ctx: &RequestCtx, ending: Ending<'_>) {
         }
     };
     count(app, ctx, &summary, &ending);
+    super::trace::export(app, ctx, &ending, summary.outcome);
     log(app, ctx, &summary, &ending);
     audit(app, ctx, &summary);
     show(app, ctx, &summary, matches!(ending, Ending::Edge(_)));

@@ -37,6 +37,7 @@ pub mod client;
 pub mod codec;
 pub mod ctx;
 pub mod finish;
+mod trace;
 
 pub use ctx::RequestCtx;
 pub use spillway_proto::canonical::Request;
@@ -59,6 +60,7 @@ pub async fn serve(
 ) -> Response {
     let req = req.into();
     ctx.stream = req.is_stream();
+    ctx.trace.note_request(req.output_cap());
     let Admitted {
         exchange,
         ticket,
@@ -186,7 +188,10 @@ impl Driver {
                 reason,
             } => {
                 self.route = Some((region, reason));
-                let events = attempt::start(&self.app, attempt, deployment, &self.req, &self.ctx);
+                let telemetry = &self.app.telemetry;
+                let trace = telemetry.attempt_sent(&mut self.ctx.trace, attempt);
+                let events =
+                    attempt::start(&self.app, attempt, deployment, &self.req, &self.ctx, trace);
                 self.attempt = Some((attempt, events));
             }
             Action::Emit(piece) => self.emit(piece),

@@ -3,7 +3,7 @@
 //! The new file is loaded and validated first; if it has errors, every one is reported and the
 //! running configuration keeps serving. Listener and admin addresses, the state backend and the
 //! per-connection limits (`header_read_timeout_ms`, `max_connections`, `max_header_bytes`,
-//! `max_headers`, `max_uri_bytes`) cannot change while running (sockets are bound, their
+//! `max_headers`, `max_uri_bytes`) and `[telemetry]` cannot change while running (sockets are bound, their
 //! parsers set up and shared state connected once): a file that changes them is refused with
 //! that reason. The other `[server]` limits apply from the next request. Otherwise the next generation of state is
 //! built (`state::generation` says what carries over) and swapped in at once: new requests
@@ -97,6 +97,9 @@ fn fixed_parts_unchanged(old: &Config, new: &Config) -> Result<(), ReloadError> 
     }
     if old.state != new.state {
         return Err(ReloadError::NeedsRestart("[state] changed"));
+    }
+    if old.telemetry != new.telemetry {
+        return Err(ReloadError::NeedsRestart("[telemetry] changed"));
     }
     let (a, b) = (&old.edge, &new.edge);
     let per_connection = |e: &crate::config::EdgeLimits| {

@@ -184,7 +184,9 @@ impl Gateway {
         let _ = self.stop.send(true);
         let all = futures_util::future::join_all(self.tasks);
         let clean = tokio::time::timeout(grace, all).await.is_ok();
-        self.hub.current().flush_shared().await;
+        let state = self.hub.current();
+        state.flush_shared().await;
+        state.telemetry.shutdown().await;
         clean
     }
 }

@@ -4,8 +4,9 @@
 //! old one to their end. What must not start afresh is carried over when it still means the
 //! same thing under the new configuration:
 //!
-//! * the core's clock (`epoch`), metrics, the dashboard's figures and, when `[audit]` is unchanged, the audit writer:
-//!   always;
+//! * the core's clock (`epoch`), metrics, the dashboard's figures, the trace exporter
+//!   (`[telemetry]` cannot change without a restart) and, when `[audit]` is unchanged, the
+//!   audit writer: always;
 //! * the routing core (in-flight counts, adaptive limits, health, rate windows), when regions,
 //!   models and deployments (model, region, limits) and `[routing]` are unchanged; otherwise a
 //!   new core starts, and requests in flight on the old deployments finish there;
@@ -39,6 +40,7 @@ impl AppState {
         next.epoch = self.epoch;
         next.started_at = self.started_at;
         next.dashboard = self.dashboard.clone();
+        next.telemetry = self.telemetry.clone();
         if old.audit == cfg.audit {
             next.audit = self.audit.clone();
         }

@@ -37,6 +37,8 @@ pub struct AppState {
     pub audit: Arc<crate::audit::AuditLog>,
     /// The live dashboard's figures (kept across reloads, like the metrics).
     pub dashboard: Arc<crate::dashboard::Dashboard>,
+    /// OpenTelemetry traces (`[telemetry]`): started once, kept across reloads.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// Application inference profiles (cached here; with Redis, shared through it).
     pub app_profiles: crate::state::app_profiles::AppProfiles,
     /// Wall-clock start (system profiles' `createdAt`).
@@ -56,7 +58,10 @@ pub struct AppState {
 impl AppState {
     pub fn new(cfg: Arc<Config>, targets: Vec<UpstreamTarget>) -> Result<AppState, StateError> {
         let metrics = Arc::new(Metrics::new(&cfg));
-        AppState::with_metrics(cfg, targets, metrics)
+        let telemetry = crate::telemetry::Telemetry::start(&cfg.telemetry)?;
+        let mut state = AppState::with_metrics(cfg, targets, metrics)?;
+        state.telemetry = Arc::new(telemetry);
+        Ok(state)
     }
 
     /// [`AppState::new`] exporting to `metrics` (a reload keeps the running generation's).
@@ -107,6 +112,7 @@ impl AppState {
             epoch,
             audit: Arc::new(crate::audit::AuditLog::start(&cfg.audit)),
             dashboard: Arc::default(),
+            telemetry: Arc::new(crate::telemetry::Telemetry::off()),
             app_profiles,
             started_at: std::time::SystemTime::now(),
             cfg,
@@ -214,4 +220,6 @@ pub enum StateError {
     Http(#[from] crate::upstream::client::ClientError),
     #[error("cannot set up the shared state: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::ExportSetupError),
 }

@@ -108,6 +108,22 @@ impl Urls {
 }
 
 impl UpstreamTarget {
+    /// The upstream's host and port (`server.address`, `server.port` of an attempt's span).
+    pub fn server(&self) -> Option<(String, u16)> {
+        let uri = match &self.urls {
+            Urls::OpenAi { chat, .. } => chat,
+            Urls::Bedrock(urls) => &urls[0],
+            Urls::Invalid(_) => return None,
+        };
+        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        let default = if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
+        Some((host.to_string(), uri.port_u16().unwrap_or(default)))
+    }
+
     fn runtime_url(&self, op: BedrockOp) -> Result<Uri, String> {
         match &self.urls {
             Urls::Bedrock(urls) => Ok(urls[op as usize].clone()),
@@ -305,10 +321,14 @@ pub async fn send(
     uri: Uri,
     body: Bytes,
     request_id: &str,
+    trace: &axum::http::HeaderMap,
 ) -> Result<Response<Incoming>, UpstreamFailure> {
     let mut req = Request::post(uri)
         .header(axum::http::header::CONTENT_TYPE, "application/json")
         .header("x-spillway-request-id", request_id);
+    for (name, value) in trace {
+        req = req.header(name, value);
+    }
     if let Some((name, value)) = &target.auth {
         req = req.header(name, value);
     }
