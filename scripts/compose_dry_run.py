@@ -5,7 +5,7 @@ Reads deploy/compose.yaml and starts what it describes as plain processes on fre
 ports: a redis-server, each `spillway sim` service with its own command line, and each gateway
 with its own mounted config file (deploy/compose/<region>.toml). The only rewrites are
 addresses: the simulators' `http://sim-<region>:9100/v1` become the free ports they got, and
-the gateways' listeners move to free loopback ports with `serve --listen/--admin`.
+the gateways' API and admin listeners (0.0.0.0:8080 and 0.0.0.0:9090) become 127.0.0.1:0.
 
 Then, through the OpenAI chat completions API:
   * every regional gateway serves a request, audited with itself as the source region;
@@ -14,6 +14,7 @@ Then, through the OpenAI chat completions API:
     served outside the `us` geography's regions;
   * every gateway is ready (/readyz 200: Redis reachable) and Redis holds the deployment's
     keys (the `key_prefix` of the configs), so the shared state is used;
+  * SIGHUP reloads a gateway's edited config file (what the systemd unit's ExecReload sends);
   * SIGTERM stops every gateway with exit status 0.
 
 Usage: compose_dry_run.py [--bin PATH]   (default $SPILLWAY_BIN, else target/debug/spillway)
@@ -196,6 +197,10 @@ def start_stack(procs, bin_path, workdir, compose):
         text = config.read_text()
         for sim, addr in sims.items():
             text = text.replace(f"http://{sim}:9100/", f"http://{addr}/")
+        for bind in ('"0.0.0.0:8080"', '"0.0.0.0:9090"'):
+            if bind not in text:
+                fail(f"{config} has no {bind} listener to move to a free port")
+            text = text.replace(bind, '"127.0.0.1:0"')
         if "sim-" in text.replace("spillway sim", ""):
             fail(f"{config} names a simulator that compose.yaml does not run")
         local = workdir / config.name
@@ -204,15 +209,14 @@ def start_stack(procs, bin_path, workdir, compose):
         env.update({k: str(v) for k, v in svc["environment"].items()})
         env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}"
         env["SPILLWAY_DEMO_KEY"] = key
-        argv = [bin_path, "serve", "--config", str(local),
-                "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+        argv = [bin_path, "serve", "--config", str(local)]
         proc = procs.start(name, argv, env)
         region = re.search(r'region = "([^"]+)"\s*$', text).group(1)
         api = listening(procs, name, proc, rf"listening on http://(\S+) as {re.escape(region)}\b")
         admin = listening(procs, name, proc, r"admin on http://(\S+)")
         gateways[name] = {"proc": proc, "api": api, "admin": admin, "region": region,
-                          "config": config.name}
-        print(f"compose_dry_run: {name} ({config.name}) api {api} admin {admin}")
+                          "config": local}
+        print(f"compose_dry_run: {name} ({config.relative_to(ROOT)}) api {api} admin {admin}")
     if len(gateways) != 3 or len(sims) != 3:
         fail(f"expected 3 gateways and 3 simulators in {COMPOSE}, got {len(gateways)} and {len(sims)}")
     return redis_port, key, gateways
@@ -273,6 +277,21 @@ def check_shared_state(redis_port, gateways):
           f"e.g. {sorted(keys)[:3]}")
 
 
+def check_reload(procs, name, gw):
+    """SIGHUP (systemd's ExecReload, `kill -HUP`) reloads the edited config file."""
+    text = gw["config"].read_text()
+    if "max_in_flight = 4" not in text:
+        fail(f"{gw['config']} has no max_in_flight = 4 to change")
+    gw["config"].write_text(text.replace("max_in_flight = 4", "max_in_flight = 5"))
+    gw["proc"].send_signal(signal.SIGHUP)
+    line = wait_for(f"{name} to reload on SIGHUP",
+                    lambda: re.search(r"^spillway: (?:the configuration was not )?reload.*$",
+                                      procs.log(name), re.M))
+    if "not reloaded" in line.group(0):
+        fail(f"{name}: {line.group(0)}")
+    print(f"compose_dry_run: SIGHUP to {name}: {line.group(0)}")
+
+
 def stop_gateways(gateways):
     for gw in gateways.values():
         gw["proc"].send_signal(signal.SIGTERM)
@@ -306,6 +325,7 @@ def main():
         source = "gateway-us-east-2"
         check_spill(procs, key, source, gateways[source], burst=10)  # within the 3 x 4 slots of the geography
         check_shared_state(redis_port, gateways)
+        check_reload(procs, "gateway-us-west-2", gateways["gateway-us-west-2"])
         stop_gateways(gateways)
         ok = True
     finally:
