@@ -3,8 +3,9 @@
 # runtime stage is Debian slim with CA certificates (HTTPS upstreams are verified against the
 # system store), a non-root user and the one binary. docs/DEPLOY.md explains how to run it.
 #
-#   docker build -t spillway:local .
-#   docker run --rm -p 8080:8080 -p 127.0.0.1:9090:9090 spillway:local   # the embedded demo
+#   DOCKER_BUILDKIT=1 docker build -t spillway:local .
+#   docker run --rm -p 8080:8080 -p 127.0.0.1:9090:9090 --env-file spillway.env \
+#     -v "$PWD/spillway.toml:/etc/spillway/spillway.toml:ro" spillway:local
 #
 # RUST_IMAGE and RUNTIME_IMAGE may name other (e.g. mirrored) images of the same Debian release.
 ARG RUST_IMAGE=rust:1-bookworm
@@ -14,17 +15,19 @@ FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 COPY . .
 # The target dir is a cache mount (kept between builds, not in the layer), so the binary is
-# copied out of it in the same step.
+# copied out of it in the same step, without its line tables (function names stay for
+# backtraces): about a quarter of the size.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p spillway \
-    && install -D -m 0755 target/release/spillway /out/spillway
+    && install -D -m 0755 target/release/spillway /out/spillway \
+    && strip --strip-debug /out/spillway
 
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
     && useradd --system --uid 10001 --user-group --home-dir /nonexistent --shell /usr/sbin/nologin spillway \
     && install -d -o spillway -g spillway -m 0750 /var/log/spillway
 COPY --from=builder /out/spillway /usr/local/bin/spillway
@@ -43,6 +46,6 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
 # least their sum, e.g. `docker stop -t 40`, or `stop_grace_period` in compose.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/spillway"]
-# The embedded default with its listeners on all interfaces; mount a config and pass
-# `serve --config /etc/spillway/spillway.toml` to run your own.
-CMD ["serve", "--listen", "0.0.0.0:8080", "--admin", "0.0.0.0:9090"]
+# A mounted config (its listener and [admin] bind on 0.0.0.0, e.g. deploy/compose/*.toml).
+# The embedded demo cannot serve here: its documented demo key keeps it on loopback.
+CMD ["serve", "--config", "/etc/spillway/spillway.toml"]

@@ -13,7 +13,8 @@
 # What cannot run here is said as SKIPPED, with why. Reads SPILLWAY_BIN (default
 # $CARGO_TARGET_DIR/debug/spillway, else target/debug/spillway); installs PyYAML,
 # kubernetes-validate, docker-compose and redis-server when missing. About 30 s once installed.
-# With a daemon, RUST_IMAGE / RUNTIME_IMAGE pick other base images for the build.
+# With a daemon, RUST_IMAGE / RUNTIME_IMAGE pick other base images for the build, DOCKER
+# another docker client (one with BuildKit: the cache mounts need it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -107,14 +108,27 @@ else
 fi
 
 echo "== deploy_check: Docker image"
-if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+docker=${DOCKER:-docker}
+client_major=$("$docker" version --format '{{.Client.Version}}' 2>/dev/null | cut -d. -f1 || true)
+if ! command -v "$docker" >/dev/null || ! "$docker" info >/dev/null 2>&1; then
+  skip "docker build and docker compose config: no Docker daemon answers ($docker info)"
+elif ! "$docker" buildx version >/dev/null 2>&1 && [[ "${client_major:-0}" -ge 23 ]]; then
+  # Clients from 23 on build with BuildKit only through the buildx plugin.
+  skip "docker build: $docker (client $client_major) has no buildx plugin, and the cache mounts need BuildKit; set DOCKER to a client with BuildKit"
+else
   args=()
   [[ -n "${RUST_IMAGE:-}" ]] && args+=(--build-arg "RUST_IMAGE=$RUST_IMAGE")
   [[ -n "${RUNTIME_IMAGE:-}" ]] && args+=(--build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE")
-  DOCKER_BUILDKIT=1 docker build "${args[@]}" -t spillway:deploy-check .
-  echo "ok  docker build"
-else
-  skip "docker build and docker compose config: no Docker daemon answers (docker info)"
+  # The cache mounts need BuildKit: the buildx plugin, or a client with BuildKit built in.
+  DOCKER_BUILDKIT=1 "$docker" build -q "${args[@]}" -t spillway:deploy-check .
+  "$docker" run --rm --entrypoint /usr/local/bin/spillway spillway:deploy-check --version
+  echo "ok  docker build (image $("$docker" image inspect -f '{{.Size}}' spillway:deploy-check) bytes)"
+  if "$docker" compose version >/dev/null 2>&1; then
+    SPILLWAY_DEMO_KEY=placeholder "$docker" compose -f deploy/compose.yaml config -q
+    echo "ok  docker compose config deploy/compose.yaml"
+  else
+    skip "docker compose config: no compose plugin for $docker (docker-compose 1.x checked it above)"
+  fi
 fi
 
 echo "== deploy_check: passed; ${#skipped[@]} skipped"
