@@ -71,9 +71,11 @@ class Procs:
         self.procs = []
 
     def start(self, name, argv, env=None):
-        out = open(self.workdir / f"{name}.out", "wb")
-        err = open(self.workdir / f"{name}.err", "wb")
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL)
+        with open(self.workdir / f"{name}.out", "wb") as out, \
+                open(self.workdir / f"{name}.err", "wb") as err:
+            # The child keeps its own copies of the descriptors.
+            proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env,
+                                    stdin=subprocess.DEVNULL)
         self.procs.append((name, proc))
         return proc
 
@@ -119,7 +121,7 @@ def start_redis(procs):
         proc = procs.start(name, ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                   "--save", "", "--appendonly", "no"])
 
-        def up():
+        def up(proc=proc, port=port):
             if proc.poll() is not None:
                 return "exited"
             try:
@@ -235,7 +237,7 @@ def check_each_serves(procs, key, gateways):
         reply = json.loads(body)
         if not reply["choices"][0]["message"]["content"]:
             fail(f"{name}: empty completion")
-        recs = wait_for(f"{name}'s audit record", lambda: audit_records(procs, name))
+        recs = wait_for(f"{name}'s audit record", lambda name=name: audit_records(procs, name))
         if recs[-1]["sourceRegion"] != gw["region"] or recs[-1]["outcome"] != "ok":
             fail(f"{name}: audit record {recs[-1]}")
         print(f"compose_dry_run: {name}: 200, source {gw['region']}, "
@@ -286,7 +288,7 @@ def check_reload(procs, name, gw):
     gw["proc"].send_signal(signal.SIGHUP)
     line = wait_for(f"{name} to reload on SIGHUP",
                     lambda: re.search(r"^spillway: (?:the configuration was not )?reload.*$",
-                                      procs.log(name), re.M))
+                                      procs.log(name), re.MULTILINE))
     if "not reloaded" in line.group(0):
         fail(f"{name}: {line.group(0)}")
     print(f"compose_dry_run: SIGHUP to {name}: {line.group(0)}")

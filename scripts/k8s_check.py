@@ -81,7 +81,7 @@ def check_gateway(docs, region, cfg, errors):
 
 
 def main():
-    text = open(sys.argv[1]).read() if len(sys.argv) > 1 else sys.stdin.read()
+    text = Path(sys.argv[1]).read_text() if len(sys.argv) > 1 else sys.stdin.read()
     docs = [d for d in yaml.safe_load_all(text) if d]
     errors = []
     regions = []
