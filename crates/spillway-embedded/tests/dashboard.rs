@@ -291,6 +291,21 @@ async fn with_an_admin_token_a_browser_gets_a_dashboard_only_cookie() {
     // The cookie opens the dashboard only; a forged one opens nothing.
     let metrics = get("/metrics", Some(&cookie)).await.expect("metrics");
     assert_eq!(metrics.status(), 401);
+    for path in ["/metrics", "/admin/reload"] {
+        assert_eq!(
+            get(path, None).await.expect("admin").status(),
+            401,
+            "{path}"
+        );
+    }
+    // The probes stay open: an orchestrator's HTTP probe cannot send a secret.
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            get(path, None).await.expect("admin").status(),
+            200,
+            "{path}"
+        );
+    }
     let forged = get("/dashboard", Some("spillway_dashboard=00ff"))
         .await
         .expect("page");

@@ -212,7 +212,7 @@ async fn serve(
         cfg.override_listen(addr)?;
     }
     if let Some(addr) = admin {
-        cfg.admin.bind = addr;
+        cfg.override_admin(addr);
     }
     let plain = tls.is_none();
     if let Some((cert, key)) = tls {

@@ -79,5 +79,6 @@ pub fn serve_tls(cfg: &mut Config, cert: PathBuf, key: PathBuf) -> anyhow::Resul
     };
     let server = server_config(&cert, &key)?;
     listener.tls = Some(ListenerTls { cert, key, server });
+    cfg.command_line.tls = true;
     Ok(())
 }

@@ -86,3 +86,39 @@ async fn sighup_and_spillway_reload_apply_a_valid_file_and_refuse_an_invalid_one
     let exit = server.wait_exit(T).expect("exits after SIGTERM");
     assert!(exit.success(), "{}", server.output());
 }
+
+/// Addresses given on the command line stay for the process: reloading the unchanged file
+/// (whose listener and admin addresses differ) is not "listeners changed".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_keeps_the_listen_and_admin_addresses_of_the_command_line() {
+    let key = "{ env = \"SPILLWAY_TEST_KEY\" }";
+    let file = small_config(key, "")
+        .replace(
+            "bind = \"127.0.0.1:0\"\nregion",
+            "bind = \"127.0.0.2:9\"\nregion",
+        )
+        .replace(
+            "[admin]\nbind = \"127.0.0.1:0\"",
+            "[admin]\nbind = \"127.0.0.2:10\"",
+        );
+    assert!(file.contains("127.0.0.2:9") && file.contains("127.0.0.2:10"));
+    let f = TempFile::new("reload-cli", &file);
+    let mut server = Proc::spawn(
+        bin()
+            .args(["serve", "--config", f.s()])
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .env("SPILLWAY_TEST_KEY", "sk-one"),
+    );
+    let base = format!("http://{}", server.wait_listening("us-east-1", T));
+    let admin = server.wait_admin(T);
+    let mut cli = Proc::spawn(bin().args(["reload", "--admin", &admin]));
+    let exit = cli.wait_exit(T).expect("reload exits");
+    assert!(exit.success(), "{}\n{}", cli.output(), server.output());
+    assert_eq!(
+        status(&base, "sk-one").await,
+        200,
+        "still on the same address"
+    );
+    server.sigterm();
+    assert!(server.wait_exit(T).expect("exits").success());
+}

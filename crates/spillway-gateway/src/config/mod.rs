@@ -280,10 +280,21 @@ impl std::fmt::Debug for RedisState {
     }
 }
 
+/// Which parts of a configuration `spillway serve`'s command line set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommandLine {
+    pub listen: bool,
+    pub admin: bool,
+    pub tls: bool,
+}
+
 /// The validated, immutable configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source_name: String,
+    /// What `spillway serve` set from its command line over the file (`--listen`, `--admin`,
+    /// `--tls-cert`): a reload of the file keeps it.
+    pub command_line: CommandLine,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     /// Client-side limits of the API listeners.
@@ -331,6 +342,30 @@ impl Config {
         read::parse(text, file)
     }
 
+    /// Keep what the running configuration took from the command line (a reload re-reads only
+    /// the file; the addresses and certificate given to `spillway serve` stay for the process).
+    pub fn keep_command_line(&mut self, running: &Config) {
+        let kept = running.command_line;
+        if let ([mine], [theirs]) = (self.listeners.as_mut_slice(), running.listeners.as_slice()) {
+            if kept.listen {
+                mine.bind = theirs.bind;
+            }
+            if kept.tls {
+                mine.tls = theirs.tls.clone();
+            }
+        }
+        if kept.admin {
+            self.admin.bind = running.admin.bind;
+        }
+        self.command_line = kept;
+    }
+
+    /// Move the admin listener to `addr` (`spillway serve --admin`).
+    pub fn override_admin(&mut self, addr: SocketAddr) {
+        self.admin.bind = addr;
+        self.command_line.admin = true;
+    }
+
     /// Move the only listener to `addr` (`spillway serve --listen`). Loopback only while the
     /// documented demo key is configured.
     pub fn override_listen(&mut self, addr: SocketAddr) -> Result<(), ConfigError> {
@@ -355,6 +390,7 @@ impl Config {
             )));
         }
         self.listeners[0].bind = addr;
+        self.command_line.listen = true;
         Ok(())
     }
 

@@ -169,3 +169,16 @@ fn unknown_tables_and_syntax_errors_name_their_line() {
     let got = errors("[server]\nmax_body_bytes = = 3\n");
     assert_eq!(got[0].1, Some(2), "{got:#?}");
 }
+
+#[test]
+fn an_openai_base_url_with_a_query_string_is_refused() {
+    let text = BASE.replacen(
+        "upstream = { kind = \"sim\" }",
+        "upstream = { kind = \"openai\", base_url = \"https://r.openai.azure.com/openai/deployments/d?api-version=2024-10-21\" }",
+        1,
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, "deployments[0].upstream.base_url");
+    assert!(errs[0].2.contains("query string"), "{errs:?}");
+}

@@ -48,6 +48,16 @@ fn openai(
             format!("expected an http:// or https:// URL, got {:?}", o.base_url),
         ));
     }
+    if o.base_url.contains(['?', '#']) {
+        // The API path is appended to base_url: a query string would end up before it.
+        return Err(cx.err(
+            format!("{key}.base_url"),
+            format!(
+                "a query string or fragment cannot be kept ({:?}): the gateway appends the API path (/chat/completions, /embeddings) to base_url; for Azure OpenAI use its v1 API, base_url = \"https://<resource>.openai.azure.com/openai/v1\" with auth = \"api-key\"",
+                o.base_url
+            ),
+        ));
+    }
     let auth = match o.auth.as_deref() {
         None | Some("bearer") => UpstreamAuth::Bearer,
         Some("api-key") => UpstreamAuth::ApiKeyHeader,

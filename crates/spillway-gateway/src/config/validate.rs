@@ -114,6 +114,7 @@ pub(super) fn from_raw_skipping(
         .collect();
     Ok(Config {
         source_name: file.to_string(),
+        command_line: Default::default(),
         max_body_bytes: o.max_body_bytes,
         edge: o.edge,
         admin: o.admin,

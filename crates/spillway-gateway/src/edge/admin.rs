@@ -11,7 +11,9 @@
 //!   SIGHUP and `spillway reload` do); 200 with a summary, or 400 with every error, the running
 //!   configuration kept.
 //!
-//! With `[admin] token_env`, every route but `/healthz` wants `Authorization: Bearer <token>`
+//! With `[admin] token_env`, every route but the probes (`/healthz`, `/readyz`: they tell only
+//! whether the process serves and wants traffic, and an orchestrator's HTTP probe cannot send a
+//! secret) wants `Authorization: Bearer <token>`
 //! (compared in constant time); the dashboard also takes a cookie set by `/dashboard?token=`.
 use std::sync::Arc;
 
@@ -28,12 +30,12 @@ use crate::metrics::{DeploymentLabels, DeploymentNow, Format, exposition};
 
 pub(super) fn admin_router(hub: Arc<Hub>) -> Router {
     Router::new()
-        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
         .layer(axum::middleware::from_fn_with_state(hub.clone(), bearer))
         .merge(super::dashboard::routes(hub.clone()))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(hub)
 }

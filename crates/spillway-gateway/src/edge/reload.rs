@@ -43,7 +43,8 @@ impl Hub {
         if source.starts_with('<') {
             return Err(ReloadError::NoFile(source));
         }
-        let cfg = Config::load(Path::new(&source))?;
+        let mut cfg = Config::load(Path::new(&source))?;
+        cfg.keep_command_line(&self.current().cfg);
         self.reload(cfg).await
     }
 
