@@ -86,6 +86,31 @@ impl Matrix {
             .await
     }
 
+    /// Whether the gateway's core has `M`'s deployment in `region` ejected right now.
+    pub fn ejected(&self, region: &str) -> bool {
+        let cfg = self.h.gw().config();
+        let dep = cfg
+            .model_ix(M)
+            .zip(cfg.region_ix(region))
+            .and_then(|(m, r)| cfg.deployment(m, r))
+            .expect("deployment");
+        let state = self.h.gw().state();
+        let now = state.now();
+        state.router().router.view(dep, now).ejected_until.is_some()
+    }
+
+    /// Plain-id calls (the source only, so no failover and no draw on the retry budget) from
+    /// `region` until its failing deployment is ejected; each must be a clean refusal.
+    pub async fn eject(&self, region: &str) {
+        for _ in 0..16 {
+            if self.ejected(region) {
+                return;
+            }
+            self.call(Api::Chat, region, M).await.assert_clean_refusal();
+        }
+        panic!("{region} was not ejected after 16 failed calls");
+    }
+
     /// The tokens the calls `ids` settled to, by their audit lines.
     pub async fn settled(&self, ids: &[String]) -> u64 {
         let all: Vec<String> = self
