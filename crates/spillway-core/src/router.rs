@@ -118,10 +118,13 @@ pub enum Reason {
     SpillUnhealthy,
     /// Tried after a previous step failed with this kind.
     Failover(FailureKind),
+    /// A continuation: the previous attempt broke with this kind after the client had part of
+    /// a streamed answer, and this one continues it (mid-stream failover).
+    Resume(FailureKind),
 }
 
 impl Reason {
-    /// `local`, `spill:capacity`, `spill:unhealthy`, `failover:<kind>`.
+    /// `local`, `spill:capacity`, `spill:unhealthy`, `failover:<kind>`, `resume:<kind>`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Reason::Local => "local",
@@ -134,6 +137,14 @@ impl Reason {
                 FailureKind::ServerError => "failover:server_error",
                 FailureKind::ClientError => "failover:client_error",
                 FailureKind::Cancelled => "failover:cancelled",
+            },
+            Reason::Resume(k) => match k {
+                FailureKind::Connect => "resume:connect",
+                FailureKind::Timeout => "resume:timeout",
+                FailureKind::Throttled { .. } => "resume:throttled",
+                FailureKind::ServerError => "resume:server_error",
+                FailureKind::ClientError => "resume:client_error",
+                FailureKind::Cancelled => "resume:cancelled",
             },
         }
     }

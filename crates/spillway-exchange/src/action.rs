@@ -11,12 +11,14 @@ use crate::record::Record;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Send the request to this deployment (in this region) as attempt `attempt`, for this
-    /// reason (`local`, `spill:…`, `failover:…`).
+    /// reason (`local`, `spill:…`, `failover:…`, `resume:…`); with `resume`, as a
+    /// continuation of the answer the client already has part of.
     Send {
         attempt: AttemptId,
         deployment: DeploymentIx,
         region: RegionIx,
         reason: Reason,
+        resume: Option<Continuation>,
     },
     /// Give the client this piece: the next frame of its stream (the first one commits the
     /// response: its head goes out with it), or the whole answer of a non-streamed request.
@@ -40,4 +42,18 @@ pub enum StreamEnd {
     Complete,
     /// The upstream failed after the client got bytes: the stream ends with an error event.
     Broken(FailureKind),
+}
+
+/// What a continuation sends besides the original request: the text the client already has,
+/// as a final partial assistant message to continue, and the output tokens left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Continuation {
+    /// The answer's text so far, exactly as the client got it.
+    pub text: String,
+    /// Output tokens the client has had so far (the larger of the pieces counted and the
+    /// estimate of `text`, so the cap is never overshot).
+    pub output_tokens: u64,
+    /// The output cap for this leg: the client's cap less `output_tokens`; `None` when the
+    /// client set none.
+    pub max_tokens: Option<u64>,
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use spillway_core::{Demand, FailureKind, RegionIx};
+use spillway_core::{Demand, DeploymentIx, FailureKind, RegionIx};
 
 use crate::piece::Piece;
 
@@ -36,6 +36,22 @@ pub struct Facts {
     pub reserved_tokens: Option<u64>,
     /// The source region's price for this model, per million tokens, if one is configured.
     pub price: Option<Price>,
+    /// Mid-stream failover for this request, when its model has it on and the client streams
+    /// (see the exchange's `resume` module); `None`: a stream that breaks after its first byte
+    /// ends with an error event.
+    pub resume: Option<ResumePolicy>,
+}
+
+/// Which continuations a request may get after its stream broke.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumePolicy {
+    /// The deployments of the plan that accept a continuation (configured with a continuation
+    /// form); only these are sent one.
+    pub deployments: Vec<DeploymentIx>,
+    /// The output cap the client set, honoured across every leg.
+    pub max_tokens: Option<u64>,
+    /// The most continuations one request gets.
+    pub max_resumes: u32,
 }
 
 /// A price per million input and output tokens, in US dollars.

@@ -23,7 +23,8 @@
 //!   tool call, a finish reason or usage; the client's response head goes out with it): chunks
 //!   before it that carry nothing, such as the role chunk, are held, so an attempt that breaks
 //!   after them still fails over. A non-streamed answer commits whole, at its end. After the
-//!   commit the request can no longer move: a failure closes the stream with an error event.
+//!   commit a failure closes the stream with an error event, unless the request has mid-stream
+//!   failover ([`resume`]): then the answer is continued in another region of the plan.
 //! * **The client.** Gone or stalled, the attempt's admission is released at once (the
 //!   deployment's capacity is back), and the attempt is still read, without the client, until
 //!   its upstream ends or fails or `drain` has passed: what it had generated and not yet
@@ -44,16 +45,19 @@ use std::time::Duration;
 use spillway_core::{Admission, FailureKind, Outcome as CoreOutcome, Plan, Reason, RegionIx};
 use spillway_proto::Usage;
 
-use crate::action::{Action, StreamEnd};
+use crate::action::{Action, Continuation, StreamEnd};
 use crate::capacity::Capacity;
 use crate::event::{AttemptId, Event, Facts, Failure, Limits, Refusal};
 use crate::piece::Piece;
 use crate::record::{Cost, Outcome, Record, Settle, Timings, Try, TryResult};
 
+mod bill;
 mod deadlines;
 mod drain;
+pub mod resume;
 
 use drain::Draining;
+use resume::Relayed;
 
 /// One request's life. Create it with [`Exchange::new`], feed it [`Event`]s with
 /// [`Exchange::handle`], and carry out what [`Exchange::poll_action`] returns until it returns
@@ -91,6 +95,8 @@ struct Live {
     last_piece_at: Option<Duration>,
     first_token_at: Option<Duration>,
     last_token_at: Option<Duration>,
+    /// A continuation of a broken stream ([`resume`]).
+    resumes: bool,
 }
 
 /// What is known of the answer so far.
@@ -98,9 +104,12 @@ struct Live {
 struct Answer {
     /// The region and reason of the attempt the answer comes from.
     from: Option<(RegionIx, Reason)>,
+    /// Output pieces of the live (or last) attempt.
     output_tokens: u64,
-    /// The usage the upstream reported, if it did.
+    /// The usage the live (or last) attempt's upstream reported, if it did.
     reported: Option<Usage>,
+    /// What the client has been given of a stream, across legs.
+    relay: Relayed,
     /// A non-streamed answer, held until its attempt ends.
     held: Option<Piece>,
     /// Stream chunks that carry nothing yet (`Piece::is_preamble`), held until the first that
@@ -196,7 +205,19 @@ impl Exchange {
     }
 
     fn send(&mut self, now: Duration, step: usize, admission: Admission, reason: Reason) {
+        self.send_leg(now, step, admission, reason, None);
+    }
+
+    fn send_leg(
+        &mut self,
+        now: Duration,
+        step: usize,
+        admission: Admission,
+        reason: Reason,
+        resume: Option<Continuation>,
+    ) {
         let id = AttemptId(self.tries.len() as u32);
+        let resumes = resume.is_some();
         let region = self
             .plan
             .steps
@@ -208,6 +229,7 @@ impl Exchange {
             deployment: admission.deployment,
             region,
             reason,
+            resume,
         });
         self.live = Some(Live {
             id,
@@ -219,10 +241,11 @@ impl Exchange {
             last_piece_at: None,
             first_token_at: None,
             last_token_at: None,
+            resumes,
         });
     }
 
-    fn on_piece(&mut self, now: Duration, piece: Piece) {
+    fn on_piece(&mut self, now: Duration, mut piece: Piece) {
         let Some(live) = self.live.as_mut() else {
             return;
         };
@@ -233,8 +256,16 @@ impl Exchange {
             live.last_token_at = Some(now);
         }
         let from = (live.region, live.reason);
+        let continues = live.resumes;
         self.count(&piece);
         if self.facts.stream {
+            if continues {
+                // The client has the role chunk already; the rest joins the first leg's answer.
+                if piece.is_preamble() {
+                    return;
+                }
+                self.answer.relay.restamp(&mut piece);
+            }
             if self.committed_at.is_none() {
                 if piece.is_preamble() {
                     self.answer.preamble.push(piece);
@@ -242,14 +273,21 @@ impl Exchange {
                 }
                 self.committed_at = Some(now);
                 self.answer.from = Some(from);
-                let held = std::mem::take(&mut self.answer.preamble);
-                self.actions.extend(held.into_iter().map(Action::Emit));
+                for held in std::mem::take(&mut self.answer.preamble) {
+                    self.emit(held);
+                }
             }
-            self.actions.push_back(Action::Emit(piece));
+            self.emit(piece);
         } else if let Piece::Answer { .. } = piece {
             // A non-streamed request's answer, whole (assembled, if the upstream streamed it).
             self.answer.held = Some(piece);
         }
+    }
+
+    /// A stream's piece to the client.
+    fn emit(&mut self, piece: Piece) {
+        self.answer.relay.observe(&piece);
+        self.actions.push_back(Action::Emit(piece));
     }
 
     fn on_end(&mut self, now: Duration, cap: &mut impl Capacity) {
@@ -275,8 +313,9 @@ impl Exchange {
         let outcome = CoreOutcome::Success { ttft, tpot, tokens };
         self.end_try(now, live, TryResult::Succeeded, outcome, 0, cap);
         self.committed_at.get_or_insert(now);
-        let held = std::mem::take(&mut self.answer.preamble);
-        self.actions.extend(held.into_iter().map(Action::Emit));
+        for held in std::mem::take(&mut self.answer.preamble) {
+            self.emit(held);
+        }
         let last = match self.answer.held.take() {
             Some(answer) => Action::Emit(answer),
             None => Action::Close(StreamEnd::Complete),
@@ -301,9 +340,12 @@ impl Exchange {
             cap,
         );
         if self.committed_at.is_some() {
-            // The client has part of the answer: the request can no longer move.
+            // The client has part of the answer: it is continued elsewhere, or it ends here.
             self.answer.from = Some(from);
             self.answer.charged = true;
+            if self.resume(now, kind, charge > 0, cap) {
+                return;
+            }
             self.actions
                 .push_back(Action::Close(StreamEnd::Broken(kind)));
             return self.finish(now, Outcome::Broken(kind));
@@ -394,20 +436,6 @@ impl Exchange {
         self.finish(now, outcome);
     }
 
-    /// Tokens to charge a deployment for a failed or cancelled attempt: the prompt and the
-    /// output it produced, once it produced any.
-    fn charge(&self) -> u64 {
-        let seen = self
-            .live
-            .as_ref()
-            .is_some_and(|l| l.first_piece_at.is_some());
-        if seen || self.answer.output_tokens > 0 {
-            self.facts.prompt_tokens + self.answer.output_tokens
-        } else {
-            0
-        }
-    }
-
     fn end_try(
         &mut self,
         now: Duration,
@@ -434,21 +462,6 @@ impl Exchange {
         self.actions.push_back(Action::Respond(refusal.clone()));
         self.answer = Answer::default();
         self.finish(now, Outcome::Refused(refusal));
-    }
-
-    /// The tokens of the answer: the upstream's usage when it reported one, else the prompt
-    /// estimate and the output pieces seen; nothing when no answer was charged.
-    fn usage(&self) -> Usage {
-        if let Some(u) = self.answer.reported {
-            return u;
-        }
-        let prompt = self.facts.prompt_tokens;
-        let output = self.answer.output_tokens;
-        Usage {
-            prompt_tokens: prompt,
-            completion_tokens: output,
-            total_tokens: prompt + output,
-        }
     }
 
     fn finish(&mut self, now: Duration, outcome: Outcome) {

@@ -25,7 +25,10 @@
 //! * Every admission is released exactly once, and the reservation settles once, to the tokens
 //!   of the answer (or in full back when nothing was served).
 //! * No `Send` outside the plan, hence outside the profile's destination set.
-//! * No second attempt once the client has the first byte of an answer.
+//! * No second attempt once the client has the first byte of an answer, except a continuation
+//!   (mid-stream failover, opted in per request by [`Facts::resume`]): only to a deployment of
+//!   the plan that accepts one and was not tried before, and the client's stream stays one
+//!   answer (same id, no repeated or missing text, one usage).
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -36,9 +39,9 @@ pub mod exchange;
 pub mod piece;
 pub mod record;
 
-pub use action::{Action, StreamEnd};
+pub use action::{Action, Continuation, StreamEnd};
 pub use capacity::Capacity;
-pub use event::{AttemptId, Event, Facts, Failure, Limits, Price, Refusal};
+pub use event::{AttemptId, Event, Facts, Failure, Limits, Price, Refusal, ResumePolicy};
 pub use exchange::Exchange;
 pub use piece::Piece;
 pub use record::{Cost, Outcome, Record, Settle, Timings, Try, TryResult};

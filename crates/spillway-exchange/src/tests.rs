@@ -9,11 +9,12 @@ use spillway_core::{
 };
 use spillway_proto::{ChatChunk, ChunkChoice, Delta, Usage};
 
-use crate::{Action, Capacity, Event, Exchange, Facts, Limits, Piece, Record};
+use crate::{Action, Capacity, Event, Exchange, Facts, Limits, Piece, Record, ResumePolicy};
 
 mod drain;
 mod paths;
 mod props;
+mod resume;
 mod whole;
 
 pub(crate) const PROMPT: u64 = 100;
@@ -63,6 +64,8 @@ pub(crate) struct World {
     pub drain: Duration,
     /// Whether a non-streamed request's attempts stream from the upstream (`Facts`).
     pub upstream_stream: bool,
+    /// Mid-stream failover of the streams it admits (`Facts::resume`); off unless set.
+    pub resume: Option<ResumePolicy>,
     pub candidates: Vec<Candidate>,
     pub actions: Vec<Action>,
 }
@@ -96,6 +99,7 @@ impl World {
             candidates,
             drain: Duration::ZERO,
             upstream_stream: false,
+            resume: None,
             actions: Vec::new(),
         }
     }
@@ -129,6 +133,7 @@ impl World {
                 input_per_mtok: 1.0,
                 output_per_mtok: 4.0,
             }),
+            resume: self.resume.clone().filter(|_| stream),
         };
         let limits = Limits {
             first_byte: FIRST_BYTE,
@@ -199,9 +204,44 @@ impl World {
         let last_send = self
             .actions
             .iter()
-            .rposition(|a| matches!(a, Action::Send { .. }));
+            .rposition(|a| matches!(a, Action::Send { resume: None, .. }));
         if let (Some(e), Some(s)) = (first_emit, last_send) {
-            assert!(s < e, "no attempt after the first byte reached the client");
+            assert!(
+                s < e,
+                "no new attempt after the first byte, only continuations"
+            );
+        }
+        let continuations: Vec<&Action> = self
+            .actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Send {
+                        resume: Some(_),
+                        ..
+                    }
+                )
+            })
+            .collect();
+        if let Some(p) = &self.resume {
+            assert!(continuations.len() <= p.max_resumes as usize);
+        } else {
+            assert!(
+                continuations.is_empty(),
+                "a continuation without the feature"
+            );
+        }
+        for a in continuations {
+            let Action::Send {
+                deployment, reason, ..
+            } = a
+            else {
+                continue;
+            };
+            assert!(matches!(reason, spillway_core::Reason::Resume(_)));
+            let allowed = self.resume.as_ref().map(|p| &p.deployments);
+            assert!(allowed.is_some_and(|d| d.contains(deployment)));
         }
         let record = finished[0].clone();
         match record.settle {

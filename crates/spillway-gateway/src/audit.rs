@@ -4,7 +4,8 @@
 //! A record carries the request id, tenant, API, source region, model, the profile ARN the
 //! request named and its application profile's tags, tokens, latency, outcome, and the cost at
 //! the **source region's** price (no routing surcharge, whichever region served it).
-//! `inferenceRegion` is present only when the request was served outside its source region.
+//! `inferenceRegion` is present only when the request was served outside its source region;
+//! `legs` only when a stream was continued in another region after a break.
 //!
 //! Lines go through an unbounded channel to one writer task, so the request path never waits
 //! on the disk.
@@ -105,6 +106,19 @@ pub struct AuditRecord<'a> {
     pub outcome: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<Cost>,
+    /// A stream continued after a break (mid-stream failover): every attempt, in order, with
+    /// its region, why it was sent and how it ended. Absent for other requests.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub legs: Vec<AuditLeg<'a>>,
+}
+
+/// One attempt of a continued stream: `result` is `ok`, `failed:<kind>` (a break, or a failure
+/// before it answered) or `cancelled`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct AuditLeg<'a> {
+    pub region: &'a str,
+    pub reason: &'static str,
+    pub result: String,
 }
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq)]

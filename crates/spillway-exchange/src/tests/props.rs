@@ -57,8 +57,22 @@ fn event(stream: bool, both: bool) -> impl Strategy<Value = Event> {
     ]
 }
 
-fn run(stream: bool, upstream_stream: bool, regions: u16, drain: bool, steps: Vec<(u64, Event)>) {
+fn run(
+    (stream, upstream_stream, resume): (bool, bool, bool),
+    regions: u16,
+    drain: bool,
+    steps: Vec<(u64, Event)>,
+) {
     let mut w = World::new(regions);
+    if resume {
+        w.resume = Some(crate::ResumePolicy {
+            deployments: (0..u32::from(regions))
+                .map(spillway_core::DeploymentIx)
+                .collect(),
+            max_tokens: Some(6),
+            max_resumes: 2,
+        });
+    }
     w.upstream_stream = upstream_stream;
     if drain {
         w.drain = ms(2_000);
@@ -79,7 +93,10 @@ fn run(stream: bool, upstream_stream: bool, regions: u16, drain: bool, steps: Ve
         w.feed(&mut x, now + ms(1), Event::Aborted);
     }
     let r = w.check_finished();
-    assert!(r.tries.len() <= regions as usize);
+    assert!(
+        r.tries.len() <= regions as usize,
+        "a deployment is tried once"
+    );
     // Settlement: to the tokens of the answer, which are the upstream's usage or the prompt
     // and the text pieces the client got (and, draining, those it was gone for).
     if let (Settle::Used(_), true, None, false) = (r.settle, stream, last_reported(&w), drain) {
@@ -111,6 +128,7 @@ proptest! {
     fn every_sequence_ends_once(
         stream in any::<bool>(),
         upstream_stream in any::<bool>(),
+        resume in any::<bool>(),
         regions in 1u16..=3,
         drain in any::<bool>(),
         steps in proptest::collection::vec((0u64..3_000, any::<bool>()), 0..30)
@@ -127,6 +145,6 @@ proptest! {
             (false, true) => assembled,
         };
         let seq = times.into_iter().map(|(t, _)| t).zip(events).collect();
-        run(stream, upstream_stream, regions, drain, seq);
+        run((stream, upstream_stream, resume), regions, drain, seq);
     }
 }

@@ -106,6 +106,8 @@ pub struct Model {
     /// The most output tokens one request may ask for (`max_output_tokens`), if limited.
     pub max_output_tokens: Option<u64>,
     pub kind: raw::ModelKind,
+    /// Mid-stream failover is on for the model's streams.
+    pub midstream_failover: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +189,8 @@ pub struct Deployment {
     pub rpm: Option<u32>,
     pub tpm: Option<u64>,
     pub upstream: Upstream,
+    /// How the upstream continues a partial answer; `None`: it is never sent a continuation.
+    pub continuation: Option<raw::ContinuationForm>,
 }
 
 /// A system inference profile with its destination set per source region.

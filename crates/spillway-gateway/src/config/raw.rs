@@ -180,6 +180,22 @@ pub struct RawModel {
     /// `"chat"` (default) or `"embedding"`: which OpenAI endpoint serves the model.
     #[serde(default)]
     pub kind: ModelKind,
+    /// Mid-stream failover: a stream that breaks after its first text is continued in another
+    /// region of its profile, on a deployment with a `continuation` form (default false).
+    #[serde(default)]
+    pub midstream_failover: bool,
+}
+
+/// How an upstream continues a partial assistant message (mid-stream failover).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContinuationForm {
+    /// vLLM's: the text as a final assistant message with `continue_final_message: true` and
+    /// `add_generation_prompt: false` (OpenAI-compatible and sim upstreams).
+    ContinueFinalMessage,
+    /// A final assistant message the model continues (Anthropic-style prefill; Converse on
+    /// Bedrock, or an OpenAI-compatible upstream that treats a trailing assistant message so).
+    AssistantPrefill,
 }
 
 /// What a model does: chat completions (and Converse, Responses), or embeddings. A request to
@@ -202,6 +218,10 @@ pub struct RawDeployment {
     pub rpm: Option<u32>,
     pub tpm: Option<u64>,
     pub upstream: RawUpstream,
+    /// The continuation form this upstream accepts, if any (default: `continue_final_message`
+    /// for a sim upstream, none otherwise). A deployment without one is never sent a
+    /// continuation.
+    pub continuation: Option<ContinuationForm>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

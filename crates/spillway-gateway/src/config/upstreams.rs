@@ -1,9 +1,13 @@
 //! Validation of a deployment's `upstream` table: one function per `kind`.
 use std::time::Duration;
 
-use super::raw::{RawBedrockUpstream, RawOpenAiUpstream, RawSimUpstream, RawUpstream};
+use super::raw::{
+    ContinuationForm, RawBedrockUpstream, RawOpenAiUpstream, RawSimUpstream, RawUpstream,
+};
 use super::validate::Ctx;
-use super::{BedrockCredentials, ConfigError, Secret, SimParams, Upstream, UpstreamAuth};
+use super::{
+    BedrockCredentials, ConfigError, Deployment, Model, Secret, SimParams, Upstream, UpstreamAuth,
+};
 
 /// An embedding model's deployment needs an OpenAI-compatible upstream (or a simulator):
 /// Bedrock's Converse, which Spillway speaks to Bedrock upstreams, does not serve embeddings.
@@ -20,6 +24,49 @@ pub(super) fn serves_kind(
         )),
         _ => Ok(()),
     }
+}
+
+/// A deployment's continuation form: as configured (`continue_final_message` makes no sense
+/// for Bedrock, which takes a prefill), else `continue_final_message` for a simulator (it
+/// implements it), else none.
+pub(super) fn continuation(
+    cx: &Ctx<'_>,
+    key: &str,
+    form: Option<ContinuationForm>,
+    u: &Upstream,
+) -> Result<Option<ContinuationForm>, ConfigError> {
+    match (form, u) {
+        (Some(ContinuationForm::ContinueFinalMessage), Upstream::Bedrock { .. }) => Err(cx.err(
+            format!("{key}.continuation"),
+            "a bedrock upstream continues an answer by assistant prefill; expected \"assistant_prefill\" or no key",
+        )),
+        (Some(f), _) => Ok(Some(f)),
+        (None, Upstream::Sim { .. }) => Ok(Some(ContinuationForm::ContinueFinalMessage)),
+        (None, _) => Ok(None),
+    }
+}
+
+/// A model with `midstream_failover` needs a deployment that can be sent a continuation.
+pub(super) fn continuable(
+    cx: &Ctx<'_>,
+    models: &[Model],
+    deployments: &[Deployment],
+) -> Result<(), ConfigError> {
+    for (i, m) in models.iter().enumerate() {
+        let accepts = deployments
+            .iter()
+            .any(|d| d.model.ix() == i && d.continuation.is_some());
+        if m.midstream_failover && !accepts {
+            return Err(cx.err(
+                format!("models[{i}].midstream_failover"),
+                format!(
+                    "no deployment of {:?} accepts a continuation; set `continuation` on its deployments (\"continue_final_message\" for vLLM, \"assistant_prefill\" for Bedrock) or turn this off",
+                    m.id
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn upstream(

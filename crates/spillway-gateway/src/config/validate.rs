@@ -187,6 +187,8 @@ fn catalog(
     );
     let deployments = deployments(cx, &raw.deployments, regions, &models, &model_by_id);
     let (deployments, deployment_by) = keep(found, deployments)?;
+    let continuable = super::upstreams::continuable(cx, &models, &deployments);
+    keep(found, continuable);
     if cx.failed("deployments") || cx.failed("rtt") {
         // Profiles are derived from the deployments (and ordered by round-trip time).
         return None;
@@ -361,6 +363,7 @@ fn models(
                 default_max_tokens,
                 max_output_tokens,
                 kind: m.kind,
+                midstream_failover: m.midstream_failover,
             });
             Ok(())
         })?;
@@ -434,6 +437,7 @@ fn deployments(
             &regions[region.0 as usize].name,
         )?;
         super::upstreams::serves_kind(cx, &key, &upstream, models[model].kind)?;
+        let continuation = super::upstreams::continuation(cx, &key, d.continuation, &upstream)?;
         deployments.push(Deployment {
             model,
             region,
@@ -441,6 +445,7 @@ fn deployments(
             rpm: d.rpm,
             tpm: d.tpm,
             upstream,
+            continuation,
         });
         Ok(())
     })?;

@@ -82,7 +82,7 @@ impl Dashboard {
         };
         let route = match e.reason {
             Some(Reason::SpillCapacity | Reason::SpillUnhealthy) => Route::Spill,
-            Some(Reason::Failover(_)) => Route::Failover,
+            Some(Reason::Failover(_) | Reason::Resume(_)) => Route::Failover,
             Some(Reason::Local) | None => Route::Local,
         };
         let mut w = self.window();

@@ -2,7 +2,7 @@
 //! destinations, the tenant-quota reservation, and the route (plan and first admission in one
 //! step of the core, so no other request can take the headroom or the queued wait in between).
 use spillway_core::{Candidate, Demand, RouteRequest};
-use spillway_exchange::{Exchange, Facts, Limits, Price};
+use spillway_exchange::{Exchange, Facts, Limits, Price, ResumePolicy};
 use spillway_proto::StreamOptions;
 
 use super::ctx::RequestCtx;
@@ -96,6 +96,13 @@ pub async fn admit(
             input_per_mtok: p.input_per_mtok,
             output_per_mtok: p.output_per_mtok,
         }),
+        resume: resume_policy(
+            app,
+            cfg.models[target.model].midstream_failover,
+            ctx,
+            &candidates,
+            &req,
+        ),
     };
     let exchange = route(app, &candidates, facts);
     ctx.target = Some(target);
@@ -105,6 +112,39 @@ pub async fn admit(
         req,
     })
 }
+
+/// Continuations a stream may get (mid-stream failover): when its model has it on, to the
+/// candidates whose deployment has a continuation form. Never for a native InvokeModel body
+/// (its stream is relayed opaque) nor for a whole answer (it moves whole until it is done).
+fn resume_policy(
+    app: &AppState,
+    on: bool,
+    ctx: &RequestCtx,
+    candidates: &[Candidate],
+    req: &Request,
+) -> Option<ResumePolicy> {
+    let Request::Chat(chat) = req else {
+        return None;
+    };
+    let cfg = &app.cfg;
+    if !on || !chat.is_stream() || ctx.invoke_passthrough.is_some() {
+        return None;
+    }
+    let deployments = candidates
+        .iter()
+        .map(|c| c.deployment)
+        .filter(|d| cfg.deployments[d.0 as usize].continuation.is_some())
+        .collect();
+    Some(ResumePolicy {
+        deployments,
+        max_tokens: chat.output_cap(),
+        max_resumes: MAX_RESUMES,
+    })
+}
+
+/// Continuations one stream gets at most: a second region failing under the same stream is
+/// rare; a third is more likely a request that breaks every engine, which should end.
+const MAX_RESUMES: u32 = 2;
 
 /// A chat request on an embedding model, or an embeddings request on a chat model, is refused
 /// with 400 naming `model` (in the client's API: every chat API, and `/v1/embeddings`).

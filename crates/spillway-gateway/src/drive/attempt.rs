@@ -34,7 +34,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use spillway_core::{DeploymentIx, FailureKind};
-use spillway_exchange::{AttemptId, Event, Failure, Piece};
+use spillway_exchange::{AttemptId, Continuation, Event, Failure, Piece};
 use spillway_proto::bedrock::{ConverseResponse, FrameDecoder, converse_to_chat_completion};
 use spillway_proto::embeddings::EmbeddingsResponse;
 use spillway_proto::{ChatCompletion, Usage};
@@ -78,21 +78,47 @@ enum Phase {
     Over,
 }
 
-/// Start attempt `id` of the request on `deployment`, sending `trace` (its `traceparent`, when
-/// telemetry is on) with it.
+/// Which attempt to send where: its id, its deployment, and (a continuation) what it continues.
+pub struct Sending<'a> {
+    pub id: AttemptId,
+    pub deployment: DeploymentIx,
+    pub resume: Option<&'a Continuation>,
+}
+
+/// Start an attempt of the request, sending `trace` (its `traceparent`, when telemetry is on)
+/// with it.
 pub fn start(
     app: &Arc<AppState>,
-    id: AttemptId,
-    deployment: DeploymentIx,
+    sending: Sending<'_>,
     req: &Request,
     ctx: &RequestCtx,
     trace: http::HeaderMap,
 ) -> BoxStream<'static, Event> {
+    let Sending {
+        id,
+        deployment,
+        resume,
+    } = sending;
     let target = &app.targets[deployment.0 as usize];
     let passthrough = ctx.invoke_passthrough.is_some();
     let embed = matches!(req, Request::Embed(_));
     let assemble = !req.is_stream() && !passthrough && !embed;
-    let (url, body) = match target.request(req, ctx.invoke_passthrough.as_ref(), assemble) {
+    let continued = match (resume, req) {
+        (Some(c), Request::Chat(chat)) => {
+            let form = app.cfg.deployments[deployment.0 as usize].continuation;
+            let next = form
+                .ok_or_else(|| "this upstream takes no continuation".to_string())
+                .and_then(|form| upstream::continuation::continued(chat, c, form));
+            Some(next.map(Request::Chat))
+        }
+        _ => None,
+    };
+    let sent = match continued {
+        Some(Ok(next)) => target.request(&next, None, false),
+        Some(Err(e)) => Err(e),
+        None => target.request(req, ctx.invoke_passthrough.as_ref(), assemble),
+    };
+    let (url, body) = match sent {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(request_id = %ctx.id, error = %e, "the request cannot be sent to this upstream");

@@ -9,7 +9,7 @@ use spillway_exchange::{Outcome, Record, Refusal, Settle, TryResult};
 use spillway_proto::Usage;
 
 use super::ctx::RequestCtx;
-use crate::audit::{AuditRecord, Cost};
+use crate::audit::{AuditLeg, AuditRecord, Cost};
 use crate::error::EdgeError;
 use crate::metrics::Ended;
 use crate::metrics::ended::{Attempt, Throttle, covered};
@@ -81,7 +81,7 @@ pub fn end(app: &AppState, ctx: &RequestCtx, ending: Ending<'_>) {
     count(app, ctx, &summary, &ending);
     super::trace::export(app, ctx, &ending, summary.outcome);
     log(app, ctx, &summary, &ending);
-    audit(app, ctx, &summary);
+    audit(app, ctx, &summary, &ending);
     show(app, ctx, &summary, matches!(ending, Ending::Edge(_)));
 }
 
@@ -221,7 +221,7 @@ fn log(app: &AppState, ctx: &RequestCtx, s: &Summary<'_>, ending: &Ending<'_>) {
     }
 }
 
-fn audit(app: &AppState, ctx: &RequestCtx, s: &Summary<'_>) {
+fn audit(app: &AppState, ctx: &RequestCtx, s: &Summary<'_>, ending: &Ending<'_>) {
     if !app.audit.is_on() {
         return;
     }
@@ -249,7 +249,31 @@ fn audit(app: &AppState, ctx: &RequestCtx, s: &Summary<'_>) {
         latency_ms: ctx.started.elapsed().as_millis() as u64,
         outcome: s.outcome,
         cost: s.cost,
+        legs: legs(app, ending),
     });
+}
+
+/// The attempts of a stream continued after a break, for its audit record (none otherwise).
+fn legs<'a>(app: &'a AppState, ending: &Ending<'_>) -> Vec<AuditLeg<'a>> {
+    let Ending::Exchange { record, .. } = ending else {
+        return Vec::new();
+    };
+    if !record
+        .tries
+        .iter()
+        .any(|t| matches!(t.reason, Reason::Resume(_)))
+    {
+        return Vec::new();
+    }
+    let leg = |t: &spillway_exchange::Try| AuditLeg {
+        region: app.cfg.region_name(t.region),
+        reason: t.reason.as_str(),
+        result: match t.result {
+            TryResult::Failed(kind) => format!("failed:{}", kind.as_str()),
+            other => try_result(other).to_string(),
+        },
+    };
+    record.tries.iter().map(leg).collect()
 }
 
 /// Count the request on the live dashboard.

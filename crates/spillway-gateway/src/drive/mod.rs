@@ -186,12 +186,17 @@ impl Driver {
                 deployment,
                 region,
                 reason,
+                resume,
             } => {
                 self.route = Some((region, reason));
                 let telemetry = &self.app.telemetry;
                 let trace = telemetry.attempt_sent(&mut self.ctx.trace, attempt);
-                let events =
-                    attempt::start(&self.app, attempt, deployment, &self.req, &self.ctx, trace);
+                let sending = attempt::Sending {
+                    id: attempt,
+                    deployment,
+                    resume: resume.as_ref(),
+                };
+                let events = attempt::start(&self.app, sending, &self.req, &self.ctx, trace);
                 self.attempt = Some((attempt, events));
             }
             Action::Emit(piece) => self.emit(piece),

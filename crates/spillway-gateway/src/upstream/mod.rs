@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 pub mod client;
+pub mod continuation;
 
 pub use client::UpstreamClient;
 
