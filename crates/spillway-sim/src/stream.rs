@@ -3,19 +3,22 @@
 //! The body owns the request's [`Slot`] and [`Ticket`]. If the client disconnects, hyper drops
 //! the body, which frees the slot at once and records the request as `cancelled`. A
 //! `stall_after_tokens` fault makes the body pend (holding its slot) after that many tokens
-//! until then, or until the simulator shuts down.
+//! until then, or until the simulator shuts down; `break_after_tokens` ends it with an error
+//! (hyper then aborts the connection); `error_event_after_tokens` ends it cleanly after one SSE
+//! error event, as vLLM does when the engine fails part-way.
 use std::io;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use serde_json::Map;
 use spillway_proto::sse::{DONE, encode_data};
-use spillway_proto::{ChatChunk, ChunkChoice, Delta, Usage};
+use spillway_proto::{ChatChunk, ChunkChoice, Delta, OpenAiErrorBody, Usage};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::engine::{HALF_TICK, Plan, Slot, token_text};
+use crate::engine::{Cut, HALF_TICK, Plan, Slot};
 use crate::record::{Outcome, Ticket};
+use crate::text::Text;
 use crate::tools::ToolCall;
 
 /// Most tokens sent in one write, so that a stream with no decode time (infinite time scale)
@@ -31,6 +34,8 @@ pub(crate) struct ChunkMeta {
     pub include_usage: bool,
     /// The tool call streamed instead of text (see `tools`).
     pub tool: Option<ToolCall>,
+    /// The words the content tokens are.
+    pub text: Text,
 }
 
 impl ChunkMeta {
@@ -83,19 +88,28 @@ struct State {
 
 impl State {
     async fn step(&mut self) -> Option<Result<Bytes, io::Error>> {
+        let cut = self.plan.cut();
         if matches!(self.phase, Phase::Tokens(sent) if sent >= self.plan.output_tokens
-            && self.plan.break_after != Some(sent) && self.plan.stall_after != Some(sent))
+            && cut.is_none_or(|(k, _)| k != sent))
         {
             self.phase = Phase::Finish;
         }
+        if let Phase::Tokens(sent) = self.phase
+            && let Some((k, why)) = cut.filter(|(k, _)| *k == sent)
+        {
+            return Some(match why {
+                Cut::Break => Err(self.broken(k).await),
+                Cut::ErrorEvent => Ok(self.error_event(k)),
+                Cut::Stall => Err(self.stalled().await),
+            });
+        }
+        self.proceed().await
+    }
+
+    /// The next step of a stream that no fault cuts short here.
+    async fn proceed(&mut self) -> Option<Result<Bytes, io::Error>> {
         match self.phase {
             Phase::Role => Some(Ok(self.role())),
-            Phase::Tokens(sent) if self.plan.break_after == Some(sent) => {
-                Some(Err(self.broken(sent).await))
-            }
-            Phase::Tokens(sent) if self.plan.stall_after == Some(sent) => {
-                Some(Err(self.stalled().await))
-            }
             Phase::Tokens(sent) => Some(Ok(self.tokens(sent).await)),
             Phase::Finish => Some(Ok(self.finish())),
             Phase::Usage => Some(Ok(self.usage())),
@@ -134,6 +148,17 @@ impl State {
         )
     }
 
+    /// The `error_event_after_tokens` fault after `sent` tokens: one SSE error event, then the
+    /// stream ends cleanly (no finish chunk, no `[DONE]`); the slot is given back now.
+    fn error_event(&mut self, sent: u64) -> Bytes {
+        self.phase = Phase::End;
+        self.slot = None;
+        self.ticket.close(Outcome::Error);
+        let message = format!("engine error after {sent} tokens (injected)");
+        let body = OpenAiErrorBody::new(message, "server_error", Some("engine_error"));
+        encode_data(&body.to_json())
+    }
+
     /// The `stall_after_tokens` fault: no more bytes (the slot stays held) until the client goes
     /// away, which drops the body (`cancelled`), or the simulator shuts down, which ends it with
     /// an error so that graceful shutdown can finish (`outage`).
@@ -156,11 +181,7 @@ impl State {
         // Every token due by the next half tick goes out in this wake-up, one SSE event
         // each, in one write: a token takes less than tokio's 1 ms timer tick at high
         // time scales, and wake-ups land within half a tick of their deadline.
-        let end = [self.plan.break_after, self.plan.stall_after]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.plan.output_tokens);
+        let end = self.plan.cut().map_or(self.plan.output_tokens, |(k, _)| k);
         let due = self
             .plan
             .tokens_due(self.start, Instant::now() + HALF_TICK)
@@ -171,7 +192,7 @@ impl State {
             let delta = match &self.meta.tool {
                 Some(t) => t.delta(i),
                 None => Delta {
-                    content: Some(token_text(i)),
+                    content: Some(self.meta.text.token(i)),
                     ..Delta::default()
                 },
             };
@@ -282,6 +303,7 @@ mod tests {
             outcome: String::new(),
             at_ms: 0,
             traceparent: None,
+            continued_from: None,
         };
         let ticket = Ticket::open(recorder.clone(), rec);
         let meta = ChunkMeta {
@@ -291,6 +313,7 @@ mod tests {
             prompt_tokens: 10,
             include_usage,
             tool: None,
+            text: Text::default(),
         };
         let (tx, rx) = watch::channel(false);
         let body = body(meta, plan, Instant::now(), slot, ticket, rx);
@@ -362,6 +385,41 @@ mod tests {
         assert_eq!(rig.engine.in_flight(), 0);
         let rec = &rig.recorder.snapshot()[0];
         assert_eq!((rec.outcome.as_str(), rec.completion_tokens), ("broken", 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_event_ends_the_body_cleanly_after_k_tokens() {
+        for k in [0, 2] {
+            let fault = Fault {
+                error_event_after_tokens: Some(k),
+                ..Fault::default()
+            };
+            let (rig, body) = body_for(5, fault, true).await;
+            let items: Vec<String> = body
+                .map(|i| String::from_utf8(i.unwrap().to_vec()).unwrap())
+                .collect()
+                .await;
+            let k = k as usize;
+            assert_eq!(items.len(), k + 2, "role, {k} tokens, the error: {items:?}");
+            assert!(items[0].contains(r#""role":"assistant""#));
+            assert!(items[1..=k].iter().all(|t| t.contains(r#""content":" "#)));
+            let event = items[k + 1].strip_prefix("data: ").unwrap().trim_end();
+            let v: serde_json::Value = serde_json::from_str(event).unwrap();
+            assert_eq!(
+                (&v["error"]["type"], &v["error"]["code"]),
+                (
+                    &serde_json::json!("server_error"),
+                    &serde_json::json!("engine_error")
+                )
+            );
+            assert!(v["error"]["message"].is_string());
+            assert_eq!(rig.engine.in_flight(), 0, "the slot is given back");
+            let rec = &rig.recorder.snapshot()[0];
+            assert_eq!(
+                (rec.outcome.as_str(), rec.completion_tokens),
+                ("error", k as u64)
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
