@@ -24,8 +24,14 @@ pub struct SimConfig {
     pub time_scale: f64,
     /// Output length when the request sets neither `max_completion_tokens` nor `max_tokens`.
     pub default_max_tokens: u64,
-    /// Seed of the generator that samples `error_rate`.
+    /// Seed of the generator that samples `error_rate`: a property of this region's engine.
     pub seed: u64,
+    /// The model's "weights": `None` writes the same words for every prompt (`VOCAB` in order,
+    /// [`crate::completion_text`]); `Some(s)` writes words chosen by `s` and the prompt
+    /// ([`crate::seeded_text`] of [`crate::prompt_fingerprint`]), so different prompts get
+    /// different answers and a continuation is checkable. Give every region of a model the same
+    /// text seed: they serve the same model, so they answer a prompt alike. Default `None`.
+    pub text_seed: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -40,6 +46,7 @@ impl Default for SimConfig {
             time_scale: 1.0,
             default_max_tokens: 16,
             seed: 0,
+            text_seed: None,
         }
     }
 }

@@ -45,24 +45,7 @@ pub const MAX_OUTPUT_TOKENS: u64 = 1_000_000;
 /// Longest single wait the model computes (30 days); keeps `Instant` arithmetic from overflowing.
 const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// The generated text is made of these words, one token each, cycled in order. Each is three
-/// letters, so a chunk (`" " + word`) is exactly four characters, which is one token by
-/// [`spillway_proto::tokens::text_tokens`]: the estimate of the text equals the reported count.
-const VOCAB: [&str; 16] = [
-    "the", "sea", "was", "red", "and", "all", "our", "old", "map", "got", "wet", "yet", "one",
-    "sun", "new", "day",
-];
-
-/// The content chunk of output token `i` (0-based): `" " + word`.
-pub fn token_text(i: u64) -> String {
-    let word = VOCAB[usize::try_from(i % VOCAB.len() as u64).unwrap_or(0)];
-    format!(" {word}")
-}
-
-/// The whole completion text for `n` output tokens (the concatenation of the stream's chunks).
-pub fn completion_text(n: u64) -> String {
-    (0..n).map(token_text).collect()
-}
+pub use crate::text::{completion_text, token_text};
 
 /// Seconds as a `Duration`, clamped to `[0, MAX_WAIT]`; NaN is zero.
 fn secs(s: f64) -> Duration {
@@ -86,17 +69,44 @@ pub(crate) struct Plan {
     pub break_after: Option<u64>,
     /// Hang after this many content tokens (only set when the response would reach them).
     pub stall_after: Option<u64>,
+    /// End with an error (an SSE error event, or a 500) after this many content tokens (only
+    /// set when the response would reach them).
+    pub error_after: Option<u64>,
+}
+
+/// How a response is cut short by a fault, at the point [`Plan::cut`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// `break_after_tokens`: the connection is aborted.
+    Break,
+    /// `error_event_after_tokens`: an error ends the response cleanly.
+    ErrorEvent,
+    /// `stall_after_tokens`: no more bytes.
+    Stall,
 }
 
 impl Plan {
+    /// The plan of a request whose output is `cap` tokens if set, else `default_max_tokens`.
     pub(crate) fn new(
         cfg: &SimConfig,
         fault: &Fault,
         cap: Option<u64>,
         prompt_tokens: u64,
     ) -> Self {
+        Plan::with_default(cfg, fault, cap, cfg.default_max_tokens, prompt_tokens)
+    }
+
+    /// The plan of a request whose output is `cap` tokens if set, else `uncapped` (a
+    /// continuation writes what is left of `default_max_tokens`).
+    pub(crate) fn with_default(
+        cfg: &SimConfig,
+        fault: &Fault,
+        cap: Option<u64>,
+        uncapped: u64,
+        prompt_tokens: u64,
+    ) -> Self {
         let scale = fault.service_multiplier() / cfg.time_scale;
-        let output_tokens = cap.unwrap_or(cfg.default_max_tokens).min(MAX_OUTPUT_TOKENS);
+        let output_tokens = cap.unwrap_or(uncapped).min(MAX_OUTPUT_TOKENS);
         Plan {
             output_tokens,
             capped: cap.is_some(),
@@ -104,7 +114,23 @@ impl Plan {
             per_token_secs: scale / cfg.decode_tokens_per_sec,
             break_after: fault.break_after_tokens.filter(|k| *k <= output_tokens),
             stall_after: fault.stall_after_tokens.filter(|k| *k <= output_tokens),
+            error_after: fault
+                .error_event_after_tokens
+                .filter(|k| *k <= output_tokens),
         }
+    }
+
+    /// Where a fault cuts the response short, if one does: the earliest of the three fault
+    /// points; at equal counts a break wins over an error, and an error over a stall.
+    pub(crate) fn cut(&self) -> Option<(u64, Cut)> {
+        [
+            (self.break_after, Cut::Break),
+            (self.error_after, Cut::ErrorEvent),
+            (self.stall_after, Cut::Stall),
+        ]
+        .into_iter()
+        .filter_map(|(at, cut)| at.map(|k| (k, cut)))
+        .min_by_key(|(k, _)| *k)
     }
 
     /// Time to decode the first `tokens` output tokens.

@@ -39,6 +39,15 @@ pub struct Fault {
     /// response head (200) goes out and its body never does. Only if the response would have
     /// reached that many tokens; the request keeps its slot while it hangs.
     pub stall_after_tokens: Option<u64>,
+    /// An engine error mid-answer. Streaming: after this many content tokens (0: right after
+    /// the role chunk) the stream sends one SSE error event,
+    /// `data: {"error":{"message":…,"type":"server_error","param":null,"code":"engine_error"}}`,
+    /// and ends cleanly: no finish chunk, no usage, no `[DONE]`. Non-streaming: the request is
+    /// answered 500 (`server_error`, `engine_error`) once that many tokens are decoded. Only if
+    /// the response would have reached that many tokens; recorded as `error` with the tokens
+    /// produced. Where it coincides with `break_after_tokens` the break wins; with
+    /// `stall_after_tokens`, the error.
+    pub error_event_after_tokens: Option<u64>,
 }
 
 impl Fault {
@@ -131,6 +140,10 @@ mod tests {
             (f.throttle_retry_after_ms, f.stall_after_tokens),
             (Some(1500), Some(0))
         );
+        let f: Fault = serde_json::from_str(r#"{"error_event_after_tokens":4}"#).unwrap();
+        assert_eq!(f.error_event_after_tokens, Some(4));
+        let back: Fault = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
     }
 
     #[test]

@@ -21,11 +21,12 @@ use tokio::time::Instant;
 
 use crate::Sim;
 use crate::admin;
-use crate::engine::{Plan, Slot, completion_text};
+use crate::engine::{Cut, Plan, Slot};
 use crate::faults::Fault;
 use crate::record::{Outcome, ServedRecord, Ticket};
 use crate::reply::{json_response, openai_error, to_json};
 use crate::stream::{self, ChunkMeta};
+use crate::text::Text;
 use crate::tools::ToolCall;
 
 /// The header naming the region that answered.
@@ -138,6 +139,8 @@ struct Admitted {
     req: ChatRequest,
     /// The tool call answered instead of text, if the request gets one.
     tool: Option<ToolCall>,
+    /// The words of the answer (which answer, from which token).
+    text: Text,
     prompt: u64,
     plan: Plan,
     slot: Slot,
@@ -155,7 +158,11 @@ async fn chat_completions(
         Ok(r) => r,
         Err(e) => return invalid(&sim, rec, &e),
     };
-    let (prompt, mut ticket) = open_ticket(&sim, &req, rec);
+    let text = match Text::for_request(sim.cfg.text_seed, &req) {
+        Ok(t) => t,
+        Err(e) => return invalid(&sim, rec, &e),
+    };
+    let (prompt, mut ticket) = open_ticket(&sim, &req, rec, text);
     // The network, then the faults, then the engine.
     if !sim.cfg.rtt.is_zero() {
         tokio::time::sleep(sim.cfg.rtt).await;
@@ -164,13 +171,18 @@ async fn chat_completions(
     if let Some(res) = injected_failure(&sim, &fault, &mut ticket).await {
         return res;
     }
-    // A tool call's length is its arguments' (see `tools`), under the client's cap.
-    let tool = ToolCall::pick(&req);
+    // A tool call's length is its arguments' (see `tools`), under the client's cap. A
+    // continuation goes on writing text, and uncapped writes what is left of the default length.
+    let tool = ToolCall::pick(&req).filter(|_| text.continued_from.is_none());
     let cap = match &tool {
         Some(t) => Some(req.output_cap().map_or(t.tokens(), |c| c.min(t.tokens()))),
         None => req.output_cap(),
     };
-    let plan = Plan::new(&sim.cfg, &fault, cap, prompt);
+    let uncapped = sim
+        .cfg
+        .default_max_tokens
+        .saturating_sub(text.continued_from.unwrap_or(0));
+    let plan = Plan::with_default(&sim.cfg, &fault, cap, uncapped, prompt);
     let slot = match sim.engine.admit(plan.service_time()).await {
         Ok(slot) => slot,
         Err(t) => {
@@ -183,6 +195,7 @@ async fn chat_completions(
     let admitted = Admitted {
         req,
         tool,
+        text,
         prompt,
         plan,
         slot,
@@ -211,22 +224,25 @@ fn arrival_record(sim: &Sim, headers: &HeaderMap) -> ServedRecord {
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        continued_from: None,
     }
 }
 
-/// An unparsable request: recorded as invalid and answered 400.
-fn invalid(sim: &Sim, rec: ServedRecord, e: &serde_json::Error) -> Response {
+/// An unparsable request (or an impossible continuation): recorded as invalid and answered 400.
+fn invalid(sim: &Sim, rec: ServedRecord, e: &dyn std::fmt::Display) -> Response {
     Ticket::open(sim.recorder.clone(), rec).close(Outcome::Invalid);
     let msg = format!("invalid chat-completions request: {e}");
     openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, &msg)
 }
 
-/// Opens the record of a parsed request; returns its prompt tokens with the ticket.
-fn open_ticket(sim: &Sim, req: &ChatRequest, mut rec: ServedRecord) -> (u64, Ticket) {
+/// Opens the record of a parsed request; returns its prompt tokens with the ticket. A
+/// continuation's prefix is part of its prompt: it is input now.
+fn open_ticket(sim: &Sim, req: &ChatRequest, mut rec: ServedRecord, text: Text) -> (u64, Ticket) {
     let prompt = prompt_tokens(&req.messages);
     rec.model = req.model.clone();
     rec.stream = req.is_stream();
     rec.prompt_tokens = prompt;
+    rec.continued_from = text.continued_from;
     sim.note_model(&req.model);
     (prompt, Ticket::open(sim.recorder.clone(), rec))
 }
@@ -284,6 +300,7 @@ fn streamed(a: Admitted, shutdown: watch::Receiver<bool>) -> Response {
         prompt_tokens: a.prompt,
         include_usage: a.req.wants_stream_usage(),
         tool: a.tool,
+        text: a.text,
     };
     let body = stream::body(meta, a.plan, a.decode_start, a.slot, a.ticket, shutdown);
     (
@@ -296,42 +313,31 @@ fn streamed(a: Admitted, shutdown: watch::Receiver<bool>) -> Response {
         .into_response()
 }
 
-/// Decodes the whole completion, then answers it as one JSON body; a `break_after_tokens` fault
-/// drops the connection instead, a `stall_after_tokens` fault sends the head and no body.
+/// Decodes the whole completion, then answers it as one JSON body; a fault that cuts the
+/// response short answers as [`cut_short`] says instead.
 async fn unary(a: Admitted, sim: &Sim) -> Response {
     let Admitted {
         req,
         tool,
+        text,
         prompt,
         plan,
         slot,
         mut ticket,
         decode_start,
     } = a;
-    let id = completion_id();
-    if let Some(k) = plan
-        .stall_after
-        .filter(|k| plan.break_after.is_none_or(|b| *k < b))
-    {
+    if let Some((k, why)) = plan.cut() {
         crate::engine::decode(&plan, decode_start, k).await;
         ticket.set_completion_tokens(k);
-        return stalled_response(slot, ticket, sim.shutdown.clone());
+        return cut_short(k, why, slot, ticket, sim);
     }
-    let produced = plan.break_after.unwrap_or(plan.output_tokens);
-    crate::engine::decode(&plan, decode_start, produced).await;
-    ticket.set_completion_tokens(produced);
-    if plan.break_after.is_some() {
-        drop(slot);
-        ticket.close(Outcome::Broken);
-        return aborted_response(&format!(
-            "spillway-sim: break_after_tokens fault after {produced} tokens"
-        ));
-    }
+    let n = plan.output_tokens;
+    crate::engine::decode(&plan, decode_start, n).await;
+    ticket.set_completion_tokens(n);
     slot.finish();
     ticket.close(Outcome::Ok);
-    let n = plan.output_tokens;
     let completion = ChatCompletion {
-        id,
+        id: completion_id(),
         object: "chat.completion".to_string(),
         created: unix_now(),
         model: req.model.clone(),
@@ -339,7 +345,7 @@ async fn unary(a: Admitted, sim: &Sim) -> Response {
             index: 0,
             message: ResponseMessage {
                 role: "assistant".to_string(),
-                content: tool.is_none().then(|| completion_text(n)),
+                content: tool.is_none().then(|| text.first(n)),
                 extra: tool.as_ref().map_or_else(Map::new, |t| t.message_extra(n)),
             },
             finish_reason: Some(
@@ -357,6 +363,32 @@ async fn unary(a: Admitted, sim: &Sim) -> Response {
         extra: Map::new(),
     };
     json_response(StatusCode::OK, to_json(&completion))
+}
+
+/// A non-streamed response cut short after `k` tokens were decoded: `break_after_tokens` drops
+/// the connection, `error_event_after_tokens` answers 500, `stall_after_tokens` sends the head
+/// and no body.
+fn cut_short(k: u64, why: Cut, slot: Slot, mut ticket: Ticket, sim: &Sim) -> Response {
+    match why {
+        Cut::Stall => stalled_response(slot, ticket, sim.shutdown.clone()),
+        Cut::Break => {
+            drop(slot);
+            ticket.close(Outcome::Broken);
+            aborted_response(&format!(
+                "spillway-sim: break_after_tokens fault after {k} tokens"
+            ))
+        }
+        Cut::ErrorEvent => {
+            drop(slot);
+            ticket.close(Outcome::Error);
+            openai_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                Some("engine_error"),
+                &format!("engine error after {k} tokens (injected)"),
+            )
+        }
+    }
 }
 
 /// A response whose body fails on its first poll: hyper then closes the connection before the

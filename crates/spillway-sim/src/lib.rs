@@ -12,13 +12,21 @@
 //!   `POST /admin/fault`: outage (503), error rate (500), hang (no first byte), brown-out
 //!   (`slow_factor`), a connection break after N streamed tokens, a 429 storm with or without
 //!   `Retry-After` (`throttle`, `throttle_retry_after_ms`), a connection reset before any
-//!   response (`reset`) and a hang after the first byte (`stall_after_tokens`).
+//!   response (`reset`), a hang after the first byte (`stall_after_tokens`) and an engine error
+//!   part-way (`error_event_after_tokens`: an SSE error event, or a 500).
 //! * **Evidence** ([`ServedRecord`]): every request that reaches the handler is recorded with its
 //!   request id, model, token counts and outcome, so a test can prove where each request went.
 //!
 //! The output is deterministic: `n` output tokens are the words of [`completion_text`]`(n)`, one
-//! token each, and `usage.prompt_tokens` is exactly
+//! token each, or with a [`SimConfig::text_seed`] the words [`seeded_text`] picks for the
+//! prompt ([`prompt_fingerprint`]); `usage.prompt_tokens` is exactly
 //! [`spillway_proto::tokens::prompt_tokens`] of the request's messages.
+//!
+//! A request with `"continue_final_message": true` and a final assistant message continues
+//! that message as vLLM does (see `text.rs`): its output is the rest of the answer the message
+//! began, so the first leg's text plus the continuation's is the unbroken answer token for
+//! token. Its record says how many tokens it continued from
+//! ([`ServedRecord::continued_from`]).
 //!
 //! A request that offers `tools` is answered with a tool call by a deterministic rule (the
 //! named or first tool, arguments from its schema; no call after a `tool` result): see
@@ -42,6 +50,7 @@ mod handlers;
 mod record;
 mod reply;
 mod stream;
+mod text;
 mod tools;
 
 use std::collections::BTreeSet;
@@ -57,6 +66,7 @@ pub use engine::{MAX_OUTPUT_TOKENS, completion_text, token_text};
 pub use faults::Fault;
 pub use handlers::REGION_HEADER;
 pub use record::{Outcome, ServedRecord};
+pub use text::{messages_fingerprint, prompt_fingerprint, seeded_text, seeded_token};
 
 /// Why a simulator could not start.
 #[derive(Debug, thiserror::Error)]

@@ -30,6 +30,10 @@ pub struct ServedRecord {
     /// The W3C `traceparent` request header, if the caller sent one (trace-context tests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// A continuation (`continue_final_message`): the tokens of the answer its final assistant
+    /// message already held, from which this response went on. `None` for any other request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continued_from: Option<u64>,
 }
 
 /// How a request ended.
@@ -41,7 +45,8 @@ pub enum Outcome {
     Throttled,
     /// 503: the region is in an outage (or shutting down).
     Outage,
-    /// 500: injected error.
+    /// 500: injected error; or an engine error part-way (`error_event_after_tokens`: an SSE
+    /// error event in a stream, a 500 otherwise).
     Error,
     /// Aborted by `break_after_tokens`.
     Broken,
@@ -161,6 +166,7 @@ mod tests {
             outcome: String::new(),
             at_ms: 0,
             traceparent: None,
+            continued_from: None,
         }
     }
 

@@ -3,19 +3,22 @@
 //! The body owns the request's [`Slot`] and [`Ticket`]. If the client disconnects, hyper drops
 //! the body, which frees the slot at once and records the request as `cancelled`. A
 //! `stall_after_tokens` fault makes the body pend (holding its slot) after that many tokens
-//! until then, or until the simulator shuts down.
+//! until then, or until the simulator shuts down; `break_after_tokens` ends it with an error
+//! (hyper then aborts the connection); `error_event_after_tokens` ends it cleanly after one SSE
+//! error event, as vLLM does when the engine fails part-way.
 use std::io;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use serde_json::Map;
 use spillway_proto::sse::{DONE, encode_data};
-use spillway_proto::{ChatChunk, ChunkChoice, Delta, Usage};
+use spillway_proto::{ChatChunk, ChunkChoice, Delta, OpenAiErrorBody, Usage};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::engine::{HALF_TICK, Plan, Slot, token_text};
+use crate::engine::{Cut, HALF_TICK, Plan, Slot};
 use crate::record::{Outcome, Ticket};
+use crate::text::Text;
 use crate::tools::ToolCall;
 
 /// Most tokens sent in one write, so that a stream with no decode time (infinite time scale)
@@ -31,6 +34,8 @@ pub(crate) struct ChunkMeta {
     pub include_usage: bool,
     /// The tool call streamed instead of text (see `tools`).
     pub tool: Option<ToolCall>,
+    /// The words the content tokens are.
+    pub text: Text,
 }
 
 impl ChunkMeta {
@@ -83,19 +88,28 @@ struct State {
 
 impl State {
     async fn step(&mut self) -> Option<Result<Bytes, io::Error>> {
+        let cut = self.plan.cut();
         if matches!(self.phase, Phase::Tokens(sent) if sent >= self.plan.output_tokens
-            && self.plan.break_after != Some(sent) && self.plan.stall_after != Some(sent))
+            && cut.is_none_or(|(k, _)| k != sent))
         {
             self.phase = Phase::Finish;
         }
+        if let Phase::Tokens(sent) = self.phase
+            && let Some((k, why)) = cut.filter(|(k, _)| *k == sent)
+        {
+            return Some(match why {
+                Cut::Break => Err(self.broken(k).await),
+                Cut::ErrorEvent => Ok(self.error_event(k)),
+                Cut::Stall => Err(self.stalled().await),
+            });
+        }
+        self.proceed().await
+    }
+
+    /// The next step of a stream that no fault cuts short here.
+    async fn proceed(&mut self) -> Option<Result<Bytes, io::Error>> {
         match self.phase {
             Phase::Role => Some(Ok(self.role())),
-            Phase::Tokens(sent) if self.plan.break_after == Some(sent) => {
-                Some(Err(self.broken(sent).await))
-            }
-            Phase::Tokens(sent) if self.plan.stall_after == Some(sent) => {
-                Some(Err(self.stalled().await))
-            }
             Phase::Tokens(sent) => Some(Ok(self.tokens(sent).await)),
             Phase::Finish => Some(Ok(self.finish())),
             Phase::Usage => Some(Ok(self.usage())),
@@ -134,6 +148,17 @@ impl State {
         )
     }
 
+    /// The `error_event_after_tokens` fault after `sent` tokens: one SSE error event, then the
+    /// stream ends cleanly (no finish chunk, no `[DONE]`); the slot is given back now.
+    fn error_event(&mut self, sent: u64) -> Bytes {
+        self.phase = Phase::End;
+        self.slot = None;
+        self.ticket.close(Outcome::Error);
+        let message = format!("engine error after {sent} tokens (injected)");
+        let body = OpenAiErrorBody::new(message, "server_error", Some("engine_error"));
+        encode_data(&body.to_json())
+    }
+
     /// The `stall_after_tokens` fault: no more bytes (the slot stays held) until the client goes
     /// away, which drops the body (`cancelled`), or the simulator shuts down, which ends it with
     /// an error so that graceful shutdown can finish (`outage`).
@@ -156,11 +181,7 @@ impl State {
         // Every token due by the next half tick goes out in this wake-up, one SSE event
         // each, in one write: a token takes less than tokio's 1 ms timer tick at high
         // time scales, and wake-ups land within half a tick of their deadline.
-        let end = [self.plan.break_after, self.plan.stall_after]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.plan.output_tokens);
+        let end = self.plan.cut().map_or(self.plan.output_tokens, |(k, _)| k);
         let due = self
             .plan
             .tokens_due(self.start, Instant::now() + HALF_TICK)
@@ -171,7 +192,7 @@ impl State {
             let delta = match &self.meta.tool {
                 Some(t) => t.delta(i),
                 None => Delta {
-                    content: Some(token_text(i)),
+                    content: Some(self.meta.text.token(i)),
                     ..Delta::default()
                 },
             };
@@ -238,203 +259,4 @@ pub(crate) fn body(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::Engine;
-    use crate::record::{Recorder, ServedRecord};
-    use crate::{Fault, SimConfig};
-    use futures_util::StreamExt;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    struct Rig {
-        engine: Arc<Engine>,
-        recorder: Arc<Recorder>,
-        shutdown: watch::Sender<bool>,
-    }
-
-    /// A body for `n` tokens at 50 tokens/s (20 ms each), decode starting now.
-    async fn body_for(
-        n: u64,
-        fault: Fault,
-        include_usage: bool,
-    ) -> (Rig, impl Stream<Item = Result<Bytes, io::Error>>) {
-        body_with(SimConfig::default(), n, fault, include_usage).await
-    }
-
-    async fn body_with(
-        cfg: SimConfig,
-        n: u64,
-        fault: Fault,
-        include_usage: bool,
-    ) -> (Rig, impl Stream<Item = Result<Bytes, io::Error>>) {
-        let plan = Plan::new(&cfg, &fault, Some(n), 10);
-        let engine = Engine::new(&cfg);
-        let slot = engine.admit(plan.service_time()).await.unwrap();
-        let recorder = Arc::new(Recorder::new());
-        let rec = ServedRecord {
-            request_id: None,
-            region: "r".into(),
-            model: "m".into(),
-            stream: true,
-            prompt_tokens: 10,
-            completion_tokens: 0,
-            outcome: String::new(),
-            at_ms: 0,
-            traceparent: None,
-        };
-        let ticket = Ticket::open(recorder.clone(), rec);
-        let meta = ChunkMeta {
-            id: "chatcmpl-x".into(),
-            model: "m".into(),
-            created: 0,
-            prompt_tokens: 10,
-            include_usage,
-            tool: None,
-        };
-        let (tx, rx) = watch::channel(false);
-        let body = body(meta, plan, Instant::now(), slot, ticket, rx);
-        (
-            Rig {
-                engine,
-                recorder,
-                shutdown: tx,
-            },
-            body,
-        )
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn tokens_arrive_on_schedule_and_the_slot_frees_at_the_last_token() {
-        let t0 = Instant::now();
-        let (rig, body) = body_for(3, Fault::default(), true).await;
-        let mut body = Box::pin(body);
-        let mut at = Vec::new();
-        while let Some(item) = body.next().await {
-            let bytes = item.unwrap();
-            at.push((t0.elapsed(), String::from_utf8(bytes.to_vec()).unwrap()));
-            if at.len() == 5 {
-                assert_eq!(
-                    rig.engine.in_flight(),
-                    0,
-                    "slot freed with the finish chunk"
-                );
-            }
-        }
-        let ms: Vec<u64> = at.iter().map(|(d, _)| d.as_millis() as u64).collect();
-        // role, 3 tokens every 20 ms, finish, usage, [DONE]
-        assert_eq!(ms, vec![0, 20, 40, 60, 60, 60, 60]);
-        assert!(at[1].1.contains(r#""content":" the""#), "{}", at[1].1);
-        assert!(at[5].1.contains(r#""choices":[]"#) && at[5].1.contains(r#""total_tokens":13"#));
-        assert_eq!(at[6].1, "data: [DONE]\n\n");
-        let rec = &rig.recorder.snapshot()[0];
-        assert_eq!((rec.outcome.as_str(), rec.completion_tokens), ("ok", 3));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn dropping_the_body_mid_stream_frees_the_slot_and_records_cancelled() {
-        let (rig, body) = body_for(100, Fault::default(), false).await;
-        let mut body = Box::pin(body);
-        for _ in 0..3 {
-            body.next().await.unwrap().unwrap();
-        }
-        assert_eq!(rig.engine.in_flight(), 1);
-        drop(body);
-        assert_eq!(rig.engine.in_flight(), 0);
-        let rec = &rig.recorder.snapshot()[0];
-        assert_eq!(
-            (rec.outcome.as_str(), rec.completion_tokens),
-            ("cancelled", 2)
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn break_ends_the_body_with_an_error_after_k_tokens() {
-        let fault = Fault {
-            break_after_tokens: Some(2),
-            ..Fault::default()
-        };
-        let (rig, body) = body_for(5, fault, false).await;
-        let items: Vec<_> = body.collect().await;
-        assert_eq!(items.len(), 4, "role, two tokens, the error");
-        assert!(items[..3].iter().all(Result::is_ok));
-        assert!(items[3].is_err());
-        assert_eq!(rig.engine.in_flight(), 0);
-        let rec = &rig.recorder.snapshot()[0];
-        assert_eq!((rec.outcome.as_str(), rec.completion_tokens), ("broken", 2));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_stall_holds_the_slot_without_bytes_until_the_client_leaves_or_shutdown() {
-        let fault = Fault {
-            stall_after_tokens: Some(2),
-            ..Fault::default()
-        };
-        let (rig, body) = body_for(5, fault.clone(), false).await;
-        let mut body = Box::pin(body);
-        for _ in 0..3 {
-            body.next().await.unwrap().unwrap();
-        }
-        let waited = tokio::time::timeout(Duration::from_secs(3600), body.next()).await;
-        assert!(waited.is_err(), "no byte after the stall point");
-        assert_eq!(
-            rig.engine.in_flight(),
-            1,
-            "the stalled request keeps its slot"
-        );
-        drop(body);
-        assert_eq!(rig.engine.in_flight(), 0);
-        let rec = &rig.recorder.snapshot()[0];
-        assert_eq!(
-            (rec.outcome.as_str(), rec.completion_tokens),
-            ("cancelled", 2)
-        );
-
-        // Shutdown ends a stall (after the role chunk here) with an error.
-        let fault = Fault {
-            stall_after_tokens: Some(0),
-            ..fault
-        };
-        let (rig, body) = body_for(5, fault, false).await;
-        let mut body = Box::pin(body);
-        body.next().await.unwrap().unwrap();
-        rig.shutdown.send_replace(true);
-        assert!(body.next().await.unwrap().is_err());
-        assert!(body.next().await.is_none());
-        assert_eq!(rig.engine.in_flight(), 0);
-        assert_eq!(rig.recorder.snapshot()[0].outcome, "outage");
-    }
-
-    /// At time scale 30 a token at 50 tokens/s is due every 0.67 ms, under tokio's 1 ms timer
-    /// tick: the decode must still take 200 / 50 / 30 s = 133.3 ms, not one tick per token.
-    #[tokio::test(start_paused = true)]
-    async fn sub_millisecond_tokens_keep_the_configured_decode_rate() {
-        let cfg = SimConfig {
-            time_scale: 30.0,
-            ..SimConfig::default()
-        };
-        let t0 = Instant::now();
-        let (rig, body) = body_with(cfg, 200, Fault::default(), false).await;
-        let mut body = Box::pin(body);
-        let (mut writes, mut tokens, mut last_token_at) = (0, 0, t0);
-        while let Some(item) = body.next().await {
-            let text = String::from_utf8(item.unwrap().to_vec()).unwrap();
-            let n = text.matches(r#""content":" "#).count();
-            if n > 0 {
-                writes += 1;
-                tokens += n;
-                last_token_at = Instant::now();
-                assert_eq!(text.matches("data: ").count(), n, "one SSE event per token");
-            }
-        }
-        let took = last_token_at - t0;
-        assert_eq!(tokens, 200);
-        assert!(
-            took.abs_diff(Duration::from_micros(133_333)) <= HALF_TICK,
-            "decode took {took:?}"
-        );
-        assert!(writes < 200, "late tokens share a write ({writes} writes)");
-        let rec = &rig.recorder.snapshot()[0];
-        assert_eq!((rec.outcome.as_str(), rec.completion_tokens), ("ok", 200));
-    }
-}
+mod tests;

@@ -117,6 +117,10 @@ struct SimArgs {
     /// Service times are divided by this (30 replays an hour in two minutes).
     #[arg(long, default_value_t = 1.0)]
     time_scale: f64,
+    /// The model's text seed: answers depend on it and on the prompt (give every region of a
+    /// model the same one). Without it every answer is the same fixed word cycle.
+    #[arg(long)]
+    text_seed: Option<u64>,
 }
 
 #[cfg(all(feature = "alloc-mimalloc", not(feature = "alloc-jemalloc")))]
@@ -294,6 +298,7 @@ async fn sim(a: SimArgs) -> anyhow::Result<()> {
         decode_tokens_per_sec: a.decode_tps,
         rtt: Duration::from_secs_f64(a.rtt_ms.max(0.0) / 1000.0),
         time_scale: a.time_scale,
+        text_seed: a.text_seed,
         ..spillway_sim::SimConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(a.host, a.port))

@@ -226,6 +226,8 @@ fn sim_serves_one_request_and_records_it() {
         "r1",
         "--time-scale",
         "100",
+        "--text-seed",
+        "42",
     ]));
     let line = sim
         .stdout
@@ -237,12 +239,13 @@ fn sim_serves_one_request_and_records_it() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let http = reqwest::Client::new();
+        let messages = serde_json::json!([{"role": "user", "content": "hello"}]);
         let resp = http
             .post(format!("{base}/v1/chat/completions"))
             .header("x-request-id", "cli-test-1")
             .json(&serde_json::json!({
                 "model": "demo.chat-small-v1:0",
-                "messages": [{"role": "user", "content": "hello"}],
+                "messages": messages,
                 "max_tokens": 4
             }))
             .send()
@@ -253,6 +256,12 @@ fn sim_serves_one_request_and_records_it() {
         let body: serde_json::Value = resp.json().await.expect("json");
         assert_eq!(body["object"], "chat.completion");
         assert_eq!(body["usage"]["completion_tokens"], 4);
+        // --text-seed: the words are the model's answer to this prompt.
+        let fingerprint = spillway_sim::prompt_fingerprint(&messages);
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            spillway_sim::seeded_text(42, fingerprint, 0, 4)
+        );
 
         let served: serde_json::Value = http
             .get(format!("{base}/admin/served"))

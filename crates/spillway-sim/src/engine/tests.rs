@@ -50,6 +50,38 @@ fn break_only_when_the_response_reaches_it() {
 }
 
 #[test]
+fn the_earliest_fault_point_cuts_and_ties_go_break_error_stall() {
+    let c = SimConfig::default();
+    let f = |b, e, s| Fault {
+        break_after_tokens: b,
+        error_event_after_tokens: e,
+        stall_after_tokens: s,
+        ..Fault::default()
+    };
+    let cut = |fault: Fault| Plan::new(&c, &fault, Some(5), 1).cut();
+    assert_eq!(cut(f(None, None, None)), None);
+    assert_eq!(cut(f(None, Some(2), None)), Some((2, Cut::ErrorEvent)));
+    assert_eq!(
+        cut(f(None, Some(6), None)),
+        None,
+        "the response never gets there"
+    );
+    assert_eq!(cut(f(Some(6), Some(5), None)), Some((5, Cut::ErrorEvent)));
+    assert_eq!(cut(f(Some(3), Some(2), Some(1))), Some((1, Cut::Stall)));
+    assert_eq!(cut(f(Some(2), Some(2), Some(2))), Some((2, Cut::Break)));
+    assert_eq!(cut(f(None, Some(2), Some(2))), Some((2, Cut::ErrorEvent)));
+}
+
+#[test]
+fn an_uncapped_length_other_than_the_default_stops() {
+    let c = SimConfig::default();
+    let p = Plan::with_default(&c, &Fault::default(), None, 3, 1);
+    assert_eq!((p.output_tokens, p.finish_reason()), (3, "stop"));
+    let p = Plan::with_default(&c, &Fault::default(), Some(9), 3, 1);
+    assert_eq!((p.output_tokens, p.finish_reason()), (9, "length"));
+}
+
+#[test]
 fn absurd_numbers_do_not_panic() {
     assert_eq!(secs(f64::NAN), Duration::ZERO);
     assert_eq!(secs(-1.0), Duration::ZERO);
