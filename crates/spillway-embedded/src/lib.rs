@@ -59,6 +59,7 @@ pub fn sim_config(params: &SimParams, region: &str) -> SimConfig {
         decode_tokens_per_sec: params.decode_tokens_per_sec,
         rtt: params.rtt,
         time_scale: params.time_scale,
+        text_seed: params.text_seed,
         ..SimConfig::default()
     }
 }

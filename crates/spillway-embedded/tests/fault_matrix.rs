@@ -25,6 +25,7 @@
 //! | hang before the head, non-streamed | 200 from another region after `first_byte_timeout_ms` (the gateway streams from the upstream and assembles the answer) | `hangs::a_non_streamed_call_hung_before_its_head_fails_over_within_the_first_byte_timeout` |
 //! | hang after the first byte (3 tokens, then silence) | streams: 200, 3 tokens, then the error event `first_byte_timeout_ms` after the last piece, settled to 3 tokens; non-streamed (head sent, no body): 200 from another region after `request_timeout_ms` (`failover:timeout`) | `hangs::a_stream_hung_after_its_first_byte_ends_with_an_error_event` |
 //! | mid-stream break (connection drops after 3 tokens) | streams: 200, 3 tokens, then the error event, settled to 3 tokens (once the breaks eject the source: 200 from elsewhere); non-streamed: 200 from another region | `hangs::a_mid_stream_break_ends_with_an_error_event_and_settles_what_was_sent` (also `failover.rs::a_break_after_the_first_byte_ends_the_stream_with_an_error_event`, `bedrock_sdk.rs::a_stream_that_breaks_after_it_started_ends_with_a_model_stream_error`) |
+//! | mid-stream failover on (`midstream_failover`): reset, error event or stall after 3 tokens | streams: 200, the whole answer token for token the unbroken one (seeded text), continued in another `us` region (`resume:<kind>`; the simulators saw a continuation of 3 tokens), audit `legs` in the set; plain id: the error event as without it | `midstream::*` |
 //! | hang or break after the role chunk, before any content | 200 from another region of the set (the role chunk does not commit the stream) | `hangs::a_stream_failing_before_its_first_content_token_fails_over` |
 //! | Redis stopped (SIGSTOP), then resumed | 200 throughout (local share while it is stopped); the quota take in flight when it stopped runs on resume, and its tokens are back in the global bucket once Redis answers | `redis::redis_stopped_under_load_fails_nothing` |
 //! | Redis killed (SIGKILL) | 200 throughout (local share) | `redis::redis_killed_under_load_fails_nothing` (also `redis_quota.rs::redis_killed_under_load_fails_nothing_and_resynchronises`) |
@@ -61,6 +62,8 @@ mod calls;
 mod degraded;
 #[path = "fault_matrix/hangs.rs"]
 mod hangs;
+#[path = "fault_matrix/midstream.rs"]
+mod midstream;
 #[path = "fault_matrix/redis.rs"]
 mod redis;
 #[path = "fault_matrix/support.rs"]

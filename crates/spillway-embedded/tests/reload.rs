@@ -27,6 +27,7 @@ fn grown(h: &Harness) -> Spec {
         profile_only: false,
         burndown: None,
         default_max_tokens: None,
+        midstream: false,
     });
     spec.deployments.push(Dep {
         model: OTHER.into(),

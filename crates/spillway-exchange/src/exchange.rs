@@ -307,7 +307,9 @@ impl Exchange {
             (Some(a), Some(b)) if n > 1 => Some(b.saturating_sub(a) / (n - 1) as u32),
             _ => None,
         };
-        self.answer.from = Some((live.region, live.reason));
+        // A continued stream is reported as served where it started: the region its client was
+        // told (the record's tries show every leg).
+        self.answer.from.get_or_insert((live.region, live.reason));
         self.answer.charged = true;
         let tokens = self.usage().total_tokens;
         let outcome = CoreOutcome::Success { ttft, tpot, tokens };

@@ -9,6 +9,8 @@ pub struct ModelSpec {
     pub profile_only: bool,
     pub burndown: Option<f64>,
     pub default_max_tokens: Option<u64>,
+    /// `midstream_failover = true`.
+    pub midstream: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +121,8 @@ pub struct Spec {
     pub prices: Vec<Price>,
     /// `[audit] sink` (`"stdout"`, `"off"` or a file path); absent = not written.
     pub audit: Option<String>,
+    /// `text_seed` of every in-process simulator (the same in every region).
+    pub text_seed: Option<u64>,
 }
 
 impl Spec {
@@ -136,6 +140,7 @@ impl Spec {
             max_body_bytes: None,
             prices: Vec::new(),
             audit: None,
+            text_seed: None,
         };
         s.add_model(M, false, None);
         s
@@ -148,6 +153,7 @@ impl Spec {
             profile_only,
             burndown,
             default_max_tokens: None,
+            midstream: false,
         });
         for (r, _) in self.regions.clone() {
             self.deployments.push(Dep {
@@ -246,6 +252,9 @@ impl Spec {
             if let Some(n) = m.default_max_tokens {
                 let _ = writeln!(t, "default_max_tokens = {n}");
             }
+            if m.midstream {
+                let _ = writeln!(t, "midstream_failover = true");
+            }
         }
         for d in &self.deployments {
             let _ = writeln!(
@@ -263,7 +272,11 @@ impl Spec {
                 Upstream::Sim => writeln!(
                     t,
                     "upstream = {{ kind = \"sim\", concurrency = 64, queue_limit = 64, \
-                     prefill_tokens_per_sec = 1000000000.0, decode_tokens_per_sec = 10000.0 }}"
+                     prefill_tokens_per_sec = 1000000000.0, decode_tokens_per_sec = 10000.0{seed} }}",
+                    seed = self
+                        .text_seed
+                        .map(|s| format!(", text_seed = {s}"))
+                        .unwrap_or_default()
                 ),
                 Upstream::SimPrefill(tps) => writeln!(
                     t,

@@ -205,6 +205,7 @@ async fn chat_stream(h: &Harness, source: &str, model: &str, n: u64) -> Seen {
         End::Truncated
     };
     let content = content_of(&events);
+    assert_one_answer(&events);
     seen(
         Api::ChatStream,
         source,
@@ -301,4 +302,24 @@ async fn read_frames(mut body: BoxStream<'static, reqwest::Result<Bytes>>) -> (S
         End::Truncated
     };
     (text, end)
+}
+
+/// A stream is one answer, also when it was continued in another region after a break: every
+/// chunk has the same id and model, and one role chunk opens it.
+fn assert_one_answer(events: &[String]) {
+    let chunks: Vec<Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter(|v| v.get("choices").is_some())
+        .collect();
+    let ids: std::collections::HashSet<String> = chunks
+        .iter()
+        .map(|c| format!("{} {}", c["id"], c["model"]))
+        .collect();
+    assert!(ids.len() <= 1, "chunks of more than one answer: {ids:?}");
+    let roles = chunks
+        .iter()
+        .filter(|c| c["choices"][0]["delta"].get("role").is_some())
+        .count();
+    assert!(roles <= 1, "{roles} role chunks: {events:?}");
 }

@@ -166,10 +166,31 @@ impl Matrix {
     }
 }
 
+/// The whole answer to the matrix's prompt (`common::body`'s "hi") in `n` tokens, as the
+/// unbroken stream from any region gives it: the simulators' seeded text when the spec sets a
+/// `text_seed`, else their word cycle.
+pub fn answer_text(h: &Harness, n: u64) -> String {
+    match h.spec.text_seed {
+        Some(seed) => {
+            let messages = serde_json::json!([{"role": "user", "content": "hi"}]);
+            spillway_sim::seeded_text(seed, spillway_sim::prompt_fingerprint(&messages), 0, n)
+        }
+        None => completion_text(n),
+    }
+}
+
 /// One call's audit line against what its client saw and its destination set.
 fn check_line(h: &Harness, s: &Seen, line: &serde_json::Value) {
     assert_eq!(line["sourceRegion"], s.source.as_str(), "{line}");
     let allowed = h.spec.allowed(KEY, &s.source, &s.model);
+    // A stream continued after a break: every leg in the set too.
+    for leg in line["legs"].as_array().into_iter().flatten() {
+        let region = leg["region"].as_str().unwrap_or_default();
+        assert!(
+            allowed.iter().any(|r| r == region),
+            "RESIDENCY VIOLATION in a continued stream's legs: {line}"
+        );
+    }
     let served = line["inferenceRegion"].as_str().unwrap_or(&s.source);
     if line["outcome"] == "ok" || s.region().is_some() {
         assert!(
@@ -212,7 +233,7 @@ impl Seen {
             self.source,
             self.model
         );
-        assert_eq!(self.content, completion_text(N), "{self:?}");
+        assert_eq!(self.content, answer_text(h, N), "{self:?}");
         let region = self.region().expect("x-spillway-region");
         let allowed = h.spec.allowed(KEY, &self.source, &self.model);
         assert!(

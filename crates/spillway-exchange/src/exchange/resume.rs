@@ -36,7 +36,8 @@
 //! * **Usage and billing.** Every leg is billed: the broken one for its prompt and the output it
 //!   produced, the continuation for its prompt (the original prompt plus the text so far, which
 //!   is input now) and its output. The final usage chunk the client gets is the sum over legs, the
-//!   same figure its tenant's quota settles to; the record keeps each leg as a try.
+//!   same figure its tenant's quota settles to; the record keeps each leg as a try, and names
+//!   the first leg's region as the one that served it (the client's response head said so).
 use spillway_core::{DeploymentIx, FailureKind, Plan, Reason, Step};
 use spillway_proto::tokens::text_tokens;
 use spillway_proto::{ChatChunk, ChunkChoice, Delta, Usage};

@@ -149,7 +149,11 @@ fn a_stream_broken_after_its_first_text_is_continued_as_one_answer() {
     assert_eq!(r.usage, total);
     let last = chunks.iter().rev().find_map(|c| c.usage);
     assert_eq!(last, Some(total), "the client's one usage is the sum");
-    assert_eq!(r.served_in, Some(RegionIx(1)));
+    assert_eq!(
+        r.served_in,
+        Some(RegionIx(0)),
+        "where the client was told it started"
+    );
     let results: Vec<_> = r.tries.iter().map(|t| (t.region, t.result)).collect();
     assert_eq!(
         results,

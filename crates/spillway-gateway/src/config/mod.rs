@@ -151,6 +151,8 @@ pub struct SimParams {
     pub rtt: Duration,
     /// Service times are divided by this.
     pub time_scale: f64,
+    /// Seed of the generated text (`None`: the fixed word cycle).
+    pub text_seed: Option<u64>,
 }
 
 impl Default for SimParams {
@@ -163,6 +165,7 @@ impl Default for SimParams {
             decode_tokens_per_sec: 50.0,
             rtt: Duration::ZERO,
             time_scale: 1.0,
+            text_seed: None,
         }
     }
 }

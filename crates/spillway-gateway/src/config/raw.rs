@@ -274,6 +274,10 @@ pub struct RawSimUpstream {
     pub decode_tokens_per_sec: Option<f64>,
     pub rtt_ms: Option<f64>,
     pub time_scale: Option<f64>,
+    /// Seed of the generated text: with one, the answer is a deterministic function of the
+    /// seed and the prompt (give every region of a model the same seed, as the same weights
+    /// decode greedily to the same text); without, the simulator's fixed word cycle.
+    pub text_seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -243,6 +243,7 @@ fn sim(cx: &Ctx<'_>, key: &str, s: &RawSimUpstream) -> Result<Upstream, ConfigEr
         )?,
         rtt: Duration::from_secs_f64(rtt_ms / 1000.0),
         time_scale: pos("time_scale", s.time_scale, d.time_scale)?,
+        text_seed: s.text_seed,
     };
     Ok(Upstream::Sim {
         base_url: s

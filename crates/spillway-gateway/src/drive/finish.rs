@@ -159,6 +159,7 @@ fn count(app: &AppState, ctx: &RequestCtx, s: &Summary<'_>, ending: &Ending<'_>)
                 destination: cfg.region_name(t.region),
                 result: try_result(t.result),
                 first_byte: t.first_piece_at.map(|f| f.saturating_sub(t.sent_at)),
+                resumed: matches!(t.reason, Reason::Resume(_)).then(|| t.reason.as_str()),
             });
         }
     }

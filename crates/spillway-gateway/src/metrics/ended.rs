@@ -36,6 +36,9 @@ pub struct Attempt<'a> {
     pub result: &'a str,
     /// From sending it to its answer's first byte, when one came.
     pub first_byte: Option<Duration>,
+    /// A continuation of a broken stream: its reason (`resume:<kind>`), counted as a flow from
+    /// the source to its destination.
+    pub resumed: Option<&'a str>,
 }
 
 /// One ended request, as the metrics see it. Empty strings stand for "none" (no tenant, no
@@ -86,6 +89,16 @@ impl RequestMetrics {
                 reason: e.reason.unwrap_or("").into(),
             };
             self.flows.get_or_create(&flow).inc();
+        }
+        for a in e.attempts {
+            if let Some(reason) = a.resumed {
+                let flow = FlowLabels {
+                    source: e.source.into(),
+                    destination: a.destination.into(),
+                    reason: reason.into(),
+                };
+                self.flows.get_or_create(&flow).inc();
+            }
         }
         if let Some(kind) = e.throttle {
             let t = ThrottleLabels {
@@ -236,11 +249,13 @@ mod tests {
                 destination: "us-east-1",
                 result: "server_error",
                 first_byte: None,
+                resumed: None,
             },
             Attempt {
                 destination: "us-west-2",
                 result: "ok",
                 first_byte: Some(ms(30)),
+                resumed: None,
             },
         ];
         m.observe(&ended(&tries));
