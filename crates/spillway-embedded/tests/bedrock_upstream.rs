@@ -276,3 +276,57 @@ fn the_upstream_model_id_is_encoded_as_the_aws_sdks_encode_it() {
         assert_stand_in_residency(&h, &log, std::slice::from_ref(&r.id));
     });
 }
+
+#[test]
+fn a_stream_broken_on_a_sim_is_continued_on_a_bedrock_upstream_by_assistant_prefill() {
+    if !in_child(
+        "a_stream_broken_on_a_sim_is_continued_on_a_bedrock_upstream_by_assistant_prefill",
+        UP_SECRET,
+    ) {
+        return;
+    }
+    block_on(async {
+        let (url, log) = stand_in(false).await;
+        // The stream starts in us-east-2 (a simulator that drops the connection after three
+        // tokens); the only other region the tenant may use is us-east-1, the Bedrock stand-in,
+        // which takes continuations as an assistant prefill.
+        let mut s = Spec::standard();
+        s.models[0].midstream = true;
+        s.tenants = vec![Tenant::new("acme", KEY)];
+        s.tenants[0].denied = vec!["us-west-2".into()];
+        let dep = s.dep(M, "us-east-1");
+        dep.upstream = Upstream::Bedrock {
+            base_url: url.clone(),
+            access_key_id_env: AK_ENV.to_string(),
+            secret_access_key_env: SK_ENV.to_string(),
+        };
+        dep.continuation = Some("assistant_prefill");
+        let h = Harness::start(s).await;
+        h.sim("us-east-2").set_fault(spillway_sim::Fault {
+            break_after_tokens: Some(3),
+            ..Default::default()
+        });
+        let (id, resp) = h.stream("us-east-2", stream_body(&format!("us.{M}"), 8)).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(resp.headers()["x-spillway-region"], "us-east-2");
+        let events = Sse::new(resp).rest().await;
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+        let prefix = spillway_sim::completion_text(3);
+        assert_eq!(content_of(&events), format!("{prefix}{ANSWER}"), "{events:?}");
+        let seen = log.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].verified, Ok(UP_AK.to_string()), "{seen:?}");
+        assert_eq!(seen[0].request_id.as_deref(), Some(id.as_str()));
+        assert_eq!(
+            seen[0].body["messages"],
+            json!([
+                {"role": "user", "content": [{"text": "hi"}]},
+                {"role": "assistant", "content": [{"text": prefix}]},
+            ]),
+            "the text so far, as a final assistant message: {seen:?}"
+        );
+        assert_eq!(seen[0].body["inferenceConfig"]["maxTokens"], 5, "8 less the 3 sent");
+        assert!(seen[0].body.get("continue_final_message").is_none());
+        assert_stand_in_residency(&h, &log, &[id]);
+    });
+}

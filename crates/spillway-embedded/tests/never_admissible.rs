@@ -122,6 +122,7 @@ async fn more_output_tokens_than_the_model_generates_is_a_400() {
             rpm: None,
             tpm: None,
             upstream: Upstream::Sim,
+            continuation: None,
         });
     }
     let model = format!("[[models]]\nid = {CAPPED:?}\nmax_output_tokens = {CAP}\n\n");

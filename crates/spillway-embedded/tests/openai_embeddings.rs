@@ -23,6 +23,7 @@ fn spec_with(upstream: Upstream) -> Spec {
             rpm: None,
             tpm: None,
             upstream: upstream.clone(),
+            continuation: None,
         });
     }
     spec

@@ -36,6 +36,7 @@ fn grown(h: &Harness) -> Spec {
         rpm: None,
         tpm: None,
         upstream: Upstream::OpenAi(h.sim("us-east-1").base_url()),
+        continuation: None,
     });
     spec
 }

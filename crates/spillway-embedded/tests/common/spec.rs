@@ -43,6 +43,8 @@ pub struct Dep {
     pub rpm: Option<u32>,
     pub tpm: Option<u64>,
     pub upstream: Upstream,
+    /// `continuation` (`"continue_final_message"` or `"assistant_prefill"`), if set.
+    pub continuation: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +165,7 @@ impl Spec {
                 rpm: None,
                 tpm: None,
                 upstream: Upstream::Sim,
+                continuation: None,
             });
         }
     }
@@ -267,6 +270,9 @@ impl Spec {
             }
             if let Some(v) = d.tpm {
                 let _ = writeln!(t, "tpm = {v}");
+            }
+            if let Some(form) = d.continuation {
+                let _ = writeln!(t, "continuation = {form:?}");
             }
             let _ = match &d.upstream {
                 Upstream::Sim => writeln!(
