@@ -358,3 +358,48 @@ async fn invoke_with_an_anthropic_body_answers_in_anthropics_shape() {
     assert!(format!("{se:?}").contains("thinking"), "{se:?}");
     assert_eq!(h.assert_residency(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_broken_mid_answer_is_continued_as_one_anthropic_message() {
+    let mut s = spec();
+    s.models[0].midstream = true;
+    s.text_seed = Some(41);
+    let h = Harness::start(s).await;
+    h.sim("us-east-1").set_fault(spillway_sim::Fault {
+        error_event_after_tokens: Some(2),
+        ..Default::default()
+    });
+    let resp = messages(&h, "us-east-1", Some(KEY), &user_hi(6, true)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["x-spillway-region"], "us-east-1");
+    let ev = events(resp).await;
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    // One message, as if nothing had happened: one start, six deltas, one stop.
+    assert_eq!(
+        names,
+        ["message_start", "ping", "content_block_start"]
+            .into_iter()
+            .chain(std::iter::repeat_n("content_block_delta", 6))
+            .chain(["content_block_stop", "message_delta", "message_stop"])
+            .collect::<Vec<_>>()
+    );
+    let text: String = ev
+        .iter()
+        .filter_map(|(_, v)| v["delta"]["text"].as_str())
+        .collect();
+    let prompt = json!([{"role": "user", "content": "hi"}]);
+    let unbroken = spillway_sim::seeded_text(41, spillway_sim::prompt_fingerprint(&prompt), 0, 6);
+    assert_eq!(text, unbroken, "token for token the unbroken answer");
+    let delta = &ev[ev.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "max_tokens");
+    assert_eq!(delta["usage"]["output_tokens"], 6, "both legs' output");
+    let continued: Vec<_> = h
+        .records()
+        .into_iter()
+        .filter(|r| r.continued_from.is_some())
+        .collect();
+    assert_eq!(continued.len(), 1, "{continued:?}");
+    assert_eq!(continued[0].continued_from, Some(2));
+    assert_ne!(continued[0].region, "us-east-1");
+    h.assert_residency();
+}

@@ -306,13 +306,23 @@ fn a_stream_broken_on_a_sim_is_continued_on_a_bedrock_upstream_by_assistant_pref
             break_after_tokens: Some(3),
             ..Default::default()
         });
-        let (id, resp) = h.stream("us-east-2", stream_body(&format!("us.{M}"), 8)).await;
+        let (id, resp) = h
+            .stream("us-east-2", stream_body(&format!("us.{M}"), 8))
+            .await;
         assert_eq!(resp.status().as_u16(), 200);
         assert_eq!(resp.headers()["x-spillway-region"], "us-east-2");
         let events = Sse::new(resp).rest().await;
-        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("[DONE]"),
+            "{events:?}"
+        );
         let prefix = spillway_sim::completion_text(3);
-        assert_eq!(content_of(&events), format!("{prefix}{ANSWER}"), "{events:?}");
+        assert_eq!(
+            content_of(&events),
+            format!("{prefix}{ANSWER}"),
+            "{events:?}"
+        );
         let seen = log.lock().expect("lock").clone();
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert_eq!(seen[0].verified, Ok(UP_AK.to_string()), "{seen:?}");
@@ -325,7 +335,10 @@ fn a_stream_broken_on_a_sim_is_continued_on_a_bedrock_upstream_by_assistant_pref
             ]),
             "the text so far, as a final assistant message: {seen:?}"
         );
-        assert_eq!(seen[0].body["inferenceConfig"]["maxTokens"], 5, "8 less the 3 sent");
+        assert_eq!(
+            seen[0].body["inferenceConfig"]["maxTokens"], 5,
+            "8 less the 3 sent"
+        );
         assert!(seen[0].body.get("continue_final_message").is_none());
         assert_stand_in_residency(&h, &log, &[id]);
     });
