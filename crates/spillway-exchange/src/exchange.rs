@@ -31,7 +31,7 @@
 //!   delivered (held in sockets by the stall) is counted, so the record bills every token of it
 //!   ([`drain`]). Then the attempt is cancelled and the exchange ends.
 //! * **The end.** Whatever the path, the last action is exactly one
-//!   [`Finished`](Action::Finished) with the [`Record`]: the admission has been released exactly
+//!   [`Finished`](Action::Finished) with the [`Record`](crate::Record): the admission has been released exactly
 //!   once, and the record says how the tenant's reservation settles (in full back when nothing
 //!   reached an upstream's answer, else to the tokens of the answer), with cost, tries and
 //!   timings.
@@ -49,7 +49,7 @@ use crate::action::{Action, Continuation, StreamEnd};
 use crate::capacity::Capacity;
 use crate::event::{AttemptId, Event, Facts, Failure, Limits, Refusal};
 use crate::piece::Piece;
-use crate::record::{Cost, Outcome, Record, Settle, Timings, Try, TryResult};
+use crate::record::{Outcome, Try, TryResult};
 
 mod bill;
 mod deadlines;
@@ -464,42 +464,5 @@ impl Exchange {
         self.actions.push_back(Action::Respond(refusal.clone()));
         self.answer = Answer::default();
         self.finish(now, Outcome::Refused(refusal));
-    }
-
-    fn finish(&mut self, now: Duration, outcome: Outcome) {
-        let (usage, settle) = if self.answer.charged {
-            let u = self.usage();
-            (u, Settle::Used(u.total_tokens))
-        } else {
-            (Usage::default(), Settle::Cancel)
-        };
-        let last = self.tries.last().map(|t| (t.region, t.reason));
-        let (served_in, reason) = match (self.answer.from, last) {
-            (Some((r, why)), _) => (Some(r), Some(why)),
-            (None, Some((_, why))) => (None, Some(why)),
-            (None, None) => (None, None),
-        };
-        let record = Record {
-            source: self.facts.source,
-            outcome,
-            served_in,
-            reason,
-            tries: std::mem::take(&mut self.tries),
-            reserved_tokens: self.facts.reserved_tokens,
-            usage,
-            settle,
-            timings: Timings {
-                admitted: self.admitted_at,
-                first_byte: self.committed_at,
-                ended: now,
-            },
-            cost: (settle != Settle::Cancel)
-                .then_some(self.facts.price)
-                .flatten()
-                .map(|p| Cost::of(&usage, &p)),
-        };
-        self.actions.push_back(Action::Finished(Box::new(record)));
-        self.done = true;
-        self.timer = None;
     }
 }

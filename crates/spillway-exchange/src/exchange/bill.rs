@@ -1,8 +1,13 @@
-//! What an answer costs: the tokens a deployment is charged for an attempt, and the usage a
-//! request is billed, summed over the legs of a continued stream ([`super::resume`]).
+//! What an answer costs: the tokens a deployment is charged for an attempt, the usage a request
+//! is billed, summed over the legs of a continued stream ([`super::resume`]), and the one
+//! [`Record`] the exchange ends with.
+use std::time::Duration;
+
 use spillway_proto::Usage;
 
 use super::{Exchange, resume};
+use crate::action::Action;
+use crate::record::{Cost, Outcome, Record, Settle, Timings};
 
 impl Exchange {
     /// Tokens to charge a deployment for a failed or cancelled attempt: the prompt and the
@@ -42,5 +47,43 @@ impl Exchange {
             completion_tokens: output,
             total_tokens: prompt + output,
         }
+    }
+
+    /// The end: the one record, with the usage and the settlement of the answer.
+    pub(super) fn finish(&mut self, now: Duration, outcome: Outcome) {
+        let (usage, settle) = if self.answer.charged {
+            let u = self.usage();
+            (u, Settle::Used(u.total_tokens))
+        } else {
+            (Usage::default(), Settle::Cancel)
+        };
+        let last = self.tries.last().map(|t| (t.region, t.reason));
+        let (served_in, reason) = match (self.answer.from, last) {
+            (Some((r, why)), _) => (Some(r), Some(why)),
+            (None, Some((_, why))) => (None, Some(why)),
+            (None, None) => (None, None),
+        };
+        let record = Record {
+            source: self.facts.source,
+            outcome,
+            served_in,
+            reason,
+            tries: std::mem::take(&mut self.tries),
+            reserved_tokens: self.facts.reserved_tokens,
+            usage,
+            settle,
+            timings: Timings {
+                admitted: self.admitted_at,
+                first_byte: self.committed_at,
+                ended: now,
+            },
+            cost: (settle != Settle::Cancel)
+                .then_some(self.facts.price)
+                .flatten()
+                .map(|p| Cost::of(&usage, &p)),
+        };
+        self.actions.push_back(Action::Finished(Box::new(record)));
+        self.done = true;
+        self.timer = None;
     }
 }

@@ -69,15 +69,7 @@ pub async fn admit(
         retry_after: d.retry_after,
     })?;
     let stream = req.is_stream();
-    if let (true, Request::Chat(req)) = (stream, &mut req) {
-        // Always ask for usage, to settle quota exactly; the client's encoder drops the usage
-        // chunk again when the client did not ask for it.
-        ctx.wants_usage = req.wants_stream_usage();
-        let opts = req
-            .stream_options
-            .get_or_insert_with(StreamOptions::default);
-        opts.include_usage = Some(true);
-    }
+    ask_usage(ctx, &mut req);
     let facts = Facts {
         source: ctx.source,
         stream,
@@ -111,6 +103,20 @@ pub async fn admit(
         ticket,
         req,
     })
+}
+
+/// A stream always asks its upstream for usage, to settle quota exactly; the client's encoder
+/// drops the usage chunk again when the client did not ask for it.
+fn ask_usage(ctx: &mut RequestCtx, req: &mut Request) {
+    if let Request::Chat(req) = req
+        && req.is_stream()
+    {
+        ctx.wants_usage = req.wants_stream_usage();
+        let opts = req
+            .stream_options
+            .get_or_insert_with(StreamOptions::default);
+        opts.include_usage = Some(true);
+    }
 }
 
 /// Continuations a stream may get (mid-stream failover): when its model has it on, to the
