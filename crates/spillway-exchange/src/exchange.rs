@@ -31,8 +31,8 @@
 //!   delivered (held in sockets by the stall) is counted, so the record bills every token of it
 //!   ([`drain`]). Then the attempt is cancelled and the exchange ends.
 //! * **The end.** Whatever the path, the last action is exactly one
-//!   [`Finished`](Action::Finished) with the [`Record`](crate::Record): the admission has been released exactly
-//!   once, and the record says how the tenant's reservation settles (in full back when nothing
+//!   [`Finished`](Action::Finished) with the [`Record`](crate::Record): the admission has been
+//!   released exactly once, and the record says how the tenant's reservation settles (in full back when nothing
 //!   reached an upstream's answer, else to the tokens of the answer), with cost, tries and
 //!   timings.
 //!
@@ -343,10 +343,14 @@ impl Exchange {
         );
         if self.committed_at.is_some() {
             // The client has part of the answer: it is continued elsewhere, or it ends here.
-            self.answer.from = Some(from);
+            self.answer.from.get_or_insert(from);
             self.answer.charged = true;
             if self.resume(now, kind, charge > 0, cap) {
                 return;
+            }
+            if charge == 0 {
+                // A continuation that failed before producing anything is not billed.
+                self.answer.reported = Some(Usage::default());
             }
             self.actions
                 .push_back(Action::Close(StreamEnd::Broken(kind)));

@@ -339,3 +339,31 @@ fn without_the_feature_a_break_ends_the_stream_as_before() {
         Outcome::Broken(FailureKind::ServerError)
     );
 }
+
+#[test]
+fn a_continuation_refused_by_its_upstream_ends_the_stream_and_is_not_billed() {
+    let mut w = world(Some(10), 2);
+    let mut x = w.admit(ms(0), true);
+    first_leg(&mut w, &mut x, &[" the", " sea"]);
+    w.feed(
+        &mut x,
+        ms(20),
+        Event::UpstreamError(A0, Failure::of(FailureKind::ServerError)),
+    );
+    let refused = Failure {
+        kind: FailureKind::ClientError,
+        status: Some(400),
+        body: bytes::Bytes::from_static(b"{}"),
+    };
+    w.feed(&mut x, ms(25), Event::UpstreamError(A1, refused));
+    assert_eq!(
+        continuations(&w).len(),
+        1,
+        "no second continuation after a 4xx"
+    );
+    let end = Action::Close(StreamEnd::Broken(FailureKind::ClientError));
+    assert!(w.actions.contains(&end));
+    let r = w.check_finished();
+    assert_eq!(r.usage, usage(PROMPT, 2), "the first leg only");
+    assert_eq!(r.served_in, Some(RegionIx(0)));
+}
