@@ -32,9 +32,9 @@
 //!   ([`drain`]). Then the attempt is cancelled and the exchange ends.
 //! * **The end.** Whatever the path, the last action is exactly one
 //!   [`Finished`](Action::Finished) with the [`Record`](crate::Record): the admission has been
-//!   released exactly once, and the record says how the tenant's reservation settles (in full back when nothing
-//!   reached an upstream's answer, else to the tokens of the answer), with cost, tries and
-//!   timings.
+//!   released exactly once, and the record says how the tenant's reservation settles (in full
+//!   back when nothing reached an upstream's answer, else to the tokens of the answer), with
+//!   cost, tries and timings.
 //!
 //! Like `quinn-proto`'s connection, the exchange does no I/O and reads no clock: each event
 //! comes with `now`, and actions are polled. So every path is unit-tested in virtual time, and a
