@@ -1,5 +1,8 @@
 //! The measuring client: sends one OpenAI chat-completions request (streaming) and records what
-//! the user saw.
+//! the user saw: status, serving region, time to first token, end to end, whether the stream
+//! completed and, for a client made [`LoadClient::with_transcripts`], the answer's text and when
+//! each of its content chunks arrived ([`Transcript`]: what a mid-stream failover is judged by,
+//! the text against the unbroken answer and the longest gap the client saw).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +23,55 @@ pub struct RequestSpec {
     pub model: String,
     pub prompt_tokens: u64,
     pub max_tokens: u64,
+    /// The user message; `None`: [`synth_prompt`] of `prompt_tokens`.
+    pub prompt: Option<String>,
+}
+
+impl RequestSpec {
+    /// The request's `messages`, exactly as sent.
+    pub fn messages(&self) -> serde_json::Value {
+        let content = match &self.prompt {
+            Some(p) => p.clone(),
+            None => synth_prompt(self.prompt_tokens),
+        };
+        serde_json::json!([{"role": "user", "content": content}])
+    }
+}
+
+/// What a stream's client received, kept by a client made [`LoadClient::with_transcripts`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Transcript {
+    /// The answer's text: every content delta of choice 0, in order.
+    pub text: String,
+    /// When each content chunk (a non-empty delta) arrived, since the request was sent.
+    pub chunk_at: Vec<Duration>,
+    /// The stream carried an error event.
+    pub error_event: bool,
+}
+
+impl Transcript {
+    /// The gaps between consecutive content chunks, in order.
+    pub fn gaps(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.chunk_at.windows(2).map(|w| w[1].saturating_sub(w[0]))
+    }
+
+    /// The longest gap between consecutive content chunks (`None` with fewer than two).
+    pub fn longest_gap(&self) -> Option<Duration> {
+        self.gaps().max()
+    }
+
+    /// Note one SSE event's data (neither `[DONE]` nor an error) that arrived at `at`.
+    fn note(&mut self, data: &str, at: Duration) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+            return;
+        };
+        if let Some(t) = v["choices"][0]["delta"]["content"].as_str()
+            && !t.is_empty()
+        {
+            self.text.push_str(t);
+            self.chunk_at.push(at);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +91,10 @@ pub struct RequestResult {
     /// generator falling behind: a sign that the machine, not the system under test, is the
     /// bottleneck). Zero when sent with [`LoadClient::one`].
     pub late: Duration,
+    /// What the stream carried, for a client made [`LoadClient::with_transcripts`] (once the
+    /// response was 200).
+    #[serde(skip)]
+    pub transcript: Option<Transcript>,
 }
 
 impl RequestResult {
@@ -67,6 +123,8 @@ pub struct LoadClient {
     http: reqwest::Client,
     api_key: String,
     pub progress: Arc<Progress>,
+    /// Keep each stream's [`Transcript`].
+    transcripts: bool,
 }
 
 impl LoadClient {
@@ -79,7 +137,14 @@ impl LoadClient {
             http,
             api_key: api_key.to_string(),
             progress: Arc::default(),
+            transcripts: false,
         })
+    }
+
+    /// The same client, keeping each stream's text and chunk times ([`RequestResult::transcript`]).
+    pub fn with_transcripts(mut self) -> LoadClient {
+        self.transcripts = true;
+        self
     }
 
     /// Send every request at its time (open loop) and collect the results in input order.
@@ -142,10 +207,11 @@ impl LoadClient {
             output_chunks: 0,
             complete: false,
             late: Duration::ZERO,
+            transcript: None,
         };
         let body = serde_json::json!({
             "model": spec.model,
-            "messages": [{"role": "user", "content": synth_prompt(spec.prompt_tokens)}],
+            "messages": spec.messages(),
             "max_tokens": spec.max_tokens,
             "stream": true,
         });
@@ -175,28 +241,47 @@ impl LoadClient {
             result.e2e = started.elapsed();
             return result;
         }
-        let mut stream = resp.bytes_stream();
-        let mut decoder = SseDecoder::new();
-        let mut errored = false;
-        while let Some(chunk) = stream.next().await {
-            let Ok(chunk) = chunk else {
-                break;
-            };
-            for ev in decoder.feed(&chunk) {
-                result.ttft.get_or_insert_with(|| started.elapsed());
-                if ev.data == DONE {
-                    result.complete = !errored;
-                } else if ev.data.starts_with("{\"error\"") {
-                    errored = true;
-                } else if ev.data.contains("\"content\":\"")
-                    && !ev.data.contains("\"content\":\"\"")
-                {
+        let mut transcript = self.transcripts.then(Transcript::default);
+        read_stream(resp, started, &mut result, transcript.as_mut()).await;
+        result.transcript = transcript;
+        result.e2e = started.elapsed();
+        result
+    }
+}
+
+/// Read a 200 stream to its end into `result` (and `transcript`).
+async fn read_stream(
+    resp: reqwest::Response,
+    started: Instant,
+    result: &mut RequestResult,
+    mut transcript: Option<&mut Transcript>,
+) {
+    let mut stream = resp.bytes_stream();
+    let mut decoder = SseDecoder::new();
+    let mut errored = false;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            break;
+        };
+        for ev in decoder.feed(&chunk) {
+            let at = started.elapsed();
+            result.ttft.get_or_insert(at);
+            if ev.data == DONE {
+                result.complete = !errored;
+            } else if ev.data.starts_with("{\"error\"") {
+                errored = true;
+                if let Some(t) = transcript.as_deref_mut() {
+                    t.error_event = true;
+                }
+            } else {
+                if ev.data.contains("\"content\":\"") && !ev.data.contains("\"content\":\"\"") {
                     result.output_chunks += 1;
+                }
+                if let Some(t) = transcript.as_deref_mut() {
+                    t.note(&ev.data, at);
                 }
             }
         }
-        result.e2e = started.elapsed();
-        result
     }
 }
 
@@ -219,9 +304,49 @@ pub fn synth_prompt(tokens: u64) -> String {
     s
 }
 
+/// A prompt of `tokens` tokens like [`synth_prompt`]'s that begins with `tag` and a space: the
+/// same size, a different conversation for each tag (so a model that answers by the prompt, as
+/// the simulator with a text seed does, gives each its own answer). [`synth_prompt`] itself
+/// when the prompt is too short to hold the tag.
+pub fn tagged_prompt(tag: &str, tokens: u64) -> String {
+    let base = synth_prompt(tokens);
+    let head = format!("{tag} ");
+    match base.get(head.len()..) {
+        Some(rest) if !rest.is_empty() => head + rest,
+        _ => base,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tagged_prompts_keep_the_size_and_differ() {
+        let (a, b) = (tagged_prompt("req-1", 200), tagged_prompt("req-2", 200));
+        assert_eq!(a.len(), synth_prompt(200).len());
+        assert_ne!(a, b);
+        assert!(a.starts_with("req-1 "));
+        assert_eq!(tagged_prompt("a-very-long-tag", 3), synth_prompt(3));
+    }
+
+    #[test]
+    fn a_transcript_keeps_content_and_its_gaps() {
+        let mut t = Transcript::default();
+        let chunk =
+            |c: &str| format!(r#"{{"choices":[{{"index":0,"delta":{{"content":{c:?}}}}}]}}"#);
+        t.note(&chunk(" the"), Duration::from_millis(10));
+        t.note(
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#,
+            Duration::from_millis(11),
+        );
+        t.note(&chunk(""), Duration::from_millis(12));
+        t.note(&chunk(" sea"), Duration::from_millis(40));
+        t.note(&chunk(" was"), Duration::from_millis(50));
+        assert_eq!(t.text, " the sea was");
+        assert_eq!(t.longest_gap(), Some(Duration::from_millis(30)));
+        assert_eq!(t.gaps().count(), 2);
+    }
 
     #[test]
     fn synthetic_prompt_has_the_asked_token_count() {

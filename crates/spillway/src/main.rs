@@ -12,6 +12,7 @@ use spillway_gateway::Config;
 
 mod bench_cmd;
 mod demo;
+mod midstream;
 mod output;
 mod overhead;
 mod signals;

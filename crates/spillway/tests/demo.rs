@@ -1,6 +1,8 @@
-//! `spillway demo --json`: the three scenarios and the acceptance figures of cross-region
-//! inference (about 25 s), and `--state redis://…`: three instances sharing a real Redis hold a
-//! tenant's cross-region quota and fail nothing while Redis is paused (about 15 s).
+//! `spillway demo --json`: the first three scenarios and the acceptance figures of cross-region
+//! inference (about 25 s); `cross-region-midstream`: streams that break in the source are
+//! continued elsewhere, whole and in the set (about 10 s); and `--state redis://…`: three
+//! instances sharing a real Redis hold a tenant's cross-region quota and fail nothing while Redis
+//! is paused (about 15 s).
 mod common;
 
 use std::time::{Duration, Instant};
@@ -31,7 +33,14 @@ fn n(s: &Value, key: &str) -> f64 {
 #[test]
 fn demo_json_shows_spill_over_without_residency_violations_or_failures() {
     let started = Instant::now();
-    let mut demo = Proc::spawn(bin().args(["demo", "--json", "--seconds", "6"]));
+    let mut demo = Proc::spawn(bin().args([
+        "demo",
+        "--json",
+        "--seconds",
+        "6",
+        "--scenarios",
+        "in-region,cross-region,cross-region-outage",
+    ]));
     let status = demo
         .wait_exit(Duration::from_secs(180))
         .unwrap_or_else(|| panic!("demo still running after 180 s\n{}", demo.output()));
@@ -93,6 +102,51 @@ fn demo_json_shows_spill_over_without_residency_violations_or_failures() {
         0.0,
         "a region outage cost requests: {outage}"
     );
+}
+
+#[test]
+fn demo_midstream_continues_broken_streams_whole_and_in_the_set() {
+    let mut demo = Proc::spawn(bin().args([
+        "demo",
+        "--json",
+        "--seconds",
+        "6",
+        "--scenarios",
+        "cross-region-midstream",
+    ]));
+    let status = demo
+        .wait_exit(Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("demo still running after 120 s\n{}", demo.output()));
+    assert!(status.success(), "exit {status}\n{}", demo.output());
+    eprintln!("{}", demo.stdout.text());
+    let v = last_json(&demo);
+    let scenarios = v["scenarios"].as_array().expect("scenarios array");
+    assert_eq!(scenarios.len(), 1, "{v}");
+    let s = &scenarios[0];
+    assert_eq!(s["name"], "cross-region-midstream", "{s}");
+    for k in KEYS
+        .iter()
+        .chain(&["midstream_failovers", "text_mismatches"])
+    {
+        assert!(s.get(k).is_some(), "{k} missing from {s}");
+    }
+    assert!(n(s, "offered") > 0.0 && n(s, "served") > 0.0, "{s}");
+    // Streams broke in us-east-1 and were continued (the simulators' records say so) ...
+    let failovers = n(s, "midstream_failovers");
+    assert!(failovers > 0.0, "no stream was continued: {s}");
+    let kinds: f64 = s["midstream_kinds"]
+        .as_object()
+        .expect("midstream_kinds")
+        .values()
+        .filter_map(Value::as_f64)
+        .sum();
+    assert_eq!(kinds, failovers, "{s}");
+    // ... and none failed, left the set, or has a text other than the unbroken answer.
+    assert_eq!(n(s, "failed"), 0.0, "{s}");
+    assert_eq!(n(s, "residency_violations"), 0.0, "{s}");
+    assert_eq!(n(s, "text_mismatches"), 0.0, "{s}");
+    let text = demo.stdout.text();
+    assert!(text.contains("were continued elsewhere"), "{text}");
 }
 
 /// The last non-empty line of stdout, as JSON.

@@ -29,6 +29,7 @@ fn result(
         output_chunks: 10,
         complete: status == 200,
         late: Duration::ZERO,
+        transcript: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! `spillway bench`: the same open-loop arrivals offered to one or more gateways, one report.
 //!
 //! Modes (`spillway bench overhead` is [`crate::overhead`], `spillway bench soak`,
-//! `spillway bench flood` and `spillway bench streams` are [`soak`]):
+//! `spillway bench flood` and `spillway bench streams` are [`soak`], `spillway bench midstream`
+//! is [`midstream`]):
 //!
 //! * `--self-contained` ([`local`]): simulators and a gateway in this process, Spillway's routing
 //!   policies side by side, with the oracle bound.
@@ -26,6 +27,7 @@ use spillway_bench::traces;
 use spillway_bench::workload::{Arrivals, Workload, WorkloadSpec};
 
 mod local;
+mod midstream;
 mod peer;
 mod soak;
 mod target;
@@ -172,6 +174,10 @@ pub enum BenchCommand {
     /// Ten thousand slow streams held at once through a gateway: its RSS per in-flight stream,
     /// and whether the memory comes back once they end.
     Streams(soak::streams::StreamsArgs),
+    /// Streams that break after their first tokens (reset, error event, stall), with
+    /// mid-stream failover on and off side by side: streams lost, continued, text checked
+    /// against the unbroken answer, and the gap the client saw at the break.
+    Midstream(midstream::MidstreamArgs),
 }
 
 fn parse_gamma(s: &str) -> Result<(f64, f64), String> {
@@ -229,6 +235,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Soak(a)) => return soak::run(a).await,
         Some(BenchCommand::Flood(a)) => return soak::flood::run(a).await,
         Some(BenchCommand::Streams(a)) => return soak::streams::run(a).await,
+        Some(BenchCommand::Midstream(a)) => return midstream::run(a).await,
         None => {}
     }
     anyhow::ensure!(
@@ -346,6 +353,7 @@ fn specs(
             model: model.to_string(),
             prompt_tokens: r.input_tokens,
             max_tokens: r.output_tokens,
+            prompt: None,
         })
         .collect()
 }

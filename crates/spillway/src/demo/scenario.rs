@@ -7,15 +7,17 @@ use std::time::Duration;
 use anyhow::Context;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use spillway_bench::client::{LoadClient, Progress, RequestSpec};
+use spillway_bench::client::{LoadClient, Progress, RequestSpec, tagged_prompt};
 use spillway_bench::summary::{Summary, residency_violations};
 use spillway_gateway::{Config, Gateway};
 use spillway_sim::SimHandle;
 
+pub use super::midstream::MidstreamFigures;
+use super::midstream::{self, Schedule};
 use super::shared::{self, QuotaPlan, Redis};
 use super::{
-    BACKGROUND_RPS, DECODE_TPS, DemoArgs, MODEL, PREFILL_TPS, PROMPT_TOKENS, REGIONS, SOURCE,
-    TTFT_SLO, US, demo_config,
+    BACKGROUND_RPS, DECODE_TPS, DemoArgs, FIRST_BYTE_TIMEOUT_MS, Knobs,
+    MIDSTREAM_FIRST_BYTE_TIMEOUT_MS, MODEL, PROMPT_TOKENS, SOURCE, TTFT_SLO, US, demo_config,
 };
 
 /// What goes wrong a third of the way in.
@@ -26,6 +28,9 @@ pub enum Fault {
     RegionOutage(&'static str),
     /// Redis stops answering for a third of the run (`CLIENT PAUSE … ALL`).
     RedisPause,
+    /// us-east-1 breaks streams after their first tokens for the middle third of the run
+    /// ([`midstream`]).
+    Midstream,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,24 +76,8 @@ pub struct Outcome {
     pub served_by_sims: u64,
     pub window: Duration,
     pub pause: Option<PauseReport>,
-}
-
-async fn start_sims(args: &DemoArgs) -> anyhow::Result<Vec<SimHandle>> {
-    let mut sims = Vec::new();
-    for (region, _, ms) in REGIONS {
-        let cfg = spillway_sim::SimConfig {
-            region: region.to_string(),
-            concurrency: args.concurrency,
-            queue_limit: 4,
-            prefill_tokens_per_sec: PREFILL_TPS,
-            decode_tokens_per_sec: DECODE_TPS,
-            rtt: Duration::from_millis(u64::from(ms)),
-            ..spillway_sim::SimConfig::default()
-        };
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        sims.push(spillway_sim::spawn(cfg, listener).await?);
-    }
-    Ok(sims)
+    /// For [`Fault::Midstream`]: the continued streams and the text check.
+    pub midstream: Option<MidstreamFigures>,
 }
 
 pub async fn run(
@@ -98,7 +87,7 @@ pub async fn run(
     redis: Option<&Redis>,
     quota: Option<&QuotaPlan>,
 ) -> anyhow::Result<Outcome> {
-    let sims = start_sims(args).await?;
+    let sims = super::start_sims(args.concurrency, DECODE_TPS).await?;
     let urls: Vec<(String, String)> = sims
         .iter()
         .map(|h| (h.region().to_string(), h.base_url()))
@@ -117,7 +106,16 @@ pub async fn run(
     let state = redis
         .zip(prefix.as_deref())
         .map(|(r, p)| (r.url.as_str(), p));
-    let toml = demo_config(&urls, max_in_flight, quota, state);
+    let midstream = s.fault == Fault::Midstream;
+    let knobs = Knobs {
+        first_byte_timeout_ms: if midstream {
+            MIDSTREAM_FIRST_BYTE_TIMEOUT_MS
+        } else {
+            FIRST_BYTE_TIMEOUT_MS
+        },
+        midstream_failover: true,
+    };
+    let toml = demo_config(&urls, max_in_flight, knobs, quota, state);
     let mut gateways = Vec::new();
     for _ in 0..n {
         let cfg = Config::parse(&toml, "<demo>")?;
@@ -148,7 +146,18 @@ async fn drive(
         .map(|s| (s.id.clone(), s.source.clone()))
         .collect();
     let measured_ids: HashSet<String> = specs.iter().take(measured).map(|s| s.id.clone()).collect();
+    let midstream = s.fault == Fault::Midstream;
+    let expected: HashMap<String, String> = specs
+        .iter()
+        .take(if midstream { measured } else { 0 })
+        .map(|s| (s.id.clone(), crate::midstream::unbroken(s)))
+        .collect();
     let client = LoadClient::new(s.key)?;
+    let client = if midstream {
+        client.with_transcripts()
+    } else {
+        client
+    };
     let progress = client.progress.clone();
     let run = tokio::spawn({
         let client = client.clone();
@@ -170,11 +179,13 @@ async fn drive(
     }
     let (served, violations) = residency(sims, gateways, &s.model, &source_of, &measured_ids);
     let measured_results: Vec<_> = results.into_iter().take(measured).collect();
+    let midstream = midstream.then(|| midstream::figures(sims, &measured_results, &expected));
     Ok(Outcome {
         summary: Summary::of(name, &measured_results, window, TTFT_SLO, violations),
         served_by_sims: served,
         window,
         pause,
+        midstream,
     })
 }
 
@@ -197,13 +208,14 @@ fn requests(
             .unwrap_or_default()
     };
     let spec = |id: String, at, source: &str, model: &str, i| RequestSpec {
-        id,
         at,
         base_url: url(source, i),
         source: source.into(),
         model: model.into(),
         prompt_tokens: PROMPT_TOKENS,
         max_tokens: s.max_tokens,
+        prompt: Some(tagged_prompt(&id, PROMPT_TOKENS)),
+        id,
     };
     let (rate, background) = match s.load {
         Load::Burst { rate } => (rate, true),
@@ -249,11 +261,14 @@ impl Watch<'_> {
         let mut fault_done = self.s.fault == Fault::None;
         let mut pause = (self.s.fault == Fault::RedisPause).then(PauseReport::default);
         let mut ticks = 0u64;
+        let mut schedule = Schedule::default();
         while !run.is_finished() {
             tick.tick().await;
             ticks += 1;
             let t = started.elapsed();
-            if !fault_done && t >= self.window / 3 {
+            if self.s.fault == Fault::Midstream {
+                schedule.tick(t, self.window, ticks, self.sims);
+            } else if !fault_done && t >= self.window / 3 {
                 fault_done = true;
                 let (name, fault, window) = (self.name, self.s.fault, self.window);
                 inject(
@@ -297,7 +312,7 @@ impl Watch<'_> {
 
 /// Residency from the simulators' own records (every request id any region saw): how many
 /// measured requests a simulator served completely, and the violations.
-fn residency(
+pub(crate) fn residency(
     sims: &[SimHandle],
     gateways: &[Gateway],
     model: &str,
@@ -332,7 +347,7 @@ async fn inject(
 ) {
     let at = t.as_secs_f64();
     match fault {
-        Fault::None => {}
+        Fault::None | Fault::Midstream => {}
         Fault::RegionOutage(region) => {
             if let Some(sim) = sims.iter().find(|h| h.region() == region) {
                 sim.set_fault(spillway_sim::Fault {
@@ -372,7 +387,7 @@ async fn recovered(gateways: &[Gateway], deadline: Duration) -> bool {
 
 /// For each source region: where `model` may be served from it (the profile's destination set,
 /// or the source alone for a plain model id). Background requests use the plain model id.
-fn allowed_sets(cfg: &Config, model: &str) -> HashMap<String, HashSet<String>> {
+pub(crate) fn allowed_sets(cfg: &Config, model: &str) -> HashMap<String, HashSet<String>> {
     let mut out = HashMap::new();
     for r in US {
         let set: HashSet<String> = match (model == MODEL || r != SOURCE, cfg.profile_ix(model)) {
