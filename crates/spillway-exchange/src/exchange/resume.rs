@@ -24,7 +24,12 @@
 //!   ([`ResumePolicy::deployments`], from the configuration) and was not tried before in this
 //!   request; the first of them, in plan order, that admits it now. It takes one retry from the
 //!   global budget, like a failover, and a request gets at most
-//!   [`ResumePolicy::max_resumes`] continuations.
+//!   [`ResumePolicy::max_resumes`] continuations. A destination at its in-flight limit still
+//!   takes a continuation into its engine's queue, within the bound the core keeps for the
+//!   source's wait (a fifth over the limit, never where the upstream refused to queue, never
+//!   beyond RPM or TPM): a client whose answer is half written is better served by a short wait
+//!   than by an error event, and a new request, which has not started, is the one to spill or be
+//!   throttled instead.
 //! * **What is sent.** [`Continuation`]: the text so far and the output tokens left under the
 //!   client's cap. Tokens relayed are the larger of the text pieces counted and the estimate of
 //!   the text, so the cap is never overshot. A break exactly at the cap needs no new leg: the
@@ -209,7 +214,8 @@ impl Exchange {
     }
 
     /// The steps of the plan a continuation may go to, in plan order: a deployment that accepts
-    /// one and was not tried in this request; never a wait in a queue.
+    /// one and was not tried in this request. Each may take a wait in its upstream's queue when
+    /// it is at its limit, within the same bound as the source's wait (see the module docs).
     fn continuation_plan(&self, accepting: &[DeploymentIx]) -> Plan {
         let tried = |d: DeploymentIx| self.tries.iter().any(|t| t.deployment == d);
         let steps = self
@@ -217,10 +223,7 @@ impl Exchange {
             .steps
             .iter()
             .filter(|s| accepting.contains(&s.deployment) && !tried(s.deployment))
-            .map(|s| Step {
-                queued: false,
-                ..*s
-            })
+            .map(|s| Step { queued: true, ..*s })
             .collect();
         Plan {
             steps,

@@ -367,3 +367,42 @@ fn a_continuation_refused_by_its_upstream_ends_the_stream_and_is_not_billed() {
     assert_eq!(r.usage, usage(PROMPT, 2), "the first leg only");
     assert_eq!(r.served_in, Some(RegionIx(0)));
 }
+
+#[test]
+fn a_continuation_waits_in_a_full_destination_queue_within_its_bound() {
+    let mut w = world(None, 2);
+    let mut x = w.admit(ms(0), true);
+    first_leg(&mut w, &mut x, &[" the"]);
+    // Every other region is at its in-flight limit (8).
+    let demand = spillway_core::Demand {
+        est_tokens: 10,
+        input_tokens: 5,
+    };
+    let mut held = Vec::new();
+    for d in [DeploymentIx(1), DeploymentIx(2)] {
+        while let Ok(a) = w.cap.router.try_acquire(d, demand, ms(15)) {
+            held.push(a);
+        }
+    }
+    assert_eq!(held.len(), 16);
+    w.feed(
+        &mut x,
+        ms(20),
+        Event::UpstreamError(A0, Failure::of(FailureKind::ServerError)),
+    );
+    let sent = continuations(&w);
+    assert_eq!(sent.len(), 1, "queued beyond the limit, not refused");
+    assert_eq!(sent[0].1, RegionIx(1));
+    w.feed(
+        &mut x,
+        ms(60),
+        Event::UpstreamPiece(A1, leg_chunk("second", " sea", None)),
+    );
+    w.feed(&mut x, ms(61), Event::UpstreamEnd(A1));
+    for a in held {
+        let outcome = spillway_core::Outcome::Failure(FailureKind::Cancelled);
+        w.cap.router.release(a, outcome, ms(70));
+    }
+    assert_eq!(w.check_finished().outcome, Outcome::Served);
+    assert_eq!(text_of(&w), " the sea");
+}

@@ -10,9 +10,8 @@
 //! * `cross-region`: the `us.` profile: the burst spills to the other US regions;
 //! * `cross-region-outage`: the same, with us-east-2 taken down a third of the way in: its new
 //!   requests fail over, and nothing fails;
-//! * `cross-region-midstream`: the `us.` profile burst at half the rate (at the default `--burst
-//!   2`, us-east-1's own capacity), with mid-stream failover on (as in the embedded default) and
-//!   us-east-1 breaking streams after their first [`BREAK_AFTER`] tokens from a third of the way
+//! * `cross-region-midstream`: the same `us.` profile burst, streamed, with mid-stream failover
+//!   on (as in the embedded default) and us-east-1 breaking streams after their first [`BREAK_AFTER`] tokens from a third of the way
 //!   in to two thirds: the fault turns through a connection reset, an SSE error event and a stall
 //!   every 100 ms (the simulator takes one at a time), so all three kinds happen; a stall is
 //!   noticed after `first_byte_timeout_ms`, 1 s in this scenario. Each broken stream is continued
@@ -20,11 +19,9 @@
 //!   writes the same seeded text ([`crate::midstream`]) and each request has a prompt of its own,
 //!   so `text_mismatches` counts streams whose text is not the unbroken answer to their prompt;
 //!   `midstream_failovers` counts the streams a simulator served as a continuation (from its
-//!   records), by kind of break in `midstream_kinds`. Why half the rate: a continuation takes a
-//!   free slot of the set at once and never waits in a queue (the exchange's `resume`), so a
-//!   stream that breaks while every region of the set is full is lost (it ends with the error
-//!   event). At the full 2× burst the set is full at times (the `cross-region` row throttles),
-//!   and a few broken streams in each run were lost that way; at 1× the set has room.
+//!   records), by kind of break in `midstream_kinds`. The set is full at times during the burst
+//!   (new requests are throttled); a continuation still gets in, to a short wait in a
+//!   destination's queue (the exchange's `resume`), so no broken stream is lost to a full set.
 //!
 //! With `--state redis://HOST:PORT` every scenario runs on **three gateway instances** sharing
 //! that Redis (replicas behind a load balancer: each has the three US listeners, and requests
@@ -120,10 +117,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .transpose()?;
     eprintln!(
         "spillway demo: {SOURCE} serves about {capacity:.1} req/s ({} slots, {PROMPT_TOKENS} prompt + {MAX_TOKENS} output tokens); \
-         bursting {rate:.1} req/s at it for {} s (cross-region-midstream: {:.1}), with {BACKGROUND_RPS} req/s of local load in us-east-2 and us-west-2.",
-        args.concurrency,
-        args.seconds,
-        rate / 2.0
+         bursting {rate:.1} req/s at it for {} s, with {BACKGROUND_RPS} req/s of local load in us-east-2 and us-west-2.",
+        args.concurrency, args.seconds,
     );
     if let Some(r) = &redis {
         eprintln!(
@@ -176,7 +171,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// The scenarios of one gateway: the burst at `rate` on the plain model id, on the profile, on
-/// the profile with an outage, and at half the rate with mid-stream breaks.
+/// the profile with an outage, and on the profile with mid-stream breaks.
 fn single_gateway_scenarios(rate: f64) -> Vec<(&'static str, Scenario)> {
     let burst = |rate, model: String, fault| Scenario {
         model,
@@ -195,7 +190,7 @@ fn single_gateway_scenarios(rate: f64) -> Vec<(&'static str, Scenario)> {
         ),
         (
             "cross-region-midstream",
-            burst(rate / 2.0, profile, Fault::Midstream),
+            burst(rate, profile, Fault::Midstream),
         ),
     ]
 }
