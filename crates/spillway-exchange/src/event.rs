@@ -45,9 +45,10 @@ pub struct Facts {
 /// Which continuations a request may get after its stream broke.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResumePolicy {
-    /// The deployments of the plan that accept a continuation (configured with a continuation
-    /// form); only these are sent one.
-    pub deployments: Vec<DeploymentIx>,
+    /// The request's destinations (its candidates: the profile's set, less what the tenant
+    /// denies) whose deployment accepts a continuation (configured with a continuation form),
+    /// with their regions, in the candidates' order; only these are sent one.
+    pub deployments: Vec<(DeploymentIx, RegionIx)>,
     /// The output cap the client set, honoured across every leg.
     pub max_tokens: Option<u64>,
     /// The most continuations one request gets.

@@ -80,6 +80,8 @@ pub struct Exchange {
     timer: Option<Duration>,
     /// The attempt still read after the client stalled or left.
     draining: Option<Draining>,
+    /// A continuation of a broken stream waiting for room ([`resume`]).
+    waiting: Option<resume::Waiting>,
     done: bool,
 }
 
@@ -142,6 +144,7 @@ impl Exchange {
             actions: VecDeque::new(),
             timer: None,
             draining: None,
+            waiting: None,
             done: false,
         };
         match first {
@@ -205,24 +208,26 @@ impl Exchange {
     }
 
     fn send(&mut self, now: Duration, step: usize, admission: Admission, reason: Reason) {
-        self.send_leg(now, step, admission, reason, None);
+        let region = self
+            .plan
+            .steps
+            .get(step)
+            .map_or(self.facts.source, |s| s.region);
+        self.send_leg(now, (step, region), admission, reason, None);
     }
 
+    /// Send attempt to `region` as plan step `step` (a continuation to a candidate outside the
+    /// plan keeps the step of the attempt before it).
     fn send_leg(
         &mut self,
         now: Duration,
-        step: usize,
+        (step, region): (usize, RegionIx),
         admission: Admission,
         reason: Reason,
         resume: Option<Continuation>,
     ) {
         let id = AttemptId(self.tries.len() as u32);
         let resumes = resume.is_some();
-        let region = self
-            .plan
-            .steps
-            .get(step)
-            .map_or(self.facts.source, |s| s.region);
         self.step = step;
         self.actions.push_back(Action::Send {
             attempt: id,
@@ -390,6 +395,9 @@ impl Exchange {
     }
 
     fn on_timer(&mut self, now: Duration, cap: &mut impl Capacity) {
+        if self.waiting.is_some() {
+            return self.send_continuation(now, cap);
+        }
         let Some(live) = self.live.as_ref() else {
             return;
         };
@@ -413,6 +421,7 @@ impl Exchange {
     /// The client went away or stopped reading, or the driver stops: release the attempt, and
     /// end (a client's attempt is drained first, see [`drain`]).
     fn give_up(&mut self, now: Duration, outcome: Outcome, cap: &mut impl Capacity) {
+        self.waiting = None;
         if let Some(live) = self.live.take() {
             let drain = self.limits.drain > Duration::ZERO && outcome != Outcome::Aborted;
             let id = live.id;

@@ -1,5 +1,6 @@
 //! The exchange's one timer: the live attempt's deadline, the client's first-byte deadline
-//! across failovers, or a drain's end, whichever comes first.
+//! across failovers, a drain's end, or a waiting continuation's next try, whichever comes
+//! first.
 use std::time::Duration;
 
 use super::Exchange;
@@ -32,6 +33,7 @@ impl Exchange {
         }
         let deadline = match (self.attempt_deadline(), self.commit_deadline()) {
             _ if self.draining.is_some() => self.draining.as_ref().map(|d| d.until),
+            _ if self.waiting.is_some() => self.waiting.as_ref().map(|w| w.next_poll),
             (Some(a), Some(c)) => Some(a.min(c)),
             (a, c) => a.or(c),
         };

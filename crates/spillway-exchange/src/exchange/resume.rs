@@ -29,7 +29,9 @@
 //!   source's wait (a fifth over the limit, never where the upstream refused to queue, never
 //!   beyond RPM or TPM): a client whose answer is half written is better served by a short wait
 //!   than by an error event, and a new request, which has not started, is the one to spill or be
-//!   throttled instead.
+//!   throttled instead. When no destination has room even so, the continuation waits for one,
+//!   asking again every 10 ms, for at most `first_byte` (the wait a client has for a first byte
+//!   anyway); then the stream ends with the error event.
 //! * **What is sent.** [`Continuation`]: the text so far and the output tokens left under the
 //!   client's cap. Tokens relayed are the larger of the text pieces counted and the estimate of
 //!   the text, so the cap is never overshot. A break exactly at the cap needs no new leg: the
@@ -43,7 +45,7 @@
 //!   is input now) and its output. The final usage chunk the client gets is the sum over legs, the
 //!   same figure its tenant's quota settles to; the record keeps each leg as a try, and names
 //!   the first leg's region as the one that served it (the client's response head said so).
-use spillway_core::{DeploymentIx, FailureKind, Plan, Reason, Step};
+use spillway_core::{DeploymentIx, FailureKind, Plan, Reason, RegionIx, Step};
 use spillway_proto::tokens::text_tokens;
 use spillway_proto::{ChatChunk, ChunkChoice, Delta, Usage};
 
@@ -52,6 +54,22 @@ use crate::action::{Action, Continuation, StreamEnd};
 use crate::capacity::Capacity;
 use crate::piece::Piece;
 use crate::record::Outcome;
+
+/// How often a continuation waiting for room in its set asks the core again.
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A continuation waiting for a destination with room.
+#[derive(Debug)]
+pub(super) struct Waiting {
+    /// The break it continues after.
+    kind: FailureKind,
+    /// Its output cap, if the client set one.
+    left: Option<u64>,
+    /// When it gives up: `first_byte` after the break, the wait a client has for a first byte.
+    until: std::time::Duration,
+    /// When it asks the core again.
+    pub(super) next_poll: std::time::Duration,
+}
 
 /// What the client has been given of a streamed answer, across legs.
 #[derive(Debug, Default)]
@@ -182,10 +200,8 @@ impl Exchange {
         if plan.steps.is_empty() || !cap.try_retry(now) {
             return false;
         }
-        let Some((i, admission)) = cap.admit_next(&plan, 0, self.facts.demand, now) else {
-            return false;
-        };
-        let deployment = plan.steps[i].deployment;
+        // The broken leg is over: its usage is carried, and nothing is billed for the next one
+        // until it is sent.
         let leg = if billed {
             self.leg_usage()
         } else {
@@ -195,13 +211,53 @@ impl Exchange {
         relay.carried = add(relay.carried, leg);
         relay.prefix_tokens = emitted;
         relay.resumes += 1;
+        self.answer.output_tokens = 0;
+        self.answer.reported = Some(Usage::default());
+        self.waiting = Some(Waiting {
+            kind,
+            left,
+            until: now + self.limits.first_byte,
+            next_poll: now,
+        });
+        self.send_continuation(now, cap);
+        true
+    }
+
+    /// Send the awaited continuation to the first step of its plan that admits it now; if none
+    /// does, wait for one (polled every [`POLL`]) until the wait's end, then end the stream with
+    /// the error event of the break.
+    pub(super) fn send_continuation(&mut self, now: std::time::Duration, cap: &mut impl Capacity) {
+        let Some(w) = self.waiting.as_ref() else {
+            return;
+        };
+        let (kind, left, until) = (w.kind, w.left, w.until);
+        let accepting = self
+            .facts
+            .resume
+            .as_ref()
+            .map(|p| p.deployments.clone())
+            .unwrap_or_default();
+        let plan = self.continuation_plan(&accepting);
+        let Some((i, admission)) = cap.admit_next(&plan, 0, self.facts.demand, now) else {
+            if now >= until {
+                self.waiting = None;
+                self.actions
+                    .push_back(Action::Close(StreamEnd::Broken(kind)));
+                self.finish(now, Outcome::Broken(kind));
+            } else if let Some(w) = self.waiting.as_mut() {
+                w.next_poll = (now + POLL).min(until);
+            }
+            return;
+        };
+        self.waiting = None;
+        self.answer.reported = None;
+        let (deployment, region) = (plan.steps[i].deployment, plan.steps[i].region);
+        let relay = &self.answer.relay;
         let continuation = Continuation {
             text: relay.text.clone(),
-            output_tokens: emitted,
+            output_tokens: relay.prefix_tokens,
             max_tokens: left,
         };
-        self.answer.output_tokens = 0;
-        self.answer.reported = None;
         let step = self
             .plan
             .steps
@@ -209,21 +265,35 @@ impl Exchange {
             .position(|s| s.deployment == deployment)
             .unwrap_or(self.step);
         let reason = Reason::Resume(kind);
-        self.send_leg(now, step, admission, reason, Some(continuation));
-        true
+        self.send_leg(now, (step, region), admission, reason, Some(continuation));
     }
 
-    /// The steps of the plan a continuation may go to, in plan order: a deployment that accepts
-    /// one and was not tried in this request. Each may take a wait in its upstream's queue when
-    /// it is at its limit, within the same bound as the source's wait (see the module docs).
-    fn continuation_plan(&self, accepting: &[DeploymentIx]) -> Plan {
+    /// Where a continuation may go: a destination that accepts one and was not tried in this
+    /// request — those of the plan first, in its order (the core ranked them), then the other
+    /// candidates (the plan holds only what had room at admission). Each may take a wait in its
+    /// upstream's queue when it is at its limit, within the same bound as the source's wait (see
+    /// the module docs).
+    fn continuation_plan(&self, accepting: &[(DeploymentIx, RegionIx)]) -> Plan {
         let tried = |d: DeploymentIx| self.tries.iter().any(|t| t.deployment == d);
+        let accepts = |d: DeploymentIx| accepting.iter().any(|(a, _)| *a == d);
+        let planned = |d: DeploymentIx| self.plan.steps.iter().any(|s| s.deployment == d);
+        let rest = accepting
+            .iter()
+            .filter(|(d, _)| !planned(*d))
+            .map(|&(deployment, region)| Step {
+                deployment,
+                region,
+                reason: Reason::SpillCapacity,
+                queued: true,
+            });
         let steps = self
             .plan
             .steps
             .iter()
-            .filter(|s| accepting.contains(&s.deployment) && !tried(s.deployment))
-            .map(|s| Step { queued: true, ..*s })
+            .copied()
+            .chain(rest)
+            .filter(|s| accepts(s.deployment) && !tried(s.deployment))
+            .map(|s| Step { queued: true, ..s })
             .collect();
         Plan {
             steps,

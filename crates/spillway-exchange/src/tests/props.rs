@@ -66,8 +66,13 @@ fn run(
     let mut w = World::new(regions);
     if resume {
         w.resume = Some(crate::ResumePolicy {
-            deployments: (0..u32::from(regions))
-                .map(spillway_core::DeploymentIx)
+            deployments: (0..regions)
+                .map(|r| {
+                    (
+                        spillway_core::DeploymentIx(u32::from(r)),
+                        spillway_core::RegionIx(r),
+                    )
+                })
                 .collect(),
             max_tokens: Some(6),
             max_resumes: 2,

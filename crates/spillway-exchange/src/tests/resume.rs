@@ -17,7 +17,9 @@ const A2: AttemptId = AttemptId(2);
 fn world(max_tokens: Option<u64>, max_resumes: u32) -> World {
     let mut w = World::new(3);
     w.resume = Some(ResumePolicy {
-        deployments: (0..3).map(DeploymentIx).collect(),
+        deployments: (0..3)
+            .map(|i| (DeploymentIx(i), RegionIx(i as u16)))
+            .collect(),
         max_tokens,
         max_resumes,
     });
@@ -274,7 +276,7 @@ fn continuations_stop_at_the_limit_and_at_the_untried_deployments() {
     // Only region 0 accepts continuations, and it is the one that broke.
     let mut w = world(None, 2);
     if let Some(p) = w.resume.as_mut() {
-        p.deployments = vec![DeploymentIx(0)];
+        p.deployments = vec![(DeploymentIx(0), RegionIx(0))];
     }
     let mut x = w.admit(ms(0), true);
     first_leg(&mut w, &mut x, &[" the"]);
@@ -404,5 +406,136 @@ fn a_continuation_waits_in_a_full_destination_queue_within_its_bound() {
         w.cap.router.release(a, outcome, ms(70));
     }
     assert_eq!(w.check_finished().outcome, Outcome::Served);
+    assert_eq!(text_of(&w), " the sea");
+}
+
+/// Fills deployments 1 and 2 to their limit and their queue bound; returns the admissions.
+fn fill_the_set(w: &mut World, now: std::time::Duration) -> Vec<spillway_core::Admission> {
+    let demand = spillway_core::Demand {
+        est_tokens: 10,
+        input_tokens: 5,
+    };
+    let mut held = Vec::new();
+    for (d, r) in [(1, 1), (2, 2)] {
+        let step = spillway_core::Step {
+            deployment: DeploymentIx(d),
+            region: RegionIx(r),
+            reason: Reason::Local,
+            queued: true,
+        };
+        while let Ok(a) = w.cap.router.admit(&step, demand, now) {
+            held.push(a);
+        }
+    }
+    held
+}
+
+#[test]
+fn a_continuation_waits_for_room_in_a_full_set_and_goes_when_a_slot_frees() {
+    let mut w = world(None, 2);
+    let mut x = w.admit(ms(0), true);
+    first_leg(&mut w, &mut x, &[" the"]);
+    let mut held = fill_the_set(&mut w, ms(15));
+    assert!(held.len() > 16, "queues full too: {}", held.len());
+    w.feed(
+        &mut x,
+        ms(20),
+        Event::UpstreamError(A0, Failure::of(FailureKind::ServerError)),
+    );
+    assert!(continuations(&w).is_empty(), "no room yet");
+    assert!(!x.is_done(), "waiting, not ended");
+    let poll = x.poll_timeout().expect("a poll timer");
+    assert_eq!(poll, ms(30));
+    w.feed(&mut x, poll, Event::TimerFired);
+    assert!(continuations(&w).is_empty());
+    // A slot of region 2 frees: the next poll sends the continuation there.
+    let outcome = spillway_core::Outcome::Failure(FailureKind::Cancelled);
+    let freed = held.pop().expect("one");
+    assert_eq!(freed.deployment, DeploymentIx(2));
+    w.cap.router.release(freed, outcome, ms(35));
+    let poll = x.poll_timeout().expect("a poll timer");
+    w.feed(&mut x, poll, Event::TimerFired);
+    let sent = continuations(&w);
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].0, sent[0].1), (A1, RegionIx(2)));
+    w.feed(
+        &mut x,
+        poll + ms(30),
+        Event::UpstreamPiece(A1, leg_chunk("second", " sea", None)),
+    );
+    w.feed(&mut x, poll + ms(31), Event::UpstreamEnd(A1));
+    for a in held {
+        w.cap.router.release(a, outcome, ms(90));
+    }
+    let r = w.check_finished();
+    assert_eq!(r.outcome, Outcome::Served);
+    assert_eq!(text_of(&w), " the sea");
+    assert_eq!(
+        r.usage,
+        usage(PROMPT + PROMPT + 1, 2),
+        "nothing billed for the wait"
+    );
+}
+
+#[test]
+fn a_continuation_that_finds_no_room_within_the_first_byte_wait_ends_the_stream() {
+    let mut w = world(None, 2);
+    let mut x = w.admit(ms(0), true);
+    first_leg(&mut w, &mut x, &[" the"]);
+    let held = fill_the_set(&mut w, ms(15));
+    w.feed(
+        &mut x,
+        ms(20),
+        Event::UpstreamError(A0, Failure::of(FailureKind::ServerError)),
+    );
+    while let Some(t) = x.poll_timeout() {
+        assert!(t <= ms(20) + FIRST_BYTE, "no poll past the wait");
+        w.feed(&mut x, t, Event::TimerFired);
+    }
+    assert!(continuations(&w).is_empty());
+    let end = Action::Close(StreamEnd::Broken(FailureKind::ServerError));
+    assert!(w.actions.contains(&end));
+    let outcome = spillway_core::Outcome::Failure(FailureKind::Cancelled);
+    for a in held {
+        w.cap.router.release(a, outcome, ms(90));
+    }
+    let r = w.check_finished();
+    assert_eq!(r.outcome, Outcome::Broken(FailureKind::ServerError));
+    assert_eq!(r.usage, usage(PROMPT, 1), "the first leg only");
+}
+
+#[test]
+fn a_continuation_may_go_to_a_candidate_the_plan_left_out_for_want_of_room() {
+    let mut w = world(None, 2);
+    // At admission the other regions are full: the plan holds the source only.
+    let held = fill_the_set(&mut w, ms(0));
+    let mut x = w.admit(ms(0), true);
+    first_leg(&mut w, &mut x, &[" the"]);
+    let outcome = spillway_core::Outcome::Failure(FailureKind::Cancelled);
+    for a in held {
+        w.cap.router.release(a, outcome, ms(12));
+    }
+    w.feed(
+        &mut x,
+        ms(20),
+        Event::UpstreamError(A0, Failure::of(FailureKind::ServerError)),
+    );
+    let sent = continuations(&w);
+    assert_eq!(sent.len(), 1, "{:?}", w.actions);
+    assert_ne!(sent[0].1, RegionIx(0));
+    let (a, region) = (sent[0].0, sent[0].1);
+    w.feed(
+        &mut x,
+        ms(40),
+        Event::UpstreamPiece(a, leg_chunk("second", " sea", None)),
+    );
+    w.feed(&mut x, ms(41), Event::UpstreamEnd(a));
+    let r = w.check_finished();
+    assert_eq!(r.outcome, Outcome::Served);
+    assert_eq!(
+        r.tries.last().map(|t| t.region),
+        Some(region),
+        "the send's region is the try's"
+    );
     assert_eq!(text_of(&w), " the sea");
 }

@@ -138,8 +138,12 @@ fn resume_policy(
     }
     let deployments = candidates
         .iter()
-        .map(|c| c.deployment)
-        .filter(|d| cfg.deployments[d.0 as usize].continuation.is_some())
+        .filter(|c| {
+            cfg.deployments[c.deployment.0 as usize]
+                .continuation
+                .is_some()
+        })
+        .map(|c| (c.deployment, c.region))
         .collect();
     Some(ResumePolicy {
         deployments,
