@@ -81,6 +81,15 @@ pub fn unbroken(spec: &RequestSpec) -> String {
     spillway_sim::seeded_text(TEXT_SEED, fingerprint, 0, spec.max_tokens)
 }
 
+/// Streams of `results` whose text is not the unbroken answer to their prompt (`expected`, by
+/// request id; a stream with no expected answer counts too).
+pub fn text_mismatches(results: &[RequestResult], expected: &HashMap<String, String>) -> u64 {
+    results
+        .iter()
+        .filter(|r| expected.get(&r.id).is_none_or(|e| mismatch(r, e)))
+        .count() as u64
+}
+
 /// The client's text is not the unbroken answer `expected`: a complete stream whose text is not
 /// exactly it, or an incomplete one whose text is not a beginning of it. A complete stream
 /// without a transcript counts as a mismatch (nothing shows it is right).

@@ -19,10 +19,12 @@
 //!   or a finish reason already relayed cannot be continued as a prefill, so a break then ends
 //!   the stream with the error event, as without this feature. Native InvokeModel frames
 //!   (relayed opaque) cannot be either.
-//! * **Where.** Only to a step of the request's own plan — the profile's destination set, so
-//!   residency holds by construction — whose deployment accepts a continuation
-//!   ([`ResumePolicy::deployments`], from the configuration) and was not tried before in this
-//!   request; the first of them, in plan order, that admits it now. It takes one retry from the
+//! * **Where.** Only to one of the request's candidates — the profile's destination set less
+//!   what the tenant denies, so residency holds by construction — whose deployment accepts a
+//!   continuation ([`ResumePolicy::deployments`], from the configuration) and was not tried
+//!   before in this request: the first that admits it now, those of the request's plan in its
+//!   order, then the others (the plan holds only what had room at admission, and a stream
+//!   admitted while the set was full must still have somewhere to go). It takes one retry from the
 //!   global budget, like a failover, and a request gets at most
 //!   [`ResumePolicy::max_resumes`] continuations. A destination at its in-flight limit still
 //!   takes a continuation into its engine's queue, within the bound the core keeps for the

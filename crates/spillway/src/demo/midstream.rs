@@ -78,14 +78,7 @@ pub fn figures(
         let name = kind.map_or("unknown", Kind::name);
         *by_kind.entry(name).or_insert(0) += 1;
     }
-    let text_mismatches = results
-        .iter()
-        .filter(|r| {
-            expected
-                .get(&r.id)
-                .is_none_or(|e| midstream::mismatch(r, e))
-        })
-        .count() as u64;
+    let text_mismatches = midstream::text_mismatches(results, expected);
     MidstreamFigures {
         failovers: continued.len() as u64,
         text_mismatches,

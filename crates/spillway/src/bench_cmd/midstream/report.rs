@@ -117,14 +117,7 @@ impl Row {
     ) -> Row {
         let sent = expected.len() as u64;
         let complete = results.iter().filter(|r| r.ok()).count() as u64;
-        let text_mismatches = results
-            .iter()
-            .filter(|r| {
-                expected
-                    .get(&r.id)
-                    .is_none_or(|e| midstream::mismatch(r, e))
-            })
-            .count() as u64;
+        let text_mismatches = midstream::text_mismatches(results, expected);
         let resume: Vec<f64> = results
             .iter()
             .filter(|r| continued.contains_key(&r.id))
