@@ -182,3 +182,43 @@ fn an_openai_base_url_with_a_query_string_is_refused() {
     assert_eq!(errs[0].0, "deployments[0].upstream.base_url");
     assert!(errs[0].2.contains("query string"), "{errs:?}");
 }
+
+#[test]
+fn midstream_failover_needs_a_deployment_that_takes_a_continuation() {
+    // Sim upstreams take one by default; stated or not, the base config is valid with it on.
+    let on = BASE.replacen(
+        "id = \"demo.m-v1:0\"",
+        "id = \"demo.m-v1:0\"\nmidstream_failover = true",
+        1,
+    );
+    let cfg = Config::parse(&on, "t.toml").expect("valid");
+    assert!(cfg.models[0].midstream_failover);
+    assert!(cfg.deployments.iter().all(|d| d.continuation.is_some()));
+    // An OpenAI-compatible upstream takes none unless it is configured.
+    let openai = on.replace(
+        "upstream = { kind = \"sim\" }",
+        "upstream = { kind = \"openai\", base_url = \"http://127.0.0.1:9/v1\" }",
+    );
+    let got = errors(&openai);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].0, "models[0].midstream_failover");
+    assert!(got[0].2.contains("continuation"), "{}", got[0].2);
+    let stated = openai.replacen(
+        "max_in_flight = 4\nupstream",
+        "max_in_flight = 4\ncontinuation = \"continue_final_message\"\nupstream",
+        1,
+    );
+    assert!(Config::parse(&stated, "t.toml").is_ok());
+    // Bedrock continues by prefill only.
+    let bedrock = on.replacen(
+        "upstream = { kind = \"sim\" }",
+        "continuation = \"continue_final_message\"\nupstream = { kind = \"bedrock\" }",
+        1,
+    );
+    let got = errors(&bedrock);
+    assert!(
+        got.iter()
+            .any(|(k, _, m)| k == "deployments[0].continuation" && m.contains("prefill")),
+        "{got:#?}"
+    );
+}

@@ -33,15 +33,15 @@ pub(super) fn continuation(
     cx: &Ctx<'_>,
     key: &str,
     form: Option<ContinuationForm>,
-    u: &Upstream,
+    u: &RawUpstream,
 ) -> Result<Option<ContinuationForm>, ConfigError> {
     match (form, u) {
-        (Some(ContinuationForm::ContinueFinalMessage), Upstream::Bedrock { .. }) => Err(cx.err(
+        (Some(ContinuationForm::ContinueFinalMessage), RawUpstream::Bedrock(_)) => Err(cx.err(
             format!("{key}.continuation"),
             "a bedrock upstream continues an answer by assistant prefill; expected \"assistant_prefill\" or no key",
         )),
         (Some(f), _) => Ok(Some(f)),
-        (None, Upstream::Sim { .. }) => Ok(Some(ContinuationForm::ContinueFinalMessage)),
+        (None, RawUpstream::Sim(_)) => Ok(Some(ContinuationForm::ContinueFinalMessage)),
         (None, _) => Ok(None),
     }
 }

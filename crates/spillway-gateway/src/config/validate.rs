@@ -429,6 +429,7 @@ fn deployments(
                 ),
             ));
         }
+        let continuation = super::upstreams::continuation(cx, &key, d.continuation, &d.upstream)?;
         let upstream = super::upstreams::upstream(
             cx,
             &format!("{key}.upstream"),
@@ -437,7 +438,6 @@ fn deployments(
             &regions[region.0 as usize].name,
         )?;
         super::upstreams::serves_kind(cx, &key, &upstream, models[model].kind)?;
-        let continuation = super::upstreams::continuation(cx, &key, d.continuation, &upstream)?;
         deployments.push(Deployment {
             model,
             region,
