@@ -291,7 +291,10 @@ impl Exchange {
 
     /// A stream's piece to the client.
     fn emit(&mut self, piece: Piece) {
-        self.answer.relay.observe(&piece);
+        // Only a stream that may be continued keeps its text (no copy on the common path).
+        if self.facts.resume.is_some() {
+            self.answer.relay.observe(&piece);
+        }
         self.actions.push_back(Action::Emit(piece));
     }
 

@@ -47,7 +47,7 @@
 //!   is input now) and its output. The final usage chunk the client gets is the sum over legs, the
 //!   same figure its tenant's quota settles to; the record keeps each leg as a try, and names
 //!   the first leg's region as the one that served it (the client's response head said so).
-use spillway_core::{DeploymentIx, FailureKind, Plan, Reason, RegionIx, Step};
+use spillway_core::{DeploymentIx, FailureKind, Plan, Reason, Step};
 use spillway_proto::tokens::text_tokens;
 use spillway_proto::{ChatChunk, ChunkChoice, Delta, Usage};
 
@@ -198,8 +198,7 @@ impl Exchange {
             self.end_at_cap(now, billed);
             return true;
         }
-        let plan = self.continuation_plan(&policy.deployments);
-        if plan.steps.is_empty() || !cap.try_retry(now) {
+        if self.continuation_plan().steps.is_empty() || !cap.try_retry(now) {
             return false;
         }
         // The broken leg is over: its usage is carried, and nothing is billed for the next one
@@ -233,13 +232,7 @@ impl Exchange {
             return;
         };
         let (kind, left, until) = (w.kind, w.left, w.until);
-        let accepting = self
-            .facts
-            .resume
-            .as_ref()
-            .map(|p| p.deployments.clone())
-            .unwrap_or_default();
-        let plan = self.continuation_plan(&accepting);
+        let plan = self.continuation_plan();
         let Some((i, admission)) = cap.admit_next(&plan, 0, self.facts.demand, now) else {
             if now >= until {
                 self.waiting = None;
@@ -275,7 +268,12 @@ impl Exchange {
     /// candidates (the plan holds only what had room at admission). Each may take a wait in its
     /// upstream's queue when it is at its limit, within the same bound as the source's wait (see
     /// the module docs).
-    fn continuation_plan(&self, accepting: &[(DeploymentIx, RegionIx)]) -> Plan {
+    fn continuation_plan(&self) -> Plan {
+        let accepting = self
+            .facts
+            .resume
+            .as_ref()
+            .map_or(&[][..], |p| p.deployments.as_slice());
         let tried = |d: DeploymentIx| self.tries.iter().any(|t| t.deployment == d);
         let accepts = |d: DeploymentIx| accepting.iter().any(|(a, _)| *a == d);
         let planned = |d: DeploymentIx| self.plan.steps.iter().any(|s| s.deployment == d);
