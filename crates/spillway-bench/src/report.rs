@@ -30,7 +30,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::client::RequestResult;
-use crate::oracle::Oracle;
+use crate::oracle::{BREACH_TOLERANCE, Oracle};
 
 mod tally;
 use tally::Tally;
@@ -258,6 +258,10 @@ pub fn table(r: &BenchReport) -> String {
         policy_row(&mut out, p);
     }
     oracle_row(&mut out, r.oracle.as_ref());
+    tail_lines(&mut out, r);
+    for b in breaches(r) {
+        let _ = writeln!(out, "error: {b}");
+    }
     table_footer(&mut out, r);
     out
 }
@@ -267,14 +271,14 @@ fn policy_row(out: &mut String, p: &PolicyReport) {
     let tri = |a: f64, b: f64, c: f64| format!("{a:.0}/{b:.0}/{c:.0}");
     let _ = writeln!(
         out,
-        "{:<15} {:>7} {:>7} {:>6} {:>6} {:>9.2} {:>6.1}% {:>24} {:>8.1} {:>24} {:>6.1}% {:>6.1}% {:>5}",
+        "{:<15} {:>7} {:>7} {:>6} {:>6} {:>9.2} {:>7} {:>24} {:>8.1} {:>24} {:>6.1}% {:>6.1}% {:>5}",
         p.name,
         p.offered,
         p.served,
         p.throttled,
         p.failed,
         p.goodput_rps,
-        p.goodput_vs_oracle * 100.0,
+        vs_oracle(p),
         tri(p.ttft_p50_ms, p.ttft_p90_ms, p.ttft_p99_ms),
         p.tpot_p50_ms,
         tri(p.e2e_p50_ms, p.e2e_p90_ms, p.e2e_p99_ms),
@@ -284,13 +288,22 @@ fn policy_row(out: &mut String, p: &PolicyReport) {
     );
 }
 
+/// The goodput's share of the oracle, or `BREACH` when it is above the bound.
+fn vs_oracle(p: &PolicyReport) -> String {
+    if breaches_oracle(p) {
+        "BREACH".to_string()
+    } else {
+        format!("{:.1}%", p.goodput_vs_oracle * 100.0)
+    }
+}
+
 /// The oracle's row, or why there is none.
 fn oracle_row(out: &mut String, oracle: Option<&Oracle>) {
     match oracle {
         Some(o) => {
             let _ = writeln!(
                 out,
-                "{:<15} {:>7.0} {:>7.0} {:>6} {:>6} {:>9.2} {:>7}   (max-flow per {} s bucket; in-region under the same model: {:.0}, so at most {:.1}% local at the oracle's goodput without waiting)",
+                "{:<15} {:>7.0} {:>7.0} {:>6} {:>6} {:>9.2} {:>7}   (bound on good requests, slot-seconds in {:.2} s cells, waiting up to the SLO; a schedule reaches {:.0}; in-region bound {:.0}: at most {:.1}% local at the oracle's goodput)",
                 "oracle",
                 o.offered,
                 o.served,
@@ -299,6 +312,7 @@ fn oracle_row(out: &mut String, oracle: Option<&Oracle>) {
                 o.goodput_rps,
                 "100.0%",
                 o.bucket_secs,
+                o.schedule_served,
                 o.in_region_served,
                 o.local_share * 100.0
             );
@@ -309,8 +323,66 @@ fn oracle_row(out: &mut String, oracle: Option<&Oracle>) {
     }
 }
 
-/// Under the table: the saturation warning when the load generator fell behind, the setup, and
-/// the notes.
+/// Whether a policy's goodput is above the oracle's bound (beyond rounding): the bound is then
+/// wrong, and no share of it is printed.
+pub fn breaches_oracle(p: &PolicyReport) -> bool {
+    p.goodput_vs_oracle > 1.0 + BREACH_TOLERANCE
+}
+
+/// One message per policy above the oracle's bound; empty when the bound held.
+pub fn breaches(r: &BenchReport) -> Vec<String> {
+    let Some(o) = &r.oracle else {
+        return Vec::new();
+    };
+    r.policies
+        .iter()
+        .filter(|p| breaches_oracle(p))
+        .map(|p| {
+            format!(
+                "{} served {:.3} good requests/s, {:.1}% of the oracle's bound of {:.3}/s: the bound is wrong for this run (setup: {})",
+                p.name,
+                p.goodput_rps,
+                p.goodput_vs_oracle * 100.0,
+                o.goodput_rps,
+                r.setup.arrivals
+            )
+        })
+        .collect()
+}
+
+/// The cross-region peers a policy's tail is read against (`in-region` throttles instead).
+const TAIL_PEERS: [&str; 2] = ["round-robin", "least-loaded"];
+
+/// Each other policy's TTFT p50 and p99 as a multiple of the best of the cross-region peers'
+/// in the same run, when a peer ran.
+fn tail_lines(out: &mut String, r: &BenchReport) {
+    let peers: Vec<&PolicyReport> = r
+        .policies
+        .iter()
+        .filter(|p| TAIL_PEERS.contains(&p.name.as_str()) && p.served > 0)
+        .collect();
+    let best =
+        |f: fn(&PolicyReport) -> f64| peers.iter().map(|p| f(p)).fold(f64::INFINITY, f64::min);
+    let (p50, p99) = (best(|p| p.ttft_p50_ms), best(|p| p.ttft_p99_ms));
+    if peers.is_empty() || p50 <= 0.0 || p99 <= 0.0 {
+        return;
+    }
+    for p in r
+        .policies
+        .iter()
+        .filter(|p| !TAIL_PEERS.contains(&p.name.as_str()) && p.served > 0)
+    {
+        let _ = writeln!(
+            out,
+            "tail: {} TTFT p50 {:.2}x, p99 {:.2}x the best of {}",
+            p.name,
+            p.ttft_p50_ms / p50,
+            p.ttft_p99_ms / p99,
+            TAIL_PEERS.join(" and ")
+        );
+    }
+}
+
 fn table_footer(out: &mut String, r: &BenchReport) {
     let lag = r
         .policies

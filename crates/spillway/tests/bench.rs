@@ -57,6 +57,15 @@ fn check_invariants(v: &Value, policies: &[&str]) {
     assert_eq!(names, policies, "{v}");
     let oracle = &v["oracle"];
     assert!(n(oracle, "goodput_rps") > 0.0, "{oracle}");
+    // The oracle bounds every policy, and a feasible schedule reaches at most the bound.
+    assert!(
+        n(oracle, "schedule_served") <= n(oracle, "served") + 1e-6
+            && n(oracle, "served") <= n(oracle, "offered") + 1e-6,
+        "{oracle}"
+    );
+    for p in list {
+        assert!(n(p, "goodput_vs_oracle") <= 1.005, "above the bound: {p}");
+    }
     let share = n(oracle, "in_region_served") / n(oracle, "served");
     assert!(
         (n(oracle, "local_share") - share).abs() < 1e-9 && share > 0.0 && share <= 1.0,

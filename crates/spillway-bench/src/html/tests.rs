@@ -48,11 +48,13 @@ fn tiny() -> BenchReport {
         oracle: Some(Oracle {
             goodput_rps: 2.0,
             served: 4.0,
+            schedule_served: 4.0,
             in_region_served: 3.0,
             local_share: 0.75,
             offered: 4.0,
             bucket_secs: 1.0,
             buckets: 2,
+            iterations: 0,
         }),
         notes: vec!["a <note>".into()],
         setup: Setup {

@@ -79,3 +79,95 @@ fn figures_are_in_trace_time_with_the_rtt_added() {
     assert_eq!(p.timeline.offered, vec![2, 2]);
     assert_eq!(p.served_by_region["west"], 1);
 }
+
+#[test]
+fn a_policy_above_the_bound_is_a_breach_not_a_share() {
+    let sent: HashMap<String, Sent> = HashMap::new();
+    let cx = Context {
+        sent: &sent,
+        window_secs: 1.0,
+        slo: Slo::default(),
+        scale: Scale {
+            time_scale: 1.0,
+            rtt_ms: HashMap::new(),
+            local_rtt_ms: 0.0,
+        },
+        oracle_rps: 1.0,
+        regions: vec!["east".into()],
+        timeline_buckets: 1,
+    };
+    let results = [
+        result("a", "east", Some("east"), 200, 20),
+        result("b", "east", Some("east"), 200, 20),
+    ];
+    let p = |name: &str, oracle_rps: f64| {
+        policy_report(
+            name,
+            &results,
+            0,
+            &Context {
+                oracle_rps,
+                ..cx.clone()
+            },
+        )
+    };
+    let oracle = crate::oracle::Oracle {
+        goodput_rps: 2.0,
+        served: 2.0,
+        schedule_served: 2.0,
+        in_region_served: 2.0,
+        local_share: 1.0,
+        offered: 2.0,
+        bucket_secs: 0.25,
+        buckets: 4,
+        iterations: 0,
+    };
+    let setup = Setup {
+        arrivals: "poisson 2/s".into(),
+        sources: vec!["east".into()],
+        regions: vec!["east".into()],
+        concurrency: 1,
+        concurrency_from: "--concurrency".into(),
+        region_capacity_rps: 1.0,
+        mean_service_ms: 10.0,
+        time_scale: 1.0,
+        window_secs: 1.0,
+        slo_ttft_ms: 2000.0,
+        slo_tpot_ms: 200.0,
+        max_input_tokens: 1,
+        max_output_tokens: 1,
+        rtt_added: true,
+    };
+    // 2 good/s against a bound of 2/s (rounding allowed: 2/1.995), then of 1.5/s.
+    let held = BenchReport {
+        policies: vec![p("round-robin", 2.0), p("spillway", 1.995)],
+        oracle: Some(oracle.clone()),
+        setup: setup.clone(),
+        notes: vec![],
+    };
+    assert!(breaches(&held).is_empty());
+    let t = table(&held);
+    assert!(!t.contains("BREACH"), "{t}");
+    assert!(
+        t.contains("tail: spillway TTFT p50 1.00x, p99 1.00x the best of round-robin"),
+        "{t}"
+    );
+    let broken = BenchReport {
+        policies: vec![p("round-robin", 2.0), p("spillway", 1.5)],
+        oracle: Some(oracle),
+        setup,
+        notes: vec![],
+    };
+    let b = breaches(&broken);
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert!(
+        b[0].starts_with("spillway served 2.000 good requests/s, 133.3%"),
+        "{b:?}"
+    );
+    let t = table(&broken);
+    assert!(
+        t.contains("BREACH") && t.contains("error: spillway served"),
+        "{t}"
+    );
+    assert!(!t.contains("133.3%  "), "{t}");
+}

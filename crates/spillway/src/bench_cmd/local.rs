@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use spillway_bench::client::LoadClient;
-use spillway_bench::oracle::{Network, oracle};
+use spillway_bench::oracle::{self, Topology, oracle};
 use spillway_bench::report::{self, BenchReport, Context, PolicyReport, Scale, Setup};
 use spillway_bench::sizing::size_for_overflow;
 use spillway_bench::summary::residency_violations;
@@ -87,13 +87,17 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let policies = selected_policies(args)?;
     let w = super::workload(args, SOURCES)?;
     let service = w.mean_service_secs(PREFILL_TPS, DECODE_TPS);
-    let demand = w.demand(REGIONS.len(), BUCKET);
     let (concurrency, concurrency_from) = slots(args, &w)?;
     // The peer's simulators first: a busy port or a peer that never answers fails fast.
     let peer = start_peer(args, concurrency).await?;
     let capacity = f64::from(concurrency) / service.max(1e-9);
-    let bound = oracle(&network(capacity), &demand, BUCKET.as_secs_f64());
-    let window_secs = demand.len() as f64 * BUCKET.as_secs_f64();
+    let window_secs = w.buckets(BUCKET) as f64 * BUCKET.as_secs_f64();
+    let jobs = oracle::jobs(&w, PREFILL_TPS, DECODE_TPS);
+    let bound = oracle(
+        &topology_of(concurrency, args.slo.ttft_ms),
+        &jobs,
+        window_secs,
+    );
     let setup = Setup {
         arrivals: w.description.clone(),
         sources: source_names(),
@@ -213,16 +217,21 @@ async fn start_peer(
     }
 }
 
-/// The topology as the oracle sees it: every region completes `capacity` requests per second,
-/// takes in at most twice that from elsewhere, and reaches the regions of its geography.
-fn network(capacity: f64) -> Network {
-    Network {
-        capacity: vec![capacity * BUCKET.as_secs_f64(); REGIONS.len()],
-        cross_cap: vec![2.0 * capacity * BUCKET.as_secs_f64(); REGIONS.len()],
+/// The topology as the oracle sees it: every region has `concurrency` slots, a source reaches
+/// the regions of its geography, and DESIGN §7's RTTs are added to the TTFT, as the report does.
+fn topology_of(concurrency: u32, ttft_slo_ms: f64) -> Topology {
+    let rtt = |a: &str, b: &str| spillway_bench::topology::rtt_ms(a, b).unwrap_or(0.0) / 1000.0;
+    Topology {
+        slots: vec![f64::from(concurrency); REGIONS.len()],
         reach: REGIONS
             .iter()
             .map(|(_, ga)| REGIONS.iter().map(|(_, gb)| ga == gb).collect())
             .collect(),
+        rtt_secs: REGIONS
+            .iter()
+            .map(|(a, _)| REGIONS.iter().map(|(b, _)| rtt(a, b)).collect())
+            .collect(),
+        ttft_slo_secs: ttft_slo_ms / 1000.0,
     }
 }
 

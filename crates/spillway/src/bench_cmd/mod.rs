@@ -268,6 +268,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("spillway bench: wrote {}", path.display());
     }
+    let breaches = report::breaches(&report);
+    anyhow::ensure!(
+        breaches.is_empty(),
+        "a policy served more than the oracle's bound: {}",
+        breaches.join("; ")
+    );
     Ok(())
 }
 

@@ -24,7 +24,7 @@
 use std::collections::HashSet;
 
 use spillway_bench::client::{LoadClient, RequestResult};
-use spillway_bench::oracle::{Network, Oracle, oracle};
+use spillway_bench::oracle::{self, Oracle, Topology, oracle};
 use spillway_bench::report::{self, BenchReport, Context, PolicyReport, Scale, Setup};
 use spillway_bench::workload::{self, Workload};
 
@@ -145,19 +145,26 @@ impl Offer {
         regions.extend(extra);
         let service = w.mean_service_secs(PREFILL_TPS, DECODE_TPS);
         let (capacity, concurrency_from) = capacity(args, service)?;
-        let demand = w.demand(regions.len(), BUCKET);
-        let window_secs = demand.len() as f64 * BUCKET.as_secs_f64();
+        let window_secs = w.buckets(BUCKET) as f64 * BUCKET.as_secs_f64();
         let bound = capacity.map(|c| {
-            let b = BUCKET.as_secs_f64();
-            let net = Network {
-                capacity: vec![c * b; regions.len()],
-                cross_cap: vec![2.0 * c * b; regions.len()],
+            // Slot-seconds per second: the rate times the mean service time. The network's
+            // RTTs are unknown here, so none is added (the bound only loosens).
+            let slots = c * service;
+            let n = regions.len();
+            let topology = Topology {
+                slots: vec![slots; n],
                 reach: regions
                     .iter()
                     .map(|s| regions.iter().map(|r| t.allowed.allows(s, r)).collect())
                     .collect(),
+                rtt_secs: vec![vec![0.0; n]; n],
+                ttft_slo_secs: args.slo.ttft_ms / 1000.0,
             };
-            oracle(&net, &demand, b)
+            oracle(
+                &topology,
+                &oracle::jobs(&w, PREFILL_TPS, DECODE_TPS),
+                window_secs,
+            )
         });
         Ok(Offer {
             w,
