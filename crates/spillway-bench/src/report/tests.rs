@@ -111,33 +111,7 @@ fn a_policy_above_the_bound_is_a_breach_not_a_share() {
             },
         )
     };
-    let oracle = crate::oracle::Oracle {
-        goodput_rps: 2.0,
-        served: 2.0,
-        schedule_served: 2.0,
-        in_region_served: 2.0,
-        local_share: 1.0,
-        offered: 2.0,
-        bucket_secs: 0.25,
-        buckets: 4,
-        iterations: 0,
-    };
-    let setup = Setup {
-        arrivals: "poisson 2/s".into(),
-        sources: vec!["east".into()],
-        regions: vec!["east".into()],
-        concurrency: 1,
-        concurrency_from: "--concurrency".into(),
-        region_capacity_rps: 1.0,
-        mean_service_ms: 10.0,
-        time_scale: 1.0,
-        window_secs: 1.0,
-        slo_ttft_ms: 2000.0,
-        slo_tpot_ms: 200.0,
-        max_input_tokens: 1,
-        max_output_tokens: 1,
-        rtt_added: true,
-    };
+    let (oracle, setup) = (bound_of(2.0), tiny_setup());
     // 2 good/s against a bound of 2/s (rounding allowed: 2/1.995), then of 1.5/s.
     let held = BenchReport {
         policies: vec![p("round-robin", 2.0), p("spillway", 1.995)],
@@ -170,4 +144,37 @@ fn a_policy_above_the_bound_is_a_breach_not_a_share() {
         "{t}"
     );
     assert!(!t.contains("133.3%  "), "{t}");
+}
+
+fn bound_of(goodput_rps: f64) -> crate::oracle::Oracle {
+    crate::oracle::Oracle {
+        goodput_rps,
+        served: goodput_rps,
+        schedule_served: goodput_rps,
+        in_region_served: goodput_rps,
+        local_share: 1.0,
+        offered: goodput_rps,
+        bucket_secs: 0.25,
+        buckets: 4,
+        iterations: 0,
+    }
+}
+
+fn tiny_setup() -> Setup {
+    Setup {
+        arrivals: "poisson 2/s".into(),
+        sources: vec!["east".into()],
+        regions: vec!["east".into()],
+        concurrency: 1,
+        concurrency_from: "--concurrency".into(),
+        region_capacity_rps: 1.0,
+        mean_service_ms: 10.0,
+        time_scale: 1.0,
+        window_secs: 1.0,
+        slo_ttft_ms: 2000.0,
+        slo_tpot_ms: 200.0,
+        max_input_tokens: 1,
+        max_output_tokens: 1,
+        rtt_added: true,
+    }
 }
