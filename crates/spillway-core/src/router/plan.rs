@@ -75,9 +75,10 @@ use super::{MINUTE, Plan, Policy, Reason, Rejection, RouteRequest, Router, Step}
 struct Scan {
     /// The source is ejected or cooling down.
     source_unhealthy: bool,
-    /// The source, when it is at its limit but may still queue (Spillway only), and whether
-    /// its queue is short enough to wait in even when another region has headroom.
-    source_queue: Option<(usize, bool)>,
+    /// The source, when it is at its limit (Spillway only): its position, whether its queue is
+    /// within `source_wait` (a wait rather than a spill, if its expected TTFT says so) and
+    /// within `source_queue` (a wait rather than a 429).
+    source_full: Option<(usize, bool, bool)>,
 }
 
 impl Router {
@@ -87,12 +88,13 @@ impl Router {
         let mut eligible = std::mem::take(&mut self.scratch);
         eligible.clear();
         let scan = self.scan(req, now, &mut eligible);
-        // Wait in the source: rather than spill while the wait is short (step 2), and rather
-        // than be throttled while its queue is within `source_queue` (step 4).
-        let queue_at = scan
-            .source_queue
-            .filter(|&(_, short)| short || eligible.is_empty())
-            .map(|(pos, _)| pos);
+        // Wait in the source: rather than spill while waiting is expected to be about as fast
+        // (step 2), and rather than be throttled while its queue is within `source_queue`
+        // (step 4).
+        let queue_at = scan.source_full.and_then(|(pos, may_wait, may_queue)| {
+            let short = may_wait && self.wait_is_short(req, pos, &eligible, now);
+            (short || (may_queue && eligible.is_empty())).then_some(pos)
+        });
         let plan = if eligible.is_empty() && queue_at.is_none() {
             Plan {
                 steps: Vec::new(),
@@ -119,7 +121,7 @@ impl Router {
     fn scan(&mut self, req: &RouteRequest<'_>, now: Duration, eligible: &mut Vec<Entry>) -> Scan {
         let mut scan = Scan {
             source_unhealthy: false,
-            source_queue: None,
+            source_full: None,
         };
         for (pos, c) in req.candidates.iter().enumerate() {
             let Some(d) = self.deployments.get_mut(c.deployment.0 as usize) else {
@@ -143,16 +145,38 @@ impl Router {
                 }
                 Err(Rejection::Unavailable) if local => scan.source_unhealthy = true,
                 Err(Rejection::InFlight) if local && self.cfg.policy == Policy::Spillway => {
-                    let short = can_queue(d, req.est_tokens, now, self.cfg.source_wait)
-                        && d.wait_fits(req.input_tokens, self.cfg.source_wait_ttft);
-                    if short || can_queue(d, req.est_tokens, now, self.cfg.source_queue) {
-                        scan.source_queue.get_or_insert((pos, short));
+                    let may_wait = can_queue(d, req.est_tokens, now, self.cfg.source_wait);
+                    let may_queue = can_queue(d, req.est_tokens, now, self.cfg.source_queue);
+                    if may_wait || may_queue {
+                        scan.source_full.get_or_insert((pos, may_wait, may_queue));
                     }
                 }
                 Err(_) => {}
             }
         }
         scan
+    }
+
+    /// Whether the full source at `req.candidates[pos]` is expected to give the request its
+    /// first token about as soon as a spill would (see [`Deployment::wait_fits`]): the spill is
+    /// to the nearest region of `eligible` (the candidates with a free slot), if any.
+    fn wait_is_short(
+        &mut self,
+        req: &RouteRequest<'_>,
+        pos: usize,
+        eligible: &[Entry],
+        now: Duration,
+    ) -> bool {
+        let spill_rtt = eligible
+            .iter()
+            .filter(|e| !e.local)
+            .map(|e| req.candidates[e.pos].rtt)
+            .min();
+        let factor = self.cfg.source_wait_ttft;
+        let ix = req.candidates[pos].deployment.0 as usize;
+        self.deployments
+            .get_mut(ix)
+            .is_some_and(|d| d.wait_fits(req.input_tokens, now, spill_rtt, factor))
     }
 
     /// Order `eligible` for the policy and return the index of the first step among them
