@@ -341,6 +341,7 @@ impl Router {
             return;
         };
         d.in_flight = d.in_flight.saturating_sub(1);
+        d.on_release(&admission);
         let est = admission.est_tokens;
         let before = (
             d.health.is_closed(),

@@ -5,6 +5,7 @@
 //!
 //! ```sh
 //! cargo run --release --example policy_replay -- TRACE SLOTS [--release-lag-ms MS] [VARIANT …]
+//! # SLOTS: a number, or `auto` for the bench's own sizing (`--overflow 10`)
 //! # VARIANT: round-robin, least-loaded, spillway, or spillway:KEY=VALUE:… with KEY among
 //! # source_wait, source_wait_ttft, source_queue
 //! ```
@@ -18,6 +19,8 @@
 //! `--release-lag-ms` makes the router learn of each completion that long after the engine
 //! freed the slot (trace time), as a gateway does that hears of the end of a stream a little
 //! after the engine sent it: at `--time-scale 30` each ms of wall clock is 30 ms here.
+//! `good/s` is the bench's goodput: requests served within a TTFT of 2,000 ms (the default SLO;
+//! TPOT is the engine's 20 ms here) per second of the arrivals' span.
 #![forbid(unsafe_code)]
 
 use std::cmp::Reverse;
@@ -27,6 +30,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use spillway_bench::sizing::{OVERFLOW, size_for_overflow};
 use spillway_bench::summary::percentile;
 use spillway_bench::topology::{DECODE_TPS, PREFILL_TPS, REGIONS, SOURCES, parse_variant, rtt_ms};
 use spillway_bench::workload::{Arrivals, Workload, WorkloadSpec};
@@ -94,6 +98,8 @@ struct Tally {
     throttled: usize,
     local: usize,
     ttft_ms: Vec<f64>,
+    /// Engine queue time (ms) of the requests that found every slot busy.
+    queued_ms: Vec<f64>,
 }
 
 fn replay(w: &Workload, slots: u32, lag: Duration, rtt: &[Vec<f64>], cfg: RouterConfig) -> Tally {
@@ -175,6 +181,11 @@ fn replay(w: &Workload, slots: u32, lag: Duration, rtt: &[Vec<f64>], cfg: Router
             t.local += usize::from(d == w.requests[j].source);
             t.ttft_ms
                 .push(live[j].engine_ttft.as_secs_f64() * 1000.0 + trip);
+            let (prefill, _) = service(j);
+            let queued = live[j].engine_ttft.as_secs_f64() - prefill;
+            if queued > 1e-9 {
+                t.queued_ms.push(queued * 1000.0);
+            }
         }
         let Some((i, r)) = arrivals.next() else {
             break;
@@ -252,7 +263,6 @@ fn main() -> Result<(), String> {
         }
         variants => (Duration::ZERO, variants),
     };
-    let slots: u32 = slots.parse().map_err(|_| "SLOTS: a number")?;
     let rtt = rtt_matrix()?;
     let trace = spillway_bench::traces::load(Path::new(trace)).map_err(|e| e.to_string())?;
     let w = Workload::build(&WorkloadSpec {
@@ -268,6 +278,14 @@ fn main() -> Result<(), String> {
         output_tokens: 0,
         seed: 7,
     });
+    let slots: u32 = match slots.as_str() {
+        "auto" => size_for_overflow(&w.requests, SOURCES, OVERFLOW, PREFILL_TPS, DECODE_TPS).0,
+        n => n.parse().map_err(|_| "SLOTS: a number or auto")?,
+    };
+    let span = w
+        .requests
+        .last()
+        .map_or(1.0, |r| r.at.as_secs_f64().max(1.0));
     let variants: Vec<&str> = if variants.is_empty() {
         vec!["round-robin", "least-loaded", "spillway"]
     } else {
@@ -279,7 +297,7 @@ fn main() -> Result<(), String> {
         .map(|v| config(v))
         .collect::<Result<Vec<_>, _>>()?;
     println!(
-        "{} requests, {slots} slots per region, release lag {} ms\n{:<52} {:>7} {:>6} {:>7} {:>7} {:>7}",
+        "{} requests, {slots} slots per region, release lag {} ms\n{:<52} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7}  {}",
         w.requests.len(),
         lag.as_millis(),
         "variant",
@@ -287,19 +305,27 @@ fn main() -> Result<(), String> {
         "thr %",
         "local %",
         "p50 ms",
-        "p99 ms"
+        "p99 ms",
+        "good/s",
+        "queued: n p50 p90 p99 ms"
     );
     for (v, cfg) in variants.iter().zip(cfgs) {
         let mut t = replay(&w, slots, lag, &rtt, cfg);
         t.ttft_ms.sort_by(f64::total_cmp);
+        t.queued_ms.sort_by(f64::total_cmp);
         let n = w.requests.len() as f64;
         println!(
-            "{v:<52} {:>7} {:>6.2} {:>7.2} {:>7.1} {:>7.1}",
+            "{v:<52} {:>7} {:>6.2} {:>7.2} {:>7.1} {:>7.1} {:>7.3}  {} {:.0} {:.0} {:.0}",
             t.served,
             100.0 * t.throttled as f64 / n,
             100.0 * t.local as f64 / t.served.max(1) as f64,
             percentile(&t.ttft_ms, 50.0),
-            percentile(&t.ttft_ms, 99.0)
+            percentile(&t.ttft_ms, 99.0),
+            t.ttft_ms.iter().filter(|&&x| x <= 2000.0).count() as f64 / span,
+            t.queued_ms.len(),
+            percentile(&t.queued_ms, 50.0),
+            percentile(&t.queued_ms, 90.0),
+            percentile(&t.queued_ms, 99.0)
         );
     }
     Ok(())

@@ -46,6 +46,13 @@ pub(super) struct Deployment {
     /// only).
     pub(super) hold: Option<f64>,
     pub(super) prefill: Option<(f64, f64)>,
+    /// This instance's requests holding a slot here (admitted within the limit): when each
+    /// took it, its input tokens and its expected output tokens (`est_tokens - input`, the
+    /// `max_tokens` it may generate), so that [`Deployment::expected_wait`] can tell when the
+    /// slots free. Queued admissions are not here: when they start is not known.
+    pub(super) running: Vec<Running>,
+    /// Scratch for [`Deployment::expected_wait`].
+    remaining: Vec<f64>,
     /// No request is sent to wait in this deployment's queue before this (see
     /// [`QUEUE_REFUSAL_BACKOFF`]).
     pub(super) no_queue_until: Duration,
@@ -72,6 +79,8 @@ impl Deployment {
             ewma_tpot: None,
             hold: None,
             prefill: None,
+            running: Vec::new(),
+            remaining: Vec::new(),
             no_queue_until: Duration::ZERO,
             remote: Load::default(),
             window: UsageWindow::default(),
@@ -178,25 +187,92 @@ impl Deployment {
         }
     }
 
-    /// Whether a request of `input_tokens` that waits here, at the limit, for a slot is expected
-    /// to see its first token within `ttft_factor` × this deployment's mean TTFT: the expected
-    /// wait, `(waiting + 1) × mean hold / limit` (a slot frees every `hold / limit` on
-    /// average), plus its own prefill, `mean TTFT × input / mean input`. True while nothing was
-    /// learned yet (the queue-length bound still applies), and for an unknown input the mean
-    /// prefill is assumed.
-    pub(super) fn wait_fits(&self, input_tokens: u64, ttft_factor: f64) -> bool {
+    /// Note an admission: one within the limit holds a slot from now (see `running`).
+    pub(super) fn on_admit(&mut self, a: &Admission) {
+        if !a.queued {
+            self.running.push(Running::of(a));
+        }
+    }
+
+    /// Forget a released admission's slot (see `running`).
+    pub(super) fn on_release(&mut self, a: &Admission) {
+        if a.queued {
+            return;
+        }
+        let r = Running::of(a);
+        if let Some(i) = self.running.iter().position(|x| *x == r) {
+            self.running.swap_remove(i);
+        }
+    }
+
+    /// The expected wait (ns) for a slot of a request sent now to wait here, at the limit,
+    /// behind the `waiting` requests queued already: the time until the `(waiting + 1)`-th of
+    /// the running requests is expected to end, each at `acquired + input × prefill per token
+    /// + output × TPOT` (the learned rates; an overdue one ends now). Only this instance's
+    /// requests are known: the k-th end among them is never earlier than among all, so the
+    /// estimate errs long, and long outputs' `max_tokens` only make it longer. When fewer than
+    /// `waiting + 1` are known, or TPOT is not learned, the mean rate of freeing slots stands
+    /// in: `(waiting + 1) × mean hold / limit`. `None` while nothing was learned.
+    pub(super) fn expected_wait(&mut self, now: Duration) -> Option<f64> {
         let (Some(hold), Some((ttft, input))) = (self.hold, self.prefill) else {
-            return true;
+            return None;
         };
         let limit = self.limit.current().max(1);
-        let waiting = self.total_in_flight().saturating_sub(limit);
-        let wait = f64::from(waiting.saturating_add(1)) * hold / f64::from(limit);
+        let k = self.total_in_flight().saturating_sub(limit) as usize + 1;
+        let mean = k as f64 * hold / f64::from(limit);
+        let Some(tpot) = self.ewma_tpot.filter(|_| input > 0.0) else {
+            return Some(mean);
+        };
+        // `running` is this instance's share of `in_flight`; more would be a release of an
+        // admission never made, which must not leave phantom slots to wait for.
+        if self.running.len() < k || self.running.len() > self.in_flight as usize {
+            return Some(mean);
+        }
+        let per_input = ttft / input;
+        let now = now.as_nanos() as f64;
+        self.remaining.clear();
+        self.remaining.extend(self.running.iter().map(|r| {
+            let end = r.acquired_at.as_nanos() as f64
+                + r.input as f64 * per_input
+                + r.output as f64 * tpot;
+            (end - now).max(0.0)
+        }));
+        let (_, kth, _) = self.remaining.select_nth_unstable_by(k - 1, f64::total_cmp);
+        Some(*kth)
+    }
+
+    /// Whether a request of `input_tokens` should wait here, at the limit, for a slot rather
+    /// than spill, by the expected TTFT of each option: waiting, `wait + prefill` (see
+    /// [`Deployment::expected_wait`]); spilling to the best other region with a free slot,
+    /// `rtt + prefill` (`spill_rtt`; the deployments of a model are taken to prefill alike, and
+    /// one with a free slot has no wait). It waits when that is no slower (`wait <= rtt`), or,
+    /// whatever the spill, when its expected TTFT stays within `ttft_factor` × the source's
+    /// mean TTFT: a short prompt may wait up to the typical request's TTFT, which moves
+    /// neither the median much nor the tail, while a long one, already in the tail, waits
+    /// only when waiting is the faster option. No spill (`None`): only the second bound holds;
+    /// beyond it the request is throttled, or waits by `source_queue` instead.
+    /// True while nothing was learned (the queue-length bound still applies); an unknown
+    /// input counts as the mean prefill.
+    pub(super) fn wait_fits(
+        &mut self,
+        input_tokens: u64,
+        now: Duration,
+        spill_rtt: Option<Duration>,
+        ttft_factor: f64,
+    ) -> bool {
+        let Some(wait) = self.expected_wait(now) else {
+            return true;
+        };
+        let Some((ttft, input)) = self.prefill else {
+            return true;
+        };
         let prefill = if input_tokens > 0 && input > 0.0 {
             ttft * input_tokens as f64 / input
         } else {
             ttft
         };
-        wait + prefill <= ttft_factor * ttft
+        let faster = spill_rtt.is_some_and(|rtt| wait <= rtt.as_nanos() as f64);
+        faster || wait + prefill <= ttft_factor * ttft
     }
 
     /// Expected time to first token from the source (ns), and the utilisation behind it.
@@ -205,6 +281,24 @@ impl Deployment {
         let service = self.ewma_ttft.map_or(prior_ns, |t| (t - rtt).max(0.0));
         let util = f64::from(self.total_in_flight()) / f64::from(self.limit.current().max(1));
         (rtt + service * (1.0 + util), util)
+    }
+}
+
+/// A request holding a slot: what [`Deployment::expected_wait`] needs to tell when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Running {
+    acquired_at: Duration,
+    input: u64,
+    output: u64,
+}
+
+impl Running {
+    fn of(a: &Admission) -> Self {
+        Running {
+            acquired_at: a.acquired_at,
+            input: a.input_tokens,
+            output: a.est_tokens.saturating_sub(a.input_tokens),
+        }
     }
 }
 

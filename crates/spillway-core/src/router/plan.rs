@@ -8,20 +8,23 @@
 //!    an in-region request has the shortest round trip and keeps the data where it was sent.
 //! 2. **A short wait in the source before a spill** (on by default). A full source still takes the
 //!    request, to wait in its engine's own queue (vLLM, SGLang and TGI all queue beyond their
-//!    running batch), whether or not another region has headroom, when two bounds hold
-//!    (`source_wait` stands on its own: step 4 need not be on). The queue is short: fewer than
-//!    `limit × (1 + source_wait)` requests are in flight there (0.2: three waiting behind 16
-//!    slots). And the request's expected TTFT there is within `source_wait_ttft` × the source's
-//!    mean TTFT (default 1.5): the expected wait for a slot, `(waiting + 1) × hold / limit`
-//!    (with every slot busy one frees every `hold / limit` on average), plus its own prefill,
-//!    `mean TTFT × input / mean input`. The hold time and the TTFT per input token are slow
-//!    EWMAs of the deployment's successful requests that found a free slot (streamed ones for
-//!    the TTFT). So a short prompt waits a little for a local slot, and a long one, whose TTFT is
-//!    long already and to which a round trip adds the least, spills. The regions with headroom
-//!    follow in the plan, for failover if the source refuses. An upstream that refuses a request
-//!    sent to wait (429: its limit is a hard cap, or its queue is full) is not asked to queue
-//!    again for a minute, and that refusal costs it no cooldown, no lower limit and no health:
-//!    within its limit it is fine. `source_wait = 0` turns the step off.
+//!    running batch), when its queue is short, fewer than `limit × (1 + source_wait)` in flight
+//!    (0.2: three waiting behind 16 slots), and the expected TTFT of waiting is good enough
+//!    against that of the other option, a spill to the nearest region with a free slot:
+//!    * **wait**: `W + prefill`, where `W` is when the `(waiting + 1)`-th of the source's
+//!      running requests is expected to end, each at `acquired + input × prefill per token +
+//!      max_tokens × TPOT` (learned rates; see `Deployment::expected_wait`);
+//!    * **spill**: `rtt + prefill` (a slot is free there, and the deployments of one model
+//!      prefill alike).
+//!
+//!    It waits when waiting is no slower (`W ≤ rtt`), whatever its size; or when its expected
+//!    TTFT in the source stays within `source_wait_ttft` × the source's mean TTFT (default
+//!    1.5), which a short prompt may afford and a long one, whose prefill is the tail already,
+//!    may not. No region with a free slot: only the second bound applies. The regions with
+//!    headroom follow in the plan, for failover if the source refuses. An upstream that refuses
+//!    a request sent to wait (429: its limit is a hard cap, or its queue is full) is not asked
+//!    to queue again for a minute, and that refusal costs it no cooldown, no lower limit and no
+//!    health: within its limit it is fine. `source_wait = 0` turns the step off.
 //! 3. **Spill by expected TTFT, p2c among near-equals.** Otherwise the destinations with headroom
 //!    are scored `rtt + service_ttft × (1 + in_flight / limit)` and two near-equals are drawn,
 //!    the less utilised wins (see the [crate docs](crate)). Spilling to the emptiest region is
@@ -52,13 +55,32 @@
 //! Bounded by queue length alone, waits of up to 1, 2, 4, 6 and 8 requests behind 16 slots kept
 //! 87.4, 88.5, 90.1, 91.3 and 92.0 % local in the replay, with TTFT p50 386–445 ms and p99
 //! 1,094–1,428 ms (least-loaded: 397 and 1,094 ms): the p99 grew because long prompts, whose
-//! prefill is the tail (a 4,096-token prompt takes 1,024 ms), waited too. The TTFT bound of
-//! step 2 keeps them out of the queue: up to 4 waiting with the bound at 1.4–1.6 × the mean kept
-//! 90.1–90.3 % local with the p99 of no waiting (1,074–1,084 ms) and p50 393–396 ms. The
-//! bench agrees (figures in `docs/BENCHMARKS.md`): the wait costs little p99 but some p50,
-//! because requests near the median wait too, so at 16 slots it stops short of 90 % local at
-//! a p50 below the baselines', and at 18 slots it passes both; at the bench's own sizing, 20
-//! slots, where a region alone would refuse 9 % of its requests, it keeps 93 %. Step 2 is on
+//! prefill is the tail (a 4,096-token prompt takes 1,024 ms), waited too. A bound on the
+//! expected TTFT keeps them out of the queue.
+//!
+//! **Why the wait is read from the running requests.** The first form of that bound took the
+//! wait as the mean rate of freeing slots, `(waiting + 1) × mean hold / limit`. On traces of
+//! long requests (most prompts at the bench's 4,096-token cap, ~8 s holds, 17–31 slots) that is
+//! 250 ms a slot, the bound of 1.5 × the mean TTFT let capped prompts wait up to ~500 ms, and
+//! their real waits (memoryless, p99 1.2–1.4 s) became the TTFT p99: 1,170 ms against 1,094
+//! for least-loaded on the Mooncake trace and 1,796 against 1,094 on a long multi-turn trace
+//! (`policy_replay`, bench sizing, 60 ms release lag; the bench saw +31 %). Reading when each
+//! running request should end (its admission time, prompt and `max_tokens`, at the learned
+//! rates) tells a slot that frees in 10 ms from one that frees in a second: the waits granted
+//! on the Mooncake trace fell to p50 153 / p99 826 ms, its p99 TTFT to 1,114 ms at 90.5 %
+//! local, and on the Azure traces the locality and tails held (code 93.2 % at p50 / p99
+//! 373 / 1,074 ms; conversation 91.2 % at 261 / 1,036 ms, least-loaded 263 / 1,089 ms).
+//! On a long multi-turn trace it was not tuned on (`scripts/long_trace.py`) the p99 fell from
+//! 1,796 to 1,459 ms at 93.5 % local, still above least-loaded's 1,094: there nearly every
+//! prompt is at the cap, so every wait the mean-TTFT bound grants lands in the tail; at 1.0 ×
+//! the mean the p99 is least-loaded's but locality 89.2 %.
+//! `max_tokens` bounds the output, so the predicted end is late rather than early when the
+//! answer is shorter: the error keeps requests from waiting, never makes them wait longer. The
+//! comparison with the spill's trip is the rule of expected TTFTs; the mean-TTFT bound beside it
+//! is what keeps the 90 % locality a cross-region router promises: with it at 1.0 × the mean
+//! the replay kept 89.9 % (conversation) and 89.2 % (Mooncake).
+//!
+//! Step 2 is on
 //! by default (`source_wait = 0.2`): locality is what a cross-region router promises, the
 //! cost is a few ms of median TTFT, and an engine that does not queue is detected by its first
 //! refusal. Step 4 serves requests that would otherwise be throttled, for an engine that
@@ -75,9 +97,10 @@ use super::{MINUTE, Plan, Policy, Reason, Rejection, RouteRequest, Router, Step}
 struct Scan {
     /// The source is ejected or cooling down.
     source_unhealthy: bool,
-    /// The source, when it is at its limit but may still queue (Spillway only), and whether
-    /// its queue is short enough to wait in even when another region has headroom.
-    source_queue: Option<(usize, bool)>,
+    /// The source, when it is at its limit (Spillway only): its position, whether its queue is
+    /// within `source_wait` (a wait rather than a spill, if its expected TTFT says so) and
+    /// within `source_queue` (a wait rather than a 429).
+    source_full: Option<(usize, bool, bool)>,
 }
 
 impl Router {
@@ -87,12 +110,13 @@ impl Router {
         let mut eligible = std::mem::take(&mut self.scratch);
         eligible.clear();
         let scan = self.scan(req, now, &mut eligible);
-        // Wait in the source: rather than spill while the wait is short (step 2), and rather
-        // than be throttled while its queue is within `source_queue` (step 4).
-        let queue_at = scan
-            .source_queue
-            .filter(|&(_, short)| short || eligible.is_empty())
-            .map(|(pos, _)| pos);
+        // Wait in the source: rather than spill while waiting is expected to be about as fast
+        // (step 2), and rather than be throttled while its queue is within `source_queue`
+        // (step 4).
+        let queue_at = scan.source_full.and_then(|(pos, may_wait, may_queue)| {
+            let short = may_wait && self.wait_is_short(req, pos, &eligible, now);
+            (short || (may_queue && eligible.is_empty())).then_some(pos)
+        });
         let plan = if eligible.is_empty() && queue_at.is_none() {
             Plan {
                 steps: Vec::new(),
@@ -119,7 +143,7 @@ impl Router {
     fn scan(&mut self, req: &RouteRequest<'_>, now: Duration, eligible: &mut Vec<Entry>) -> Scan {
         let mut scan = Scan {
             source_unhealthy: false,
-            source_queue: None,
+            source_full: None,
         };
         for (pos, c) in req.candidates.iter().enumerate() {
             let Some(d) = self.deployments.get_mut(c.deployment.0 as usize) else {
@@ -143,16 +167,38 @@ impl Router {
                 }
                 Err(Rejection::Unavailable) if local => scan.source_unhealthy = true,
                 Err(Rejection::InFlight) if local && self.cfg.policy == Policy::Spillway => {
-                    let short = can_queue(d, req.est_tokens, now, self.cfg.source_wait)
-                        && d.wait_fits(req.input_tokens, self.cfg.source_wait_ttft);
-                    if short || can_queue(d, req.est_tokens, now, self.cfg.source_queue) {
-                        scan.source_queue.get_or_insert((pos, short));
+                    let may_wait = can_queue(d, req.est_tokens, now, self.cfg.source_wait);
+                    let may_queue = can_queue(d, req.est_tokens, now, self.cfg.source_queue);
+                    if may_wait || may_queue {
+                        scan.source_full.get_or_insert((pos, may_wait, may_queue));
                     }
                 }
                 Err(_) => {}
             }
         }
         scan
+    }
+
+    /// Whether the full source at `req.candidates[pos]` is expected to give the request its
+    /// first token about as soon as a spill would (see [`Deployment::wait_fits`]): the spill is
+    /// to the nearest region of `eligible` (the candidates with a free slot), if any.
+    fn wait_is_short(
+        &mut self,
+        req: &RouteRequest<'_>,
+        pos: usize,
+        eligible: &[Entry],
+        now: Duration,
+    ) -> bool {
+        let spill_rtt = eligible
+            .iter()
+            .filter(|e| !e.local)
+            .map(|e| req.candidates[e.pos].rtt)
+            .min();
+        let factor = self.cfg.source_wait_ttft;
+        let ix = req.candidates[pos].deployment.0 as usize;
+        self.deployments
+            .get_mut(ix)
+            .is_some_and(|d| d.wait_fits(req.input_tokens, now, spill_rtt, factor))
     }
 
     /// Order `eligible` for the policy and return the index of the first step among them

@@ -135,12 +135,14 @@ impl Router {
             b.force_take(est_tokens, now);
         }
         dep.health.on_attempt(now);
-        Ok(Admission {
+        let a = Admission {
             deployment: d,
             est_tokens,
             input_tokens,
             acquired_at: now,
             queued,
-        })
+        };
+        dep.on_admit(&a);
+        Ok(a)
     }
 }

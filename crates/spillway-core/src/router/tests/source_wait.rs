@@ -4,8 +4,10 @@
 use super::*;
 
 /// Three regions of 16 slots; the source (0) has learned that a request holds its slot for
-/// 1.6 s (a slot frees every 100 ms) and that 1,600 input tokens take 400 ms to the first token.
-/// Then every slot is taken. Budget at the default factor 1.5: 600 ms.
+/// 1.6 s, that 1,600 input tokens take 400 ms to the first token and that a token takes 12 ms
+/// (400 ms + 100 × 12 ms = 1.6 s). Its 16 slots were taken one every 100 ms, by requests of
+/// 1,600 tokens in and 100 out, so at 1,601 ms the k-th frees in k × 100 − 1 ms, as the mean
+/// rate (a slot every 100 ms) says too. Budget at the default factor 1.5: 600 ms.
 fn learned_full_source(source_wait: f64) -> (Router, Vec<Candidate>) {
     learned_full_source_with(0.5, source_wait)
 }
@@ -24,17 +26,20 @@ fn learned_full_source_with(source_queue: f64, source_wait: f64) -> (Router, Vec
     let a = r
         .try_acquire(DeploymentIx(0), demand(1_600), ms(0))
         .unwrap();
+    for i in 1..16 {
+        let _held = r
+            .try_acquire(DeploymentIx(0), demand(1_600), ms(100 * i))
+            .unwrap();
+    }
     let ok = Outcome::Success {
         ttft: ms(400),
-        tpot: Some(ms(20)),
+        tpot: Some(ms(12)),
         tokens: 1_700,
     };
     r.release(a, ok, ms(1_600));
-    for _ in 0..16 {
-        let _held = r
-            .try_acquire(DeploymentIx(0), demand(1_600), ms(1_600))
-            .unwrap();
-    }
+    let _held = r
+        .try_acquire(DeploymentIx(0), demand(1_600), ms(1_600))
+        .unwrap();
     (r, c)
 }
 
@@ -106,23 +111,23 @@ fn the_factor_can_lift_the_size_bound() {
 }
 
 #[test]
-fn a_queued_request_teaches_neither_hold_nor_prefill_time() {
+fn a_queued_request_does_not_teach_the_prefill_time() {
     let (mut r, c) = learned_full_source(0.5);
     let mut rng = SmallRng::seed_from_u64(5);
-    // One request waits in the source and sees a 5 s TTFT and 5 s in flight (its wait included).
+    // One request waits in the source and reports a 5 s TTFT (its wait included).
     let p = r.plan(&sized(0, &c, 800), ms(1_601), &mut rng);
     assert_eq!(p.steps[0].deployment, DeploymentIx(0));
     let a = r.admit(&p.steps[0], demand(800), ms(1_601)).unwrap();
     assert!(a.queued);
     let slow = Outcome::Success {
         ttft: ms(5_000),
-        tpot: Some(ms(20)),
+        tpot: Some(ms(12)),
         tokens: 900,
     };
-    r.release(a, slow, ms(6_601));
-    // Had its TTFT been learned, the mean TTFT would have grown and 5 would wait; had its time
-    // in flight, the expected wait per request ahead would have grown and 3 would.
-    assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(6_601)), 4);
+    r.release(a, slow, ms(1_601));
+    // Had its TTFT been learned, the running requests' ends and the new one's prefill would
+    // be expected later, and fewer would wait.
+    assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(1_601)), 4);
 }
 
 #[test]
@@ -200,8 +205,9 @@ fn a_refused_wait_stops_waiting_there_for_a_while_and_costs_nothing_else() {
     // No more waiting there for a minute: full means spill.
     assert_eq!(kept_in_source_at(&mut r, &c, 800, now), 0);
     assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(61_600)), 0);
-    // Then it is tried again.
-    assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(61_601)), 4);
+    // Then it is tried again: by then every running request is overdue (a slot is expected to
+    // free at once), so only the queue's bound, 8 of 16, stops the waits.
+    assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(61_601)), 8);
 
     // A 429 for a request within the limit still cools the deployment down.
     let (mut r, _) = learned_full_source(0.5);
@@ -221,8 +227,8 @@ fn a_wait_granted_to_one_plan_is_not_taken_by_another_request() {
     let mut rng = SmallRng::seed_from_u64(5);
     let freed = Admission {
         deployment: DeploymentIx(0),
-        est_tokens: 900,
-        input_tokens: 800,
+        est_tokens: 1_700,
+        input_tokens: 1_600,
         acquired_at: ms(1_600),
         queued: false,
     };
@@ -248,4 +254,59 @@ fn a_wait_granted_to_one_plan_is_not_taken_by_another_request() {
         .expect("A's own wait");
     assert!(a.queued);
     assert_eq!(r.view(DeploymentIx(0), now).in_flight, 17);
+}
+
+#[test]
+fn a_long_prompt_waits_when_a_slot_frees_before_a_spill_would_arrive() {
+    // 2,400 tokens: 600 ms prefill fills the budget, so only waiting being the faster option
+    // keeps it. At 1,695 ms the first running request ends in 5 ms, sooner than the 11 ms trip
+    // to the nearest other region; the second in 105 ms, later.
+    let (mut r, c) = learned_full_source(0.5);
+    assert_eq!(kept_in_source_at(&mut r, &c, 2_400, ms(1_695)), 1);
+    // With the nearest region full too, the spill is 21 ms away: still later than 5 ms.
+    let (mut r, c) = learned_full_source(0.5);
+    for _ in 0..16 {
+        let _held = r
+            .try_acquire(DeploymentIx(1), demand(800), ms(1_600))
+            .unwrap();
+    }
+    assert_eq!(kept_in_source_at(&mut r, &c, 2_400, ms(1_695)), 1);
+    // At 1,685 ms the first ends in 15 ms: later than the 11 ms trip, so it spills.
+    let (mut r, c) = learned_full_source(0.5);
+    assert_eq!(kept_in_source_at(&mut r, &c, 2_400, ms(1_685)), 0);
+}
+
+#[test]
+fn the_wait_is_read_from_when_the_running_requests_end() {
+    // The same learned shape, but all 16 slots were taken at once, at 1,600 ms: none frees for
+    // 1.6 s, although the mean rate says a slot every 100 ms. A short prompt does not wait.
+    let mut r = Router::new(
+        RouterConfig {
+            source_queue: 0.5,
+            source_wait: 0.5,
+            ..RouterConfig::default()
+        },
+        (0..3).map(|i| spec(i, 16)).collect(),
+    );
+    let c: Vec<Candidate> = (0..3)
+        .map(|i| cand(i, i as u16, 1 + 10 * u64::from(i)))
+        .collect();
+    let a = r
+        .try_acquire(DeploymentIx(0), demand(1_600), ms(0))
+        .unwrap();
+    let ok = Outcome::Success {
+        ttft: ms(400),
+        tpot: Some(ms(12)),
+        tokens: 1_700,
+    };
+    r.release(a, ok, ms(1_600));
+    for _ in 0..16 {
+        let _held = r
+            .try_acquire(DeploymentIx(0), demand(1_600), ms(1_600))
+            .unwrap();
+    }
+    assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(1_601)), 0);
+    // 1.5 s later all 16 are 100 ms from their end: each wait is 100 ms (+ 200 ms prefill,
+    // within 600), so only the queue's bound, 8 of 16, stops them.
+    assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(3_100)), 8);
 }
