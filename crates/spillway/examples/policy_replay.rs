@@ -297,7 +297,7 @@ fn main() -> Result<(), String> {
         .map(|v| config(v))
         .collect::<Result<Vec<_>, _>>()?;
     println!(
-        "{} requests, {slots} slots per region, release lag {} ms\n{:<52} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7}  {}",
+        "{} requests, {slots} slots per region, release lag {} ms\n{:<52} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7}  queued: n p50 p90 p99 ms",
         w.requests.len(),
         lag.as_millis(),
         "variant",
@@ -307,7 +307,6 @@ fn main() -> Result<(), String> {
         "p50 ms",
         "p99 ms",
         "good/s",
-        "queued: n p50 p90 p99 ms"
     );
     for (v, cfg) in variants.iter().zip(cfgs) {
         let mut t = replay(&w, slots, lag, &rtt, cfg);

@@ -27,16 +27,17 @@ pub struct RouterConfig {
     pub source_queue: f64,
     /// `Policy::Spillway` only: while the source has fewer than `limit × (1 + source_wait)` in
     /// flight, a request waits in its queue rather than spill (or be throttled) when the
-    /// expected TTFT of waiting (when the running requests free a slot, plus its prefill) is no
-    /// worse than a spill's to the nearest region with a free slot, or fits
+    /// expected TTFT of waiting (when the running requests free a slot, plus its prefill) is
+    /// within 5 % of a spill's to the nearest region with a free slot, or fits
     /// `source_wait_ttft`. Default 0.2; 0 spills as soon as the source is full (see the `plan`
     /// module for the trade). An upstream that refuses such a request (429) is not asked to
     /// queue again for a minute.
     pub source_wait: f64,
-    /// With `source_wait`: a request whose wait is slower than a spill still waits while its
-    /// expected TTFT in the source (the expected wait for a slot plus its own prefill) is within
-    /// `source_wait_ttft` × the source's mean TTFT; longer requests spill. Default 1.5; 0 waits
-    /// only when waiting is the faster option; infinity waits whatever the size.
+    /// With `source_wait`: a request whose wait costs more than that against a spill still waits
+    /// while its expected TTFT in the source (the expected wait for a slot plus its own prefill)
+    /// is within `source_wait_ttft` × the source's mean TTFT and below the TTFT of the longest
+    /// prompt seen there (the tail a wait must not reach); longer requests spill. Default 1.5;
+    /// 0 waits only by the comparison with a spill; infinity leaves only the tail bound.
     pub source_wait_ttft: f64,
 }
 

@@ -20,6 +20,17 @@ use crate::{AdaptiveLimit, Health, TokenBucket};
 /// because single requests vary by two orders of magnitude and the shape changes slowly.
 const SHAPE_ALPHA: f64 = 1.0 / 32.0;
 
+/// The share of a request's expected TTFT by the best spill that a wait in its source may add
+/// (see [`Deployment::wait_fits`]). Regions of one geography differ by tens of ms of RTT, a few
+/// per cent of a long prompt's TTFT: a wait within that spread keeps the request local at a
+/// cost of the same order as where it is served, and keeps the TTFT tail within that share of
+/// a router that never waits.
+pub(super) const WAIT_COST: f64 = 0.05;
+
+/// How much the longest prompt seen ([`Deployment::longest_input`]) fades per request learned
+/// from: after about 700 requests without one as long, half of it is remembered.
+const LONGEST_FADE: f64 = 0.999;
+
 /// How long a deployment that refused a request sent to wait in its queue (429) gets no more:
 /// its engine does not queue beyond the limit (a hard cap), or its queue was full. After this
 /// one request probes again.
@@ -46,6 +57,10 @@ pub(super) struct Deployment {
     /// only).
     pub(super) hold: Option<f64>,
     pub(super) prefill: Option<(f64, f64)>,
+    /// The longest prompt (input tokens) among the requests learned from, fading (see
+    /// [`LONGEST_FADE`]): with the prefill rate, the TTFT of the longest prompts served
+    /// without a wait, which is the tail a wait must not reach.
+    pub(super) longest_input: f64,
     /// This instance's requests holding a slot here (admitted within the limit): when each
     /// took it, its input tokens and its expected output tokens (`est_tokens - input`, the
     /// `max_tokens` it may generate), so that [`Deployment::expected_wait`] can tell when the
@@ -79,6 +94,7 @@ impl Deployment {
             ewma_tpot: None,
             hold: None,
             prefill: None,
+            longest_input: 0.0,
             running: Vec::new(),
             remaining: Vec::new(),
             no_queue_until: Duration::ZERO,
@@ -178,8 +194,10 @@ impl Deployment {
             now.saturating_sub(a.acquired_at),
             SHAPE_ALPHA,
         );
+        let n = a.input_tokens as f64;
+        self.longest_input = n.max(self.longest_input * LONGEST_FADE);
         if a.input_tokens > 0 && tpot.is_some() {
-            let (t, n) = (ttft.as_nanos() as f64, a.input_tokens as f64);
+            let t = ttft.as_nanos() as f64;
             self.prefill = Some(match self.prefill {
                 Some((pt, pn)) => (pt + SHAPE_ALPHA * (t - pt), pn + SHAPE_ALPHA * (n - pn)),
                 None => (t, n),
@@ -245,14 +263,19 @@ impl Deployment {
     /// than spill, by the expected TTFT of each option: waiting, `wait + prefill` (see
     /// [`Deployment::expected_wait`]); spilling to the best other region with a free slot,
     /// `rtt + prefill` (`spill_rtt`; the deployments of a model are taken to prefill alike, and
-    /// one with a free slot has no wait). It waits when that is no slower (`wait <= rtt`), or,
-    /// whatever the spill, when its expected TTFT stays within `ttft_factor` × the source's
-    /// mean TTFT: a short prompt may wait up to the typical request's TTFT, which moves
-    /// neither the median much nor the tail, while a long one, already in the tail, waits
-    /// only when waiting is the faster option. No spill (`None`): only the second bound holds;
-    /// beyond it the request is throttled, or waits by `source_queue` instead.
-    /// True while nothing was learned (the queue-length bound still applies); an unknown
-    /// input counts as the mean prefill.
+    /// one with a free slot has no wait). It waits
+    ///
+    /// * when waiting costs at most [`WAIT_COST`] of the spill's TTFT, whatever its size: the
+    ///   price of locality is then within the spread of TTFTs between regions; or
+    /// * when its expected TTFT stays within `ttft_factor` × the source's mean TTFT *and* below
+    ///   the tail, the TTFT the longest prompts see without waiting (prefill rate × the longest
+    ///   prompt seen): a short prompt may wait up to the typical request's TTFT, which moves
+    ///   neither the median much nor the tail, while a long one, whose prefill is the tail
+    ///   already, waits only by the first rule.
+    ///
+    /// No spill (`None`): only the second rule holds; beyond it the request is throttled, or
+    /// waits by `source_queue` instead. True while nothing was learned (the queue-length bound
+    /// still applies); an unknown input counts as the mean prefill.
     pub(super) fn wait_fits(
         &mut self,
         input_tokens: u64,
@@ -266,13 +289,19 @@ impl Deployment {
         let Some((ttft, input)) = self.prefill else {
             return true;
         };
+        let per_input = if input > 0.0 { ttft / input } else { 0.0 };
         let prefill = if input_tokens > 0 && input > 0.0 {
-            ttft * input_tokens as f64 / input
+            per_input * input_tokens as f64
         } else {
             ttft
         };
-        let faster = spill_rtt.is_some_and(|rtt| wait <= rtt.as_nanos() as f64);
-        faster || wait + prefill <= ttft_factor * ttft
+        let expected = wait + prefill;
+        let tail = (per_input * self.longest_input).max(ttft);
+        let typical = expected <= ttft_factor * ttft && expected <= tail;
+        let Some(rtt) = spill_rtt else {
+            return typical;
+        };
+        expected <= (rtt.as_nanos() as f64 + prefill) * (1.0 + WAIT_COST) || typical
     }
 
     /// Expected time to first token from the source (ns), and the utilisation behind it.

@@ -1,13 +1,16 @@
 //! The short wait in a full source is bounded by the request's expected TTFT there: the wait for
 //! a slot (learned hold time / limit per request ahead) plus its own prefill (learned TTFT per
-//! input token), against `source_wait_ttft` × the source's mean TTFT.
+//! input token), against `source_wait_ttft` × the source's mean TTFT and the tail, or against
+//! a spill's TTFT plus [`WAIT_COST`].
 use super::*;
+use crate::router::deployment::WAIT_COST;
 
 /// Three regions of 16 slots; the source (0) has learned that a request holds its slot for
 /// 1.6 s, that 1,600 input tokens take 400 ms to the first token and that a token takes 12 ms
 /// (400 ms + 100 × 12 ms = 1.6 s). Its 16 slots were taken one every 100 ms, by requests of
 /// 1,600 tokens in and 100 out, so at 1,601 ms the k-th frees in k × 100 − 1 ms, as the mean
-/// rate (a slot every 100 ms) says too. Budget at the default factor 1.5: 600 ms.
+/// rate (a slot every 100 ms) says too. Budget at the default factor 1.5: 600 ms. It has also
+/// seen a 4,096-token prompt, so the tail (the longest prompt's TTFT) is 1,024 ms.
 fn learned_full_source(source_wait: f64) -> (Router, Vec<Candidate>) {
     learned_full_source_with(0.5, source_wait)
 }
@@ -37,6 +40,7 @@ fn learned_full_source_with(source_queue: f64, source_wait: f64) -> (Router, Vec
         tokens: 1_700,
     };
     r.release(a, ok, ms(1_600));
+    r.deployments[0].longest_input = 4_096.0;
     let _held = r
         .try_acquire(DeploymentIx(0), demand(1_600), ms(1_600))
         .unwrap();
@@ -256,24 +260,48 @@ fn a_wait_granted_to_one_plan_is_not_taken_by_another_request() {
     assert_eq!(r.view(DeploymentIx(0), now).in_flight, 17);
 }
 
+/// The longest wait (ms) a 600 ms prefill may pay in the source against a spill `rtt_ms` away:
+/// a spill gives `rtt + 600` ms, and waiting may add [`WAIT_COST`] of that.
+fn wait_allowed(rtt_ms: f64) -> f64 {
+    (rtt_ms + 600.0) * (1.0 + WAIT_COST) - 600.0
+}
+
 #[test]
-fn a_long_prompt_waits_when_a_slot_frees_before_a_spill_would_arrive() {
-    // 2,400 tokens: 600 ms prefill fills the budget, so only waiting being the faster option
-    // keeps it. At 1,695 ms the first running request ends in 5 ms, sooner than the 11 ms trip
-    // to the nearest other region; the second in 105 ms, later.
+fn a_long_prompt_waits_while_waiting_costs_little_against_a_spill() {
+    // 2,400 tokens: 600 ms prefill fills the typical budget, so only the spill's cost keeps it
+    // local. The first running request ends at 1,700 ms, the second at 1,800 ms; the nearest
+    // other region is 11 ms away.
+    let at = |wait: f64| ms(1_700 - wait as u64);
     let (mut r, c) = learned_full_source(0.5);
-    assert_eq!(kept_in_source_at(&mut r, &c, 2_400, ms(1_695)), 1);
-    // With the nearest region full too, the spill is 21 ms away: still later than 5 ms.
+    assert_eq!(
+        kept_in_source_at(&mut r, &c, 2_400, at(wait_allowed(11.0).floor())),
+        1
+    );
+    // A wait just beyond it spills.
+    let (mut r, c) = learned_full_source(0.5);
+    let beyond = wait_allowed(11.0).ceil() + 1.0;
+    assert_eq!(kept_in_source_at(&mut r, &c, 2_400, at(beyond)), 0);
+    // With the nearest region full too, the spill is 21 ms away: the same wait now fits.
     let (mut r, c) = learned_full_source(0.5);
     for _ in 0..16 {
         let _held = r
             .try_acquire(DeploymentIx(1), demand(800), ms(1_600))
             .unwrap();
     }
-    assert_eq!(kept_in_source_at(&mut r, &c, 2_400, ms(1_695)), 1);
-    // At 1,685 ms the first ends in 15 ms: later than the 11 ms trip, so it spills.
+    assert!(beyond <= wait_allowed(21.0));
+    assert_eq!(kept_in_source_at(&mut r, &c, 2_400, at(beyond)), 1);
+}
+
+#[test]
+fn a_wait_never_reaches_the_tail() {
+    // The longest prompt seen is the 1,600-token one: the tail is its 400 ms, below the 600 ms
+    // budget, so an 800-token prompt (200 ms) waits only while wait + 200 <= 400: behind the
+    // first two ends (99 and 199 ms), not the four the budget alone allows.
     let (mut r, c) = learned_full_source(0.5);
-    assert_eq!(kept_in_source_at(&mut r, &c, 2_400, ms(1_685)), 0);
+    r.deployments[0].longest_input = 1_600.0;
+    assert_eq!(kept_in_source(&mut r, &c, 800), 2);
+    let (mut r, c) = learned_full_source(0.5);
+    assert_eq!(kept_in_source(&mut r, &c, 800), 4);
 }
 
 #[test]
