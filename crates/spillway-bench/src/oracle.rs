@@ -5,7 +5,7 @@
 //!
 //! # The model it bounds
 //!
-//! The simulator's engine ([`spillway_sim`'s engine model], `docs/SIMULATOR.md`): region `r` has
+//! The simulator's engine (`spillway-sim`'s engine model, `docs/SIMULATOR.md`): region `r` has
 //! `slots[r]` continuous-batching slots; request `j` holds one slot, without preemption, for its
 //! service time `p_j` = prefill + decode, and its first token comes no sooner than its prefill
 //! `f_j` after it starts. Its TTFT as the bench reads it is at least `(start − arrival) + f_j +
@@ -52,8 +52,6 @@
 //! serve in their source region, with waiting allowed up to the SLO (`in_region_served`).
 //! At the oracle's goodput at most `in_region_served / served` of the good requests can be
 //! local (`local_share`); a router that keeps more locality pays for it in goodput.
-//!
-//! [`spillway_sim`'s engine model]: ../../spillway_sim/engine/index.html
 mod bound;
 mod schedule;
 

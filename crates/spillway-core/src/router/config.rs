@@ -37,7 +37,7 @@ pub struct RouterConfig {
     /// while its expected TTFT in the source (the expected wait for a slot plus its own prefill)
     /// is within `source_wait_ttft` × the source's mean TTFT and below the TTFT of the longest
     /// prompt seen there (the tail a wait must not reach); longer requests spill. Default 1.5;
-    /// 0 waits only by the comparison with a spill; infinity leaves only the tail bound.
+    /// 0 waits only by the comparison with a spill; infinity waits whatever the size.
     pub source_wait_ttft: f64,
 }
 

@@ -226,7 +226,8 @@ impl Deployment {
     /// The expected wait (ns) for a slot of a request sent now to wait here, at the limit,
     /// behind the `waiting` requests queued already: the time until the `(waiting + 1)`-th of
     /// the running requests is expected to end, each at `acquired + input × prefill per token
-    /// + output × TPOT` (the learned rates; an overdue one ends now). Only this instance's
+    /// + output × TPOT` (the learned rates; one overdue by up to the mean TTFT or [`WAIT_COST`] of
+    /// that ends now, one overdue by more a mean hold from now). Only this instance's
     /// requests are known: the k-th end among them is never earlier than among all, so the
     /// estimate errs long, and long outputs' `max_tokens` only make it longer. When fewer than
     /// `waiting + 1` are known, or TPOT is not learned, the mean rate of freeing slots stands
@@ -250,10 +251,20 @@ impl Deployment {
         let now = now.as_nanos() as f64;
         self.remaining.clear();
         self.remaining.extend(self.running.iter().map(|r| {
-            let end = r.acquired_at.as_nanos() as f64
-                + r.input as f64 * per_input
-                + r.output as f64 * tpot;
-            (end - now).max(0.0)
+            let took = r.acquired_at.as_nanos() as f64;
+            let expected = r.input as f64 * per_input + r.output as f64 * tpot;
+            let left = took + expected - now;
+            // Overdue by a little (the release is on its way): it ends now. By more than the
+            // mean TTFT and `WAIT_COST` of its expected time: its shape is not what was
+            // learned (a stall, a slow upstream), and it ends, for all we know, a mean hold
+            // from now.
+            if left >= 0.0 {
+                left
+            } else if -left <= (WAIT_COST * expected).max(ttft) {
+                0.0
+            } else {
+                hold
+            }
         }));
         let (_, kth, _) = self.remaining.select_nth_unstable_by(k - 1, f64::total_cmp);
         Some(*kth)
@@ -267,9 +278,10 @@ impl Deployment {
     ///
     /// * when waiting costs at most [`WAIT_COST`] of the spill's TTFT, whatever its size: the
     ///   price of locality is then within the spread of TTFTs between regions; or
-    /// * when its expected TTFT stays within `ttft_factor` × the source's mean TTFT *and* below
-    ///   the tail, the TTFT the longest prompts see without waiting (prefill rate × the longest
-    ///   prompt seen): a short prompt may wait up to the typical request's TTFT, which moves
+    /// * when its expected TTFT stays within `ttft_factor` × the source's mean TTFT *and* within
+    ///   [`WAIT_COST`] of the tail, the TTFT the longest prompts see without waiting (prefill
+    ///   rate × the longest prompt seen; an infinite factor lifts this bound too): a short
+    ///   prompt may wait up to the typical request's TTFT, which moves
     ///   neither the median much nor the tail, while a long one, whose prefill is the tail
     ///   already, waits only by the first rule.
     ///
@@ -296,8 +308,10 @@ impl Deployment {
             ttft
         };
         let expected = wait + prefill;
-        let tail = (per_input * self.longest_input).max(ttft);
-        let typical = expected <= ttft_factor * ttft && expected <= tail;
+        // Infinity lifts both bounds: waiting whatever the size is the operator's choice.
+        let tail = (per_input * self.longest_input).max(ttft) * (1.0 + WAIT_COST);
+        let typical =
+            expected <= ttft_factor * ttft && (ttft_factor.is_infinite() || expected <= tail);
         let Some(rtt) = spill_rtt else {
             return typical;
         };

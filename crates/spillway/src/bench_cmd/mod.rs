@@ -268,9 +268,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("spillway bench: wrote {}", path.display());
     }
+    // Against simulated regions the bound is of the very model they run, so a policy above it
+    // is a bug; a --target's capacity is what the caller said, and the table says so already.
     let breaches = report::breaches(&report);
     anyhow::ensure!(
-        breaches.is_empty(),
+        breaches.is_empty() || !args.target.is_empty(),
         "a policy served more than the oracle's bound: {}",
         breaches.join("; ")
     );

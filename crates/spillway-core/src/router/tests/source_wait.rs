@@ -209,8 +209,12 @@ fn a_refused_wait_stops_waiting_there_for_a_while_and_costs_nothing_else() {
     // No more waiting there for a minute: full means spill.
     assert_eq!(kept_in_source_at(&mut r, &c, 800, now), 0);
     assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(61_600)), 0);
-    // Then it is tried again: by then every running request is overdue (a slot is expected to
-    // free at once), so only the queue's bound, 8 of 16, stops the waits.
+    // Then it is tried again. By then every running request is long overdue, each expected a
+    // mean hold (1.6 s) from now; with the TTFT bounds lifted only the queue's, 8 of 16, stops
+    // the waits.
+    r.cfg.source_wait_ttft = f64::INFINITY;
+    r.deployments[0].longest_input = f64::INFINITY;
+    assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(61_600)), 0);
     assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(61_601)), 8);
 
     // A 429 for a request within the limit still cools the deployment down.
@@ -337,4 +341,17 @@ fn the_wait_is_read_from_when_the_running_requests_end() {
     // 1.5 s later all 16 are 100 ms from their end: each wait is 100 ms (+ 200 ms prefill,
     // within 600), so only the queue's bound, 8 of 16, stops them.
     assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(3_100)), 8);
+}
+
+#[test]
+fn a_request_long_overdue_is_not_expected_to_end_now() {
+    // At 1,700 ms the first running request is due; 16 ms past it (within the 400 ms mean
+    // TTFT) it is taken to be ending, and a short prompt waits for it. At 10 s every running
+    // request is seconds
+    // overdue (a stall, a slow upstream): each is expected a mean hold (1.6 s) from now, so
+    // nobody waits on them.
+    let (mut r, c) = learned_full_source(0.5);
+    assert!(kept_in_source_at(&mut r, &c, 800, ms(1_716)) >= 1);
+    let (mut r, c) = learned_full_source(0.5);
+    assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(10_000)), 0);
 }
