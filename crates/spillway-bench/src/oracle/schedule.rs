@@ -80,18 +80,20 @@ fn start_what_fits(
     loop {
         // The waiting request and free region that start next: shortest request first, and for
         // it the free region where its TTFT is lowest.
+        // Each region's slot that freed first, among those free by now (once per start, not
+        // per waiting request).
+        let open: Vec<Option<usize>> = free
+            .iter()
+            .map(|slots| {
+                (0..slots.len())
+                    .filter(|&i| slots[i] <= now)
+                    .min_by(|&a, &b| slots[a].total_cmp(&slots[b]))
+            })
+            .collect();
         let mut best: Option<(usize, usize, usize, f64)> = None; // (waiting ix, region, slot, ttft)
         for (w, j) in waiting.iter().enumerate() {
-            for (r, slots) in free.iter().enumerate() {
-                let Some(latest) = topology.latest_start(j, r) else {
-                    continue;
-                };
-                let Some((i, _)) = slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, f)| **f <= now)
-                    .min_by(|a, b| a.1.total_cmp(b.1))
-                else {
+            for (r, slot) in open.iter().enumerate() {
+                let (Some(i), Some(latest)) = (*slot, topology.latest_start(j, r)) else {
                     continue;
                 };
                 if now > latest {
