@@ -3,6 +3,11 @@
 //! completed and, for a client made [`LoadClient::with_transcripts`], the answer's text and when
 //! each of its content chunks arrived ([`Transcript`]: what a mid-stream failover is judged by,
 //! the text against the unbroken answer and the longest gap the client saw).
+//!
+//! A request's prompt is one user message: its own text, or a synthetic one of the asked size
+//! ([`synth_prompt`]), or, for a trace request with prefix-block ids, text built from them
+//! ([`hashed_prompt`]) so that requests share a KV-cacheable prefix exactly where the trace
+//! says they do.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -10,6 +15,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde::Serialize;
 use spillway_proto::sse::{DONE, SseDecoder};
+
+mod hashed;
+pub use hashed::hashed_prompt;
 
 /// One request to send.
 #[derive(Debug, Clone)]
@@ -23,16 +31,21 @@ pub struct RequestSpec {
     pub model: String,
     pub prompt_tokens: u64,
     pub max_tokens: u64,
-    /// The user message; `None`: [`synth_prompt`] of `prompt_tokens`.
+    /// The user message; `None`: [`hashed_prompt`] of `hash_ids` if set, else
+    /// [`synth_prompt`], of `prompt_tokens`.
     pub prompt: Option<String>,
+    /// The trace's prefix-block ids of this request's input (see [`hashed_prompt`]).
+    pub hash_ids: Option<Arc<[u64]>>,
 }
 
 impl RequestSpec {
-    /// The request's `messages`, exactly as sent.
+    /// The request's `messages`, exactly as sent (built when sent, so a long run does not hold
+    /// every prompt at once).
     pub fn messages(&self) -> serde_json::Value {
-        let content = match &self.prompt {
-            Some(p) => p.clone(),
-            None => synth_prompt(self.prompt_tokens),
+        let content = match (&self.prompt, &self.hash_ids) {
+            (Some(p), _) => p.clone(),
+            (None, Some(ids)) => hashed_prompt(ids, self.prompt_tokens),
+            (None, None) => synth_prompt(self.prompt_tokens),
         };
         serde_json::json!([{"role": "user", "content": content}])
     }

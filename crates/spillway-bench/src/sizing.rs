@@ -100,6 +100,7 @@ mod tests {
             at: Duration::from_millis(at_ms),
             input_tokens,
             output_tokens,
+            hash_ids: None,
         }
     }
 

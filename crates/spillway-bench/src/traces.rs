@@ -6,21 +6,28 @@
 //!   `TIMESTAMP` (e.g. `2023-11-16 18:17:03.9799600`, no time zone), `ContextTokens` and
 //!   `GeneratedTokens`, then one request per line. Columns are found by name, in any order.
 //! * **JSONL** (`.jsonl`, `.ndjson`): one object per line with `timestamp` in milliseconds,
-//!   `input_length` and `output_length`.
+//!   `input_length` and `output_length`, and optionally `hash_ids` as in the Mooncake traces:
+//!   one id per 512-token block of the input, equal ids for a shared (KV-cacheable) prefix. The
+//!   bench's client turns them into prompt text whose prefix blocks are shared exactly where
+//!   the ids are ([`crate::client::hashed_prompt`]).
 //!
 //! Times are made relative to the earliest request and the requests sorted by time. A trace has
 //! no region: [`Trace::shifted`] replays it from an offset, wrapping around, so one trace can feed
 //! several source regions with decorrelated bursts.
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One request of a trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceRequest {
     /// Offset from the first request of the trace (trace time, not replay time).
     pub at: Duration,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The prefix-block ids of the input (Mooncake's `hash_ids`, one per 512 tokens), when the
+    /// trace has them. Shared, as a trace replayed from several regions repeats them.
+    pub hash_ids: Option<Arc<[u64]>>,
 }
 
 impl TraceRequest {
@@ -102,7 +109,7 @@ impl Trace {
                 let t = (r.at.as_nanos() + p - off) % p;
                 TraceRequest {
                     at: Duration::from_nanos(u64::try_from(t).unwrap_or(u64::MAX)),
-                    ..*r
+                    ..r.clone()
                 }
             })
             .collect();
@@ -185,6 +192,7 @@ pub fn parse_azure_csv(text: &str, file: &str) -> Result<Trace, TraceError> {
             at,
             input_tokens: count(ctx, "ContextTokens")?,
             output_tokens: count(gen_, "GeneratedTokens")?,
+            hash_ids: None,
         });
     }
     Trace::new(out, file)
@@ -221,9 +229,23 @@ pub fn parse_jsonl(text: &str, file: &str) -> Result<Trace, TraceError> {
                 .map_err(|_| bad(format!("timestamp {ms} is out of range")))?,
             input_tokens: count("input_length")?,
             output_tokens: count("output_length")?,
+            hash_ids: hash_ids(&v).map_err(bad)?,
         });
     }
     Trace::new(out, file)
+}
+
+/// A JSONL row's optional `hash_ids`: an array of block ids (unsigned integers).
+fn hash_ids(v: &serde_json::Value) -> Result<Option<Arc<[u64]>>, String> {
+    let Some(ids) = v.get("hash_ids").filter(|h| !h.is_null()) else {
+        return Ok(None);
+    };
+    let bad = || "`hash_ids` is not an array of block ids (unsigned integers)".to_string();
+    let ids = ids.as_array().ok_or_else(bad)?;
+    ids.iter()
+        .map(|id| id.as_u64().ok_or_else(bad))
+        .collect::<Result<Arc<[u64]>, String>>()
+        .map(Some)
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.fraction]` (or with `T`) as time since 1970-01-01 (no time zone: only
@@ -309,7 +331,8 @@ mod tests {
             vec![TraceRequest {
                 at: Duration::ZERO,
                 input_tokens: 7,
-                output_tokens: 5
+                output_tokens: 5,
+                hash_ids: None,
             }]
         );
     }
@@ -388,6 +411,7 @@ mod tests {
                 at: Duration::from_secs(i),
                 input_tokens: i,
                 output_tokens: 1,
+                hash_ids: None,
             })
             .collect();
         let t = Trace { requests: reqs };
@@ -408,8 +432,32 @@ mod tests {
             at: Duration::ZERO,
             input_tokens: 9000,
             output_tokens: 0,
+            hash_ids: Some(Arc::from([1, 2, 3])),
         };
         let c = r.capped(4096, 512);
         assert_eq!((c.input_tokens, c.output_tokens), (4096, 1));
+        assert_eq!(c.hash_ids.as_deref(), Some(&[1, 2, 3][..]), "kept whole");
+    }
+
+    #[test]
+    fn jsonl_hash_ids_are_optional_and_checked() {
+        let t = parse_jsonl(
+            "{\"timestamp\": 0, \"input_length\": 1030, \"output_length\": 3, \"hash_ids\": [0, 1, 2]}\n\
+             {\"timestamp\": 5, \"input_length\": 20, \"output_length\": 4}\n",
+            "t.jsonl",
+        )
+        .unwrap();
+        assert_eq!(t.requests[0].hash_ids.as_deref(), Some(&[0, 1, 2][..]));
+        assert_eq!(t.requests[1].hash_ids, None);
+        // Shifted replays keep each request's ids.
+        let s = t.shifted(Duration::from_millis(5));
+        assert_eq!(s[1].hash_ids.as_deref(), Some(&[0, 1, 2][..]));
+        for bad in ["[1, -2]", "\"x\"", "[0.5]"] {
+            let line = format!(
+                "{{\"timestamp\": 0, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": {bad}}}\n"
+            );
+            let e = parse_jsonl(&line, "t.jsonl").unwrap_err().to_string();
+            assert!(e.starts_with("t.jsonl:1: `hash_ids`"), "{e}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! trace, capped at [`MAX_INPUT_TOKENS`] and [`MAX_OUTPUT_TOKENS`] so a replay stays quick, or
 //! are fixed for the synthetic processes. A request limit keeps the first `N` requests of all
 //! regions together, in arrival order.
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -53,7 +54,7 @@ pub struct WorkloadSpec {
 }
 
 /// One request to offer.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Offered {
     /// Index of the source region.
     pub source: usize,
@@ -61,6 +62,9 @@ pub struct Offered {
     pub at: Duration,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// The trace's prefix-block ids of the input, if it has them (uncapped: the prompt uses
+    /// those that fit in `input_tokens`, see [`crate::client::hashed_prompt`]).
+    pub hash_ids: Option<Arc<[u64]>>,
 }
 
 impl Offered {
@@ -93,6 +97,7 @@ impl Workload {
                             at: r.at,
                             input_tokens: r.input_tokens,
                             output_tokens: r.output_tokens,
+                            hash_ids: r.hash_ids,
                         }
                     }));
                 }
@@ -169,6 +174,7 @@ fn synthetic(spec: &WorkloadSpec, source: usize, at: Duration) -> Offered {
         at,
         input_tokens: spec.input_tokens,
         output_tokens: spec.output_tokens.max(1),
+        hash_ids: None,
     }
 }
 
@@ -196,6 +202,7 @@ mod tests {
                 at: Duration::from_secs(i),
                 input_tokens: 10_000,
                 output_tokens: i,
+                hash_ids: None,
             })
             .collect();
         Trace { requests }
@@ -272,12 +279,14 @@ mod tests {
                     at: Duration::ZERO,
                     input_tokens: 4000,
                     output_tokens: 50,
+                    hash_ids: None,
                 },
                 Offered {
                     source: 0,
                     at: Duration::ZERO,
                     input_tokens: 0,
                     output_tokens: 150,
+                    hash_ids: None,
                 },
             ],
             description: String::new(),

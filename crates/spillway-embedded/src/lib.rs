@@ -60,6 +60,7 @@ pub fn sim_config(params: &SimParams, region: &str) -> SimConfig {
         rtt: params.rtt,
         time_scale: params.time_scale,
         text_seed: params.text_seed,
+        prefix_cache_blocks: params.prefix_cache_blocks,
         ..SimConfig::default()
     }
 }

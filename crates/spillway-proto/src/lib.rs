@@ -16,6 +16,8 @@
 //! * [`sse`]: an incremental server-sent-events decoder (any split of the byte stream decodes the
 //!   same) and the encoder the gateway and the simulator write with.
 //! * [`error`]: OpenAI's error body, `{"error": {"message", "type", "param", "code"}}`.
+//! * [`prefix`]: the prefix-block hashes of a prompt (512-token blocks, chained xxh3), the ids
+//!   under which an engine caches a prompt's KV, computed alike by the gateway and the simulator.
 //! * [`tokens`]: the token estimate that the gateway reserves quota with and that the simulator
 //!   reports as its exact usage, so that both sides count the same way.
 #![forbid(unsafe_code)]
@@ -26,6 +28,7 @@ pub mod canonical;
 pub mod embeddings;
 pub mod error;
 pub mod openai;
+pub mod prefix;
 pub mod responses;
 pub mod sse;
 pub mod tokens;
@@ -33,6 +36,7 @@ pub mod tokens;
 pub use error::{OpenAiError, OpenAiErrorBody};
 pub use openai::{
     ChatChunk, ChatCompletion, ChatMessage, ChatRequest, Choice, ChunkChoice, Delta,
-    MessageContent, ModelList, ModelObject, ResponseMessage, StreamOptions, Usage,
+    MessageContent, ModelList, ModelObject, PromptTokensDetails, ResponseMessage, StreamOptions,
+    Usage,
 };
 pub use sse::{SseDecoder, SseEvent};

@@ -118,6 +118,14 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+/// `usage.prompt_tokens_details` as OpenAI and vLLM (with prompt-token details on) report it:
+/// how many of the prompt's tokens were read from the prefix (KV) cache rather than computed.
+/// [`Usage`] does not carry it; an upstream that caches prompts adds it beside the counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: u64,
+}
+
 /// A non-streaming response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletion {

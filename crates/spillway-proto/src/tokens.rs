@@ -14,22 +14,27 @@ pub fn text_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
 }
 
+/// The text of a message that counts: its string content, or each of its text parts in order
+/// (`{"type":"text","text":…}`); other parts (images, audio) have none. [`prompt_tokens`] counts
+/// these pieces and [`crate::prefix`] hashes them, so both see the same text.
+pub fn text_parts(m: &ChatMessage) -> impl Iterator<Item = &str> {
+    let (text, parts): (Option<&str>, &[serde_json::Value]) = match &m.content {
+        Some(MessageContent::Text(t)) => (Some(t.as_str()), &[]),
+        Some(MessageContent::Parts(parts)) => (None, parts.as_slice()),
+        None => (None, &[]),
+    };
+    text.into_iter().chain(
+        parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(|t| t.as_str())),
+    )
+}
+
 /// Tokens in a list of chat messages (text content and text parts; other parts count 0).
 pub fn prompt_tokens(messages: &[ChatMessage]) -> u64 {
     messages
         .iter()
-        .map(|m| {
-            PER_MESSAGE_OVERHEAD
-                + match &m.content {
-                    Some(MessageContent::Text(t)) => text_tokens(t),
-                    Some(MessageContent::Parts(parts)) => parts
-                        .iter()
-                        .filter_map(|p| p.get("text").and_then(|t| t.as_str()))
-                        .map(text_tokens)
-                        .sum(),
-                    None => 0,
-                }
-        })
+        .map(|m| PER_MESSAGE_OVERHEAD + text_parts(m).map(text_tokens).sum::<u64>())
         .sum()
 }
 

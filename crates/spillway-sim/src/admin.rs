@@ -1,6 +1,8 @@
 //! The simulator's admin routes: `GET`/`POST /admin/fault` (the fault switched at run time) and
 //! `GET`/`DELETE /admin/served` (the record of what this region served, the evidence residency
-//! checks read).
+//! checks read), and `GET /admin/stats` (the prefix cache's counters, [`crate::PrefixCacheStats`]:
+//! `{"region": …, "prefix_cache": {"capacity_blocks", "resident_blocks", "evicted_blocks",
+//! "requests", "hit_blocks", "miss_blocks", "cached_tokens", "prefill_tokens"}}`).
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -46,5 +48,10 @@ pub(crate) async fn get_served(State(sim): State<Arc<Sim>>) -> Response {
 pub(crate) async fn clear_served(State(sim): State<Arc<Sim>>) -> Response {
     sim.recorder.clear();
     let body = json!({ "region": sim.cfg.region, "served": [] });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+pub(crate) async fn get_stats(State(sim): State<Arc<Sim>>) -> Response {
+    let body = json!({ "region": sim.cfg.region, "prefix_cache": sim.prefix.stats() });
     json_response(StatusCode::OK, body.to_string())
 }

@@ -32,6 +32,12 @@ pub struct SimConfig {
     /// different answers and a continuation is checkable. Give every region of a model the same
     /// text seed: they serve the same model, so they answer a prompt alike. Default `None`.
     pub text_seed: Option<u64>,
+    /// Prefix (KV) cache capacity, in blocks of 512 prompt tokens
+    /// ([`spillway_proto::prefix`]): a prompt whose leading blocks are cached prefills only the
+    /// rest, and its usage reports `prompt_tokens_details.cached_tokens` (see
+    /// `prefix_cache.rs`). 0, the default, turns the cache off: every prompt is prefilled whole
+    /// and usage has no details, as before the cache existed.
+    pub prefix_cache_blocks: u64,
 }
 
 impl Default for SimConfig {
@@ -47,6 +53,7 @@ impl Default for SimConfig {
             default_max_tokens: 16,
             seed: 0,
             text_seed: None,
+            prefix_cache_blocks: 0,
         }
     }
 }

@@ -12,6 +12,7 @@
 //!   has written it).
 //! * **Prefill ∝ input.** Before the first output token the engine reads the whole prompt:
 //!   `prompt_tokens / prefill_tokens_per_sec`. Long prompts have a long time-to-first-token.
+//!   With a prefix cache (`prefix_cache.rs`) only the tokens it does not hold are read.
 //! * **Decode per token.** Each sequence then produces `decode_tokens_per_sec` tokens per second
 //!   independently of the others, so the time per output token does not depend on load (the
 //!   batch absorbs it) while the time-to-first-token does (queueing).

@@ -2,19 +2,19 @@
 //! [`crate::embeddings`], `/v1/models`), the admin surface
 //! (`/admin/fault`, `/admin/served`) and `/healthz`. Every response carries `x-sim-region`.
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::middleware::map_response_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Map;
 use spillway_proto::tokens::prompt_tokens;
 use spillway_proto::{
-    ChatCompletion, ChatRequest, Choice, ModelList, ModelObject, ResponseMessage, Usage,
+    ChatCompletion, ChatRequest, Choice, ModelList, ModelObject, ResponseMessage,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -23,8 +23,11 @@ use crate::Sim;
 use crate::admin;
 use crate::engine::{Cut, Plan, Slot};
 use crate::faults::Fault;
+use crate::prefix_cache::Lookup;
 use crate::record::{Outcome, ServedRecord, Ticket};
-use crate::reply::{json_response, openai_error, to_json};
+use crate::reply::{
+    aborted_response, json_response, openai_error, storm, throttled, to_json, unavailable,
+};
 use crate::stream::{self, ChunkMeta};
 use crate::text::Text;
 use crate::tools::ToolCall;
@@ -42,6 +45,7 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
             "/admin/served",
             get(admin::get_served).delete(admin::clear_served),
         )
+        .route("/admin/stats", get(admin::get_stats))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .layer(map_response_with_state(sim.clone(), region_header))
@@ -78,53 +82,6 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// 429 with `Retry-After` in whole seconds (at least 1) and, as Azure OpenAI does,
-/// `retry-after-ms` with the unrounded estimate.
-fn throttled(retry_after: Duration) -> Response {
-    let res = openai_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limit_error",
-        Some("rate_limit_exceeded"),
-        "the engine's queue is full; retry later",
-    );
-    with_retry_after(res, retry_after)
-}
-
-fn with_retry_after(mut res: Response, retry_after: Duration) -> Response {
-    let ms = retry_after.as_millis().max(1);
-    let secs = ms.div_ceil(1000).max(1);
-    let h = res.headers_mut();
-    h.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
-    h.insert(
-        HeaderName::from_static("retry-after-ms"),
-        HeaderValue::from(ms as u64),
-    );
-    res
-}
-
-/// The `throttle` fault's 429: with `Retry-After` when the fault names one, else without.
-fn storm(retry_after_ms: Option<u64>) -> Response {
-    let res = openai_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limit_error",
-        Some("rate_limit_exceeded"),
-        "rate limit reached (injected)",
-    );
-    match retry_after_ms {
-        Some(ms) => with_retry_after(res, Duration::from_millis(ms)),
-        None => res,
-    }
-}
-
-fn unavailable(message: &str) -> Response {
-    openai_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "server_error",
-        Some("service_unavailable"),
-        message,
-    )
-}
-
 /// Waits until the simulator shuts down (forever if it never does).
 async fn until_shutdown(sim: &Sim) {
     let mut rx = sim.shutdown.clone();
@@ -142,6 +99,8 @@ struct Admitted {
     /// The words of the answer (which answer, from which token).
     text: Text,
     prompt: u64,
+    /// Prompt tokens read from the prefix cache (`None`: no cache).
+    cached: Option<u64>,
     plan: Plan,
     slot: Slot,
     ticket: Ticket,
@@ -171,18 +130,7 @@ async fn chat_completions(
     if let Some(res) = injected_failure(&sim, &fault, &mut ticket).await {
         return res;
     }
-    // A tool call's length is its arguments' (see `tools`), under the client's cap. A
-    // continuation goes on writing text, and uncapped writes what is left of the default length.
-    let tool = ToolCall::pick(&req).filter(|_| text.continued_from.is_none());
-    let cap = match &tool {
-        Some(t) => Some(req.output_cap().map_or(t.tokens(), |c| c.min(t.tokens()))),
-        None => req.output_cap(),
-    };
-    let uncapped = sim
-        .cfg
-        .default_max_tokens
-        .saturating_sub(text.continued_from.unwrap_or(0));
-    let plan = Plan::with_default(&sim.cfg, &fault, cap, uncapped, prompt);
+    let (tool, plan, lookup) = plan(&sim, &req, &fault, &text, prompt);
     let slot = match sim.engine.admit(plan.service_time()).await {
         Ok(slot) => slot,
         Err(t) => {
@@ -190,13 +138,17 @@ async fn chat_completions(
             return throttled(t.retry_after);
         }
     };
+    sim.prefix.started(&lookup);
+    ticket.set_cached_tokens(lookup.cached_tokens());
     let decode_start = slot.start() + plan.prefill;
     crate::engine::sleep_until(decode_start).await;
+    sim.prefix.insert(&lookup);
     let admitted = Admitted {
         req,
         tool,
         text,
         prompt,
+        cached: lookup.cached_tokens(),
         plan,
         slot,
         ticket,
@@ -207,6 +159,31 @@ async fn chat_completions(
     } else {
         unary(admitted, &sim).await
     }
+}
+
+/// The tool call the request gets, if any, its plan, and what its prompt found in the prefix
+/// cache (the plan's prefill reads only the rest).
+fn plan(
+    sim: &Sim,
+    req: &ChatRequest,
+    fault: &Fault,
+    text: &Text,
+    prompt: u64,
+) -> (Option<ToolCall>, Plan, Lookup) {
+    // A tool call's length is its arguments' (see `tools`), under the client's cap. A
+    // continuation goes on writing text, and uncapped writes what is left of the default length.
+    let tool = ToolCall::pick(req).filter(|_| text.continued_from.is_none());
+    let cap = match &tool {
+        Some(t) => Some(req.output_cap().map_or(t.tokens(), |c| c.min(t.tokens()))),
+        None => req.output_cap(),
+    };
+    let uncapped = sim
+        .cfg
+        .default_max_tokens
+        .saturating_sub(text.continued_from.unwrap_or(0));
+    let lookup = sim.prefix.lookup(&req.messages, prompt);
+    let plan = Plan::with_default(&sim.cfg, fault, cap, uncapped, lookup.prefill_tokens());
+    (tool, plan, lookup)
 }
 
 /// The record of a request as it arrives: who asked, where, and when.
@@ -225,6 +202,7 @@ fn arrival_record(sim: &Sim, headers: &HeaderMap) -> ServedRecord {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         continued_from: None,
+        cached_tokens: None,
     }
 }
 
@@ -298,6 +276,7 @@ fn streamed(a: Admitted, shutdown: watch::Receiver<bool>) -> Response {
         model: a.req.model.clone(),
         created: unix_now(),
         prompt_tokens: a.prompt,
+        cached_tokens: a.cached,
         include_usage: a.req.wants_stream_usage(),
         tool: a.tool,
         text: a.text,
@@ -321,6 +300,7 @@ async fn unary(a: Admitted, sim: &Sim) -> Response {
         tool,
         text,
         prompt,
+        cached,
         plan,
         slot,
         mut ticket,
@@ -336,7 +316,7 @@ async fn unary(a: Admitted, sim: &Sim) -> Response {
     ticket.set_completion_tokens(n);
     slot.finish();
     ticket.close(Outcome::Ok);
-    let completion = ChatCompletion {
+    let mut completion = ChatCompletion {
         id: completion_id(),
         object: "chat.completion".to_string(),
         created: unix_now(),
@@ -355,13 +335,10 @@ async fn unary(a: Admitted, sim: &Sim) -> Response {
             ),
             extra: Map::new(),
         }],
-        usage: Some(Usage {
-            prompt_tokens: prompt,
-            completion_tokens: n,
-            total_tokens: prompt.saturating_add(n),
-        }),
+        usage: None,
         extra: Map::new(),
     };
+    completion.usage = crate::reply::usage(prompt, n, cached, &mut completion.extra);
     json_response(StatusCode::OK, to_json(&completion))
 }
 
@@ -389,14 +366,6 @@ fn cut_short(k: u64, why: Cut, slot: Slot, mut ticket: Ticket, sim: &Sim) -> Res
             )
         }
     }
-}
-
-/// A response whose body fails on its first poll: hyper then closes the connection before the
-/// buffered head is flushed, so the client sees the connection drop with no response at all.
-fn aborted_response(why: &str) -> Response {
-    let err = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, why.to_string());
-    let body = futures_util::stream::once(async move { Err::<Bytes, _>(err) });
-    Response::new(Body::from_stream(body))
 }
 
 /// A 200 head whose body never comes (`stall_after_tokens`, non-streamed): the body holds the
@@ -487,3 +456,6 @@ async fn models(State(sim): State<Arc<Sim>>) -> Response {
         }),
     )
 }
+
+#[cfg(test)]
+mod tests;

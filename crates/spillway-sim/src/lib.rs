@@ -32,11 +32,17 @@
 //! named or first tool, arguments from its schema; no call after a `tool` result): see
 //! `tools.rs`.
 //!
+//! * **Prefix cache** (`prefix_cache.rs`, off unless [`SimConfig::prefix_cache_blocks`] is set):
+//!   an LRU of the prompt's 512-token blocks ([`spillway_proto::prefix`]); a prompt whose
+//!   leading blocks are cached prefills only the rest and reports them as
+//!   `usage.prompt_tokens_details.cached_tokens`. Its counters are [`SimHandle::stats`] and
+//!   `GET /admin/stats`.
+//!
 //! Embeddings ([`embeddings`]) run on the same engine: a prefill of the input's tokens, with a
 //! deterministic unit vector per input item.
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/embeddings`, `GET /v1/models` (the models requested so far),
-//! `GET|POST /admin/fault`, `GET|DELETE /admin/served`, `GET /healthz`. Every response carries
+//! `GET|POST /admin/fault`, `GET|DELETE /admin/served`, `GET /admin/stats`, `GET /healthz`. Every response carries
 //! `x-sim-region`.
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -47,6 +53,7 @@ pub mod embeddings;
 pub mod engine;
 mod faults;
 mod handlers;
+mod prefix_cache;
 mod record;
 mod reply;
 mod stream;
@@ -65,6 +72,7 @@ pub use config::SimConfig;
 pub use engine::{MAX_OUTPUT_TOKENS, completion_text, token_text};
 pub use faults::Fault;
 pub use handlers::REGION_HEADER;
+pub use prefix_cache::PrefixCacheStats;
 pub use record::{Outcome, ServedRecord};
 pub use text::{messages_fingerprint, prompt_fingerprint, seeded_text, seeded_token};
 
@@ -83,6 +91,7 @@ pub(crate) struct Sim {
     pub(crate) engine: Arc<engine::Engine>,
     pub(crate) faults: faults::FaultState,
     pub(crate) recorder: Arc<record::Recorder>,
+    pub(crate) prefix: prefix_cache::PrefixCache,
     pub(crate) models: Mutex<BTreeSet<String>>,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// `x-sim-region` value (None if the region name is not a valid header value).
@@ -92,6 +101,24 @@ pub(crate) struct Sim {
 }
 
 impl Sim {
+    /// The state of a simulator with `cfg` (validated) that stops when `shutdown` turns true.
+    pub(crate) fn new(cfg: SimConfig, shutdown: watch::Receiver<bool>) -> Arc<Sim> {
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Arc::new(Sim {
+            engine: engine::Engine::new(&cfg),
+            faults: faults::FaultState::new(cfg.seed),
+            recorder: Arc::new(record::Recorder::new()),
+            prefix: prefix_cache::PrefixCache::new(cfg.prefix_cache_blocks),
+            models: Mutex::new(BTreeSet::new()),
+            shutdown,
+            region_header: HeaderValue::from_str(&cfg.region).ok(),
+            created,
+            cfg,
+        })
+    }
+
     pub(crate) fn note_model(&self, model: &str) {
         let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
         if !models.contains(model) {
@@ -139,19 +166,7 @@ pub async fn spawn(cfg: SimConfig, listener: TcpListener) -> Result<SimHandle, S
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (stopped_tx, stopped_rx) = watch::channel(false);
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let sim = Arc::new(Sim {
-        engine: engine::Engine::new(&cfg),
-        faults: faults::FaultState::new(cfg.seed),
-        recorder: Arc::new(record::Recorder::new()),
-        models: Mutex::new(BTreeSet::new()),
-        shutdown: shutdown_rx.clone(),
-        region_header: HeaderValue::from_str(&cfg.region).ok(),
-        created,
-        cfg,
-    });
+    let sim = Sim::new(cfg, shutdown_rx.clone());
     let app = handlers::router(sim.clone());
     let region = sim.cfg.region.clone();
     // Tokens are small writes that must leave at once: no Nagle.
@@ -230,6 +245,11 @@ impl SimHandle {
 
     pub fn fault(&self) -> Fault {
         self.inner.sim.faults.get()
+    }
+
+    /// The prefix cache's counters (what `GET /admin/stats` answers as `prefix_cache`).
+    pub fn stats(&self) -> PrefixCacheStats {
+        self.inner.sim.prefix.stats()
     }
 
     /// Requests running or waiting for a slot right now.

@@ -34,6 +34,11 @@ pub struct ServedRecord {
     /// message already held, from which this response went on. `None` for any other request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continued_from: Option<u64>,
+    /// With a prefix cache (`SimConfig::prefix_cache_blocks`): the prompt tokens read from it
+    /// (`usage.prompt_tokens_details.cached_tokens`), once the request got a slot. `None` with
+    /// the cache off or before a slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u64>,
 }
 
 /// How a request ended.
@@ -135,6 +140,13 @@ impl Ticket {
         }
     }
 
+    /// Sets the prompt tokens read from the prefix cache.
+    pub(crate) fn set_cached_tokens(&mut self, n: Option<u64>) {
+        if let Some(rec) = self.rec.as_mut() {
+            rec.cached_tokens = n;
+        }
+    }
+
     /// Closes the record with `outcome` (a second close is ignored).
     pub(crate) fn close(&mut self, outcome: Outcome) {
         if let Some(mut rec) = self.rec.take() {
@@ -167,6 +179,7 @@ mod tests {
             at_ms: 0,
             traceparent: None,
             continued_from: None,
+            cached_tokens: None,
         }
     }
 

@@ -1,9 +1,13 @@
 //! JSON answers of the simulator's routes, shared by the OpenAI surface, its streams and the
 //! admin routes.
-use axum::http::{StatusCode, header};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use spillway_proto::OpenAiErrorBody;
+use serde_json::{Map, Value, json};
+use spillway_proto::{OpenAiErrorBody, Usage};
 
 /// JSON of a value whose serialisation cannot fail (structs of strings and numbers).
 pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
@@ -24,4 +28,91 @@ pub(crate) fn openai_error(
     message: &str,
 ) -> Response {
     json_response(status, OpenAiErrorBody::new(message, kind, code).to_json())
+}
+
+/// 429 with `Retry-After` in whole seconds (at least 1) and, as Azure OpenAI does,
+/// `retry-after-ms` with the unrounded estimate.
+pub(crate) fn throttled(retry_after: Duration) -> Response {
+    let res = openai_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        Some("rate_limit_exceeded"),
+        "the engine's queue is full; retry later",
+    );
+    with_retry_after(res, retry_after)
+}
+
+fn with_retry_after(mut res: Response, retry_after: Duration) -> Response {
+    let ms = retry_after.as_millis().max(1);
+    let secs = ms.div_ceil(1000).max(1);
+    let h = res.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+    h.insert(
+        HeaderName::from_static("retry-after-ms"),
+        HeaderValue::from(ms as u64),
+    );
+    res
+}
+
+/// The `throttle` fault's 429: with `Retry-After` when the fault names one, else without.
+pub(crate) fn storm(retry_after_ms: Option<u64>) -> Response {
+    let res = openai_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        Some("rate_limit_exceeded"),
+        "rate limit reached (injected)",
+    );
+    match retry_after_ms {
+        Some(ms) => with_retry_after(res, Duration::from_millis(ms)),
+        None => res,
+    }
+}
+
+pub(crate) fn unavailable(message: &str) -> Response {
+    openai_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        Some("service_unavailable"),
+        message,
+    )
+}
+
+/// A response whose body fails on its first poll: hyper then closes the connection before the
+/// buffered head is flushed, so the client sees the connection drop with no response at all.
+pub(crate) fn aborted_response(why: &str) -> Response {
+    let err = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, why.to_string());
+    let body = futures_util::stream::once(async move { Err::<Bytes, _>(err) });
+    Response::new(Body::from_stream(body))
+}
+
+/// A response's `usage`. With a prefix cache (`cached` is `Some`) it also carries
+/// `prompt_tokens_details.cached_tokens`, as OpenAI and vLLM report cached prompt tokens; the
+/// proto's [`Usage`] has no such member, so that usage goes into the response's flattened
+/// `extra` (returned typed field `None`): the same `usage` object with one member more. Without
+/// a cache the typed field carries it, byte for byte as before the cache existed.
+pub(crate) fn usage(
+    prompt: u64,
+    completion: u64,
+    cached: Option<u64>,
+    extra: &mut Map<String, Value>,
+) -> Option<Usage> {
+    let usage = Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt.saturating_add(completion),
+    };
+    let Some(cached_tokens) = cached else {
+        return Some(usage);
+    };
+    let details = spillway_proto::PromptTokensDetails { cached_tokens };
+    extra.insert(
+        "usage".to_string(),
+        json!({
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "prompt_tokens_details": details,
+        }),
+    );
+    None
 }

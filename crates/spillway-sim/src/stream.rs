@@ -31,6 +31,8 @@ pub(crate) struct ChunkMeta {
     pub model: String,
     pub created: u64,
     pub prompt_tokens: u64,
+    /// Prompt tokens read from the prefix cache (`None`: no cache, no usage details).
+    pub cached_tokens: Option<u64>,
     pub include_usage: bool,
     /// The tool call streamed instead of text (see `tools`).
     pub tool: Option<ToolCall>,
@@ -40,6 +42,15 @@ pub(crate) struct ChunkMeta {
 
 impl ChunkMeta {
     fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> Bytes {
+        self.chunk_with(choices, usage, Map::new())
+    }
+
+    fn chunk_with(
+        &self,
+        choices: Vec<ChunkChoice>,
+        usage: Option<Usage>,
+        extra: Map<String, serde_json::Value>,
+    ) -> Bytes {
         let chunk = ChatChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk".to_string(),
@@ -47,7 +58,7 @@ impl ChunkMeta {
             model: self.model.clone(),
             choices,
             usage,
-            extra: Map::new(),
+            extra,
         };
         encode_data(&crate::reply::to_json(&chunk))
     }
@@ -225,12 +236,14 @@ impl State {
     fn usage(&mut self) -> Bytes {
         self.phase = Phase::Done;
         let n = self.plan.output_tokens;
-        let usage = Usage {
-            prompt_tokens: self.meta.prompt_tokens,
-            completion_tokens: n,
-            total_tokens: self.meta.prompt_tokens.saturating_add(n),
-        };
-        self.meta.chunk(Vec::new(), Some(usage))
+        let mut extra = Map::new();
+        let usage = crate::reply::usage(
+            self.meta.prompt_tokens,
+            n,
+            self.meta.cached_tokens,
+            &mut extra,
+        );
+        self.meta.chunk_with(Vec::new(), usage, extra)
     }
 }
 

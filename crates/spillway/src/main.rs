@@ -122,6 +122,11 @@ struct SimArgs {
     /// model the same one). Without it every answer is the same fixed word cycle.
     #[arg(long)]
     text_seed: Option<u64>,
+    /// Prefix (KV) cache capacity in 512-token blocks: a prompt's cached leading blocks are
+    /// not prefilled again and usage reports them as `prompt_tokens_details.cached_tokens`.
+    /// 0 turns the cache off.
+    #[arg(long, default_value_t = 0)]
+    prefix_cache_blocks: u64,
 }
 
 #[cfg(all(feature = "alloc-mimalloc", not(feature = "alloc-jemalloc")))]
@@ -300,6 +305,7 @@ async fn sim(a: SimArgs) -> anyhow::Result<()> {
         rtt: Duration::from_secs_f64(a.rtt_ms.max(0.0) / 1000.0),
         time_scale: a.time_scale,
         text_seed: a.text_seed,
+        prefix_cache_blocks: a.prefix_cache_blocks,
         ..spillway_sim::SimConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(a.host, a.port))

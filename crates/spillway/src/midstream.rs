@@ -136,6 +136,7 @@ mod tests {
             prompt_tokens: 50,
             max_tokens: 8,
             prompt: Some(spillway_bench::client::tagged_prompt(tag, 50)),
+            hash_ids: None,
         }
     }
 

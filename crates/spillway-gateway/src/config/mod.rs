@@ -153,6 +153,8 @@ pub struct SimParams {
     pub time_scale: f64,
     /// Seed of the generated text (`None`: the fixed word cycle).
     pub text_seed: Option<u64>,
+    /// Prefix (KV) cache capacity in 512-token blocks (0: no cache).
+    pub prefix_cache_blocks: u64,
 }
 
 impl Default for SimParams {
@@ -166,6 +168,7 @@ impl Default for SimParams {
             rtt: Duration::ZERO,
             time_scale: 1.0,
             text_seed: None,
+            prefix_cache_blocks: 0,
         }
     }
 }

@@ -278,6 +278,8 @@ pub struct RawSimUpstream {
     /// seed and the prompt (give every region of a model the same seed, as the same weights
     /// decode greedily to the same text); without, the simulator's fixed word cycle.
     pub text_seed: Option<u64>,
+    /// Prefix (KV) cache capacity in 512-token blocks; 0 or absent: no cache.
+    pub prefix_cache_blocks: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

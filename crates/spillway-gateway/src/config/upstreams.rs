@@ -244,6 +244,7 @@ fn sim(cx: &Ctx<'_>, key: &str, s: &RawSimUpstream) -> Result<Upstream, ConfigEr
         rtt: Duration::from_secs_f64(rtt_ms / 1000.0),
         time_scale: pos("time_scale", s.time_scale, d.time_scale)?,
         text_seed: s.text_seed,
+        prefix_cache_blocks: s.prefix_cache_blocks.unwrap_or(d.prefix_cache_blocks),
     };
     Ok(Upstream::Sim {
         base_url: s
@@ -281,5 +282,30 @@ mod kind_tests {
                 .iter()
                 .any(|m| m.kind == super::super::raw::ModelKind::Embedding)
         );
+    }
+
+    #[test]
+    fn a_sims_prefix_cache_is_configured_in_blocks_and_off_by_default() {
+        let from = "upstream = { kind = \"sim\", concurrency = 16, queue_limit = 16,";
+        assert!(DEFAULT_TOML.contains(from));
+        let with = |to: &str| DEFAULT_TOML.replacen(from, to, 1);
+        let blocks = |cfg: &Config| -> Vec<u64> {
+            cfg.embedded_sims()
+                .map(|(_, p)| p.prefix_cache_blocks)
+                .collect()
+        };
+        let off = Config::parse(DEFAULT_TOML, "d").unwrap();
+        assert!(blocks(&off).iter().all(|b| *b == 0));
+        let on = Config::parse(
+            &with("upstream = { kind = \"sim\", prefix_cache_blocks = 4096, concurrency = 16, queue_limit = 16,"),
+            "d",
+        )
+        .unwrap();
+        assert_eq!(blocks(&on).iter().filter(|b| **b == 4096).count(), 1);
+        let typo = with(
+            "upstream = { kind = \"sim\", prefix_cache_block = 1, concurrency = 16, queue_limit = 16,",
+        );
+        let err = Config::parse(&typo, "d").unwrap_err().to_string();
+        assert!(err.contains("prefix_cache_block"), "{err}");
     }
 }

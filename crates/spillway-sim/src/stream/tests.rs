@@ -42,6 +42,7 @@ async fn body_with(
         at_ms: 0,
         traceparent: None,
         continued_from: None,
+        cached_tokens: None,
     };
     let ticket = Ticket::open(recorder.clone(), rec);
     let meta = ChunkMeta {
@@ -49,6 +50,7 @@ async fn body_with(
         model: "m".into(),
         created: 0,
         prompt_tokens: 10,
+        cached_tokens: None,
         include_usage,
         tool: None,
         text: Text::default(),

@@ -362,6 +362,7 @@ fn specs(
             prompt_tokens: r.input_tokens,
             max_tokens: r.output_tokens,
             prompt: None,
+            hash_ids: r.hash_ids.clone(),
         })
         .collect()
 }

@@ -215,6 +215,7 @@ fn requests(
         prompt_tokens: PROMPT_TOKENS,
         max_tokens: s.max_tokens,
         prompt: Some(tagged_prompt(&id, PROMPT_TOKENS)),
+        hash_ids: None,
         id,
     };
     let (rate, background) = match s.load {

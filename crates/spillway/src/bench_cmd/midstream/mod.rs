@@ -224,6 +224,7 @@ fn specs(args: &MidstreamArgs, base: &str, kind: Kind, failover: bool) -> Vec<Re
                 prompt_tokens: PROMPT_TOKENS,
                 max_tokens: args.max_tokens,
                 prompt: Some(tagged_prompt(&format!("stream-{i}"), PROMPT_TOKENS)),
+                hash_ids: None,
                 id,
             }
         })
