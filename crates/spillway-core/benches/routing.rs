@@ -54,6 +54,7 @@ fn plan(c: &mut Criterion) {
             candidates: &cands,
             est_tokens: 1000,
             input_tokens: 0,
+            prefix: spillway_core::Prefix::NONE,
         };
         c.bench_function(&format!("plan/spill/{n}"), |b| {
             b.iter(|| black_box(router.plan(black_box(&req), Duration::from_secs(1), &mut rng)))
@@ -63,6 +64,7 @@ fn plan(c: &mut Criterion) {
             candidates: &cands,
             est_tokens: 1000,
             input_tokens: 0,
+            prefix: spillway_core::Prefix::NONE,
         };
         c.bench_function(&format!("plan/local/{n}"), |b| {
             b.iter(|| black_box(router.plan(black_box(&req), Duration::from_secs(1), &mut rng)))

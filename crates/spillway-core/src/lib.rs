@@ -90,12 +90,14 @@
 
 pub mod health;
 pub mod limit;
+pub mod prefix;
 pub mod quota;
 pub mod retry;
 pub mod router;
 
 pub use health::{Health, HealthConfig};
 pub use limit::{AdaptiveLimit, AimdConfig};
+pub use prefix::{CacheAffinity, Prefix, PrefixConfig, PrefixIndex};
 pub use quota::{QuotaBucket, QuotaDenied, QuotaLimits, Reservation, TokenBucket};
 pub use retry::{RetryBudget, RetryBudgetConfig};
 pub use router::{

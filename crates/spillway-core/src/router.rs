@@ -27,7 +27,7 @@
 //!     Candidate { deployment: DeploymentIx(0), region: RegionIx(0), rtt: Duration::from_millis(1) },
 //!     Candidate { deployment: DeploymentIx(1), region: RegionIx(1), rtt: Duration::from_millis(12) },
 //! ];
-//! let req = RouteRequest { source: RegionIx(0), candidates: &candidates, est_tokens: 500, input_tokens: 400 };
+//! let req = RouteRequest { source: RegionIx(0), candidates: &candidates, est_tokens: 500, input_tokens: 400, prefix: Prefix::NONE };
 //! let (now, mut rng) = (Duration::ZERO, SmallRng::seed_from_u64(7));
 //! router.record_request(now);
 //! let plan = router.plan(&req, now, &mut rng);
@@ -45,6 +45,7 @@ use self::deployment::{Deployment, Entry, ewma, signed};
 pub use self::route::Routed;
 pub use self::shared::{DeploymentEvent, Load};
 use crate::RetryBudget;
+use crate::prefix::{Prefix, PrefixIndex};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -87,6 +88,9 @@ pub struct RouteRequest<'a> {
     /// Estimated input (prompt) tokens; 0 when unknown. Sizes the request's expected prefill
     /// for the wait in the source (see the `plan` module).
     pub input_tokens: u64,
+    /// The prompt's prefix blocks and how its profile weighs where they are cached
+    /// ([`Prefix::NONE`]: cache-blind; see the `cache` module).
+    pub prefix: Prefix<'a>,
 }
 
 /// What one attempt asks of a deployment: the tokens it reserves (`est_tokens`, as in
@@ -116,6 +120,9 @@ pub enum Reason {
     SpillCapacity,
     /// The source region is ejected (circuit open) or cooling down after a 429.
     SpillUnhealthy,
+    /// The source had headroom, but another region of the set holds the prompt's prefix in
+    /// its cache and is expected to answer sooner (cache affinity `on`).
+    SpillCache,
     /// Tried after a previous step failed with this kind.
     Failover(FailureKind),
     /// A continuation: the previous attempt broke with this kind after the client had part of
@@ -130,6 +137,7 @@ impl Reason {
             Reason::Local => "local",
             Reason::SpillCapacity => "spill:capacity",
             Reason::SpillUnhealthy => "spill:unhealthy",
+            Reason::SpillCache => "spill:cache",
             Reason::Failover(k) => match k {
                 FailureKind::Connect => "failover:connect",
                 FailureKind::Timeout => "failover:timeout",
@@ -290,6 +298,9 @@ pub struct Router {
     /// Health and cooldown changes for other instances (`None`: not recorded; see
     /// [`Router::record_events`]).
     events: Option<Vec<DeploymentEvent>>,
+    /// Where prompt prefixes are expected to be cached (`None`: no deployment caches; see
+    /// [`Router::set_prefix_cache`]).
+    prefix: Option<PrefixIndex>,
 }
 
 impl Router {
@@ -308,6 +319,7 @@ impl Router {
             scratch: Vec::with_capacity(16),
             rr: 0,
             events: None,
+            prefix: None,
             cfg,
         }
     }
@@ -456,6 +468,7 @@ impl Router {
     }
 }
 
+mod cache;
 mod config;
 mod deployment;
 mod plan;

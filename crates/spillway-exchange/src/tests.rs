@@ -115,6 +115,7 @@ impl World {
             candidates: &self.candidates,
             est_tokens: demand.est_tokens,
             input_tokens: demand.input_tokens,
+            prefix: spillway_core::Prefix::NONE,
         };
         let routed = self
             .cap

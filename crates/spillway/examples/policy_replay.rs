@@ -211,6 +211,7 @@ fn replay(w: &Workload, slots: u32, lag: Duration, rtt: &[Vec<f64>], cfg: Router
                 candidates: &cands[r.source],
                 est_tokens: demand.est_tokens,
                 input_tokens: demand.input_tokens,
+                prefix: spillway_core::Prefix::NONE,
             },
             now,
             &mut rng,

@@ -319,6 +319,13 @@ impl Deployment {
     }
 
     /// Expected time to first token from the source (ns), and the utilisation behind it.
+    /// Prefill time per input token (ns), once learned.
+    pub(super) fn prefill_ns_per_token(&self) -> Option<f64> {
+        self.prefill
+            .filter(|(_, input)| *input > 0.0)
+            .map(|(ttft, input)| ttft / input)
+    }
+
     pub(super) fn score(&self, rtt: Duration, prior_ns: f64) -> (f64, f64) {
         let rtt = rtt.as_nanos() as f64;
         let service = self.ewma_ttft.map_or(prior_ns, |t| (t - rtt).max(0.0));
@@ -350,9 +357,13 @@ impl Running {
 pub(super) struct Entry {
     /// Position in `req.candidates`.
     pub(super) pos: usize,
+    /// Expected TTFT (ns): `rtt + service × (1 + util)`, less `saved`.
     pub(super) score: f64,
     pub(super) util: f64,
     pub(super) local: bool,
+    /// Prefill time (ns) this deployment's prefix cache is expected to save the request (0 when
+    /// cache-blind; see the `cache` module).
+    pub(super) saved: f64,
 }
 
 pub(super) fn ewma(slot: &mut Option<f64>, x: Duration, alpha: f64) {

@@ -138,9 +138,14 @@ impl Router {
                 retry_after: self.retry_after(req, now),
             }
         } else {
-            let first = self.first_choice(&mut eligible, queue_at.is_some(), rng);
+            let first = self.first_choice(req, &mut eligible, queue_at.is_some(), rng);
             let spill = if scan.source_unhealthy {
                 Reason::SpillUnhealthy
+            } else if eligible.get(first).is_some_and(|e| !e.local)
+                && eligible.iter().any(|e| e.local)
+            {
+                // The source had headroom and the first step is elsewhere: cache affinity.
+                Reason::SpillCache
             } else {
                 Reason::SpillCapacity
             };
@@ -172,11 +177,13 @@ impl Router {
                         .any(|e| req.candidates[e.pos].deployment == c.deployment);
                     if !dup {
                         let (score, util) = d.score(c.rtt, self.prior_ns);
+                        let saved = self.saved_ns(c.deployment, req, now);
                         eligible.push(Entry {
                             pos,
-                            score,
+                            score: (score - saved).max(0.0),
                             util,
                             local,
+                            saved,
                         });
                     }
                 }
@@ -220,6 +227,7 @@ impl Router {
     /// (`usize::MAX` when the plan opens with a wait in the source instead).
     fn first_choice(
         &mut self,
+        req: &RouteRequest<'_>,
         eligible: &mut [Entry],
         queue: bool,
         rng: &mut dyn RngCore,
@@ -228,7 +236,7 @@ impl Router {
         match self.cfg.policy {
             _ if queue => usize::MAX,
             Policy::Spillway => match eligible.iter().position(|e| e.local) {
-                Some(i) => i,
+                Some(i) => self.leave_source_for(req, eligible, i).unwrap_or(i),
                 None => self.spill_choice(eligible, rng),
             },
             Policy::RoundRobin => {

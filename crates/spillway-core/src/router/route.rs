@@ -51,6 +51,11 @@ impl Router {
             input_tokens: req.input_tokens,
         };
         let first = self.admit_next(&plan, 0, demand, now);
+        if let Some((i, _)) = &first
+            && !req.prefix.blocks.is_empty()
+        {
+            self.record_prefix(plan.steps[*i].deployment, req.prefix.blocks, now);
+        }
         Routed { plan, first }
     }
 

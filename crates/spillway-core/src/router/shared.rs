@@ -197,6 +197,7 @@ mod tests {
             candidates: &CANDIDATES,
             est_tokens: 10,
             input_tokens: 0,
+            prefix: crate::Prefix::NONE,
         };
         r.plan(&req, now, &mut SmallRng::seed_from_u64(1))
             .steps

@@ -38,6 +38,7 @@ fn req(source: u16, candidates: &[Candidate]) -> RouteRequest<'_> {
         candidates,
         est_tokens: 100,
         input_tokens: 0,
+        prefix: crate::Prefix::NONE,
     }
 }
 
@@ -332,6 +333,7 @@ fn unknown_deployments_are_harmless() {
     );
 }
 
+mod cache;
 mod capacity;
 mod props;
 
@@ -381,6 +383,7 @@ mod policies {
             candidates: &c,
             est_tokens: 1,
             input_tokens: 0,
+            prefix: crate::Prefix::NONE,
         };
         let firsts: Vec<u16> = (0..6)
             .map(|_| r.plan(&req, Duration::ZERO, &mut rng).steps[0].region.0)
@@ -403,6 +406,7 @@ mod policies {
             candidates: &c,
             est_tokens: 1,
             input_tokens: 0,
+            prefix: crate::Prefix::NONE,
         };
         let plan = r.plan(&req, Duration::ZERO, &mut rng);
         assert_eq!(plan.steps[0].region, RegionIx(1));

@@ -81,7 +81,9 @@ impl Dashboard {
             _ => Class::Error,
         };
         let route = match e.reason {
-            Some(Reason::SpillCapacity | Reason::SpillUnhealthy) => Route::Spill,
+            Some(Reason::SpillCapacity | Reason::SpillUnhealthy | Reason::SpillCache) => {
+                Route::Spill
+            }
             Some(Reason::Failover(_) | Reason::Resume(_)) => Route::Failover,
             Some(Reason::Local) | None => Route::Local,
         };

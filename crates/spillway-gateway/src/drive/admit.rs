@@ -274,6 +274,7 @@ fn route(app: &AppState, candidates: &[Candidate], facts: Facts) -> Exchange {
             candidates,
             est_tokens: facts.demand.est_tokens,
             input_tokens: facts.demand.input_tokens,
+            prefix: spillway_core::Prefix::NONE,
         };
         router.route(&route, now, rng)
     };

@@ -16,6 +16,7 @@ fn rpm_and_tpm_headroom_and_settlement() {
         candidates: &c,
         est_tokens: 1500,
         input_tokens: 0,
+        prefix: crate::Prefix::NONE,
     };
     let p = r.plan(&big, ms(0), &mut SmallRng::seed_from_u64(0));
     assert_eq!(
@@ -89,6 +90,7 @@ fn excess_usage_is_charged_as_debt() {
         candidates: &c,
         est_tokens: 1,
         input_tokens: 0,
+        prefix: crate::Prefix::NONE,
     };
     let p = r.plan(&one, ms(0), &mut SmallRng::seed_from_u64(0));
     assert_eq!(p.retry_after, Some(ms(60_000)), "capped at 60 s");

@@ -141,7 +141,10 @@ fn run(
         ..RouterConfig::default()
     };
     let mut x = Replay {
-        r: Router::new(cfg, world.iter().map(|(s, _)| s.clone()).collect()),
+        r: cached(Router::new(
+            cfg,
+            world.iter().map(|(s, _)| s.clone()).collect(),
+        )),
         rng: SmallRng::seed_from_u64(seed),
         now: Duration::ZERO,
         all: world
@@ -189,13 +192,38 @@ fn run(
     Ok(x.plans)
 }
 
+/// Prompts of a few blocks from a small pool, so that deployments come to hold some of them;
+/// the cache affinity cycles with the size (off, prefer-source, on).
+const POOL: [u64; 6] = [1, 2, 3, 4, 5, 6];
+
 fn request(source: u16, candidates: &[Candidate], est: u64) -> RouteRequest<'_> {
+    use crate::prefix::{CacheAffinity, Prefix};
+    let affinity = match est % 3 {
+        0 => CacheAffinity::Off,
+        1 => CacheAffinity::PreferSource,
+        _ => CacheAffinity::On,
+    };
+    let from = (est % 3) as usize;
     RouteRequest {
         source: RegionIx(source),
         candidates,
         est_tokens: est,
-        input_tokens: 0,
+        input_tokens: est,
+        prefix: Prefix {
+            blocks: &POOL[from..from + 1 + (est % 4) as usize],
+            affinity,
+        },
     }
+}
+
+/// `r` with a prefix cache of 4 blocks on every deployment.
+fn cached(mut r: Router) -> Router {
+    r.set_prefix_cache(Some(crate::prefix::PrefixConfig {
+        max_entries: 1_000,
+        ttl: Duration::from_secs(60),
+        capacity_blocks: vec![4; r.deployments.len()],
+    }));
+    r
 }
 
 fn is_denied(denied: u8, region: RegionIx) -> bool {
@@ -348,9 +376,12 @@ fn check_plan(
         prop_assert!(p.steps[..i].iter().all(|t| t.deployment != s.deployment));
         prop_assert_eq!(s.reason == Reason::Local, s.region == req.source);
     }
+    // Source first, unless cache affinity `on` left it for a region holding the prefix.
     if eligible.iter().any(|c| c.region == req.source) {
-        prop_assert_eq!(p.steps[0].region, req.source);
-        prop_assert_eq!(p.steps[0].reason, Reason::Local);
+        let left = p.steps[0].reason == Reason::SpillCache;
+        prop_assert!(!left || req.prefix.affinity == crate::prefix::CacheAffinity::On);
+        prop_assert!(left || p.steps[0].region == req.source);
+        prop_assert!(left || p.steps[0].reason == Reason::Local);
     }
     match (p.steps.is_empty(), req.candidates.is_empty()) {
         (true, true) => prop_assert_eq!(p.retry_after, None),

@@ -60,6 +60,7 @@ fn sized(source: u16, candidates: &[Candidate], input_tokens: u64) -> RouteReque
         candidates,
         est_tokens: input_tokens + 100,
         input_tokens,
+        prefix: crate::Prefix::NONE,
     }
 }
 

@@ -1,0 +1,104 @@
+//! Cache affinity in the plan: the prefill a region's prefix cache is expected to save, and
+//! when that is worth leaving the source for.
+//!
+//! A destination's score is its expected time to first token (`plan` module, step 3). When the
+//! request's profile weighs the cache ([`CacheAffinity`] not `off`) and a deployment is expected
+//! to hold the prompt's leading blocks ([`PrefixIndex`]), its prefill is shorter by those
+//! tokens at the deployment's learned prefill rate, and so is its score:
+//!
+//! * **Spilling** (the source is full or unhealthy), the regions are ranked by that shorter
+//!   TTFT, so a conversation spills where its prefix already is, when that is sooner.
+//! * **`on` only: leaving a source with headroom.** Source first is the rule (`plan`, step 1);
+//!   a request leaves it for a region of its set only when that region's expected TTFT, cache
+//!   counted, is below the source's by more than [`LEAVE_MARGIN`] of the source's: a clear win
+//!   in time, not a tie broken against locality. Headroom is checked as for any destination
+//!   (only candidates with a free slot and quota are scored), so a cached region never takes
+//!   more load than it has room for.
+//! * **`prefer-source`:** the source keeps every request it has headroom for; only spills
+//!   weigh the cache.
+//!
+//! The estimate is fed with every request the router admits through [`Router::route`] that
+//! carries blocks, whatever its profile's affinity, so turning affinity on finds it warm.
+//! Failover admissions are not recorded (they are rare, and the estimate only errs toward
+//! expecting less cached).
+use std::time::Duration;
+
+use super::deployment::Entry;
+use super::{DeploymentIx, RouteRequest, Router};
+use crate::prefix::{BLOCK_TOKENS, CacheAffinity, PrefixConfig, PrefixIndex};
+
+/// How much sooner (as a share of the source's expected TTFT) another region must be expected
+/// to answer before a request leaves a source with headroom for it: a fifth, so that the
+/// move is worth more than the noise in the learned rates and the locality it gives up.
+pub const LEAVE_MARGIN: f64 = 0.2;
+
+impl Router {
+    /// Model each deployment's prefix cache (`cfg.capacity_blocks` by deployment index), or
+    /// none (`None`, the default): then prefixes are never weighed.
+    pub fn set_prefix_cache(&mut self, cfg: Option<PrefixConfig>) {
+        self.prefix = cfg
+            .filter(|c| c.capacity_blocks.iter().any(|b| *b > 0))
+            .map(PrefixIndex::new);
+    }
+
+    /// The prompt `blocks` went to `deployment` at `now` (done by [`Router::route`] for the
+    /// admitted step).
+    pub fn record_prefix(&mut self, deployment: DeploymentIx, blocks: &[u64], now: Duration) {
+        if let Some(ix) = self.prefix.as_mut() {
+            ix.record(deployment, blocks, now);
+        }
+    }
+
+    /// The leading blocks of `blocks` that `deployment` is expected to hold (0 without a model).
+    pub fn cached_blocks(&self, deployment: DeploymentIx, blocks: &[u64], now: Duration) -> usize {
+        self.prefix
+            .as_ref()
+            .map_or(0, |ix| ix.cached_blocks(deployment, blocks, now))
+    }
+
+    /// The prefill time (ns) the cache of `deployment` is expected to save `req`: its cached
+    /// leading blocks' tokens (at most the input less one, which every request prefills) at
+    /// the deployment's learned prefill rate; 0 when the profile is cache-blind or nothing is
+    /// learned yet.
+    pub(super) fn saved_ns(
+        &self,
+        deployment: DeploymentIx,
+        req: &RouteRequest<'_>,
+        now: Duration,
+    ) -> f64 {
+        if !req.prefix.weighed() {
+            return 0.0;
+        }
+        let Some(rate) = self
+            .deployments
+            .get(deployment.0 as usize)
+            .and_then(|d| d.prefill_ns_per_token())
+        else {
+            return 0.0;
+        };
+        let cached = self.cached_blocks(deployment, req.prefix.blocks, now) as u64 * BLOCK_TOKENS;
+        cached.min(req.input_tokens.saturating_sub(1)) as f64 * rate
+    }
+
+    /// `on` only: the destination a source with headroom (`eligible[local]`) should leave for,
+    /// if one is expected to answer sooner by more than [`LEAVE_MARGIN`] (scores are the
+    /// expected TTFTs with the cache counted).
+    pub(super) fn leave_source_for(
+        &self,
+        req: &RouteRequest<'_>,
+        eligible: &[Entry],
+        local: usize,
+    ) -> Option<usize> {
+        if req.prefix.affinity != CacheAffinity::On {
+            return None;
+        }
+        let stay = eligible[local].score;
+        eligible
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.local && e.saved > 0.0)
+            .min_by(|a, b| a.1.score.total_cmp(&b.1.score))
+            .filter(|(_, e)| e.score < stay * (1.0 - LEAVE_MARGIN))
+            .map(|(i, _)| i)
+    }
+}

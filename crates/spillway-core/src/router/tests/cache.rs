@@ -1,0 +1,139 @@
+//! Cache affinity: the prefill a region's prefix cache saves, in the spill's ranking and (for
+//! `on`) against a source with headroom; never beyond a region's headroom.
+use super::*;
+use crate::prefix::{CacheAffinity, Prefix, PrefixConfig};
+
+const BLOCKS: [u64; 3] = [11, 12, 13];
+
+/// Three regions of 16 slots (round trips `rtt_ms` from the source); each has learned that
+/// 1,600 input tokens take 400 ms to the first token past the round trip (about 0.25 ms a
+/// token, so a cached 512-token block saves about 128 ms).
+/// Region 2 holds `BLOCKS`.
+fn cached_in_region_2(rtt_ms: [u64; 3]) -> (Router, Vec<Candidate>) {
+    let specs = (0..3).map(|i| spec(i, 16)).collect();
+    let c = (0..3u32)
+        .map(|i| cand(i, i as u16, rtt_ms[i as usize]))
+        .collect();
+    let mut r = Router::new(RouterConfig::default(), specs);
+    r.set_prefix_cache(Some(PrefixConfig {
+        max_entries: 10_000,
+        ttl: Duration::from_secs(600),
+        capacity_blocks: vec![1_000; 3],
+    }));
+    for (d, rtt) in (0..3).zip(rtt_ms) {
+        let demand = Demand {
+            est_tokens: 1_700,
+            input_tokens: 1_600,
+        };
+        let a = r.try_acquire(DeploymentIx(d), demand, ms(0)).unwrap();
+        let ok = Outcome::Success {
+            ttft: ms(400 + rtt),
+            tpot: Some(ms(12)),
+            tokens: 1_700,
+        };
+        r.release(a, ok, ms(1_600));
+    }
+    r.record_prefix(DeploymentIx(2), &BLOCKS, ms(1_600));
+    (r, c)
+}
+
+fn request<'a>(c: &'a [Candidate], blocks: &'a [u64], affinity: CacheAffinity) -> RouteRequest<'a> {
+    RouteRequest {
+        source: RegionIx(0),
+        candidates: c,
+        est_tokens: 1_700,
+        input_tokens: 1_600,
+        prefix: Prefix { blocks, affinity },
+    }
+}
+
+fn first(r: &mut Router, req: &RouteRequest<'_>) -> Step {
+    let mut rng = SmallRng::seed_from_u64(3);
+    r.plan(req, ms(2_000), &mut rng).steps[0]
+}
+
+#[test]
+fn on_leaves_a_source_with_headroom_for_a_region_that_saves_more_than_it_costs() {
+    let (mut r, c) = cached_in_region_2([1, 11, 21]);
+    // Source: ~400 ms. Region 2: 21 ms + 400 − 384 ms saved.
+    let step = first(&mut r, &request(&c, &BLOCKS, CacheAffinity::On));
+    assert_eq!(step.deployment, DeploymentIx(2));
+    assert_eq!(step.reason, Reason::SpillCache);
+}
+
+#[test]
+fn prefer_source_and_off_keep_a_source_with_headroom() {
+    for affinity in [CacheAffinity::PreferSource, CacheAffinity::Off] {
+        let (mut r, c) = cached_in_region_2([1, 11, 21]);
+        let step = first(&mut r, &request(&c, &BLOCKS, affinity));
+        assert_eq!(step.deployment, DeploymentIx(0), "{affinity:?}");
+        assert_eq!(step.reason, Reason::Local);
+    }
+}
+
+#[test]
+fn a_small_saving_does_not_move_a_request() {
+    // One cached block saves 128 ms; region 2 is 150 ms away: 150 + 400 − 128 = 422 ms
+    // against the source's ~400.
+    let (mut r, c) = cached_in_region_2([1, 11, 150]);
+    let step = first(&mut r, &request(&c, &BLOCKS[..1], CacheAffinity::On));
+    assert_eq!(step.deployment, DeploymentIx(0));
+    // Only a leading run counts: blocks 12 and 13 after another first block save nothing,
+    // even from the nearby region.
+    let (mut r, c) = cached_in_region_2([1, 11, 21]);
+    let step = first(&mut r, &request(&c, &[99, 12, 13], CacheAffinity::On));
+    assert_eq!(step.deployment, DeploymentIx(0));
+}
+
+#[test]
+fn a_spill_goes_where_the_prefix_is() {
+    let (mut r, c) = cached_in_region_2([1, 11, 21]);
+    for _ in 0..16 {
+        let _held = r.try_acquire(DeploymentIx(0), 1_700, ms(2_000)).unwrap();
+    }
+    let cfg_no_wait = |r: &mut Router| r.cfg.source_wait = 0.0;
+    cfg_no_wait(&mut r);
+    for _ in 0..20 {
+        let step = first(&mut r, &request(&c, &BLOCKS, CacheAffinity::PreferSource));
+        assert_eq!(step.deployment, DeploymentIx(2));
+        assert_eq!(step.reason, Reason::SpillCapacity);
+    }
+    // Cache-blind, the nearer region 1 is the better spill.
+    let step = first(&mut r, &request(&c, &BLOCKS, CacheAffinity::Off));
+    assert_ne!(step.deployment, DeploymentIx(2));
+}
+
+#[test]
+fn a_cached_region_without_headroom_takes_nothing() {
+    let (mut r, c) = cached_in_region_2([1, 11, 21]);
+    for _ in 0..16 {
+        let _held = r.try_acquire(DeploymentIx(2), 1_700, ms(2_000)).unwrap();
+    }
+    let step = first(&mut r, &request(&c, &BLOCKS, CacheAffinity::On));
+    assert_eq!(step.deployment, DeploymentIx(0));
+    assert_eq!(step.reason, Reason::Local);
+}
+
+#[test]
+fn route_records_where_the_prompt_went() {
+    let (mut r, c) = cached_in_region_2([1, 11, 21]);
+    let blocks = [21, 22];
+    let mut rng = SmallRng::seed_from_u64(3);
+    let routed = r.route(
+        &request(&c, &blocks, CacheAffinity::Off),
+        ms(2_000),
+        &mut rng,
+    );
+    let (i, _) = routed.first.unwrap();
+    assert_eq!(routed.plan.steps[i].deployment, DeploymentIx(0));
+    assert_eq!(r.cached_blocks(DeploymentIx(0), &blocks, ms(2_001)), 2);
+    assert_eq!(r.cached_blocks(DeploymentIx(1), &blocks, ms(2_001)), 0);
+}
+
+#[test]
+fn without_a_cache_model_nothing_is_weighed() {
+    let (mut r, c) = cached_in_region_2([1, 11, 21]);
+    r.set_prefix_cache(None);
+    let step = first(&mut r, &request(&c, &BLOCKS, CacheAffinity::On));
+    assert_eq!(step.deployment, DeploymentIx(0));
+}
