@@ -108,6 +108,8 @@ pub struct Model {
     pub kind: raw::ModelKind,
     /// Mid-stream failover is on for the model's streams.
     pub midstream_failover: bool,
+    /// How the model's profiles weigh where a prompt's prefix is cached.
+    pub cache_affinity: spillway_core::CacheAffinity,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +199,8 @@ pub struct Deployment {
     pub upstream: Upstream,
     /// How the upstream continues a partial answer; `None`: it is never sent a continuation.
     pub continuation: Option<raw::ContinuationForm>,
+    /// Its prefix cache in 512-token blocks (0: not modelled).
+    pub prefix_cache_blocks: u64,
 }
 
 /// A system inference profile with its destination set per source region.
@@ -312,6 +316,8 @@ pub struct Config {
     /// The operations listener.
     pub admin: AdminListener,
     pub router: RouterConfig,
+    /// How long a prompt's blocks are expected in a deployment's cache after their last use.
+    pub prefix_cache_ttl: Duration,
     pub timeouts: Timeouts,
     pub seed: u64,
     pub state: StateKind,

@@ -126,6 +126,9 @@ pub struct RawRouting {
     /// With `source_wait`: wait only while the request's expected TTFT in the source (wait for
     /// a slot + its prefill) is within this multiple of the source's mean TTFT (default 1.5).
     pub source_wait_ttft: Option<f64>,
+    /// Cache affinity: a prompt's blocks are not expected in a deployment's cache this long
+    /// after they were last sent there (default 600 s).
+    pub prefix_cache_ttl_secs: Option<u64>,
     pub seed: Option<u64>,
 }
 
@@ -184,6 +187,24 @@ pub struct RawModel {
     /// region of its profile, on a deployment with a `continuation` form (default false).
     #[serde(default)]
     pub midstream_failover: bool,
+    /// How the model's inference profiles weigh where a prompt's prefix is cached:
+    /// `prefer-source` (default), `on` or `off` (see docs/ROUTING.md, cache affinity).
+    #[serde(default)]
+    pub cache_affinity: RawCacheAffinity,
+}
+
+/// `[[models]] cache_affinity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawCacheAffinity {
+    /// Cache-blind routing.
+    Off,
+    /// The source keeps what it has headroom for; spills go where the prefix is cached.
+    #[default]
+    PreferSource,
+    /// As `prefer-source`, and a request may leave a source with headroom for a region that
+    /// holds its prefix and is expected to answer clearly sooner.
+    On,
 }
 
 /// How an upstream continues a partial assistant message (mid-stream failover).
@@ -222,6 +243,9 @@ pub struct RawDeployment {
     /// for a sim upstream, none otherwise). A deployment without one is never sent a
     /// continuation.
     pub continuation: Option<ContinuationForm>,
+    /// What the upstream's prefix (KV) cache holds, in 512-token blocks, for cache-aware
+    /// routing (default: a sim upstream's own `prefix_cache_blocks`, else 0: not modelled).
+    pub prefix_cache_blocks: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

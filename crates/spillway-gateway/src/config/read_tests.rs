@@ -222,3 +222,48 @@ fn midstream_failover_needs_a_deployment_that_takes_a_continuation() {
         "{got:#?}"
     );
 }
+
+#[test]
+fn cache_affinity_and_prefix_caches_are_read() {
+    use spillway_core::CacheAffinity;
+    use std::time::Duration;
+    let cfg = Config::parse(BASE, "t.toml").expect("valid");
+    assert_eq!(cfg.models[0].cache_affinity, CacheAffinity::PreferSource);
+    assert!(cfg.deployments.iter().all(|d| d.prefix_cache_blocks == 0));
+    assert_eq!(cfg.prefix_cache_ttl, Duration::from_secs(600));
+    // A sim upstream's cache is the deployment's by default; a stated one wins.
+    let text =
+        BASE.replacen(
+            "id = \"demo.m-v1:0\"",
+            "id = \"demo.m-v1:0\"\ncache_affinity = \"on\"",
+            1,
+        )
+        .replacen(
+            "upstream = { kind = \"sim\" }",
+            "upstream = { kind = \"sim\", prefix_cache_blocks = 64 }",
+            1,
+        )
+        .replacen(
+            "max_in_flight = 4\nupstream = { kind = \"sim\" }",
+            "max_in_flight = 4\nprefix_cache_blocks = 9\nupstream = { kind = \"sim\" }",
+            1,
+        ) + "\n[routing]\nprefix_cache_ttl_secs = 30\n";
+    let cfg = Config::parse(&text, "t.toml").expect("valid");
+    assert_eq!(cfg.models[0].cache_affinity, CacheAffinity::On);
+    let blocks: Vec<u64> = cfg
+        .deployments
+        .iter()
+        .map(|d| d.prefix_cache_blocks)
+        .collect();
+    assert_eq!(blocks, [64, 9]);
+    assert_eq!(cfg.prefix_cache_ttl, Duration::from_secs(30));
+    // An unknown affinity is an error naming the key.
+    let bad = BASE.replacen(
+        "id = \"demo.m-v1:0\"",
+        "id = \"demo.m-v1:0\"\ncache_affinity = \"always\"",
+        1,
+    );
+    let got = errors(&bad);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].2.contains("prefer-source"), "{got:#?}");
+}

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use spillway_core::{DeploymentIx, RegionIx};
+use spillway_core::{CacheAffinity, DeploymentIx, RegionIx};
 
 use super::raw::*;
 use super::*;
@@ -120,6 +120,7 @@ pub(super) fn from_raw_skipping(
         admin: o.admin,
         shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs.unwrap_or(30)),
         router: o.router,
+        prefix_cache_ttl: Duration::from_secs(raw.routing.prefix_cache_ttl_secs.unwrap_or(600)),
         timeouts: o.timeouts,
         seed: raw.routing.seed.unwrap_or(0x5eed_5b11_1a7e),
         state: o.state,
@@ -364,6 +365,11 @@ fn models(
                 max_output_tokens,
                 kind: m.kind,
                 midstream_failover: m.midstream_failover,
+                cache_affinity: match m.cache_affinity {
+                    RawCacheAffinity::Off => CacheAffinity::Off,
+                    RawCacheAffinity::PreferSource => CacheAffinity::PreferSource,
+                    RawCacheAffinity::On => CacheAffinity::On,
+                },
             });
             Ok(())
         })?;
@@ -444,6 +450,10 @@ fn deployments(
             max_in_flight: d.max_in_flight,
             rpm: d.rpm,
             tpm: d.tpm,
+            prefix_cache_blocks: d.prefix_cache_blocks.unwrap_or(match &upstream {
+                Upstream::Sim { params, .. } => params.prefix_cache_blocks,
+                _ => 0,
+            }),
             upstream,
             continuation,
         });

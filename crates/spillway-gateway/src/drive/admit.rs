@@ -1,13 +1,13 @@
 //! Admission: the phases between a parsed request and its exchange — the candidate
 //! destinations, the tenant-quota reservation, and the route (plan and first admission in one
 //! step of the core, so no other request can take the headroom or the queued wait in between).
-use spillway_core::{Candidate, Demand, RouteRequest};
+use spillway_core::{Candidate, Demand, Prefix, RouteRequest};
 use spillway_exchange::{Exchange, Facts, Limits, Price, ResumePolicy};
 use spillway_proto::StreamOptions;
 
 use super::ctx::RequestCtx;
-use crate::config::Model;
 use crate::config::raw::ModelKind;
+use crate::config::{Config, Model};
 use crate::drive::ctx::Target;
 use crate::error::{Api, EdgeError, shown};
 use crate::state::AppState;
@@ -96,7 +96,12 @@ pub async fn admit(
             &req,
         ),
     };
-    let exchange = route(app, &candidates, facts);
+    let blocks = prefix_blocks(&cfg, &candidates, &req);
+    let prefix = Prefix {
+        blocks: &blocks,
+        affinity: cfg.models[target.model].cache_affinity,
+    };
+    let exchange = route(app, &candidates, facts, prefix);
     ctx.target = Some(target);
     Ok(Admitted {
         exchange,
@@ -262,8 +267,23 @@ fn never_admissible(
     })
 }
 
+/// The prompt's prefix-block hashes (`spillway_proto::prefix`) when a candidate deployment
+/// models a prefix cache (none otherwise: hashing is then skipped).
+fn prefix_blocks(cfg: &Config, candidates: &[Candidate], req: &Request) -> Vec<u64> {
+    let cached = candidates
+        .iter()
+        .any(|c| cfg.deployments[c.deployment.0 as usize].prefix_cache_blocks > 0);
+    match req {
+        Request::Chat(chat) if cached => spillway_proto::prefix::block_hashes(&chat.messages)
+            .into_iter()
+            .map(|b| b.0)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Plan and admit the first step in one step of the core, and start the exchange.
-fn route(app: &AppState, candidates: &[Candidate], facts: Facts) -> Exchange {
+fn route(app: &AppState, candidates: &[Candidate], facts: Facts, prefix: Prefix<'_>) -> Exchange {
     let cfg = &app.cfg;
     let now = app.now();
     let routed = {
@@ -274,7 +294,7 @@ fn route(app: &AppState, candidates: &[Candidate], facts: Facts) -> Exchange {
             candidates,
             est_tokens: facts.demand.est_tokens,
             input_tokens: facts.demand.input_tokens,
-            prefix: spillway_core::Prefix::NONE,
+            prefix,
         };
         router.route(&route, now, rng)
     };

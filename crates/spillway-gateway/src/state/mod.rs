@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use spillway_core::{DeploymentSpec, QuotaDenied, QuotaLimits, Router};
+use spillway_core::{DeploymentSpec, PrefixConfig, QuotaDenied, QuotaLimits, Router};
 
 use crate::config::{Config, StateKind};
 use crate::metrics::Metrics;
@@ -28,6 +28,9 @@ use crate::state::routing::RouterCell;
 use crate::state::shared_deployments::SharedDeployments;
 use crate::state::shared_quota::SharedQuotas;
 use crate::upstream::UpstreamTarget;
+/// Cache affinity: the most prompt blocks the router keeps per deployment, whatever its
+/// cache's size (about 100 bytes each).
+const PREFIX_ENTRIES: usize = 1 << 20;
 
 pub struct AppState {
     pub cfg: Arc<Config>,
@@ -80,7 +83,16 @@ impl AppState {
                 tpm: d.tpm,
             })
             .collect();
-        let router = Router::new(cfg.router.clone(), specs);
+        let mut router = Router::new(cfg.router.clone(), specs);
+        router.set_prefix_cache(Some(PrefixConfig {
+            max_entries: PREFIX_ENTRIES,
+            ttl: cfg.prefix_cache_ttl,
+            capacity_blocks: cfg
+                .deployments
+                .iter()
+                .map(|d| d.prefix_cache_blocks)
+                .collect(),
+        }));
         let http = crate::upstream::UpstreamClient::new(cfg.timeouts.connect)?;
         let link = match &cfg.state {
             StateKind::Memory => None,
