@@ -147,6 +147,32 @@ pub fn jobs(w: &Workload, prefill_tps: f64, decode_tps: f64) -> Vec<Job> {
         .collect()
 }
 
+/// The requests of a workload at the simulator's speeds, with prefix caches
+/// (`--prefix-cache-blocks`): each prefills only its input past the longest leading run of its
+/// prefix ids (`hash_ids`, one per `block_tokens`) that an earlier request carried, and at least
+/// one token. That is what it would prefill if every region's cache were unbounded and held
+/// every block any region ever computed, which no real placement beats, so the oracle over
+/// these jobs still bounds every router from above (loosely: real caches are neither).
+pub fn cached_jobs(w: &Workload, prefill_tps: f64, decode_tps: f64, block_tokens: u64) -> Vec<Job> {
+    let mut seen = std::collections::HashSet::new();
+    w.requests
+        .iter()
+        .map(|r| {
+            let ids = r.hash_ids.as_deref().unwrap_or(&[]);
+            let run = ids.iter().take_while(|id| seen.contains(*id)).count() as u64;
+            seen.extend(ids.iter().copied());
+            let cached = (run * block_tokens).min(r.input_tokens.saturating_sub(1));
+            let prefill = (r.input_tokens - cached) as f64 / prefill_tps;
+            Job {
+                source: r.source,
+                at: r.at.as_secs_f64(),
+                prefill,
+                service: prefill + r.output_tokens as f64 / decode_tps,
+            }
+        })
+        .collect()
+}
+
 /// The oracle's figures for a run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Oracle {

@@ -156,6 +156,32 @@ pub struct PolicyReport {
     /// Sorted TTFTs of served requests (ms), for the CDF chart.
     #[serde(skip)]
     pub ttft_ms: Vec<f64>,
+    /// The simulators' prefix caches over the run, when they had one (`--prefix-cache-blocks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<PrefixFigures>,
+}
+
+/// What the simulators' prefix (KV) caches did over one policy's run, summed over regions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PrefixFigures {
+    /// Leading prompt blocks found in a cache.
+    pub hit_blocks: u64,
+    /// Full prompt blocks prefilled again.
+    pub miss_blocks: u64,
+    /// Prompt tokens prefilled (the cached ones not counted).
+    pub prefill_tokens: u64,
+}
+
+impl PrefixFigures {
+    /// Hit blocks as a share of the full blocks looked up (0 when none was).
+    pub fn hit_rate(&self) -> f64 {
+        let all = self.hit_blocks + self.miss_blocks;
+        if all == 0 {
+            0.0
+        } else {
+            self.hit_blocks as f64 / all as f64
+        }
+    }
 }
 
 /// What every policy's report shares.
@@ -259,6 +285,7 @@ pub fn table(r: &BenchReport) -> String {
     }
     oracle_row(&mut out, r.oracle.as_ref());
     tail_lines(&mut out, r);
+    prefix_lines(&mut out, r);
     for b in breaches(r) {
         let _ = writeln!(out, "error: {b}");
     }
@@ -379,6 +406,37 @@ fn tail_lines(out: &mut String, r: &BenchReport) {
             p.ttft_p50_ms / p50,
             p.ttft_p99_ms / p99,
             TAIL_PEERS.join(" and ")
+        );
+    }
+}
+
+/// The yardstick of the prefix lines: Spillway's policy, cache-blind.
+const CACHE_BLIND: &str = "spillway";
+
+/// Each policy's prefix-cache hit rate and prefill tokens, the latter against cache-blind
+/// Spillway's when it ran.
+fn prefix_lines(out: &mut String, r: &BenchReport) {
+    let blind = r
+        .policies
+        .iter()
+        .find(|p| p.name == CACHE_BLIND)
+        .and_then(|p| p.prefix)
+        .map(|f| f.prefill_tokens as f64)
+        .filter(|t| *t > 0.0);
+    for p in &r.policies {
+        let Some(f) = p.prefix else { continue };
+        let versus = match blind {
+            Some(b) if p.name != CACHE_BLIND => {
+                format!(" ({:.2}x {CACHE_BLIND}'s)", f.prefill_tokens as f64 / b)
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "prefix cache: {} {:.1}% of blocks hit, {} prompt tokens prefilled{versus}",
+            p.name,
+            f.hit_rate() * 100.0,
+            f.prefill_tokens
         );
     }
 }

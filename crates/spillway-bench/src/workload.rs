@@ -97,7 +97,7 @@ impl Workload {
                             at: r.at,
                             input_tokens: r.input_tokens,
                             output_tokens: r.output_tokens,
-                            hash_ids: r.hash_ids,
+                            hash_ids: r.hash_ids.map(|ids| own_users(&ids, k)),
                         }
                     }));
                 }
@@ -178,6 +178,15 @@ fn synthetic(spec: &WorkloadSpec, source: usize, at: Duration) -> Offered {
     }
 }
 
+/// Source `k`'s copy of a trace's prefix ids: every source replays the whole trace, so its
+/// copy stands for its own users, whose prompts share prefixes with each other as the trace
+/// says but not with another source's copy of the same conversation (which would let a
+/// cache-aware router find a "conversation" in a region that only replayed it).
+fn own_users(ids: &[u64], k: usize) -> Arc<[u64]> {
+    let base = (k as u64) << 40;
+    ids.iter().map(|id| id.wrapping_add(base)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +243,30 @@ mod tests {
         assert_eq!(d.len(), 6);
         assert!(d.iter().all(|row| row[3] == 0.0 && row[4] == 0.0));
         assert_eq!(d.iter().flatten().sum::<f64>(), 18.0);
+    }
+
+    #[test]
+    fn each_source_replays_the_trace_for_its_own_users() {
+        let mut t = trace();
+        for r in &mut t.requests {
+            r.hash_ids = Some(Arc::from([7u64, 8, 9].as_slice()));
+        }
+        let w = Workload::build(&spec(Arrivals::Trace {
+            trace: t,
+            name: "t".into(),
+        }));
+        let ids = |k: usize| -> Vec<Arc<[u64]>> {
+            w.requests
+                .iter()
+                .filter(|r| r.source == k)
+                .filter_map(|r| r.hash_ids.clone())
+                .collect()
+        };
+        // Within a source the trace's sharing holds; across sources nothing is shared.
+        let (a, b) = (ids(0), ids(1));
+        assert_eq!(a.len(), 6);
+        assert!(a.iter().all(|x| *x == a[0]) && b.iter().all(|x| *x == b[0]));
+        assert!(a[0].iter().all(|x| !b[0].contains(x)), "{a:?} {b:?}");
     }
 
     #[test]

@@ -211,6 +211,75 @@ fn jsonl_trace_replays_across_regions() {
     );
 }
 
+/// Conversations of a few turns whose prompts grow by a block a turn (Mooncake-style
+/// `hash_ids`): with prefix caches, every policy reports its hit rate, the cache-aware ones
+/// route inside the profile like the others, and the oracle (counting cached prefill) still
+/// bounds them.
+#[test]
+fn prefix_caches_are_reported_per_policy() {
+    let trace = TempFile::named("hashed.jsonl");
+    let mut lines = String::new();
+    for turn in 0..4u64 {
+        for conv in 0..8u64 {
+            let t = turn * 2_000 + conv * 150;
+            let ids: Vec<String> = (0..=turn + 1)
+                .map(|b| (conv * 100 + b).to_string())
+                .collect();
+            lines += &format!(
+                "{{\"timestamp\": {t}, \"input_length\": {}, \"output_length\": 6, \"hash_ids\": [{}]}}\n",
+                512 * (turn + 2),
+                ids.join(", ")
+            );
+        }
+    }
+    std::fs::write(&trace.0, lines).expect("write the trace");
+    let json = TempFile::named("hashed.json");
+    let policies = ["least-loaded", "spillway", "spillway-cache"];
+    let (v, stdout) = bench(
+        &[
+            "--trace",
+            trace.s(),
+            "--time-scale",
+            "4",
+            "--prefix-cache-blocks",
+            "64",
+            "--policies",
+            &policies.join(","),
+        ],
+        &json,
+    );
+    check_invariants(&v, &policies);
+    for p in v["policies"].as_array().expect("policies") {
+        let f = &p["prefix"];
+        // Turns 2–4 of each conversation find earlier turns' blocks somewhere.
+        assert!(
+            n(f, "hit_blocks") > 0.0 && n(f, "prefill_tokens") > 0.0,
+            "{p}"
+        );
+    }
+    for name in policies {
+        assert!(
+            stdout.contains(&format!("prefix cache: {name} ")),
+            "{stdout}"
+        );
+    }
+    // Without caches, no prefix figures.
+    let plain = TempFile::named("unhashed.json");
+    let (v, stdout) = bench(
+        &[
+            "--trace",
+            trace.s(),
+            "--time-scale",
+            "4",
+            "--policies",
+            "spillway",
+        ],
+        &plain,
+    );
+    assert!(v["policies"][0].get("prefix").is_none(), "{v}");
+    assert!(!stdout.contains("prefix cache:"), "{stdout}");
+}
+
 #[test]
 fn malformed_trace_is_refused_with_its_line() {
     let trace = TempFile::named("bad.csv");

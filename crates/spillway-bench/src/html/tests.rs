@@ -36,6 +36,7 @@ fn policy(name: &str, ttft: Vec<f64>) -> PolicyReport {
             offered: vec![3, 1],
         },
         ttft_ms: ttft,
+        prefix: None,
     }
 }
 

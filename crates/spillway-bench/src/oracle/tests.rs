@@ -269,3 +269,38 @@ fn the_oracle_reports_both_bounds_and_the_schedule() {
     assert!((o.local_share - o.in_region_served / o.served).abs() < 1e-12);
     assert_eq!((o.offered, o.goodput_rps), (4.0, o.served / 2.0));
 }
+
+#[test]
+fn cached_jobs_prefill_only_what_no_earlier_request_carried() {
+    use crate::workload::{Offered, Workload};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let offered = |at: u64, ids: &[u64]| Offered {
+        source: 0,
+        at: Duration::from_secs(at),
+        input_tokens: 1_600,
+        output_tokens: 10,
+        hash_ids: Some(Arc::from(ids)),
+    };
+    let w = Workload {
+        requests: vec![
+            offered(0, &[1, 2, 3, 4]),
+            offered(1, &[1, 2, 9, 4]),
+            offered(2, &[5, 1, 2]),
+            offered(3, &[1, 2, 3, 4]),
+        ],
+        description: "t".into(),
+    };
+    let jobs = cached_jobs(&w, 1_000.0, 10.0, 512);
+    let prefill: Vec<f64> = jobs.iter().map(|j| j.prefill).collect();
+    // 1,600 tokens; two leading blocks (1,024 tokens) carried before; none (another first
+    // block); all four blocks, but one token is always prefilled.
+    assert_eq!(prefill, [1.6, 0.576, 1.6, 0.001]);
+    assert!((jobs[1].service - (0.576 + 1.0)).abs() < 1e-12);
+    let plain = jobs_of(&w);
+    assert!(jobs.iter().zip(&plain).all(|(c, p)| c.service <= p.service));
+}
+
+fn jobs_of(w: &crate::workload::Workload) -> Vec<Job> {
+    jobs(w, 1_000.0, 10.0)
+}

@@ -156,6 +156,7 @@ impl Tally {
             served_by_region: self.by_region,
             timeline: self.timeline,
             ttft_ms: self.ttft,
+            prefix: None,
         }
     }
 }

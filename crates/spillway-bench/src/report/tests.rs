@@ -178,3 +178,52 @@ fn tiny_setup() -> Setup {
         rtt_added: true,
     }
 }
+
+#[test]
+fn prefix_lines_compare_prefill_with_cache_blind_spillway() {
+    let sent: HashMap<String, Sent> = HashMap::new();
+    let cx = Context {
+        sent: &sent,
+        window_secs: 1.0,
+        slo: Slo::default(),
+        scale: Scale {
+            time_scale: 1.0,
+            rtt_ms: HashMap::new(),
+            local_rtt_ms: 0.0,
+        },
+        oracle_rps: 1.0,
+        regions: vec!["east".into()],
+        timeline_buckets: 1,
+    };
+    let results = [result("a", "east", Some("east"), 200, 20)];
+    let with = |name: &str, hit, miss, prefill| {
+        let mut p = policy_report(name, &results, 0, &cx);
+        p.prefix = Some(PrefixFigures {
+            hit_blocks: hit,
+            miss_blocks: miss,
+            prefill_tokens: prefill,
+        });
+        p
+    };
+    let r = BenchReport {
+        policies: vec![
+            with("spillway", 10, 30, 20_000),
+            with("spillway-cache", 30, 10, 5_000),
+            policy_report("round-robin", &results, 0, &cx),
+        ],
+        oracle: None,
+        setup: tiny_setup(),
+        notes: vec![],
+    };
+    let t = table(&r);
+    assert!(
+        t.contains("prefix cache: spillway 25.0% of blocks hit, 20000 prompt tokens prefilled\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("prefix cache: spillway-cache 75.0% of blocks hit, 5000 prompt tokens prefilled (0.25x spillway's)"),
+        "{t}"
+    );
+    assert!(!t.contains("prefix cache: round-robin"), "{t}");
+    assert_eq!(PrefixFigures::default().hit_rate(), 0.0);
+}

@@ -288,11 +288,16 @@ impl Deployment {
     /// No spill (`None`): only the second rule holds; beyond it the request is throttled, or
     /// waits by `source_queue` instead. True while nothing was learned (the queue-length bound
     /// still applies); an unknown input counts as the mean prefill.
+    ///
+    /// With cache affinity, each option's prefill is shorter by what its cache is expected to
+    /// save (`saved`, ns: the source's; the spill's second field): a prompt whose prefix the
+    /// source holds waits where a spill would prefill it all again.
     pub(super) fn wait_fits(
         &mut self,
         input_tokens: u64,
         now: Duration,
-        spill_rtt: Option<Duration>,
+        spill: Option<(Duration, f64)>,
+        saved: f64,
         ttft_factor: f64,
     ) -> bool {
         let Some(wait) = self.expected_wait(now) else {
@@ -307,18 +312,18 @@ impl Deployment {
         } else {
             ttft
         };
-        let expected = wait + prefill;
+        let expected = wait + (prefill - saved).max(0.0);
         // Infinity lifts both bounds: waiting whatever the size is the operator's choice.
         let tail = (per_input * self.longest_input).max(ttft) * (1.0 + WAIT_COST);
         let typical =
             expected <= ttft_factor * ttft && (ttft_factor.is_infinite() || expected <= tail);
-        let Some(rtt) = spill_rtt else {
+        let Some((rtt, spill_saved)) = spill else {
             return typical;
         };
-        expected <= (rtt.as_nanos() as f64 + prefill) * (1.0 + WAIT_COST) || typical
+        let spill_ttft = rtt.as_nanos() as f64 + (prefill - spill_saved).max(0.0);
+        expected <= spill_ttft * (1.0 + WAIT_COST) || typical
     }
 
-    /// Expected time to first token from the source (ns), and the utilisation behind it.
     /// Prefill time per input token (ns), once learned.
     pub(super) fn prefill_ns_per_token(&self) -> Option<f64> {
         self.prefill
@@ -326,6 +331,7 @@ impl Deployment {
             .map(|(ttft, input)| ttft / input)
     }
 
+    /// Expected time to first token from the source (ns), and the utilisation behind it.
     pub(super) fn score(&self, rtt: Duration, prior_ns: f64) -> (f64, f64) {
         let rtt = rtt.as_nanos() as f64;
         let service = self.ewma_ttft.map_or(prior_ns, |t| (t - rtt).max(0.0));

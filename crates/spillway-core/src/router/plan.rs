@@ -211,16 +211,18 @@ impl Router {
         eligible: &[Entry],
         now: Duration,
     ) -> bool {
-        let spill_rtt = eligible
+        // The spill with the earliest first token: the nearest, less what its cache saves.
+        let spill = eligible
             .iter()
             .filter(|e| !e.local)
-            .map(|e| req.candidates[e.pos].rtt)
-            .min();
+            .map(|e| (req.candidates[e.pos].rtt, e.saved))
+            .min_by(|a, b| (a.0.as_nanos() as f64 - a.1).total_cmp(&(b.0.as_nanos() as f64 - b.1)));
+        let saved = self.saved_ns(req.candidates[pos].deployment, req, now);
         let factor = self.cfg.source_wait_ttft;
         let ix = req.candidates[pos].deployment.0 as usize;
         self.deployments
             .get_mut(ix)
-            .is_some_and(|d| d.wait_fits(req.input_tokens, now, spill_rtt, factor))
+            .is_some_and(|d| d.wait_fits(req.input_tokens, now, spill, saved, factor))
     }
 
     /// Order `eligible` for the policy and return the index of the first step among them

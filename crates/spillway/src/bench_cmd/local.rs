@@ -34,6 +34,12 @@
 //! throttled), `spillway-nowait` (`source_wait = 0`: spill as soon as the source is full) and
 //! `spillway:KEY=VALUE:…` (any of `source_wait`, `source_wait_ttft`, `source_queue`). A
 //! `--peer` runs last, on its own fresh simulators with the same capacity ([`super::peer`]).
+//!
+//! Every policy routes cache-blind (`[[models]] cache_affinity = "off"`) but `spillway-cache`
+//! (`on`) and `spillway-prefer` (`prefer-source`). With `--prefix-cache-blocks` each simulated
+//! region has a prefix cache, the oracle counts each request's prefill past what an earlier
+//! request carried ([`spillway_bench::oracle::cached_jobs`]), and the report gives each
+//! policy's hit rate and prompt tokens prefilled.
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -56,13 +62,15 @@ pub(super) use spillway_bench::topology::{DECODE_TPS, PREFILL_TPS, REGIONS, SOUR
 use spillway_bench::topology::{LOCAL_RTT_MS, RTT_MS};
 /// The policies a run can compare; the first four run by default. The `spillway-…` variants
 /// are Spillway's policy with other trades (`[routing] source_queue`, `source_wait`).
-const POLICIES: [&str; 6] = [
+const POLICIES: [&str; 8] = [
     "in-region",
     "round-robin",
     "least-loaded",
     "spillway",
     "spillway-queue",
     "spillway-nowait",
+    "spillway-cache",
+    "spillway-prefer",
 ];
 const DEFAULT_POLICIES: usize = 4;
 
@@ -92,7 +100,12 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let peer = start_peer(args, concurrency).await?;
     let capacity = f64::from(concurrency) / service.max(1e-9);
     let window_secs = w.buckets(BUCKET) as f64 * BUCKET.as_secs_f64();
-    let jobs = oracle::jobs(&w, PREFILL_TPS, DECODE_TPS);
+    let jobs = if args.prefix_cache_blocks > 0 {
+        let block = spillway_proto::prefix::BLOCK_TOKENS;
+        oracle::cached_jobs(&w, PREFILL_TPS, DECODE_TPS, block)
+    } else {
+        oracle::jobs(&w, PREFILL_TPS, DECODE_TPS)
+    };
     let bound = oracle(
         &topology_of(concurrency, args.slo.ttft_ms),
         &jobs,
@@ -237,9 +250,23 @@ fn topology_of(concurrency: u32, ttft_slo_ms: f64) -> Topology {
 
 /// The gateway's configuration for one policy (`spillway` also for `in-region`; the variants
 /// add their `[routing]` options to it).
-fn topology(policy: &str, concurrency: u32, time_scale: f64, seed: u64) -> String {
+fn topology(
+    policy: &str,
+    concurrency: u32,
+    time_scale: f64,
+    seed: u64,
+    prefix_blocks: u64,
+) -> String {
+    // Every policy is cache-blind but the two cache variants.
+    let affinity = match policy {
+        "spillway-cache" => "on",
+        "spillway-prefer" => "prefer-source",
+        _ => "off",
+    };
     let (routing, options) = match policy {
-        "in-region" | "spillway" => ("spillway", String::new()),
+        "in-region" | "spillway" | "spillway-cache" | "spillway-prefer" => {
+            ("spillway", String::new())
+        }
         "spillway-queue" => ("spillway", "source_queue = 0.5\n".into()),
         "spillway-nowait" => ("spillway", "source_wait = 0.0\n".into()),
         other => match other.strip_prefix("spillway:").map(variant_options) {
@@ -257,11 +284,11 @@ fn topology(policy: &str, concurrency: u32, time_scale: f64, seed: u64) -> Strin
         let ms = ms / time_scale;
         t += &format!("[[rtt]]\nbetween = [\"{a}\", \"{b}\"]\nms = {ms:?}\n\n");
     }
-    t += &format!("[[models]]\nid = \"{MODEL}\"\n\n");
+    t += &format!("[[models]]\nid = \"{MODEL}\"\ncache_affinity = \"{affinity}\"\n\n");
     for (r, _) in REGIONS {
         t += &format!(
             "[[deployments]]\nmodel = \"{MODEL}\"\nregion = \"{r}\"\nmax_in_flight = {concurrency}\n\
-             upstream = {{ kind = \"sim\", concurrency = {concurrency}, queue_limit = {concurrency}, prefill_tokens_per_sec = {PREFILL_TPS:.1}, decode_tokens_per_sec = {DECODE_TPS:.1}, rtt_ms = 0, time_scale = {time_scale:?} }}\n\n"
+             upstream = {{ kind = \"sim\", concurrency = {concurrency}, queue_limit = {concurrency}, prefill_tokens_per_sec = {PREFILL_TPS:.1}, decode_tokens_per_sec = {DECODE_TPS:.1}, rtt_ms = 0, time_scale = {time_scale:?}, prefix_cache_blocks = {prefix_blocks} }}\n\n"
         );
     }
     t +=
@@ -297,7 +324,13 @@ async fn run_policy(
     cx: &Context<'_>,
 ) -> anyhow::Result<PolicyReport> {
     let cfg = Config::parse(
-        &topology(name, concurrency, args.time_scale, args.seed),
+        &topology(
+            name,
+            concurrency,
+            args.time_scale,
+            args.seed,
+            args.prefix_cache_blocks,
+        ),
         "<bench>",
     )?;
     let stack = Stack::start(cfg).await.context("starting the gateway")?;
@@ -332,8 +365,25 @@ async fn run_policy(
         .collect();
     let violations =
         residency_violations(&seen, &source_of, &allowed_sets(&gateway.config(), &model));
+    let prefix = prefix_figures(&stack);
     stack.shutdown(Duration::from_secs(10)).await;
-    Ok(report::policy_report(name, &results, violations, cx))
+    let mut rep = report::policy_report(name, &results, violations, cx);
+    rep.prefix = prefix;
+    Ok(rep)
+}
+
+/// The simulators' prefix caches summed, when they have one.
+fn prefix_figures(stack: &Stack) -> Option<report::PrefixFigures> {
+    let mut f = report::PrefixFigures::default();
+    let mut cached = false;
+    for sim in stack.sims() {
+        let s = sim.stats();
+        cached |= s.capacity_blocks > 0;
+        f.hit_blocks += s.hit_blocks;
+        f.miss_blocks += s.miss_blocks;
+        f.prefill_tokens += s.prefill_tokens;
+    }
+    cached.then_some(f)
 }
 
 /// For each source region: where `model` may be served from it (the profile's destination set,
@@ -363,7 +413,7 @@ mod tests {
     #[test]
     fn every_policy_topology_is_valid_and_the_profile_stays_in_the_us() {
         for p in POLICIES {
-            let cfg = Config::parse(&topology(p, 4, 30.0, 1), "<t>")
+            let cfg = Config::parse(&topology(p, 4, 30.0, 1, 64), "<t>")
                 .unwrap_or_else(|e| panic!("{p}: {e}"));
             let sets = allowed_sets(&cfg, &format!("us.{MODEL}"));
             for (src, set) in &sets {
@@ -379,7 +429,7 @@ mod tests {
 
     #[test]
     fn a_tuned_variant_sets_its_routing_options_and_refuses_unknown_ones() {
-        let t = topology("spillway:source_wait=0.3:source_wait_ttft=2", 4, 30.0, 1);
+        let t = topology("spillway:source_wait=0.3:source_wait_ttft=2", 4, 30.0, 1, 0);
         assert!(
             t.contains("source_wait = 0.3\nsource_wait_ttft = 2.0\n"),
             "{t}"
@@ -397,7 +447,7 @@ mod tests {
         }
         // Infinity lifts the TTFT bound, as in the configuration file.
         let cfg = Config::parse(
-            &topology("spillway:source_wait_ttft=inf", 4, 30.0, 1),
+            &topology("spillway:source_wait_ttft=inf", 4, 30.0, 1, 0),
             "<t>",
         )
         .expect("valid");

@@ -128,6 +128,13 @@ pub struct BenchArgs {
     /// --target: the slots of each target region, for the oracle, at the simulator's speeds.
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// With --self-contained: give every simulated region a prefix (KV) cache of this many
+    /// 512-token blocks (0: none, the default). The report then gives each policy's cache hit
+    /// rate and prompt tokens prefilled; a JSONL trace's `hash_ids` say which prompts share a
+    /// prefix. Compare `spillway` (cache-blind) with `spillway-cache` (affinity `on`) and
+    /// `spillway-prefer` (`prefer-source`).
+    #[arg(long, default_value_t = 0)]
+    pub prefix_cache_blocks: u64,
     /// With --self-contained and without --concurrency: size each region so that a source
     /// region alone, refusing what finds every slot busy, would turn away at most this
     /// percentage of its requests.

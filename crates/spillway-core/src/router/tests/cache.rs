@@ -137,3 +137,33 @@ fn without_a_cache_model_nothing_is_weighed() {
     let step = first(&mut r, &request(&c, &BLOCKS, CacheAffinity::On));
     assert_eq!(step.deployment, DeploymentIx(0));
 }
+
+#[test]
+fn a_full_source_that_holds_the_prefix_keeps_the_request_waiting() {
+    // The source's 16 slots taken at 2 s by requests expected to end at 3.6 s; at 3.5 s the
+    // first frees in 100 ms. A 1,600-token prompt: waiting, 100 + 400 ms, against a spill of
+    // 11 + 400 ms: cache-blind it spills. The source holds its prefix (384 ms of prefill
+    // saved; the spill would prefill it all): it waits, 116 ms against 411.
+    let (mut r, c) = cached_in_region_2([1, 11, 21]);
+    for _ in 0..16 {
+        let demand = Demand {
+            est_tokens: 1_700,
+            input_tokens: 1_600,
+        };
+        let _held = r.try_acquire(DeploymentIx(0), demand, ms(2_000)).unwrap();
+    }
+    r.record_prefix(DeploymentIx(0), &[31, 32, 33], ms(2_000));
+    let mut rng = SmallRng::seed_from_u64(3);
+    let blind = r.plan(
+        &request(&c, &[31, 32, 33], CacheAffinity::Off),
+        ms(3_500),
+        &mut rng,
+    );
+    assert_ne!(blind.steps[0].region, RegionIx(0));
+    for affinity in [CacheAffinity::PreferSource, CacheAffinity::On] {
+        let p = r.plan(&request(&c, &[31, 32, 33], affinity), ms(3_500), &mut rng);
+        assert_eq!(p.steps[0].deployment, DeploymentIx(0), "{affinity:?}");
+        assert!(p.steps[0].queued);
+        assert_eq!(p.steps[0].reason, Reason::Local);
+    }
+}
