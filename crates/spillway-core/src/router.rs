@@ -250,6 +250,9 @@ pub struct Admission {
     pub est_tokens: u64,
     /// Input tokens of the request (0 when unknown).
     pub input_tokens: u64,
+    /// Of `input_tokens`, those the deployment's prefix cache was expected to hold (see
+    /// [`Prefix`]): not prefilled, so not part of what its prefill rate is learned from.
+    pub cached_tokens: u64,
     /// When the slot was taken (how long it is held is learned on release).
     pub acquired_at: Duration,
     /// Admitted beyond the limit, to wait in the upstream's queue: its time in flight and its

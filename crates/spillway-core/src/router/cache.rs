@@ -56,10 +56,25 @@ impl Router {
             .map_or(0, |ix| ix.cached_blocks(deployment, blocks, now))
     }
 
-    /// The prefill time (ns) the cache of `deployment` is expected to save `req`: its cached
-    /// leading blocks' tokens (at most the input less one, which every request prefills) at
-    /// the deployment's learned prefill rate; 0 when the profile is cache-blind or nothing is
-    /// learned yet.
+    /// The input tokens of `req` that `deployment` is expected to hold in its prefix cache:
+    /// its cached leading blocks' tokens, at most the input less one (which every request
+    /// prefills); 0 without blocks or a cache model.
+    pub(super) fn cached_tokens(
+        &self,
+        deployment: DeploymentIx,
+        req: &RouteRequest<'_>,
+        now: Duration,
+    ) -> u64 {
+        if req.prefix.blocks.is_empty() {
+            return 0;
+        }
+        let blocks = self.cached_blocks(deployment, req.prefix.blocks, now) as u64;
+        (blocks * BLOCK_TOKENS).min(req.input_tokens.saturating_sub(1))
+    }
+
+    /// The prefill time (ns) the cache of `deployment` is expected to save `req`: its
+    /// [`cached_tokens`](Router::cached_tokens) at the deployment's learned prefill rate; 0
+    /// when the profile is cache-blind or nothing is learned yet.
     pub(super) fn saved_ns(
         &self,
         deployment: DeploymentIx,
@@ -76,8 +91,7 @@ impl Router {
         else {
             return 0.0;
         };
-        let cached = self.cached_blocks(deployment, req.prefix.blocks, now) as u64 * BLOCK_TOKENS;
-        cached.min(req.input_tokens.saturating_sub(1)) as f64 * rate
+        self.cached_tokens(deployment, req, now) as f64 * rate
     }
 
     /// `on` only: the destination a source with headroom (`eligible[local]`) should leave for,

@@ -194,9 +194,10 @@ impl Deployment {
             now.saturating_sub(a.acquired_at),
             SHAPE_ALPHA,
         );
-        let n = a.input_tokens as f64;
+        let prefilled = a.input_tokens - a.cached_tokens;
+        let n = prefilled as f64;
         self.longest_input = n.max(self.longest_input * LONGEST_FADE);
-        if a.input_tokens > 0 && tpot.is_some() {
+        if prefilled > 0 && tpot.is_some() {
             let t = ttft.as_nanos() as f64;
             self.prefill = Some(match self.prefill {
                 Some((pt, pn)) => (pt + SHAPE_ALPHA * (t - pt), pn + SHAPE_ALPHA * (n - pn)),
@@ -352,7 +353,7 @@ impl Running {
     fn of(a: &Admission) -> Self {
         Running {
             acquired_at: a.acquired_at,
-            input: a.input_tokens,
+            input: a.input_tokens - a.cached_tokens,
             output: a.est_tokens.saturating_sub(a.input_tokens),
         }
     }

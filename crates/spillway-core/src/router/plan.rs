@@ -139,13 +139,13 @@ impl Router {
             }
         } else {
             let first = self.first_choice(req, &mut eligible, queue_at.is_some(), rng);
-            let spill = if scan.source_unhealthy {
-                Reason::SpillUnhealthy
-            } else if eligible.get(first).is_some_and(|e| !e.local)
-                && eligible.iter().any(|e| e.local)
-            {
+            let left_for_cache =
+                eligible.get(first).is_some_and(|e| !e.local) && eligible.iter().any(|e| e.local);
+            let spill = if left_for_cache {
                 // The source had headroom and the first step is elsewhere: cache affinity.
                 Reason::SpillCache
+            } else if scan.source_unhealthy {
+                Reason::SpillUnhealthy
             } else {
                 Reason::SpillCapacity
             };

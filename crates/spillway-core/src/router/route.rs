@@ -50,7 +50,15 @@ impl Router {
             est_tokens: req.est_tokens,
             input_tokens: req.input_tokens,
         };
-        let first = self.admit_next(&plan, 0, demand, now);
+        // As `admit_next`, each step admitted with the prompt tokens its cache is expected to
+        // hold, so that what the deployment learns (prefill rate, when its requests end) is
+        // about the tokens it prefills.
+        let first = plan.steps.iter().enumerate().find_map(|(i, s)| {
+            let cached = self.cached_tokens(s.deployment, req, now);
+            self.acquire(s.deployment, demand, s.queued, cached, now)
+                .ok()
+                .map(|a| (i, a))
+        });
         if let Some((i, _)) = &first
             && !req.prefix.blocks.is_empty()
         {
@@ -87,7 +95,7 @@ impl Router {
         demand: impl Into<Demand>,
         now: Duration,
     ) -> Result<Admission, Rejection> {
-        self.acquire(step.deployment, demand.into(), step.queued, now)
+        self.acquire(step.deployment, demand.into(), step.queued, 0, now)
     }
 
     /// Admit a request on a deployment: checks health/cooldown, in-flight vs. adaptive limit,
@@ -99,16 +107,18 @@ impl Router {
         demand: impl Into<Demand>,
         now: Duration,
     ) -> Result<Admission, Rejection> {
-        self.acquire(d, demand.into(), false, now)
+        self.acquire(d, demand.into(), false, 0, now)
     }
 
     /// Admit on `d`; beyond its in-flight limit only when `may_queue` and the queue there is
-    /// within the longer of the two waits a plan may grant.
+    /// within the longer of the two waits a plan may grant. `cached_tokens` of the input are
+    /// expected in its prefix cache.
     fn acquire(
         &mut self,
         d: DeploymentIx,
         demand: Demand,
         may_queue: bool,
+        cached_tokens: u64,
         now: Duration,
     ) -> Result<Admission, Rejection> {
         let Demand {
@@ -144,6 +154,7 @@ impl Router {
             deployment: d,
             est_tokens,
             input_tokens,
+            cached_tokens: cached_tokens.min(input_tokens),
             acquired_at: now,
             queued,
         };

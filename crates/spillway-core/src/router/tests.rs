@@ -307,6 +307,7 @@ fn unknown_deployments_are_harmless() {
             deployment: DeploymentIx(7),
             est_tokens: 1,
             input_tokens: 0,
+            cached_tokens: 0,
             acquired_at: Duration::ZERO,
             queued: false,
         },

@@ -124,10 +124,20 @@ fn route_records_where_the_prompt_went() {
         ms(2_000),
         &mut rng,
     );
-    let (i, _) = routed.first.unwrap();
+    let (i, a) = routed.first.unwrap();
     assert_eq!(routed.plan.steps[i].deployment, DeploymentIx(0));
+    assert_eq!(a.cached_tokens, 0, "nothing was cached yet");
     assert_eq!(r.cached_blocks(DeploymentIx(0), &blocks, ms(2_001)), 2);
     assert_eq!(r.cached_blocks(DeploymentIx(1), &blocks, ms(2_001)), 0);
+    // The next turn is admitted with the 1,024 tokens its source holds: what the source
+    // learns its prefill rate from is the 576 it prefills.
+    let routed = r.route(
+        &request(&c, &blocks, CacheAffinity::Off),
+        ms(2_002),
+        &mut rng,
+    );
+    let (_, a) = routed.first.unwrap();
+    assert_eq!((a.deployment, a.cached_tokens), (DeploymentIx(0), 1_024));
 }
 
 #[test]

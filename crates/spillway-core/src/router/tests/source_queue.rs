@@ -92,6 +92,7 @@ fn spills_before_it_queues_and_never_queues_remotely() {
             deployment: DeploymentIx(2),
             est_tokens: 100,
             input_tokens: 0,
+            cached_tokens: 0,
             acquired_at: Duration::ZERO,
             queued: false,
         },
@@ -132,6 +133,7 @@ fn an_unhealthy_source_or_the_baselines_do_not_queue() {
         deployment: DeploymentIx(0),
         est_tokens: 100,
         input_tokens: 0,
+        cached_tokens: 0,
         acquired_at: Duration::ZERO,
         queued: false,
     };
