@@ -25,7 +25,7 @@
 //!
 //! The hashes are the keys as they are (they are xxh3 outputs, uniformly spread), so the maps
 //! use a pass-through hasher rather than SipHash over a value that is already a hash.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
@@ -121,11 +121,20 @@ impl Lru {
     }
 }
 
+/// Most prompts kept in the log between two [`PrefixIndex::take_log`]s; older ones are dropped
+/// (other instances then learn less, never anything wrong).
+pub const LOG_CAP: usize = 4_096;
+
+/// One prompt sent to a deployment, as logged for other gateway instances.
+pub type Logged = (DeploymentIx, Vec<u64>);
+
 /// The estimate (see the module docs).
 #[derive(Debug, Clone)]
 pub struct PrefixIndex {
     ttl: Duration,
     caches: Vec<Lru>,
+    /// What `record` was told since the last `take_log` (`None`: not kept).
+    log: Option<VecDeque<Logged>>,
 }
 
 impl PrefixIndex {
@@ -143,6 +152,7 @@ impl PrefixIndex {
         PrefixIndex {
             ttl: cfg.ttl,
             caches,
+            log: None,
         }
     }
 
@@ -164,6 +174,24 @@ impl PrefixIndex {
     /// The prompt `blocks` was sent to `deployment` at `now`: it holds them all from now on
     /// (the ones it had are touched, the others inserted, as its engine does).
     pub fn record(&mut self, deployment: DeploymentIx, blocks: &[u64], now: Duration) {
+        if let Some(log) = self.log.as_mut()
+            && self
+                .caches
+                .get(deployment.0 as usize)
+                .is_some_and(|c| c.capacity > 0)
+            && !blocks.is_empty()
+        {
+            if log.len() >= LOG_CAP {
+                log.pop_front();
+            }
+            log.push_back((deployment, blocks.to_vec()));
+        }
+        self.learn(deployment, blocks, now);
+    }
+
+    /// As [`record`](PrefixIndex::record), for a prompt another gateway instance sent at `at`:
+    /// not logged again.
+    pub fn learn(&mut self, deployment: DeploymentIx, blocks: &[u64], at: Duration) {
         let Some(lru) = self.caches.get_mut(deployment.0 as usize) else {
             return;
         };
@@ -173,8 +201,22 @@ impl PrefixIndex {
         // Last block first, as the engines free a request's blocks: under eviction a prefix
         // loses its tail before its head, which keeps the head reusable.
         for &block in blocks.iter().rev() {
-            lru.touch(block, now);
+            lru.touch(block, at);
         }
+    }
+
+    /// Keep a log of the prompts [`record`](PrefixIndex::record) is told about, for other
+    /// gateway instances (see [`take_log`](PrefixIndex::take_log)), or stop.
+    pub fn keep_log(&mut self, on: bool) {
+        self.log = on.then(VecDeque::new);
+    }
+
+    /// The prompts recorded since the last call (empty when no log is kept).
+    pub fn take_log(&mut self) -> Vec<Logged> {
+        self.log
+            .as_mut()
+            .map(|log| log.drain(..).collect())
+            .unwrap_or_default()
     }
 
     /// Blocks held now over all deployments, for tests and metrics.

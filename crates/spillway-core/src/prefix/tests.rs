@@ -130,3 +130,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_log_holds_what_was_recorded_here_not_what_was_learned() {
+    let mut ix = index(&[100, 0], 1_000);
+    assert!(ix.take_log().is_empty(), "no log kept by default");
+    ix.record(D0, &[1, 2], secs(0));
+    assert!(ix.take_log().is_empty());
+    ix.keep_log(true);
+    ix.record(D0, &[1, 2], secs(1));
+    ix.record(D1, &[5], secs(1)); // no cache there: nothing to tell
+    ix.learn(D0, &[7], secs(1));
+    assert_eq!(ix.take_log(), vec![(D0, vec![1, 2])]);
+    assert!(ix.take_log().is_empty(), "taken");
+    // Learned blocks are held like recorded ones, from when they were sent.
+    assert_eq!(ix.cached_blocks(D0, &[7], secs(2)), 1);
+    assert_eq!(ix.cached_blocks(D0, &[7], secs(602)), 0);
+    for b in 0..(LOG_CAP as u64 + 5) {
+        ix.record(D0, &[b], secs(3));
+    }
+    let log = ix.take_log();
+    assert_eq!(log.len(), LOG_CAP);
+    assert_eq!(log[0], (D0, vec![5]), "the oldest are dropped");
+}

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use super::deployment::Entry;
 use super::{DeploymentIx, RouteRequest, Router};
-use crate::prefix::{BLOCK_TOKENS, CacheAffinity, PrefixConfig, PrefixIndex};
+use crate::prefix::{BLOCK_TOKENS, CacheAffinity, Logged, PrefixConfig, PrefixIndex};
 
 /// How much sooner (as a share of the source's expected TTFT) another region must be expected
 /// to answer before a request leaves a source with headroom for it: a fifth, so that the
@@ -46,6 +46,29 @@ impl Router {
     pub fn record_prefix(&mut self, deployment: DeploymentIx, blocks: &[u64], now: Duration) {
         if let Some(ix) = self.prefix.as_mut() {
             ix.record(deployment, blocks, now);
+        }
+    }
+
+    /// Keep a log of the prompts recorded, for other gateway instances to learn from
+    /// ([`Router::take_prefix_log`], [`Router::learn_prefix`]), or stop.
+    pub fn log_prefixes(&mut self, on: bool) {
+        if let Some(ix) = self.prefix.as_mut() {
+            ix.keep_log(on);
+        }
+    }
+
+    /// The prompts recorded since the last call, by deployment (empty without a log).
+    pub fn take_prefix_log(&mut self) -> Vec<Logged> {
+        self.prefix
+            .as_mut()
+            .map(PrefixIndex::take_log)
+            .unwrap_or_default()
+    }
+
+    /// A prompt another gateway instance sent to `deployment` at `at`: held there from then.
+    pub fn learn_prefix(&mut self, deployment: DeploymentIx, blocks: &[u64], at: Duration) {
+        if let Some(ix) = self.prefix.as_mut() {
+            ix.learn(deployment, blocks, at);
         }
     }
 

@@ -125,6 +125,8 @@ pub struct Spec {
     pub audit: Option<String>,
     /// `text_seed` of every in-process simulator (the same in every region).
     pub text_seed: Option<u64>,
+    /// `prefix_cache_blocks` of every in-process simulator (`Upstream::Sim`).
+    pub prefix_cache_blocks: Option<u64>,
 }
 
 impl Spec {
@@ -143,6 +145,7 @@ impl Spec {
             prices: Vec::new(),
             audit: None,
             text_seed: None,
+            prefix_cache_blocks: None,
         };
         s.add_model(M, false, None);
         s
@@ -278,10 +281,14 @@ impl Spec {
                 Upstream::Sim => writeln!(
                     t,
                     "upstream = {{ kind = \"sim\", concurrency = 64, queue_limit = 64, \
-                     prefill_tokens_per_sec = 1000000000.0, decode_tokens_per_sec = 10000.0{seed} }}",
+                     prefill_tokens_per_sec = 1000000000.0, decode_tokens_per_sec = 10000.0{seed}{cache} }}",
                     seed = self
                         .text_seed
                         .map(|s| format!(", text_seed = {s}"))
+                        .unwrap_or_default(),
+                    cache = self
+                        .prefix_cache_blocks
+                        .map(|b| format!(", prefix_cache_blocks = {b}"))
                         .unwrap_or_default()
                 ),
                 Upstream::SimPrefill(tps) => writeln!(

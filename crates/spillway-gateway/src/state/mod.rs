@@ -12,6 +12,7 @@ pub mod quota_book;
 pub mod redis_link;
 pub mod routing;
 pub mod shared_deployments;
+pub mod shared_prefix;
 pub mod shared_quota;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ use crate::state::quota_book::{MemoryBook, QuotaBook, QuotaKey, Ticket};
 use crate::state::redis_link::RedisLink;
 use crate::state::routing::RouterCell;
 use crate::state::shared_deployments::SharedDeployments;
+use crate::state::shared_prefix::SharedPrefix;
 use crate::state::shared_quota::SharedQuotas;
 use crate::upstream::UpstreamTarget;
 /// Cache affinity: the most prompt blocks the router keeps per deployment, whatever its
@@ -56,6 +58,8 @@ pub struct AppState {
     shared: Option<Arc<SharedQuotas>>,
     /// Deployment load and health shared through Redis.
     shared_deployments: Option<Arc<SharedDeployments>>,
+    /// Where the instances sent which prompt (cache affinity), shared through Redis.
+    shared_prefix: Option<Arc<SharedPrefix>>,
 }
 
 impl AppState {
@@ -107,6 +111,10 @@ impl AppState {
         let shared_deployments = link
             .as_ref()
             .map(|l| Arc::new(SharedDeployments::new(&cfg, l.clone(), &metrics)));
+        let shared_prefix = link
+            .as_ref()
+            .zip(shared_deployments.as_ref())
+            .and_then(|(l, sd)| SharedPrefix::new(&cfg, l.clone(), sd.instance()).map(Arc::new));
         let epoch = Instant::now();
         let quotas: Arc<dyn QuotaBook> = match &shared {
             Some(sq) => sq.clone(),
@@ -117,6 +125,7 @@ impl AppState {
             shared,
             quotas,
             shared_deployments,
+            shared_prefix,
             router: Arc::new(Mutex::new(RouterCell {
                 router,
                 rng: SmallRng::seed_from_u64(cfg.seed),
@@ -146,6 +155,9 @@ impl AppState {
         }
         if let Some(sd) = &self.shared_deployments {
             SharedDeployments::start(sd, Arc::downgrade(&self.router), self.epoch);
+        }
+        if let Some(sp) = &self.shared_prefix {
+            SharedPrefix::start(sp, Arc::downgrade(&self.router), self.epoch);
         }
         self.app_profiles.start();
     }
