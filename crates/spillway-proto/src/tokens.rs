@@ -16,7 +16,7 @@ pub fn text_tokens(text: &str) -> u64 {
 
 /// The text of a message that counts: its string content, or each of its text parts in order
 /// (`{"type":"text","text":…}`); other parts (images, audio) have none. [`prompt_tokens`] counts
-/// these pieces and [`crate::prefix`] hashes them, so both see the same text.
+/// these pieces and the `prefix` module hashes them, so both see the same text.
 pub fn text_parts(m: &ChatMessage) -> impl Iterator<Item = &str> {
     let (text, parts): (Option<&str>, &[serde_json::Value]) = match &m.content {
         Some(MessageContent::Text(t)) => (Some(t.as_str()), &[]),
