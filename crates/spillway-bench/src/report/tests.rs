@@ -80,11 +80,10 @@ fn figures_are_in_trace_time_with_the_rtt_added() {
     assert_eq!(p.served_by_region["west"], 1);
 }
 
-#[test]
-fn a_policy_above_the_bound_is_a_breach_not_a_share() {
-    let sent: HashMap<String, Sent> = HashMap::new();
-    let cx = Context {
-        sent: &sent,
+/// One region (`east`), a one-second window, an oracle of 1/s.
+fn one_region(sent: &HashMap<String, Sent>) -> Context<'_> {
+    Context {
+        sent,
         window_secs: 1.0,
         slo: Slo::default(),
         scale: Scale {
@@ -95,7 +94,13 @@ fn a_policy_above_the_bound_is_a_breach_not_a_share() {
         oracle_rps: 1.0,
         regions: vec!["east".into()],
         timeline_buckets: 1,
-    };
+    }
+}
+
+#[test]
+fn a_policy_above_the_bound_is_a_breach_not_a_share() {
+    let sent: HashMap<String, Sent> = HashMap::new();
+    let cx = one_region(&sent);
     let results = [
         result("a", "east", Some("east"), 200, 20),
         result("b", "east", Some("east"), 200, 20),
@@ -182,19 +187,7 @@ fn tiny_setup() -> Setup {
 #[test]
 fn prefix_lines_compare_prefill_with_cache_blind_spillway() {
     let sent: HashMap<String, Sent> = HashMap::new();
-    let cx = Context {
-        sent: &sent,
-        window_secs: 1.0,
-        slo: Slo::default(),
-        scale: Scale {
-            time_scale: 1.0,
-            rtt_ms: HashMap::new(),
-            local_rtt_ms: 0.0,
-        },
-        oracle_rps: 1.0,
-        regions: vec!["east".into()],
-        timeline_buckets: 1,
-    };
+    let cx = one_region(&sent);
     let results = [result("a", "east", Some("east"), 200, 20)];
     let with = |name: &str, hit, miss, prefill| {
         let mut p = policy_report(name, &results, 0, &cx);
