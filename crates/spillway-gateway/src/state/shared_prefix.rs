@@ -12,8 +12,9 @@
 //!   entry names this instance and packs the prompts' block hashes), and
 //! * reads what was appended to each stream since its last read (`XREAD`), skips its own
 //!   entries, and teaches the core the others' prompts ([`Router::learn_prefix`]), each dated
-//!   by its entry id (Redis's clock) against the newest id read, so that old entries expire
-//!   with the estimate's time to live as the sender's own do.
+//!   by its entry id (Redis's clock) against the id of this instance's own latest entry (or
+//!   the newest id read), so that old entries expire with the estimate's time to live as the
+//!   sender's own do.
 //!
 //! An instance that starts reads each stream from its beginning: it learns the recent routing
 //! of the others (at most [`STREAM_LEN`] entries a deployment) instead of starting cold.
@@ -29,7 +30,8 @@
 //!
 //! A prompt routed by one instance is known to the others within `TICK + 2 × RTT` (about
 //! 0.1 s on a LAN; the tests assert < 2 s). Redis holds at most [`STREAM_LEN`] entries per
-//! deployment (approximately: `MAXLEN ~` trims whole nodes), each at most [`LOG_CAP`] prompts.
+//! deployment (approximately: `MAXLEN ~` trims whole nodes), each at most [`LOG_CAP`] prompts
+//! of at most [`SHARED_BLOCKS`] blocks (their leading ones).
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -43,8 +45,11 @@ use crate::state::routing::RouterCell;
 
 /// How often the log is published and the others' entries read.
 pub const TICK: Duration = Duration::from_millis(100);
-/// Entries kept per deployment's stream.
-pub const STREAM_LEN: usize = 2_048;
+/// Entries kept per deployment's stream: about a minute of one instance's ticks.
+pub const STREAM_LEN: usize = 512;
+/// Leading blocks of a prompt that are shared (64 K tokens): what routing weighs most, and a
+/// bound on an entry's size.
+pub const SHARED_BLOCKS: usize = 128;
 /// Entries read per stream and call.
 const READ_COUNT: usize = 512;
 
@@ -109,10 +114,10 @@ async fn background(sp: Arc<SharedPrefix>, router: Weak<Mutex<RouterCell>>, epoc
         if !sp.link.is_up() {
             continue;
         }
-        if !publish(&sp, log).await {
+        let Some(sent_ms) = publish(&sp, log).await else {
             continue;
-        }
-        let learned = read(&sp).await;
+        };
+        let learned = read(&sp, sent_ms).await;
         if !learned.is_empty() {
             let now = epoch.elapsed();
             let router: &mut Router = &mut lock(&cell).router;
@@ -123,14 +128,16 @@ async fn background(sp: Arc<SharedPrefix>, router: Weak<Mutex<RouterCell>>, epoc
     }
 }
 
-/// Append each deployment's prompts as one stream entry; false if Redis did not take them.
-async fn publish(sp: &SharedPrefix, log: Vec<(DeploymentIx, Vec<u64>)>) -> bool {
+/// Append each deployment's prompts as one stream entry; `None` if Redis did not take them,
+/// else the newest entry's time (Redis's clock, ms; 0 when nothing was sent).
+async fn publish(sp: &SharedPrefix, log: Vec<(DeploymentIx, Vec<u64>)>) -> Option<u64> {
     let mut by_deployment: Vec<Vec<&[u64]>> = vec![Vec::new(); sp.streams.len()];
     for (d, blocks) in &log {
         if let Some(list) = by_deployment.get_mut(d.0 as usize) {
-            list.push(blocks);
+            list.push(&blocks[..blocks.len().min(SHARED_BLOCKS)]);
         }
     }
+    let mut sent_ms = 0;
     for (d, prompts) in by_deployment.iter().enumerate() {
         let Some(key) = sp.streams[d].as_deref().filter(|_| !prompts.is_empty()) else {
             continue;
@@ -145,22 +152,22 @@ async fn publish(sp: &SharedPrefix, log: Vec<(DeploymentIx, Vec<u64>)>) -> bool 
             .arg(&sp.instance)
             .arg("p")
             .arg(pack(prompts));
-        let sent = sp
+        let id = sp
             .link
-            .call(async |c| cmd.query_async::<Value>(c).await)
-            .await;
-        if sent.is_err() {
-            return false;
-        }
+            .call(async |c| cmd.query_async::<String>(c).await)
+            .await
+            .ok()?;
+        sent_ms = sent_ms.max(id_ms(&id));
     }
-    true
+    Some(sent_ms)
 }
 
-/// The others' prompts appended since the last read: (deployment, age against the newest
-/// entry read, blocks).
-async fn read(sp: &SharedPrefix) -> Vec<(DeploymentIx, Duration, Vec<u64>)> {
+/// The others' prompts appended since the last read: (deployment, age, blocks). The age is
+/// against Redis's clock when this instance just appended an entry (`now_ms`), else against the
+/// newest entry read.
+async fn read(sp: &SharedPrefix, now_ms: u64) -> Vec<(DeploymentIx, Duration, Vec<u64>)> {
     let mut out: Vec<(DeploymentIx, u64, Vec<u64>)> = Vec::new();
-    let mut newest_ms = 0u64;
+    let mut newest_ms = now_ms;
     for (d, key) in sp.streams.iter().enumerate() {
         let Some(key) = key else { continue };
         let from = lock(&sp.last)[d].clone();
