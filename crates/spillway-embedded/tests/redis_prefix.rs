@@ -118,6 +118,56 @@ async fn a_prompt_routed_by_one_instance_is_expected_where_it_went_by_the_others
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_older_than_the_time_to_live_are_not_learned() {
+    let redis = RedisServer::start();
+    let a = instance(&redis.url()).await;
+    // The stream of M in us-east-1 (the id's `:` escaped as the gateway does).
+    let key = format!(
+        "{}:{{d:{}:us-east-1}}:prefix",
+        cfg_prefix(&a.gw().config()),
+        M.replace(':', "%3A")
+    );
+    // An entry from another instance written an hour ago (ids are Redis's clock in ms), and
+    // one written now; each one prompt of one block.
+    let time = redis.command(&["TIME"]);
+    let secs: u64 = time
+        .lines()
+        .nth(2)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("TIME answered {time:?}"));
+    let old_id = format!("{}-0", (secs - 3_600) * 1_000);
+    let packed = |b: u64| {
+        let mut v = 1u16.to_le_bytes().to_vec();
+        v.extend_from_slice(&b.to_le_bytes());
+        String::from_utf8(v).expect("small ids pack to ASCII")
+    };
+    for (id, block) in [(old_id.as_str(), 11u64), ("*", 12)] {
+        let p = packed(block);
+        let reply = redis.command(&["XADD", &key, id, "i", "someone-else", "p", &p]);
+        assert!(reply.starts_with('$'), "XADD answered {reply:?}");
+    }
+    // A new instance reads both and learns only the fresh one.
+    let b = instance(&redis.url()).await;
+    within("B learns the fresh entry", Duration::from_secs(2), || {
+        expected(&b, "us-east-1", &[12]) == 1
+    })
+    .await;
+    assert_eq!(
+        expected(&b, "us-east-1", &[11]),
+        0,
+        "an hour-old entry is not trusted"
+    );
+}
+
+/// The configured `[state] key_prefix`.
+fn cfg_prefix(cfg: &spillway_gateway::Config) -> String {
+    match &cfg.state {
+        spillway_gateway::config::StateKind::Redis(r) => r.key_prefix.clone(),
+        _ => panic!("not a Redis state"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_each_instance_routes_on_what_it_knows() {
     let mut redis = RedisServer::start();
     let (a, b) = (instance(&redis.url()).await, instance(&redis.url()).await);

@@ -12,9 +12,9 @@
 //!   entry names this instance and packs the prompts' block hashes), and
 //! * reads what was appended to each stream since its last read (`XREAD`), skips its own
 //!   entries, and teaches the core the others' prompts ([`Router::learn_prefix`]), each dated
-//!   by its entry id (Redis's clock) against the id of this instance's own latest entry (or
-//!   the newest id read), so that old entries expire with the estimate's time to live as the
-//!   sender's own do.
+//!   by its entry id against Redis's clock now (this instance's own new entry's id, or
+//!   `TIME`), so that old entries expire with the estimate's time to live as the sender's own
+//!   do.
 //!
 //! An instance that starts reads each stream from its beginning: it learns the recent routing
 //! of the others (at most [`STREAM_LEN`] entries a deployment) instead of starting cold.
@@ -61,6 +61,8 @@ pub struct SharedPrefix {
     streams: Vec<Option<String>>,
     /// Per deployment: the id of the last entry read.
     last: Mutex<Vec<String>>,
+    /// Entries older than this are not learned (`[routing] prefix_cache_ttl_secs`).
+    ttl: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,6 +91,7 @@ impl SharedPrefix {
             link,
             instance: instance.to_string(),
             streams,
+            ttl: cfg.prefix_cache_ttl,
         })
     }
 
@@ -117,11 +120,17 @@ async fn background(sp: Arc<SharedPrefix>, router: Weak<Mutex<RouterCell>>, epoc
         let Some(sent_ms) = publish(&sp, log).await else {
             continue;
         };
-        let learned = read(&sp, sent_ms).await;
+        // Redis's clock now: our entry's id, or asked for when there was nothing to send.
+        let now_ms = match sent_ms {
+            0 => redis_now_ms(&sp).await,
+            ms => Some(ms),
+        };
+        let Some(now_ms) = now_ms else { continue };
+        let learned = read(&sp, now_ms).await;
         if !learned.is_empty() {
             let now = epoch.elapsed();
             let router: &mut Router = &mut lock(&cell).router;
-            for (d, ago, blocks) in learned {
+            for (d, ago, blocks) in learned.into_iter().filter(|(_, ago, _)| *ago <= sp.ttl) {
                 router.learn_prefix(d, &blocks, now.saturating_sub(ago));
             }
         }
@@ -162,9 +171,19 @@ async fn publish(sp: &SharedPrefix, log: Vec<(DeploymentIx, Vec<u64>)>) -> Optio
     Some(sent_ms)
 }
 
-/// The others' prompts appended since the last read: (deployment, age, blocks). The age is
-/// against Redis's clock when this instance just appended an entry (`now_ms`), else against the
-/// newest entry read.
+/// Redis's clock (`TIME`), in milliseconds.
+async fn redis_now_ms(sp: &SharedPrefix) -> Option<u64> {
+    let cmd = redis::cmd("TIME");
+    let (secs, micros): (u64, u64) = sp
+        .link
+        .call(async |c| cmd.query_async(c).await)
+        .await
+        .ok()?;
+    Some(secs * 1_000 + micros / 1_000)
+}
+
+/// The others' prompts appended since the last read: (deployment, age, blocks), the age
+/// against `now_ms`, Redis's clock now (or the newest entry read, if that is later).
 async fn read(sp: &SharedPrefix, now_ms: u64) -> Vec<(DeploymentIx, Duration, Vec<u64>)> {
     let mut out: Vec<(DeploymentIx, u64, Vec<u64>)> = Vec::new();
     let mut newest_ms = now_ms;
