@@ -139,8 +139,11 @@ impl Router {
             }
         } else {
             let first = self.first_choice(req, &mut eligible, queue_at.is_some(), rng);
-            let left_for_cache =
-                eligible.get(first).is_some_and(|e| !e.local) && eligible.iter().any(|e| e.local);
+            // Only Spillway's policy leaves a source with headroom, and only for a cache (the
+            // baselines ignore the source by design).
+            let left_for_cache = self.cfg.policy == Policy::Spillway
+                && eligible.get(first).is_some_and(|e| !e.local)
+                && eligible.iter().any(|e| e.local);
             let spill = if left_for_cache {
                 // The source had headroom and the first step is elsewhere: cache affinity.
                 Reason::SpillCache

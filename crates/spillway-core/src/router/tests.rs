@@ -386,9 +386,19 @@ mod policies {
             input_tokens: 0,
             prefix: crate::Prefix::NONE,
         };
-        let firsts: Vec<u16> = (0..6)
-            .map(|_| r.plan(&req, Duration::ZERO, &mut rng).steps[0].region.0)
+        let plans: Vec<Plan> = (0..6)
+            .map(|_| r.plan(&req, Duration::ZERO, &mut rng))
             .collect();
+        let firsts: Vec<u16> = plans.iter().map(|p| p.steps[0].region.0).collect();
+        // A baseline away from its source spilled by choice, not for a cache.
+        for p in &plans {
+            let want = if p.steps[0].region == RegionIx(0) {
+                Reason::Local
+            } else {
+                Reason::SpillCapacity
+            };
+            assert_eq!(p.steps[0].reason, want, "{p:?}");
+        }
         let mut seen = firsts.clone();
         seen.sort_unstable();
         seen.dedup();
@@ -411,6 +421,7 @@ mod policies {
         };
         let plan = r.plan(&req, Duration::ZERO, &mut rng);
         assert_eq!(plan.steps[0].region, RegionIx(1));
+        assert_eq!(plan.steps[0].reason, Reason::SpillCapacity);
         assert!(
             plan.steps
                 .iter()
