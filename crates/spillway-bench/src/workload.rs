@@ -51,6 +51,9 @@ pub struct WorkloadSpec {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub seed: u64,
+    /// A trace's prefix ids are the same in every source's copy (the same prompts reach every
+    /// region, a while apart), rather than each source's own ([`own_users`]).
+    pub shared_prefixes: bool,
 }
 
 /// One request to offer.
@@ -97,7 +100,10 @@ impl Workload {
                             at: r.at,
                             input_tokens: r.input_tokens,
                             output_tokens: r.output_tokens,
-                            hash_ids: r.hash_ids.map(|ids| own_users(&ids, k)),
+                            hash_ids: r.hash_ids.map(|ids| match spec.shared_prefixes {
+                                true => ids,
+                                false => own_users(&ids, k),
+                            }),
                         }
                     }));
                 }
@@ -202,6 +208,7 @@ mod tests {
             input_tokens: 100,
             output_tokens: 10,
             seed: 1,
+            shared_prefixes: false,
         }
     }
 
@@ -251,6 +258,7 @@ mod tests {
         for r in &mut t.requests {
             r.hash_ids = Some(Arc::from([7u64, 8, 9].as_slice()));
         }
+        let t2 = t.clone();
         let w = Workload::build(&spec(Arrivals::Trace {
             trace: t,
             name: "t".into(),
@@ -267,6 +275,18 @@ mod tests {
         assert_eq!(a.len(), 6);
         assert!(a.iter().all(|x| *x == a[0]) && b.iter().all(|x| *x == b[0]));
         assert!(a[0].iter().all(|x| !b[0].contains(x)), "{a:?} {b:?}");
+        // Shared: every copy carries the trace's own ids.
+        let mut s = spec(Arrivals::Trace {
+            trace: t2,
+            name: "t".into(),
+        });
+        s.shared_prefixes = true;
+        let w = Workload::build(&s);
+        assert!(
+            w.requests
+                .iter()
+                .all(|r| r.hash_ids.as_deref() == Some(&[7u64, 8, 9][..]))
+        );
     }
 
     #[test]

@@ -278,6 +278,7 @@ fn main() -> Result<(), String> {
         input_tokens: 0,
         output_tokens: 0,
         seed: 7,
+        shared_prefixes: false,
     });
     let slots: u32 = match slots.as_str() {
         "auto" => size_for_overflow(&w.requests, SOURCES, OVERFLOW, PREFILL_TPS, DECODE_TPS).0,

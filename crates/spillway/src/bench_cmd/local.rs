@@ -39,7 +39,8 @@
 //! (`on`) and `spillway-prefer` (`prefer-source`). With `--prefix-cache-blocks` each simulated
 //! region has a prefix cache, the oracle counts each request's prefill past what an earlier
 //! request carried ([`spillway_bench::oracle::cached_jobs`]), and the report gives each
-//! policy's hit rate and prompt tokens prefilled.
+//! policy's hit rate and prompt tokens prefilled. Each source's copy of a trace stands for its
+//! own users (its prefix ids are its own) unless `--shared-prefixes`.
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 

@@ -135,6 +135,11 @@ pub struct BenchArgs {
     /// `spillway-prefer` (`prefer-source`).
     #[arg(long, default_value_t = 0)]
     pub prefix_cache_blocks: u64,
+    /// With a trace's `hash_ids`: every source region's copy of the trace carries the same ids
+    /// (the same prompts reach every region, a shift apart: shared documents and system
+    /// prompts used everywhere), rather than each source standing for its own users.
+    #[arg(long)]
+    pub shared_prefixes: bool,
     /// With --self-contained and without --concurrency: size each region so that a source
     /// region alone, refusing what finds every slot busy, would turn away at most this
     /// percentage of its requests.
@@ -324,6 +329,7 @@ fn workload(args: &BenchArgs, sources: usize) -> anyhow::Result<Workload> {
         input_tokens: args.input_tokens,
         output_tokens: args.output_tokens,
         seed: args.seed,
+        shared_prefixes: args.shared_prefixes,
     });
     anyhow::ensure!(!w.requests.is_empty(), "the arrivals hold no request");
     Ok(w)
