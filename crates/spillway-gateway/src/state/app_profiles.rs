@@ -40,13 +40,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use spillway_core::RegionIx;
 
 use crate::config::{Config, ModelIx, ProfileIx, TenantIx};
 use crate::error::EdgeError;
+use crate::state::lock;
 use crate::state::redis_link::RedisLink;
 
 mod memory;
@@ -228,10 +229,6 @@ impl Default for AppProfiles {
     fn default() -> AppProfiles {
         AppProfiles::memory()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn already_used() -> EdgeError {

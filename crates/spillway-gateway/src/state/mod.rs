@@ -30,6 +30,12 @@ use crate::state::shared_deployments::SharedDeployments;
 use crate::state::shared_prefix::SharedPrefix;
 use crate::state::shared_quota::SharedQuotas;
 use crate::upstream::UpstreamTarget;
+/// A mutex's guard, also after a thread panicked holding it: the gateway goes on serving with
+/// the state as that thread left it rather than fail every later request.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Cache affinity: the most prompt blocks the router keeps per deployment, whatever its
 /// cache's size (about 70 bytes each: at most ~18 MB a deployment; 134 M tokens of cache).
 const PREFIX_ENTRIES: usize = 1 << 18;

@@ -16,7 +16,7 @@
 //! Every key that one script or command touches shares one hash tag (`{...}`), so it lives on
 //! one Cluster slot.
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::metrics::StateMetrics;
@@ -26,6 +26,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use crate::config::RedisState;
+use crate::state::lock;
 
 /// Longest a request waits on a Redis call before serving on local state.
 pub const OP_TIMEOUT: Duration = Duration::from_millis(300);
@@ -125,10 +126,6 @@ pub struct RedisLink {
     generation: AtomicU64,
     last_ok: Mutex<Instant>,
     metrics: StateMetrics,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl RedisLink {

@@ -62,7 +62,7 @@
 //! another instance (one the core did not already have) adds one to
 //! `spillway_deployment_remote_ejections_total{region,model}`.
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spillway_core::{DeploymentIx, Load, Router};
@@ -73,6 +73,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::Config;
 use crate::metrics::{DeploymentLabels, Metrics};
+use crate::state::lock;
 use crate::state::redis_link::{RedisLink, escape};
 
 mod lua;
@@ -102,10 +103,6 @@ pub struct SharedDeployments {
     remote_in_flight: Vec<Gauge>,
     remote_ejections: Vec<Counter>,
     task: Mutex<Option<JoinHandle<()>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SharedDeployments {

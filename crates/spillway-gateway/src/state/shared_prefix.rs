@@ -12,9 +12,9 @@
 //!   entry names this instance and packs the prompts' block hashes), and
 //! * reads what was appended to each stream since its last read (`XREAD`), skips its own
 //!   entries, and teaches the core the others' prompts ([`Router::learn_prefix`]), each dated
-//!   by its entry id against Redis's clock now (this instance's own new entry's id, or
-//!   `TIME`), so that old entries expire with the estimate's time to live as the sender's own
-//!   do.
+//!   by its entry id against Redis's clock now (this instance's own new entry's id, or `TIME`
+//!   when it sent none: one call, and only when there is something to date), so that old
+//!   entries expire with the estimate's time to live as the sender's own do.
 //!
 //! An instance that starts reads each stream from its beginning: it learns the recent routing
 //! of the others (at most [`STREAM_LEN`] entries a deployment) instead of starting cold.
@@ -32,7 +32,7 @@
 //! 0.1 s on a LAN; the tests assert < 2 s). Redis holds at most [`STREAM_LEN`] entries per
 //! deployment (approximately: `MAXLEN ~` trims whole nodes), each at most [`LOG_CAP`] prompts
 //! of at most [`SHARED_BLOCKS`] blocks (their leading ones).
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -40,6 +40,7 @@ use spillway_core::prefix::LOG_CAP;
 use spillway_core::{DeploymentIx, Router};
 
 use crate::config::Config;
+use crate::state::lock;
 use crate::state::redis_link::{RedisLink, escape};
 use crate::state::routing::RouterCell;
 
@@ -63,10 +64,6 @@ pub struct SharedPrefix {
     last: Mutex<Vec<String>>,
     /// Entries older than this are not learned (`[routing] prefix_cache_ttl_secs`).
     ttl: Duration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SharedPrefix {
@@ -120,19 +117,24 @@ async fn background(sp: Arc<SharedPrefix>, router: Weak<Mutex<RouterCell>>, epoc
         let Some(sent_ms) = publish(&sp, log).await else {
             continue;
         };
-        // Redis's clock now: our entry's id, or asked for when there was nothing to send.
+        let read = read(&sp).await;
+        if read.is_empty() {
+            continue;
+        }
+        // Redis's clock now: our new entry's id, or asked for when there was nothing to send.
         let now_ms = match sent_ms {
             0 => redis_now_ms(&sp).await,
             ms => Some(ms),
         };
         let Some(now_ms) = now_ms else { continue };
-        let learned = read(&sp, now_ms).await;
-        if !learned.is_empty() {
-            let now = epoch.elapsed();
-            let router: &mut Router = &mut lock(&cell).router;
-            for (d, ago, blocks) in learned.into_iter().filter(|(_, ago, _)| *ago <= sp.ttl) {
-                router.learn_prefix(d, &blocks, now.saturating_sub(ago));
-            }
+        let learned = read.into_iter().map(|(d, ms, blocks)| {
+            let ago = Duration::from_millis(now_ms.saturating_sub(ms));
+            (d, ago, blocks)
+        });
+        let now = epoch.elapsed();
+        let router: &mut Router = &mut lock(&cell).router;
+        for (d, ago, blocks) in learned.filter(|(_, ago, _)| *ago <= sp.ttl) {
+            router.learn_prefix(d, &blocks, now.saturating_sub(ago));
         }
     }
 }
@@ -182,11 +184,10 @@ async fn redis_now_ms(sp: &SharedPrefix) -> Option<u64> {
     Some(secs * 1_000 + micros / 1_000)
 }
 
-/// The others' prompts appended since the last read: (deployment, age, blocks), the age
-/// against `now_ms`, Redis's clock now (or the newest entry read, if that is later).
-async fn read(sp: &SharedPrefix, now_ms: u64) -> Vec<(DeploymentIx, Duration, Vec<u64>)> {
-    let mut out: Vec<(DeploymentIx, u64, Vec<u64>)> = Vec::new();
-    let mut newest_ms = now_ms;
+/// The others' prompts appended since the last read: (deployment, when its entry was appended
+/// by Redis's clock in ms, blocks).
+async fn read(sp: &SharedPrefix) -> Vec<(DeploymentIx, u64, Vec<u64>)> {
+    let mut out = Vec::new();
     for (d, key) in sp.streams.iter().enumerate() {
         let Some(key) = key else { continue };
         let from = lock(&sp.last)[d].clone();
@@ -204,7 +205,6 @@ async fn read(sp: &SharedPrefix, now_ms: u64) -> Vec<(DeploymentIx, Duration, Ve
             break;
         };
         for (id, instance, packed) in entries(&reply) {
-            newest_ms = newest_ms.max(id_ms(&id));
             lock(&sp.last)[d] = id.clone();
             if instance == sp.instance {
                 continue;
@@ -214,9 +214,7 @@ async fn read(sp: &SharedPrefix, now_ms: u64) -> Vec<(DeploymentIx, Duration, Ve
             }
         }
     }
-    out.into_iter()
-        .map(|(d, ms, b)| (d, Duration::from_millis(newest_ms.saturating_sub(ms)), b))
-        .collect()
+    out
 }
 
 /// `(id, instance, packed prompts)` of each entry of an `XREAD` reply (one stream).

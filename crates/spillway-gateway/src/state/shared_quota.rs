@@ -67,7 +67,7 @@
 //! admit up to one more limit; Redis coming back empty (restarted without persistence) starts
 //! the global buckets full again.
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spillway_core::{QuotaBucket, QuotaDenied, QuotaLimits, Reservation};
@@ -80,6 +80,7 @@ mod lease;
 mod lua;
 mod upkeep;
 
+use crate::state::lock;
 use lease::{Lease, OpIds, Unsure, chunk};
 use lua::{QuotaKeys, TakeArgs};
 
@@ -103,10 +104,6 @@ pub struct SharedQuotas {
     scripts: lua::Scripts,
     ops: OpIds,
     epoch: Instant,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a take from the global bucket answered.
