@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use spillway_core::DeploymentIx;
 use spillway_gateway::config::SimParams;
 use spillway_gateway::{Config, Gateway, GatewayError};
 use spillway_sim::{SimConfig, SimError, SimHandle};
@@ -46,6 +47,8 @@ pub struct Stack {
     started: std::sync::Arc<Config>,
     /// Per deployment of `started`: its in-process simulator, if it has one.
     sims: Vec<Option<SimHandle>>,
+    /// The base URL of each embedded deployment's simulator.
+    sim_urls: HashMap<DeploymentIx, String>,
 }
 
 /// The simulator configuration of an embedded deployment in `region`: the configured
@@ -93,6 +96,7 @@ impl Stack {
                 started: gateway.config(),
                 gateway,
                 sims,
+                sim_urls: urls,
             }),
             Err(e) => {
                 stop_all(&sims);
@@ -112,6 +116,12 @@ impl Stack {
         let cfg = &self.started;
         let d = cfg.deployment(cfg.model_ix(model)?, cfg.region_ix(region)?)?;
         self.sims.get(d.0 as usize)?.as_ref()
+    }
+
+    /// The base URL of each embedded deployment's simulator: what another gateway instance of
+    /// the same configuration is started with ([`Gateway::start_with_sims`]) to share them.
+    pub fn sim_urls(&self) -> &HashMap<DeploymentIx, String> {
+        &self.sim_urls
     }
 
     /// Every in-process simulator, in deployment order.

@@ -41,6 +41,9 @@
 //! request carried ([`spillway_bench::oracle::cached_jobs`]), and the report gives each
 //! policy's hit rate and prompt tokens prefilled. Each source's copy of a trace stands for its
 //! own users (its prefix ids are its own) unless `--shared-prefixes`.
+//!
+//! With `--state redis://…` each policy's gateway shares its state through that Redis, and with
+//! `--instances N` N gateway instances serve it together ([`super::instances`]).
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -54,6 +57,7 @@ use spillway_bench::workload::{self, Workload};
 use spillway_embedded::Stack;
 use spillway_gateway::Config;
 
+use super::instances::{self, Instances};
 use super::{BUCKET, BenchArgs, TIMELINE_BUCKETS};
 
 pub(super) const MODEL: &str = "bench.chat-v1:0";
@@ -94,6 +98,7 @@ pub(super) fn scale(time_scale: f64) -> Scale {
 /// `--self-contained`, `--peer`, or both: the simulated topology, its policies and/or the peer.
 pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let policies = selected_policies(args)?;
+    instances::check(args)?;
     let w = super::workload(args, SOURCES)?;
     let service = w.mean_service_secs(PREFILL_TPS, DECODE_TPS);
     let (concurrency, concurrency_from) = slots(args, &w)?;
@@ -150,6 +155,7 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         reports.push(run_policy(name, &w, args, concurrency, &cx).await?);
     }
     let mut notes = Vec::new();
+    notes.extend(instances::note(args));
     if let Some(p) = peer {
         reports.push(p.run(&w, args, &cx, &mut notes).await?);
         p.shutdown().await;
@@ -324,32 +330,29 @@ async fn run_policy(
     concurrency: u32,
     cx: &Context<'_>,
 ) -> anyhow::Result<PolicyReport> {
-    let cfg = Config::parse(
-        &topology(
-            name,
-            concurrency,
-            args.time_scale,
-            args.seed,
-            args.prefix_cache_blocks,
-        ),
-        "<bench>",
-    )?;
-    let stack = Stack::start(cfg).await.context("starting the gateway")?;
+    let mut toml = topology(
+        name,
+        concurrency,
+        args.time_scale,
+        args.seed,
+        args.prefix_cache_blocks,
+    );
+    if let Some(url) = &args.state {
+        toml = instances::state_section(url, args.instances, name) + &toml;
+    }
+    let running = Instances::start(&toml, args.instances).await?;
+    let stack = running.stack();
     let gateway = stack.gateway();
     let model = if name == "in-region" {
         MODEL.to_string()
     } else {
         format!("us.{MODEL}")
     };
-    let mut urls = Vec::new();
-    for (r, _) in &REGIONS[..SOURCES] {
-        let addr = gateway
-            .addr(r)
-            .with_context(|| format!("no listener for {r}"))?;
-        urls.push(format!("http://{addr}"));
-    }
     let sources = source_names();
-    let specs = super::specs(w, args.time_scale, &urls, &sources, &model);
+    let by_source = running.urls(&sources)?;
+    let first: Vec<String> = sources.iter().map(|s| by_source[s][0].clone()).collect();
+    let mut specs = super::specs(w, args.time_scale, &first, &sources, &model);
+    instances::spread(&mut specs, &by_source);
     let results = super::drive(name, LoadClient::new(KEY)?, specs).await?;
     let mut seen = Vec::new();
     for sim in stack.sims() {
@@ -366,8 +369,8 @@ async fn run_policy(
         .collect();
     let violations =
         residency_violations(&seen, &source_of, &allowed_sets(&gateway.config(), &model));
-    let prefix = prefix_figures(&stack);
-    stack.shutdown(Duration::from_secs(10)).await;
+    let prefix = prefix_figures(stack);
+    running.shutdown(Duration::from_secs(10)).await;
     let mut rep = report::policy_report(name, &results, violations, cx);
     rep.prefix = prefix;
     Ok(rep)

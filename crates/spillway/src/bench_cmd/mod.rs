@@ -26,6 +26,7 @@ use spillway_bench::report::{self, Sent, Slo};
 use spillway_bench::traces;
 use spillway_bench::workload::{Arrivals, Workload, WorkloadSpec};
 
+mod instances;
 mod local;
 mod midstream;
 mod peer;
@@ -140,6 +141,15 @@ pub struct BenchArgs {
     /// prompts used everywhere), rather than each source standing for its own users.
     #[arg(long)]
     pub shared_prefixes: bool,
+    /// With --self-contained: the gateway shares its state through this Redis
+    /// (`redis://HOST:PORT`; `[state] kind = "redis"`), each policy's run under keys of its own.
+    #[arg(long, value_name = "URL")]
+    pub state: Option<String>,
+    /// With --self-contained and --state: serve each policy with this many gateway instances of
+    /// one configuration on the same simulators, each source region's requests spread over them
+    /// in turn (a load balancer without session affinity).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub instances: usize,
     /// With --self-contained and without --concurrency: size each region so that a source
     /// region alone, refusing what finds every slot busy, would turn away at most this
     /// percentage of its requests.
