@@ -253,11 +253,30 @@ pub struct Admission {
     /// Of `input_tokens`, those the deployment's prefix cache was expected to hold (see
     /// [`Prefix`]): not prefilled, so not part of what its prefill rate is learned from.
     pub cached_tokens: u64,
+    /// Of `input_tokens`, those the upstream said it read from its cache
+    /// ([`Admission::report_cached`], before [`Router::release`]): when set, what the prefill
+    /// rate is learned from instead of the estimate `cached_tokens`.
+    pub reported_cached: Option<u64>,
     /// When the slot was taken (how long it is held is learned on release).
     pub acquired_at: Duration,
     /// Admitted beyond the limit, to wait in the upstream's queue: its time in flight and its
     /// TTFT include that wait, so it teaches neither the hold time nor the prefill time.
     pub queued: bool,
+}
+
+impl Admission {
+    /// The upstream's own count of the prompt tokens it read from its prefix cache (OpenAI's
+    /// `usage.prompt_tokens_details.cached_tokens`): the deployment then learns its prefill rate
+    /// from the tokens it really prefilled, whether or not the estimate was right.
+    pub fn report_cached(&mut self, cached_tokens: u64) {
+        self.reported_cached = Some(cached_tokens.min(self.input_tokens));
+    }
+
+    /// The input tokens the upstream prefilled: the reported count's complement when there is
+    /// one, else the estimate's.
+    pub fn prefilled_tokens(&self) -> u64 {
+        self.input_tokens - self.reported_cached.unwrap_or(self.cached_tokens)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -303,9 +303,12 @@ impl Exchange {
             // A non-streamed attempt that ended without an answer is broken.
             return self.on_failure(now, Failure::of(FailureKind::ServerError), cap);
         }
-        let Some(live) = self.live.take() else {
+        let Some(mut live) = self.live.take() else {
             return;
         };
+        if let Some(cached) = self.answer.reported.and_then(|u| u.cached_tokens()) {
+            live.admission.report_cached(cached);
+        }
         let ttft = live
             .first_piece_at
             .unwrap_or(now)

@@ -31,6 +31,8 @@ pub(crate) struct Counted {
     pub router: Router,
     pub outstanding: i64,
     pub releases: Vec<(DeploymentIx, CoreOutcome, u64)>,
+    /// Per release: the cached prompt tokens the upstream reported.
+    pub reported_cached: Vec<Option<u64>>,
 }
 
 impl Capacity for Counted {
@@ -53,6 +55,7 @@ impl Capacity for Counted {
     fn release(&mut self, admission: Admission, outcome: CoreOutcome, charge: u64, now: Duration) {
         self.outstanding -= 1;
         self.releases.push((admission.deployment, outcome, charge));
+        self.reported_cached.push(admission.reported_cached);
         Capacity::release(&mut self.router, admission, outcome, charge, now);
     }
 }
@@ -95,6 +98,7 @@ impl World {
                 router,
                 outstanding: 0,
                 releases: Vec::new(),
+                reported_cached: Vec::new(),
             },
             candidates,
             drain: Duration::ZERO,
@@ -288,5 +292,6 @@ pub(crate) fn usage(prompt: u64, completion: u64) -> Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
         total_tokens: prompt + completion,
+        prompt_tokens_details: None,
     }
 }

@@ -111,18 +111,43 @@ pub enum MessageContent {
     Parts(Vec<Value>),
 }
 
+/// A chat completion's `usage`. `prompt_tokens` counts every prompt token, cached or not (the
+/// OpenAI convention); `prompt_tokens_details` says how many were read from a prefix cache,
+/// when the upstream reports it (absent otherwise, and then not written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+impl Usage {
+    /// Prompt and completion counts, with no cache report.
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            prompt_tokens_details: None,
+        }
+    }
+
+    /// The prompt tokens the upstream read from its prefix cache, when it said (at most the
+    /// prompt).
+    pub fn cached_tokens(&self) -> Option<u64> {
+        self.prompt_tokens_details
+            .map(|d| d.cached_tokens.min(self.prompt_tokens))
+    }
 }
 
 /// `usage.prompt_tokens_details` as OpenAI and vLLM (with prompt-token details on) report it:
 /// how many of the prompt's tokens were read from the prefix (KV) cache rather than computed.
-/// [`Usage`] does not carry it; an upstream that caches prompts adds it beside the counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct PromptTokensDetails {
+    /// Absent in a report that carries other details only (`audio_tokens`): then 0.
+    #[serde(default)]
     pub cached_tokens: u64,
 }
 
@@ -211,6 +236,40 @@ pub struct ModelObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_report_is_read_kept_and_only_written_when_given() {
+        let u: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":2048,"completion_tokens":5,"total_tokens":2053,
+                "prompt_tokens_details":{"cached_tokens":1536,"audio_tokens":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(u.cached_tokens(), Some(1536));
+        let back = serde_json::to_value(u).unwrap();
+        assert_eq!(back["prompt_tokens_details"]["cached_tokens"], 1536);
+        // Other details only, or null: no cached tokens said, and nothing fails to parse.
+        let other: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10,
+                "prompt_tokens_details":{"audio_tokens":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(other.cached_tokens(), Some(0));
+        let null: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10,"prompt_tokens_details":null}"#,
+        )
+        .unwrap();
+        assert_eq!(null.cached_tokens(), None);
+        assert_eq!(
+            serde_json::to_string(&Usage::new(9, 1)).unwrap(),
+            r#"{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}"#
+        );
+        // A report above the prompt is capped to it.
+        let over = Usage {
+            prompt_tokens_details: Some(PromptTokensDetails { cached_tokens: 50 }),
+            ..Usage::new(9, 1)
+        };
+        assert_eq!(over.cached_tokens(), Some(9));
+    }
 
     #[test]
     fn unknown_fields_survive_a_round_trip() {

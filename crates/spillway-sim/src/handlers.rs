@@ -316,7 +316,7 @@ async fn unary(a: Admitted, sim: &Sim) -> Response {
     ticket.set_completion_tokens(n);
     slot.finish();
     ticket.close(Outcome::Ok);
-    let mut completion = ChatCompletion {
+    let completion = ChatCompletion {
         id: completion_id(),
         object: "chat.completion".to_string(),
         created: unix_now(),
@@ -335,10 +335,9 @@ async fn unary(a: Admitted, sim: &Sim) -> Response {
             ),
             extra: Map::new(),
         }],
-        usage: None,
+        usage: Some(crate::reply::usage(prompt, n, cached)),
         extra: Map::new(),
     };
-    completion.usage = crate::reply::usage(prompt, n, cached, &mut completion.extra);
     json_response(StatusCode::OK, to_json(&completion))
 }
 

@@ -6,7 +6,6 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
 use spillway_proto::{OpenAiErrorBody, Usage};
 
 /// JSON of a value whose serialisation cannot fail (structs of strings and numbers).
@@ -86,33 +85,12 @@ pub(crate) fn aborted_response(why: &str) -> Response {
 }
 
 /// A response's `usage`. With a prefix cache (`cached` is `Some`) it also carries
-/// `prompt_tokens_details.cached_tokens`, as OpenAI and vLLM report cached prompt tokens; the
-/// proto's [`Usage`] has no such member, so that usage goes into the response's flattened
-/// `extra` (returned typed field `None`): the same `usage` object with one member more. Without
-/// a cache the typed field carries it, byte for byte as before the cache existed.
-pub(crate) fn usage(
-    prompt: u64,
-    completion: u64,
-    cached: Option<u64>,
-    extra: &mut Map<String, Value>,
-) -> Option<Usage> {
-    let usage = Usage {
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        total_tokens: prompt.saturating_add(completion),
-    };
-    let Some(cached_tokens) = cached else {
-        return Some(usage);
-    };
-    let details = spillway_proto::PromptTokensDetails { cached_tokens };
-    extra.insert(
-        "usage".to_string(),
-        json!({
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-            "prompt_tokens_details": details,
-        }),
-    );
-    None
+/// `prompt_tokens_details.cached_tokens`, as OpenAI and vLLM report cached prompt tokens;
+/// without one the usage is byte for byte what it was before the cache existed.
+pub(crate) fn usage(prompt: u64, completion: u64, cached: Option<u64>) -> Usage {
+    Usage {
+        prompt_tokens_details: cached
+            .map(|cached_tokens| spillway_proto::PromptTokensDetails { cached_tokens }),
+        ..Usage::new(prompt, completion)
+    }
 }

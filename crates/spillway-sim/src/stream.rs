@@ -42,15 +42,6 @@ pub(crate) struct ChunkMeta {
 
 impl ChunkMeta {
     fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> Bytes {
-        self.chunk_with(choices, usage, Map::new())
-    }
-
-    fn chunk_with(
-        &self,
-        choices: Vec<ChunkChoice>,
-        usage: Option<Usage>,
-        extra: Map<String, serde_json::Value>,
-    ) -> Bytes {
         let chunk = ChatChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk".to_string(),
@@ -58,7 +49,7 @@ impl ChunkMeta {
             model: self.model.clone(),
             choices,
             usage,
-            extra,
+            extra: Map::new(),
         };
         encode_data(&crate::reply::to_json(&chunk))
     }
@@ -236,14 +227,8 @@ impl State {
     fn usage(&mut self) -> Bytes {
         self.phase = Phase::Done;
         let n = self.plan.output_tokens;
-        let mut extra = Map::new();
-        let usage = crate::reply::usage(
-            self.meta.prompt_tokens,
-            n,
-            self.meta.cached_tokens,
-            &mut extra,
-        );
-        self.meta.chunk_with(Vec::new(), usage, extra)
+        let usage = crate::reply::usage(self.meta.prompt_tokens, n, self.meta.cached_tokens);
+        self.meta.chunk(Vec::new(), Some(usage))
     }
 }
 

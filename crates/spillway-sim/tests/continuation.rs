@@ -157,11 +157,7 @@ async fn every_split_point_stitches_back_to_the_unbroken_answer() {
                     let prompt = prompt_of(&with_prefix(&msgs, prefix));
                     assert_eq!(
                         rest.usage,
-                        Usage {
-                            prompt_tokens: prompt,
-                            completion_tokens: n - k,
-                            total_tokens: prompt + n - k
-                        },
+                        Usage::new(prompt, n - k),
                         "{id}: the prefix is input now"
                     );
                     let rec = record(&second, &id).await;

@@ -194,7 +194,7 @@ impl Deployment {
             now.saturating_sub(a.acquired_at),
             SHAPE_ALPHA,
         );
-        let prefilled = a.input_tokens - a.cached_tokens;
+        let prefilled = a.prefilled_tokens();
         let n = prefilled as f64;
         self.longest_input = n.max(self.longest_input * LONGEST_FADE);
         if prefilled > 0 && tpot.is_some() {

@@ -155,6 +155,7 @@ impl Router {
             est_tokens,
             input_tokens,
             cached_tokens: cached_tokens.min(input_tokens),
+            reported_cached: None,
             acquired_at: now,
             queued,
         };

@@ -308,6 +308,7 @@ fn unknown_deployments_are_harmless() {
             est_tokens: 1,
             input_tokens: 0,
             cached_tokens: 0,
+            reported_cached: None,
             acquired_at: Duration::ZERO,
             queued: false,
         },

@@ -171,6 +171,7 @@ pub fn answer(
         input_tokens: 7,
         output_tokens: 4,
         total_tokens: 11,
+        ..TokenUsage::default()
     };
     if uri.path().ends_with("/converse") {
         let resp = json!({

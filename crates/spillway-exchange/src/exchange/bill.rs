@@ -46,6 +46,7 @@ impl Exchange {
             prompt_tokens: prompt,
             completion_tokens: output,
             total_tokens: prompt + output,
+            prompt_tokens_details: None,
         }
     }
 

@@ -96,12 +96,18 @@ fn nothing(m: &serde_json::Map<String, serde_json::Value>) -> bool {
     m.values().all(serde_json::Value::is_null)
 }
 
-/// `a + b`, field by field.
+/// `a + b`, field by field (cached prompt tokens too, when either leg reported them).
 pub(super) fn add(a: Usage, b: Usage) -> Usage {
+    let cached = match (a.cached_tokens(), b.cached_tokens()) {
+        (None, None) => None,
+        (x, y) => Some(x.unwrap_or(0) + y.unwrap_or(0)),
+    };
     Usage {
         prompt_tokens: a.prompt_tokens + b.prompt_tokens,
         completion_tokens: a.completion_tokens + b.completion_tokens,
         total_tokens: a.total_tokens + b.total_tokens,
+        prompt_tokens_details: cached
+            .map(|cached_tokens| spillway_proto::PromptTokensDetails { cached_tokens }),
     }
 }
 

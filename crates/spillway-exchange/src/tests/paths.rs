@@ -97,6 +97,39 @@ fn non_streamed_success_emits_the_whole_answer_at_the_end() {
     assert_eq!(r.timings.first_byte, Some(ms(702)));
 }
 
+#[test]
+fn the_upstream_s_cached_tokens_reach_the_record_and_the_deployment_s_learning() {
+    let mut w = World::new(1);
+    let mut x = w.admit(ms(0), false);
+    let reported = spillway_proto::Usage {
+        prompt_tokens_details: Some(spillway_proto::PromptTokensDetails { cached_tokens: 64 }),
+        ..usage(PROMPT, 5)
+    };
+    let answer = Piece::Answer {
+        raw: Bytes::from_static(b"{}"),
+        parsed: None,
+        usage: Some(reported),
+    };
+    w.feed(&mut x, ms(100), Event::UpstreamHead(A0));
+    w.feed(&mut x, ms(101), Event::UpstreamPiece(A0, answer));
+    w.feed(&mut x, ms(102), Event::UpstreamEnd(A0));
+    let r = w.check_finished();
+    assert_eq!(r.usage, reported);
+    assert_eq!(
+        r.settle,
+        Settle::Used(PROMPT + 5),
+        "cached tokens are still input"
+    );
+    assert_eq!(w.cap.reported_cached, [Some(64)]);
+    // Without a report the admission's estimate stands.
+    let mut w = World::new(1);
+    let mut x = w.admit(ms(0), true);
+    w.feed(&mut x, ms(10), Event::UpstreamPiece(A0, chunk("a", None)));
+    w.feed(&mut x, ms(20), Event::UpstreamEnd(A0));
+    w.check_finished();
+    assert_eq!(w.cap.reported_cached, [None]);
+}
+
 /// Each retryable failure before the first byte moves the request to the next region.
 fn fails_over(stream: bool, failure: Option<Failure>, at: Duration) {
     let mut w = World::new(3);

@@ -295,6 +295,7 @@ impl Spec {
                     prompt_tokens: r.usage.prompt_tokens,
                     completion_tokens: 0,
                     total_tokens: r.usage.total_tokens,
+                    prompt_tokens_details: None,
                 });
             let answer = Piece::Answer {
                 raw: bytes,
@@ -374,6 +375,7 @@ fn native_usage(headers: &axum::http::HeaderMap) -> Option<Usage> {
         prompt_tokens: input,
         completion_tokens: output,
         total_tokens: input + output,
+        prompt_tokens_details: None,
     })
 }
 

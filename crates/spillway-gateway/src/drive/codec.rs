@@ -296,6 +296,7 @@ pub fn invocation_usage(json: &[u8]) -> Option<spillway_proto::Usage> {
         prompt_tokens: input,
         completion_tokens: output,
         total_tokens: input + output,
+        prompt_tokens_details: None,
     })
 }
 

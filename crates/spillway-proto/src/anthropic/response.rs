@@ -5,17 +5,23 @@ use serde_json::{Value, json};
 use super::stop_reason;
 use crate::openai::{ChatCompletion, Usage};
 
-/// `usage` of a Messages response (and of `message_start` / `message_delta` events).
+/// `usage` of a Messages response (and of `message_start` / `message_delta` events). As in
+/// Anthropic's API, `input_tokens` are the prompt tokens not read from a cache and
+/// `cache_read_input_tokens` those that were (written only when the upstream reported a cache).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct MessagesUsage {
     pub input_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<u64>,
     pub output_tokens: u64,
 }
 
 impl From<Usage> for MessagesUsage {
     fn from(u: Usage) -> Self {
+        let cached = u.cached_tokens();
         MessagesUsage {
-            input_tokens: u.prompt_tokens,
+            input_tokens: u.prompt_tokens - cached.unwrap_or(0),
+            cache_read_input_tokens: cached,
             output_tokens: u.completion_tokens,
         }
     }

@@ -83,6 +83,7 @@ impl ChunksToAnthropic {
             .map(MessagesUsage::from)
             .unwrap_or(MessagesUsage {
                 input_tokens: self.input_estimate,
+                cache_read_input_tokens: None,
                 output_tokens: 0,
             })
     }

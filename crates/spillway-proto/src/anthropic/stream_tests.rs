@@ -29,6 +29,7 @@ fn usage_chunk(p: u64, c: u64) -> ChatChunk {
             prompt_tokens: p,
             completion_tokens: c,
             total_tokens: p + c,
+            prompt_tokens_details: None,
         }),
         ..chunk(json!({}), None)
     }

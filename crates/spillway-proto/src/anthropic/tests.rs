@@ -190,3 +190,22 @@ fn finish_reasons_map_to_stop_reasons() {
     );
     assert_eq!(stop_reason(None, &none), ("end_turn", None));
 }
+
+#[test]
+fn cached_prompt_tokens_are_reported_as_cache_reads() {
+    let cached = crate::openai::Usage {
+        prompt_tokens_details: Some(crate::openai::PromptTokensDetails {
+            cached_tokens: 1536,
+        }),
+        ..crate::openai::Usage::new(2048, 5)
+    };
+    assert_eq!(
+        serde_json::to_value(MessagesUsage::from(cached)).expect("serialises"),
+        json!({"input_tokens": 512, "cache_read_input_tokens": 1536, "output_tokens": 5})
+    );
+    assert_eq!(
+        serde_json::to_value(MessagesUsage::from(crate::openai::Usage::new(9, 1)))
+            .expect("serialises"),
+        json!({"input_tokens": 9, "output_tokens": 1})
+    );
+}

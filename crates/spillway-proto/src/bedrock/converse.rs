@@ -189,31 +189,50 @@ pub struct ConverseOutput {
     pub message: Message,
 }
 
-/// `usage` of a response or of the stream's `metadata` event.
+/// `usage` of a response or of the stream's `metadata` event. As Bedrock reports it,
+/// `inputTokens` leave out the prompt tokens read from a cache (`cacheReadInputTokens`) and
+/// written to one (`cacheWriteInputTokens`); `totalTokens` counts all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenUsage {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_input_tokens: Option<u64>,
 }
 
 impl From<Usage> for TokenUsage {
     fn from(u: Usage) -> Self {
+        let cached = u.cached_tokens();
         TokenUsage {
-            input_tokens: u.prompt_tokens,
+            input_tokens: u.prompt_tokens - cached.unwrap_or(0),
             output_tokens: u.completion_tokens,
             total_tokens: u.total_tokens,
+            cache_read_input_tokens: cached,
+            cache_write_input_tokens: None,
         }
     }
 }
 
+/// The canonical usage counts every prompt token (OpenAI's convention): read from a cache,
+/// written to one, or neither.
 impl From<TokenUsage> for Usage {
     fn from(u: TokenUsage) -> Self {
+        let read = u.cache_read_input_tokens.unwrap_or(0);
+        let prompt = u
+            .input_tokens
+            .saturating_add(read)
+            .saturating_add(u.cache_write_input_tokens.unwrap_or(0));
         Usage {
-            prompt_tokens: u.input_tokens,
+            prompt_tokens: prompt,
             completion_tokens: u.output_tokens,
-            total_tokens: u.total_tokens,
+            total_tokens: u.total_tokens.max(prompt.saturating_add(u.output_tokens)),
+            prompt_tokens_details: u
+                .cache_read_input_tokens
+                .map(|cached_tokens| crate::openai::PromptTokensDetails { cached_tokens }),
         }
     }
 }

@@ -99,12 +99,17 @@ fn response_fixture_parses_and_serialises_back() {
 fn response_fields_not_named_are_dropped() {
     let mut v: Value = serde_json::from_str(RESPONSE).unwrap();
     v["additionalModelResponseFields"] = json!({"stop_sequence": null});
-    v["usage"]["cacheReadInputTokens"] = json!(0);
+    v["usage"]["cacheDetails"] = json!([]);
     let r: ConverseResponse = serde_json::from_value(v).unwrap();
     assert_eq!(
         serde_json::to_value(&r).unwrap(),
         serde_json::from_str::<Value>(RESPONSE).unwrap()
     );
+    // The cache counts are named: kept.
+    let mut v: Value = serde_json::from_str(RESPONSE).unwrap();
+    v["usage"]["cacheReadInputTokens"] = json!(0);
+    let r: ConverseResponse = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&r).unwrap(), v);
 }
 
 #[test]
@@ -194,6 +199,7 @@ fn stream_events_parse_from_bedrock_payloads() {
                     input_tokens: 10,
                     output_tokens: 5,
                     total_tokens: 15,
+                    ..TokenUsage::default()
                 },
                 metrics: ConverseMetrics { latency_ms: 512 },
             },
@@ -247,8 +253,36 @@ fn usage_converts_both_ways() {
         prompt_tokens: 3,
         completion_tokens: 4,
         total_tokens: 7,
+        prompt_tokens_details: None,
     };
     let t = TokenUsage::from(u);
     assert_eq!((t.input_tokens, t.output_tokens, t.total_tokens), (3, 4, 7));
     assert_eq!(crate::openai::Usage::from(t), u);
+}
+
+#[test]
+fn cached_prompt_tokens_convert_both_ways() {
+    // Bedrock counts cache reads and writes beside `inputTokens`; the canonical prompt holds all.
+    let t: TokenUsage = serde_json::from_str(
+        r#"{"inputTokens":100,"outputTokens":10,"totalTokens":1060,
+            "cacheReadInputTokens":900,"cacheWriteInputTokens":50}"#,
+    )
+    .expect("a Bedrock usage");
+    let u = crate::openai::Usage::from(t);
+    assert_eq!((u.prompt_tokens, u.completion_tokens), (1050, 10));
+    assert_eq!((u.total_tokens, u.cached_tokens()), (1060, Some(900)));
+    // Back to a Bedrock client: the cache read apart from the uncached input.
+    let back = serde_json::to_value(TokenUsage::from(u)).expect("serialises");
+    assert_eq!(
+        back,
+        serde_json::json!({"inputTokens": 150, "outputTokens": 10, "totalTokens": 1060,
+                           "cacheReadInputTokens": 900})
+    );
+    // No cache report: no cache members, as before.
+    let plain = serde_json::to_value(TokenUsage::from(crate::openai::Usage::new(3, 4)))
+        .expect("serialises");
+    assert_eq!(
+        plain,
+        serde_json::json!({"inputTokens": 3, "outputTokens": 4, "totalTokens": 7})
+    );
 }

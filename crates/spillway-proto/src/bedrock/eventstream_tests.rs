@@ -32,6 +32,7 @@ fn sample_stream() -> Vec<u8> {
                 input_tokens: 9,
                 output_tokens: 4,
                 total_tokens: 13,
+                ..TokenUsage::default()
             },
             metrics: ConverseMetrics { latency_ms: 250 },
         },

@@ -58,7 +58,7 @@ pub fn status_of(finish_reason: Option<&str>) -> (&'static str, Value) {
 pub fn usage_of(u: &Usage) -> Value {
     json!({
         "input_tokens": u.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": u.cached_tokens().unwrap_or(0)},
         "output_tokens": u.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": u.total_tokens,

@@ -40,6 +40,7 @@ fn chunk(step: &Step) -> ChatChunk {
                 prompt_tokens: *i,
                 completion_tokens: *o,
                 total_tokens: i + o,
+                prompt_tokens_details: None,
             })
         }
         Step::Empty => {}

@@ -141,3 +141,23 @@ fn a_whole_completion_becomes_a_response_object() {
     assert_eq!(r["usage"]["total_tokens"], 5);
     assert_eq!(r["created_at"], 9);
 }
+
+#[test]
+fn usage_carries_the_cached_prompt_tokens() {
+    let cached = crate::openai::Usage {
+        prompt_tokens_details: Some(crate::openai::PromptTokensDetails {
+            cached_tokens: 1024,
+        }),
+        ..crate::openai::Usage::new(2048, 5)
+    };
+    let u = output::usage_of(&cached);
+    assert_eq!(
+        (
+            &u["input_tokens"],
+            &u["input_tokens_details"]["cached_tokens"]
+        ),
+        (&json!(2048), &json!(1024))
+    );
+    let plain = output::usage_of(&crate::openai::Usage::new(9, 1));
+    assert_eq!(plain["input_tokens_details"]["cached_tokens"], 0);
+}

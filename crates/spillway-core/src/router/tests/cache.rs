@@ -177,3 +177,37 @@ fn a_full_source_that_holds_the_prefix_keeps_the_request_waiting() {
         assert_eq!(p.steps[0].reason, Reason::Local);
     }
 }
+
+#[test]
+fn the_upstream_s_own_cached_count_is_what_the_prefill_rate_is_learned_from() {
+    let (mut r, _) = cached_in_region_2([1, 11, 21]);
+    let learned = |r: &Router| r.deployments[0].prefill.map(|(_, tokens)| tokens);
+    // Every request so far prefilled its 1,600 tokens.
+    assert_eq!(learned(&r), Some(1_600.0));
+    let demand = Demand {
+        est_tokens: 1_700,
+        input_tokens: 1_600,
+    };
+    let ok = Outcome::Success {
+        ttft: ms(150),
+        tpot: Some(ms(12)),
+        tokens: 1_700,
+    };
+    // Expected uncached, but the upstream read 1,024 from its cache: it prefilled 576.
+    let mut a = r.try_acquire(DeploymentIx(0), demand, ms(2_000)).unwrap();
+    assert_eq!(a.cached_tokens, 0);
+    a.report_cached(1_024);
+    assert_eq!(a.prefilled_tokens(), 576);
+    r.release(a, ok, ms(3_000));
+    let after = learned(&r).unwrap();
+    assert!(after < 1_600.0 && after > 576.0, "{after}");
+    // Without a report the estimate stands; a report above the input is capped to it.
+    let a = r.try_acquire(DeploymentIx(1), demand, ms(2_000)).unwrap();
+    assert_eq!(a.prefilled_tokens(), 1_600);
+    r.release(a, ok, ms(3_000));
+    assert_eq!(r.deployments[1].prefill.map(|p| p.1), Some(1_600.0));
+    let mut a = r.try_acquire(DeploymentIx(2), demand, ms(2_000)).unwrap();
+    a.report_cached(99_999);
+    assert_eq!((a.reported_cached, a.prefilled_tokens()), (Some(1_600), 0));
+    r.release(a, ok, ms(3_000));
+}

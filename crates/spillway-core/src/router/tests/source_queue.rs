@@ -93,6 +93,7 @@ fn spills_before_it_queues_and_never_queues_remotely() {
             est_tokens: 100,
             input_tokens: 0,
             cached_tokens: 0,
+            reported_cached: None,
             acquired_at: Duration::ZERO,
             queued: false,
         },
@@ -134,6 +135,7 @@ fn an_unhealthy_source_or_the_baselines_do_not_queue() {
         est_tokens: 100,
         input_tokens: 0,
         cached_tokens: 0,
+        reported_cached: None,
         acquired_at: Duration::ZERO,
         queued: false,
     };

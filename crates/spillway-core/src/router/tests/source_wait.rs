@@ -145,6 +145,7 @@ fn a_non_streamed_answer_does_not_teach_the_prefill_time() {
         est_tokens: 900,
         input_tokens: 800,
         cached_tokens: 0,
+        reported_cached: None,
         acquired_at: ms(0),
         queued: false,
     };
@@ -240,6 +241,7 @@ fn a_wait_granted_to_one_plan_is_not_taken_by_another_request() {
         est_tokens: 1_700,
         input_tokens: 1_600,
         cached_tokens: 0,
+        reported_cached: None,
         acquired_at: ms(1_600),
         queued: false,
     };

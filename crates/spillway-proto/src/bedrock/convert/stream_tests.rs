@@ -48,6 +48,7 @@ fn openai_stream_to_converse_events() {
                 input_tokens: 9,
                 output_tokens: 2,
                 total_tokens: 11,
+                ..TokenUsage::default()
             },
             metrics: ConverseMetrics { latency_ms: 77 },
         },
@@ -215,6 +216,7 @@ fn converse_events_to_openai_chunks() {
                 input_tokens: 4,
                 output_tokens: 6,
                 total_tokens: 10,
+                ..TokenUsage::default()
             },
             metrics: ConverseMetrics { latency_ms: 9 },
         },
