@@ -184,10 +184,14 @@ impl Step {
 
 /// An ordered plan: try `steps[0]`, on a retryable failure `steps[1]`, … Empty when nothing can
 /// admit the request; then `retry_after` says when something is expected to have room.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
     pub steps: Vec<Step>,
     pub retry_after: Option<Duration>,
+    /// The request's prefix blocks ([`Prefix::blocks`]; empty without a cache model): whichever
+    /// step admits the request, a failover's too, is admitted with the prompt tokens its cache is
+    /// expected to hold and then expected to hold them ([`Router::admit_next`]).
+    pub prefix: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

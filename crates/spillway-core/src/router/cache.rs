@@ -88,11 +88,23 @@ impl Router {
         req: &RouteRequest<'_>,
         now: Duration,
     ) -> u64 {
-        if req.prefix.blocks.is_empty() {
+        self.cached_tokens_of(deployment, req.prefix.blocks, req.input_tokens, now)
+    }
+
+    /// [`cached_tokens`](Router::cached_tokens) of a prompt of `input_tokens` whose prefix
+    /// blocks are `blocks`.
+    pub(super) fn cached_tokens_of(
+        &self,
+        deployment: DeploymentIx,
+        blocks: &[u64],
+        input_tokens: u64,
+        now: Duration,
+    ) -> u64 {
+        if blocks.is_empty() {
             return 0;
         }
-        let blocks = self.cached_blocks(deployment, req.prefix.blocks, now) as u64;
-        (blocks * BLOCK_TOKENS).min(req.input_tokens.saturating_sub(1))
+        let held = self.cached_blocks(deployment, blocks, now) as u64;
+        (held * BLOCK_TOKENS).min(input_tokens.saturating_sub(1))
     }
 
     /// The prefill time (ns) the cache of `deployment` is expected to save `req`: its

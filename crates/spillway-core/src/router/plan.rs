@@ -136,6 +136,7 @@ impl Router {
             Plan {
                 steps: Vec::new(),
                 retry_after: self.retry_after(req, now),
+                prefix: Vec::new(),
             }
         } else {
             let first = self.first_choice(req, &mut eligible, queue_at.is_some(), rng);
@@ -155,6 +156,7 @@ impl Router {
             Plan {
                 steps: self.steps(req, &eligible, first, queue_at, spill),
                 retry_after: None,
+                prefix: req.prefix.blocks.to_vec(),
             }
         };
         self.scratch = eligible;

@@ -50,26 +50,18 @@ impl Router {
             est_tokens: req.est_tokens,
             input_tokens: req.input_tokens,
         };
-        // As `admit_next`, each step admitted with the prompt tokens its cache is expected to
-        // hold, so that what the deployment learns (prefill rate, when its requests end) is
-        // about the tokens it prefills.
-        let first = plan.steps.iter().enumerate().find_map(|(i, s)| {
-            let cached = self.cached_tokens(s.deployment, req, now);
-            self.acquire(s.deployment, demand, s.queued, cached, now)
-                .ok()
-                .map(|a| (i, a))
-        });
-        if let Some((i, _)) = &first
-            && !req.prefix.blocks.is_empty()
-        {
-            self.record_prefix(plan.steps[*i].deployment, req.prefix.blocks, now);
-        }
+        let first = self.admit_next(&plan, 0, demand, now);
         Routed { plan, first }
     }
 
     /// Admit the request on the first step of `plan` at or after `from` that admits it now
     /// ([`Router::admit`]); its index and the admission. For failover: `from` is the step after
     /// the one that failed (take a retry from [`Router::try_retry`] first).
+    ///
+    /// With the plan's prefix blocks, each step is admitted with the prompt tokens its cache is
+    /// expected to hold, so that what the deployment learns (prefill rate, when its requests
+    /// end) is about the tokens it prefills, and the one admitted is expected to hold the
+    /// prompt's blocks from now on: after a failover too, where the prompt is prefilled again.
     pub fn admit_next(
         &mut self,
         plan: &Plan,
@@ -78,11 +70,19 @@ impl Router {
         now: Duration,
     ) -> Option<(usize, Admission)> {
         let demand = demand.into();
-        plan.steps
-            .iter()
-            .enumerate()
-            .skip(from)
-            .find_map(|(i, s)| self.admit(s, demand, now).ok().map(|a| (i, a)))
+        let admitted = plan.steps.iter().enumerate().skip(from).find_map(|(i, s)| {
+            let cached =
+                self.cached_tokens_of(s.deployment, &plan.prefix, demand.input_tokens, now);
+            self.acquire(s.deployment, demand, s.queued, cached, now)
+                .ok()
+                .map(|a| (i, a))
+        });
+        if let Some((i, _)) = &admitted
+            && !plan.prefix.is_empty()
+        {
+            self.record_prefix(plan.steps[*i].deployment, &plan.prefix, now);
+        }
+        admitted
     }
 
     /// Admit a request on a step of its own plan: as [`Router::try_acquire`] on

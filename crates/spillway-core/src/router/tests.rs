@@ -231,7 +231,8 @@ fn cooldown_from_retry_after_is_honoured() {
         p,
         Plan {
             steps: vec![],
-            retry_after: Some(ms(3000))
+            retry_after: Some(ms(3000)),
+            prefix: Vec::new(),
         }
     );
     assert_eq!(
@@ -322,7 +323,8 @@ fn unknown_deployments_are_harmless() {
         p,
         Plan {
             steps: vec![],
-            retry_after: Some(ms(60_000))
+            retry_after: Some(ms(60_000)),
+            prefix: Vec::new(),
         }
     );
     // A duplicated candidate appears once.

@@ -304,6 +304,8 @@ impl Exchange {
         Plan {
             steps,
             retry_after: None,
+            // The continuation's prompt starts with the original one.
+            prefix: self.plan.prefix.clone(),
         }
     }
 

@@ -211,3 +211,53 @@ fn the_upstream_s_own_cached_count_is_what_the_prefill_rate_is_learned_from() {
     assert_eq!((a.reported_cached, a.prefilled_tokens()), (Some(1_600), 0));
     r.release(a, ok, ms(3_000));
 }
+
+#[test]
+fn a_failover_is_admitted_with_its_cache_and_expected_to_hold_the_prompt_after() {
+    let (mut r, c) = cached_in_region_2([1, 11, 21]);
+    let mut rng = SmallRng::seed_from_u64(3);
+    // A prompt nobody holds: admitted in the source, which is then expected to hold it.
+    let fresh = [41, 42];
+    let routed = r.route(
+        &request(&c, &fresh, CacheAffinity::Off),
+        ms(2_000),
+        &mut rng,
+    );
+    let (i, a) = routed.first.unwrap();
+    assert_eq!(routed.plan.prefix, fresh);
+    assert_eq!(a.deployment, DeploymentIx(0));
+    // The source fails it; the failover region prefills it, and holds it from then on.
+    r.release(a, Outcome::Failure(FailureKind::ServerError), ms(2_010));
+    let (j, b) = r
+        .admit_next(&routed.plan, i + 1, routed_demand(), ms(2_011))
+        .unwrap();
+    let region = routed.plan.steps[j].deployment;
+    assert_ne!(region, DeploymentIx(0));
+    assert_eq!(b.cached_tokens, 0);
+    assert_eq!(r.cached_blocks(region, &fresh, ms(2_012)), 2);
+    r.release(b, Outcome::Failure(FailureKind::ServerError), ms(2_020));
+    // A failover to where the prefix is counts its cached tokens.
+    let plan = Plan {
+        steps: vec![Step {
+            deployment: DeploymentIx(2),
+            region: RegionIx(2),
+            reason: Reason::Failover(FailureKind::ServerError),
+            queued: false,
+        }],
+        retry_after: None,
+        prefix: BLOCKS.to_vec(),
+    };
+    let (_, held) = r.admit_next(&plan, 0, routed_demand(), ms(2_030)).unwrap();
+    assert_eq!(
+        (held.deployment, held.cached_tokens),
+        (DeploymentIx(2), 1_536)
+    );
+    r.release(held, Outcome::Failure(FailureKind::Cancelled), ms(2_040));
+}
+
+fn routed_demand() -> Demand {
+    Demand {
+        est_tokens: 1_700,
+        input_tokens: 1_600,
+    }
+}

@@ -23,7 +23,8 @@ fn rpm_and_tpm_headroom_and_settlement() {
         p,
         Plan {
             steps: vec![],
-            retry_after: Some(ms(60_000))
+            retry_after: Some(ms(60_000)),
+            prefix: Vec::new(),
         },
         "can never fit"
     );
