@@ -119,8 +119,25 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "cache_report"
+    )]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// `prompt_tokens_details` read leniently: a cache report is an object with a whole
+/// `cached_tokens`; anything else (other details only, `null`, a malformed count) is no report,
+/// never a reason to refuse the upstream's answer.
+fn cache_report<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<PromptTokensDetails>, D::Error> {
+    let v = Option::<Value>::deserialize(d)?;
+    Ok(v.as_ref()
+        .and_then(|v| v.get("cached_tokens"))
+        .and_then(Value::as_u64)
+        .map(|cached_tokens| PromptTokensDetails { cached_tokens }))
 }
 
 impl Usage {
@@ -146,8 +163,6 @@ impl Usage {
 /// how many of the prompt's tokens were read from the prefix (KV) cache rather than computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct PromptTokensDetails {
-    /// Absent in a report that carries other details only (`audio_tokens`): then 0.
-    #[serde(default)]
     pub cached_tokens: u64,
 }
 
@@ -247,18 +262,23 @@ mod tests {
         assert_eq!(u.cached_tokens(), Some(1536));
         let back = serde_json::to_value(u).unwrap();
         assert_eq!(back["prompt_tokens_details"]["cached_tokens"], 1536);
-        // Other details only, or null: no cached tokens said, and nothing fails to parse.
-        let other: Usage = serde_json::from_str(
-            r#"{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10,
-                "prompt_tokens_details":{"audio_tokens":0}}"#,
-        )
-        .unwrap();
-        assert_eq!(other.cached_tokens(), Some(0));
-        let null: Usage = serde_json::from_str(
-            r#"{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10,"prompt_tokens_details":null}"#,
-        )
-        .unwrap();
-        assert_eq!(null.cached_tokens(), None);
+        // Other details only, null, or a malformed count: no cached tokens said, and the usage
+        // still parses.
+        for details in [
+            r#"{"audio_tokens":0}"#,
+            "null",
+            r#"{"cached_tokens":"12"}"#,
+            r#"{"cached_tokens":-1}"#,
+            r#"{"cached_tokens":1.5}"#,
+            "[]",
+            "7",
+        ] {
+            let u: Usage = serde_json::from_str(&format!(
+                r#"{{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10,"prompt_tokens_details":{details}}}"#
+            ))
+            .unwrap_or_else(|e| panic!("{details}: {e}"));
+            assert_eq!((u.prompt_tokens, u.cached_tokens()), (9, None), "{details}");
+        }
         assert_eq!(
             serde_json::to_string(&Usage::new(9, 1)).unwrap(),
             r#"{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}"#

@@ -198,10 +198,24 @@ pub struct TokenUsage {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub total_tokens: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "cache_count"
+    )]
     pub cache_read_input_tokens: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "cache_count"
+    )]
     pub cache_write_input_tokens: Option<u64>,
+}
+
+/// A cache count read leniently: a whole number, else none (a malformed optional count is no
+/// reason to refuse the upstream's answer).
+fn cache_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?.and_then(|v| v.as_u64()))
 }
 
 impl From<Usage> for TokenUsage {

@@ -278,6 +278,15 @@ fn cached_prompt_tokens_convert_both_ways() {
         serde_json::json!({"inputTokens": 150, "outputTokens": 10, "totalTokens": 1060,
                            "cacheReadInputTokens": 900})
     );
+    // A malformed count is no count, and the usage still parses.
+    let odd: TokenUsage = serde_json::from_str(
+        r#"{"inputTokens":5,"outputTokens":1,"totalTokens":6,"cacheReadInputTokens":"x","cacheWriteInputTokens":null}"#,
+    )
+    .expect("still a usage");
+    assert_eq!(
+        (odd.cache_read_input_tokens, odd.cache_write_input_tokens),
+        (None, None)
+    );
     // No cache report: no cache members, as before.
     let plain = serde_json::to_value(TokenUsage::from(crate::openai::Usage::new(3, 4)))
         .expect("serialises");
