@@ -184,7 +184,7 @@ impl Step {
 
 /// An ordered plan: try `steps[0]`, on a retryable failure `steps[1]`, … Empty when nothing can
 /// admit the request; then `retry_after` says when something is expected to have room.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub steps: Vec<Step>,
     pub retry_after: Option<Duration>,
