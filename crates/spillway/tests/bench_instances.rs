@@ -109,4 +109,17 @@ fn several_instances_need_a_state_to_share() {
     );
     assert!(!status.success());
     assert!(stderr.contains("--instances 3 needs --state"), "{stderr}");
+    // And a state is for the self-contained topology.
+    let (status, _, stderr) = run(
+        &[
+            "bench",
+            "--target",
+            "us-east-1=http://127.0.0.1:9",
+            "--state",
+            "redis://127.0.0.1:9",
+        ],
+        T,
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("--self-contained"), "{stderr}");
 }

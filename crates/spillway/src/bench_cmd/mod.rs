@@ -269,6 +269,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "--policies chooses among Spillway's policies: it needs --self-contained"
     );
     anyhow::ensure!(
+        args.state.is_none() || args.self_contained,
+        "--state shares the gateway's state between Spillway's policies' instances: it needs --self-contained"
+    );
+    anyhow::ensure!(
         args.peer.is_none() || args.peer_model.is_some(),
         "--peer needs --peer-model NAME (the model name the peer routes over the us simulators)"
     );
