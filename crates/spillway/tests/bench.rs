@@ -217,22 +217,7 @@ fn jsonl_trace_replays_across_regions() {
 /// bounds them.
 #[test]
 fn prefix_caches_are_reported_per_policy() {
-    let trace = TempFile::named("hashed.jsonl");
-    let mut lines = String::new();
-    for turn in 0..4u64 {
-        for conv in 0..8u64 {
-            let t = turn * 2_000 + conv * 150;
-            let ids: Vec<String> = (0..=turn + 1)
-                .map(|b| (conv * 100 + b).to_string())
-                .collect();
-            lines += &format!(
-                "{{\"timestamp\": {t}, \"input_length\": {}, \"output_length\": 6, \"hash_ids\": [{}]}}\n",
-                512 * (turn + 2),
-                ids.join(", ")
-            );
-        }
-    }
-    std::fs::write(&trace.0, lines).expect("write the trace");
+    let trace = TempFile::conversations("hashed.jsonl");
     let json = TempFile::named("hashed.json");
     let policies = ["least-loaded", "spillway", "spillway-cache"];
     let (v, stdout) = bench(

@@ -10,28 +10,6 @@ use serde_json::Value;
 
 const T: Duration = Duration::from_secs(180);
 
-/// A Mooncake-format trace of 8 conversations of 4 turns, each turn's prompt one block longer
-/// than the last.
-fn conversations() -> TempFile {
-    let trace = TempFile::named("instances.jsonl");
-    let mut lines = String::new();
-    for turn in 0..4u64 {
-        for conv in 0..8u64 {
-            let t = turn * 2_000 + conv * 150;
-            let ids: Vec<String> = (0..=turn + 1)
-                .map(|b| (conv * 100 + b).to_string())
-                .collect();
-            lines += &format!(
-                "{{\"timestamp\": {t}, \"input_length\": {}, \"output_length\": 6, \"hash_ids\": [{}]}}\n",
-                512 * (turn + 2),
-                ids.join(", ")
-            );
-        }
-    }
-    std::fs::write(&trace.0, lines).expect("write the trace");
-    trace
-}
-
 fn n(v: &Value, key: &str) -> f64 {
     v[key]
         .as_f64()
@@ -41,7 +19,7 @@ fn n(v: &Value, key: &str) -> f64 {
 #[test]
 fn three_instances_share_one_redis_and_keep_residency() {
     let redis = RedisServer::start();
-    let trace = conversations();
+    let trace = TempFile::conversations("instances.jsonl");
     let json = TempFile::named("instances.json");
     let url = redis.url();
     let args = [
@@ -95,7 +73,7 @@ fn three_instances_share_one_redis_and_keep_residency() {
 
 #[test]
 fn several_instances_need_a_state_to_share() {
-    let trace = conversations();
+    let trace = TempFile::conversations("instances.jsonl");
     let (status, _, stderr) = run(
         &[
             "bench",

@@ -58,6 +58,29 @@ impl TempFile {
         TempFile(std::env::temp_dir().join(name))
     }
 
+    /// A Mooncake-format trace (`tag` ends its name) of 8 conversations of 4 turns, each
+    /// turn's prompt one 512-token block longer than the last and sharing the earlier turns'
+    /// `hash_ids`: turns 2–4 find their leading blocks cached where an earlier turn went.
+    pub fn conversations(tag: &str) -> TempFile {
+        let trace = TempFile::named(tag);
+        let mut lines = String::new();
+        for turn in 0..4u64 {
+            for conv in 0..8u64 {
+                let t = turn * 2_000 + conv * 150;
+                let ids: Vec<String> = (0..=turn + 1)
+                    .map(|b| (conv * 100 + b).to_string())
+                    .collect();
+                lines += &format!(
+                    "{{\"timestamp\": {t}, \"input_length\": {}, \"output_length\": 6, \"hash_ids\": [{}]}}\n",
+                    512 * (turn + 2),
+                    ids.join(", ")
+                );
+            }
+        }
+        std::fs::write(&trace.0, lines).expect("write the trace");
+        trace
+    }
+
     /// A unique `.toml` file holding `contents`.
     pub fn new(tag: &str, contents: &str) -> TempFile {
         let f = TempFile::named(&format!("{tag}.toml"));
