@@ -131,10 +131,13 @@ pub(super) fn state_section(url: &str, instances: usize, policy: &str) -> String
 pub(super) fn spread(specs: &mut [RequestSpec], urls: &HashMap<String, Vec<String>>) {
     let mut next: HashMap<&str, usize> = HashMap::new();
     for spec in specs {
-        let Some(choices) = urls.get(&spec.source).filter(|c| !c.is_empty()) else {
+        let Some((source, choices)) = urls
+            .get_key_value(&spec.source)
+            .filter(|(_, c)| !c.is_empty())
+        else {
             continue;
         };
-        let k = next.entry(choices[0].as_str()).or_default();
+        let k = next.entry(source.as_str()).or_default();
         spec.base_url = choices[*k % choices.len()].clone();
         *k += 1;
     }
