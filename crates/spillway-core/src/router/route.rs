@@ -163,3 +163,18 @@ impl Router {
         Ok(a)
     }
 }
+
+impl Admission {
+    /// The upstream's own count of the prompt tokens it read from its prefix cache (OpenAI's
+    /// `usage.prompt_tokens_details.cached_tokens`): the deployment then learns its prefill rate
+    /// from the tokens it really prefilled, whether or not the estimate was right.
+    pub fn report_cached(&mut self, cached_tokens: u64) {
+        self.reported_cached = Some(cached_tokens.min(self.input_tokens));
+    }
+
+    /// The input tokens the upstream prefilled: the reported count's complement when there is
+    /// one, else the estimate's.
+    pub fn prefilled_tokens(&self) -> u64 {
+        self.input_tokens - self.reported_cached.unwrap_or(self.cached_tokens)
+    }
+}
