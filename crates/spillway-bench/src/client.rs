@@ -42,12 +42,20 @@ impl RequestSpec {
     /// The request's `messages`, exactly as sent (built when sent, so a long run does not hold
     /// every prompt at once).
     pub fn messages(&self) -> serde_json::Value {
-        let content = match (&self.prompt, &self.hash_ids) {
-            (Some(p), _) => p.clone(),
-            (None, Some(ids)) => hashed_prompt(ids, self.prompt_tokens),
-            (None, None) => synth_prompt(self.prompt_tokens),
+        let content = match &self.prompt {
+            Some(p) => p.clone(),
+            None => prompt_text(self.hash_ids.as_deref(), self.prompt_tokens),
         };
         serde_json::json!([{"role": "user", "content": content}])
+    }
+}
+
+/// The user message the bench sends for a prompt of `tokens` tokens: [`hashed_prompt`] of the
+/// trace's prefix ids when it has them, else [`synth_prompt`].
+pub fn prompt_text(hash_ids: Option<&[u64]>, tokens: u64) -> String {
+    match hash_ids {
+        Some(ids) => hashed_prompt(ids, tokens),
+        None => synth_prompt(tokens),
     }
 }
 

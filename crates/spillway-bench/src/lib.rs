@@ -6,7 +6,8 @@
 //!
 //! `spillway bench` is built from these parts: [`traces`] and [`arrivals`] say when requests
 //! arrive, [`client`] sends them and measures each, [`oracle`] computes the bound no router can
-//! beat on the same arrivals, [`report`] turns the results into the figures of each policy, and
+//! beat on the same arrivals and [`prefill_floor`] the least prefill any could reach with prefix
+//! caches, [`report`] turns the results into the figures of each policy, and
 //! [`html`] draws them; [`workload`] assembles the offered load, [`topology`] is the simulated
 //! world it is offered to, and [`sizing`] gives that world's regions their slots.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod client;
 pub mod html;
 pub mod oracle;
 pub mod overhead;
+pub mod prefill_floor;
 pub mod report;
 pub mod sizing;
 pub mod summary;

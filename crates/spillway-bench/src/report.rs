@@ -32,7 +32,10 @@ use serde::Serialize;
 use crate::client::RequestResult;
 use crate::oracle::{BREACH_TOLERANCE, Oracle};
 
+mod prefix;
 mod tally;
+pub use prefix::PrefixFigures;
+use prefix::{prefix_breaches, prefix_lines};
 use tally::Tally;
 
 /// The service-level objective a served request must meet to count as goodput.
@@ -159,29 +162,6 @@ pub struct PolicyReport {
     /// The simulators' prefix caches over the run, when they had one (`--prefix-cache-blocks`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<PrefixFigures>,
-}
-
-/// What the simulators' prefix (KV) caches did over one policy's run, summed over regions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct PrefixFigures {
-    /// Leading prompt blocks found in a cache.
-    pub hit_blocks: u64,
-    /// Full prompt blocks prefilled again.
-    pub miss_blocks: u64,
-    /// Prompt tokens prefilled (the cached ones not counted).
-    pub prefill_tokens: u64,
-}
-
-impl PrefixFigures {
-    /// Hit blocks as a share of the full blocks looked up (0 when none was).
-    pub fn hit_rate(&self) -> f64 {
-        let all = self.hit_blocks + self.miss_blocks;
-        if all == 0 {
-            0.0
-        } else {
-            self.hit_blocks as f64 / all as f64
-        }
-    }
 }
 
 /// What every policy's report shares.
@@ -356,25 +336,29 @@ pub fn breaches_oracle(p: &PolicyReport) -> bool {
     p.goodput_vs_oracle > 1.0 + BREACH_TOLERANCE
 }
 
-/// One message per policy above the oracle's bound; empty when the bound held.
+/// One message per policy above the oracle's bound or below its prefill floor; empty when the
+/// bounds held.
 pub fn breaches(r: &BenchReport) -> Vec<String> {
-    let Some(o) = &r.oracle else {
-        return Vec::new();
+    let mut out: Vec<String> = match &r.oracle {
+        Some(o) => r
+            .policies
+            .iter()
+            .filter(|p| breaches_oracle(p))
+            .map(|p| {
+                format!(
+                    "{} served {:.3} good requests/s, {:.1}% of the oracle's bound of {:.3}/s: the bound is wrong for this run (setup: {})",
+                    p.name,
+                    p.goodput_rps,
+                    p.goodput_vs_oracle * 100.0,
+                    o.goodput_rps,
+                    r.setup.arrivals
+                )
+            })
+            .collect(),
+        None => Vec::new(),
     };
-    r.policies
-        .iter()
-        .filter(|p| breaches_oracle(p))
-        .map(|p| {
-            format!(
-                "{} served {:.3} good requests/s, {:.1}% of the oracle's bound of {:.3}/s: the bound is wrong for this run (setup: {})",
-                p.name,
-                p.goodput_rps,
-                p.goodput_vs_oracle * 100.0,
-                o.goodput_rps,
-                r.setup.arrivals
-            )
-        })
-        .collect()
+    out.extend(prefix_breaches(r));
+    out
 }
 
 /// The cross-region peers a policy's tail is read against (`in-region` throttles instead).
@@ -406,37 +390,6 @@ fn tail_lines(out: &mut String, r: &BenchReport) {
             p.ttft_p50_ms / p50,
             p.ttft_p99_ms / p99,
             TAIL_PEERS.join(" and ")
-        );
-    }
-}
-
-/// The yardstick of the prefix lines: Spillway's policy, cache-blind.
-const CACHE_BLIND: &str = "spillway";
-
-/// Each policy's prefix-cache hit rate and prefill tokens, the latter against cache-blind
-/// Spillway's when it ran.
-fn prefix_lines(out: &mut String, r: &BenchReport) {
-    let blind = r
-        .policies
-        .iter()
-        .find(|p| p.name == CACHE_BLIND)
-        .and_then(|p| p.prefix)
-        .map(|f| f.prefill_tokens as f64)
-        .filter(|t| *t > 0.0);
-    for p in &r.policies {
-        let Some(f) = p.prefix else { continue };
-        let versus = match blind {
-            Some(b) if p.name != CACHE_BLIND => {
-                format!(" ({:.2}x {CACHE_BLIND}'s)", f.prefill_tokens as f64 / b)
-            }
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            out,
-            "prefix cache: {} {:.1}% of blocks hit, {} prompt tokens prefilled{versus}",
-            p.name,
-            f.hit_rate() * 100.0,
-            f.prefill_tokens
         );
     }
 }

@@ -213,8 +213,8 @@ fn jsonl_trace_replays_across_regions() {
 
 /// Conversations of a few turns whose prompts grow by a block a turn (Mooncake-style
 /// `hash_ids`): with prefix caches, every policy reports its hit rate, the cache-aware ones
-/// route inside the profile like the others, and the oracle (counting cached prefill) still
-/// bounds them.
+/// route inside the profile like the others, and the oracle (counting cached prefill) and the
+/// prefill floor still bound them.
 #[test]
 fn prefix_caches_are_reported_per_policy() {
     let trace = TempFile::conversations("hashed.jsonl");
@@ -241,7 +241,13 @@ fn prefix_caches_are_reported_per_policy() {
             n(f, "hit_blocks") > 0.0 && n(f, "prefill_tokens") > 0.0,
             "{p}"
         );
+        // No policy prefills less than the floor of the requests it served, and the floor is
+        // more than the conversations' distinct blocks alone would be at zero.
+        let floor = n(f, "floor_tokens");
+        assert!(floor > 0.0 && floor <= n(f, "prefill_tokens"), "{p}");
     }
+    assert!(stdout.contains("its floor of"), "{stdout}");
+    assert!(!stdout.contains("error:"), "{stdout}");
     for name in policies {
         assert!(
             stdout.contains(&format!("prefix cache: {name} ")),

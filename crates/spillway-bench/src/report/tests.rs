@@ -195,6 +195,7 @@ fn prefix_lines_compare_prefill_with_cache_blind_spillway() {
             hit_blocks: hit,
             miss_blocks: miss,
             prefill_tokens: prefill,
+            floor_tokens: None,
         });
         p
     };
@@ -219,4 +220,50 @@ fn prefix_lines_compare_prefill_with_cache_blind_spillway() {
     );
     assert!(!t.contains("prefix cache: round-robin"), "{t}");
     assert_eq!(PrefixFigures::default().hit_rate(), 0.0);
+}
+
+#[test]
+fn prefix_lines_read_prefill_against_the_floor_and_a_policy_below_it_is_a_breach() {
+    let sent: HashMap<String, Sent> = HashMap::new();
+    let cx = one_region(&sent);
+    let results = [result("a", "east", Some("east"), 200, 20)];
+    let with = |name: &str, prefill, floor| {
+        let mut p = policy_report(name, &results, 0, &cx);
+        p.prefix = Some(PrefixFigures {
+            hit_blocks: 1,
+            miss_blocks: 1,
+            prefill_tokens: prefill,
+            floor_tokens: Some(floor),
+        });
+        p
+    };
+    let mut r = BenchReport {
+        policies: vec![
+            with("spillway", 20_000, 16_000),
+            with("spillway-cache", 16_000, 16_000),
+        ],
+        oracle: None,
+        setup: tiny_setup(),
+        notes: vec![],
+    };
+    let t = table(&r);
+    assert!(
+        t.contains("spillway 50.0% of blocks hit, 20000 prompt tokens prefilled (1.25x its floor of 16000: at most 20% less possible)\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("prompt tokens prefilled (0.80x spillway's; 1.00x its floor of 16000: at most 0% less possible)"),
+        "{t}"
+    );
+    assert!(breaches(&r).is_empty());
+    r.policies[1] = with("spillway-cache", 15_999, 16_000);
+    let t = table(&r);
+    assert!(t.contains("BELOW its floor of 16000"), "{t}");
+    let b = breaches(&r);
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert!(
+        b[0].starts_with("spillway-cache prefilled 15999 prompt tokens, below the floor of 16000"),
+        "{b:?}"
+    );
+    assert!(t.contains(&format!("error: {}", b[0])), "{t}");
 }

@@ -39,7 +39,8 @@
 //! (`on`) and `spillway-prefer` (`prefer-source`). With `--prefix-cache-blocks` each simulated
 //! region has a prefix cache, the oracle counts each request's prefill past what an earlier
 //! request carried ([`spillway_bench::oracle::cached_jobs`]), and the report gives each
-//! policy's hit rate and prompt tokens prefilled. Each source's copy of a trace stands for its
+//! policy's hit rate and prompt tokens prefilled, against the floor of the requests it served
+//! ([`spillway_bench::prefill_floor`]: no router prefills less for them). Each source's copy of a trace stands for its
 //! own users (its prefix ids are its own) unless `--shared-prefixes`.
 //!
 //! With `--state redis://…` each policy's gateway shares its state through that Redis, and with
@@ -48,9 +49,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use spillway_bench::client::LoadClient;
+use spillway_bench::client::{LoadClient, RequestResult};
 use spillway_bench::oracle::{self, Topology, oracle};
-use spillway_bench::report::{self, BenchReport, Context, PolicyReport, Scale, Setup};
+use spillway_bench::prefill_floor::{self, Prompt};
+use spillway_bench::report::{
+    self, BenchReport, Context, PolicyReport, PrefixFigures, Scale, Setup,
+};
 use spillway_bench::sizing::size_for_overflow;
 use spillway_bench::summary::residency_violations;
 use spillway_bench::workload::{self, Workload};
@@ -150,9 +154,15 @@ pub(super) async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         regions: setup.regions.clone(),
         timeline_buckets: TIMELINE_BUCKETS,
     };
+    // The prompts each request sends, for the prefill floor (only with prefix caches).
+    let prompts: Vec<Prompt> = if args.prefix_cache_blocks > 0 {
+        w.requests.iter().map(Prompt::of).collect()
+    } else {
+        Vec::new()
+    };
     let mut reports = Vec::new();
     for name in &policies {
-        reports.push(run_policy(name, &w, args, concurrency, &cx).await?);
+        reports.push(run_policy(name, &w, args, concurrency, &cx, &prompts).await?);
     }
     let mut notes = Vec::new();
     notes.extend(instances::note(args));
@@ -329,6 +339,7 @@ async fn run_policy(
     args: &BenchArgs,
     concurrency: u32,
     cx: &Context<'_>,
+    prompts: &[Prompt],
 ) -> anyhow::Result<PolicyReport> {
     let mut toml = topology(
         name,
@@ -369,7 +380,10 @@ async fn run_policy(
         .collect();
     let violations =
         residency_violations(&seen, &source_of, &allowed_sets(&gateway.config(), &model));
-    let prefix = prefix_figures(stack);
+    let prefix = prefix_figures(stack).map(|f| PrefixFigures {
+        floor_tokens: served_floor(&results, prompts),
+        ..f
+    });
     running.shutdown(Duration::from_secs(10)).await;
     let mut rep = report::policy_report(name, &results, violations, cx);
     rep.prefix = prefix;
@@ -377,8 +391,8 @@ async fn run_policy(
 }
 
 /// The simulators' prefix caches summed, when they have one.
-fn prefix_figures(stack: &Stack) -> Option<report::PrefixFigures> {
-    let mut f = report::PrefixFigures::default();
+fn prefix_figures(stack: &Stack) -> Option<PrefixFigures> {
+    let mut f = PrefixFigures::default();
     let mut cached = false;
     for sim in stack.sims() {
         let s = sim.stats();
@@ -388,6 +402,19 @@ fn prefix_figures(stack: &Stack) -> Option<report::PrefixFigures> {
         f.prefill_tokens += s.prefill_tokens;
     }
     cached.then_some(f)
+}
+
+/// The prefill floor of the requests served (status 200: each took a slot somewhere), from
+/// `prompts` by request index; `None` without prompts.
+fn served_floor(results: &[RequestResult], prompts: &[Prompt]) -> Option<u64> {
+    if prompts.is_empty() {
+        return None;
+    }
+    let served = results
+        .iter()
+        .filter(|r| r.status == 200)
+        .filter_map(|r| prompts.get(super::request_index(&r.id)?));
+    prefill_floor::floor(served)
 }
 
 /// For each source region: where `model` may be served from it (the profile's destination set,

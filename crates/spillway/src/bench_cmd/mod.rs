@@ -294,12 +294,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("spillway bench: wrote {}", path.display());
     }
-    // Against simulated regions the bound is of the very model they run, so a policy above it
-    // is a bug; a --target's capacity is what the caller said, and the table says so already.
+    // Against simulated regions the bounds are of the very model they run, so a policy above
+    // the oracle or below the prefill floor is a bug; a --target's capacity is what the caller
+    // said, and the table says so already.
     let breaches = report::breaches(&report);
     anyhow::ensure!(
         breaches.is_empty() || !args.target.is_empty(),
-        "a policy served more than the oracle's bound: {}",
+        "a policy broke a bound the run proves: {}",
         breaches.join("; ")
     );
     Ok(())
@@ -351,6 +352,11 @@ fn workload(args: &BenchArgs, sources: usize) -> anyhow::Result<Workload> {
 
 fn request_id(i: usize) -> String {
     format!("bench-{i}")
+}
+
+/// The index [`request_id`] was made from.
+fn request_index(id: &str) -> Option<usize> {
+    id.strip_prefix("bench-")?.parse().ok()
 }
 
 /// What was sent, by request id; `sources[k]` names source `k`.
