@@ -380,6 +380,7 @@ impl Router {
                     ewma(&mut d.ewma_tpot, tpot, alpha);
                 }
                 d.learn_shape(&admission, ttft, tpot, now);
+                d.learn_cache(&admission);
                 if let Some(b) = d.tpm.as_mut() {
                     if tokens < est {
                         b.refund(est - tokens, now);

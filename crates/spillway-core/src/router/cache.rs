@@ -17,10 +17,18 @@
 //! * **`prefer-source`:** the source keeps every request it has headroom for; only spills
 //!   weigh the cache.
 //!
-//! The estimate is fed with every request the router admits through [`Router::route`] that
-//! carries blocks, whatever its profile's affinity, so turning affinity on finds it warm.
-//! Failover admissions are not recorded (they are rare, and the estimate only errs toward
-//! expecting less cached).
+//! The estimate is fed with every request the router admits that carries blocks, first
+//! attempts ([`Router::route`]) and failovers and continuations ([`Router::admit_next`]) alike,
+//! whatever its profile's affinity, so turning affinity on finds it warm.
+//!
+//! **Checked against the upstream's own count.** An engine that reports the prompt tokens it
+//! read from its cache (OpenAI's `prompt_tokens_details.cached_tokens`, vLLM and SGLang among
+//! them) tells whether the estimate was right. Each deployment keeps the share of its estimated
+//! cached tokens that its reports bore out (a fast EWMA, 1 until the first report), and the
+//! saving it is credited with is scaled by it: an engine without prefix caching, or whose cache
+//! keeps less than the model says (a smaller cache, traffic from outside this gateway), stops
+//! drawing requests for its cache after a dozen or so reports, and the routing falls back to
+//! cache-blind for it. An upstream that does not report keeps the estimate as it is.
 use std::time::Duration;
 
 use super::deployment::Entry;
@@ -108,8 +116,9 @@ impl Router {
     }
 
     /// The prefill time (ns) the cache of `deployment` is expected to save `req`: its
-    /// [`cached_tokens`](Router::cached_tokens) at the deployment's learned prefill rate; 0
-    /// when the profile is cache-blind or nothing is learned yet.
+    /// [`cached_tokens`](Router::cached_tokens) at the deployment's learned prefill rate, times
+    /// the share of its estimates the upstream's reports bore out; 0 when the profile is
+    /// cache-blind or nothing is learned yet.
     pub(super) fn saved_ns(
         &self,
         deployment: DeploymentIx,
@@ -119,14 +128,13 @@ impl Router {
         if !req.prefix.weighed() {
             return 0.0;
         }
-        let Some(rate) = self
-            .deployments
-            .get(deployment.0 as usize)
-            .and_then(|d| d.prefill_ns_per_token())
-        else {
+        let Some(d) = self.deployments.get(deployment.0 as usize) else {
             return 0.0;
         };
-        self.cached_tokens(deployment, req, now) as f64 * rate
+        let Some(rate) = d.prefill_ns_per_token() else {
+            return 0.0;
+        };
+        self.cached_tokens(deployment, req, now) as f64 * rate * d.cache_trust()
     }
 
     /// `on` only: the destination a source with headroom (`eligible[local]`) should leave for,

@@ -27,6 +27,11 @@ const SHAPE_ALPHA: f64 = 1.0 / 32.0;
 /// a router that never waits.
 pub(super) const WAIT_COST: f64 = 0.05;
 
+/// EWMA weight of one report in [`Deployment::cache_trust`]: fast, since a deployment that
+/// does not cache at all should stop drawing requests for its cache within a dozen or so
+/// (after 20 reports of nothing, 7 % of the estimate is left).
+const TRUST_ALPHA: f64 = 1.0 / 8.0;
+
 /// How much the longest prompt seen ([`Deployment::longest_input`]) fades per request learned
 /// from: after about 700 requests without one as long, half of it is remembered.
 const LONGEST_FADE: f64 = 0.999;
@@ -61,6 +66,12 @@ pub(super) struct Deployment {
     /// [`LONGEST_FADE`]): with the prefill rate, the TTFT of the longest prompts served
     /// without a wait, which is the tail a wait must not reach.
     pub(super) longest_input: f64,
+    /// How far the upstream's own cache reports bear the prefix estimate out here: a fast
+    /// EWMA, over the successful requests expected to find cached tokens whose upstream
+    /// reported its count, of reported ÷ expected (at most 1). It scales the prefill the
+    /// estimate says this cache saves ([`Deployment::cache_trust`]). `None` (trusted) until
+    /// such a report.
+    cache_trust: Option<f64>,
     /// This instance's requests holding a slot here (admitted within the limit): when each
     /// took it, its input tokens and its expected output tokens (`est_tokens - input`, the
     /// `max_tokens` it may generate), so that [`Deployment::expected_wait`] can tell when the
@@ -95,6 +106,7 @@ impl Deployment {
             hold: None,
             prefill: None,
             longest_input: 0.0,
+            cache_trust: None,
             running: Vec::new(),
             remaining: Vec::new(),
             no_queue_until: Duration::ZERO,
@@ -204,6 +216,28 @@ impl Deployment {
                 None => (t, n),
             });
         }
+    }
+
+    /// Learn from a successful attempt's cache report how far the prefix estimate holds here
+    /// (see `cache_trust`). Nothing is learned from a request expected to find nothing cached
+    /// (what it found is no test of the estimate) or from an upstream that does not report.
+    pub(super) fn learn_cache(&mut self, a: &Admission) {
+        let Some(reported) = a.reported_cached else {
+            return;
+        };
+        if a.cached_tokens == 0 {
+            return;
+        }
+        let borne_out = (reported as f64 / a.cached_tokens as f64).min(1.0);
+        let trust = self.cache_trust.get_or_insert(1.0);
+        *trust += TRUST_ALPHA * (borne_out - *trust);
+    }
+
+    /// The share of the estimated cached tokens this deployment's reports bear out (1 before
+    /// any report): an engine without prefix caching, or whose cache keeps less than the
+    /// model of it says, reports fewer, and the saving it is credited with shrinks with them.
+    pub(super) fn cache_trust(&self) -> f64 {
+        self.cache_trust.unwrap_or(1.0)
     }
 
     /// Note an admission: one within the limit holds a slot from now (see `running`).

@@ -261,3 +261,67 @@ fn routed_demand() -> Demand {
         input_tokens: 1_600,
     }
 }
+
+/// Sends `n` requests for `BLOCKS` (affinity `on`, so they go to region 2 while it is expected
+/// to save their prefill) and has each upstream report `reported` cached tokens where some were
+/// expected. Returns where each request went.
+fn served_with_reports(r: &mut Router, c: &[Candidate], n: u64, reported: u64) -> Vec<u32> {
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut served = Vec::new();
+    for k in 0..n {
+        let now = ms(2_000 + 10 * k);
+        let routed = r.route(&request(c, &BLOCKS, CacheAffinity::On), now, &mut rng);
+        let (_, mut a) = routed.first.unwrap();
+        served.push(a.deployment.0);
+        a.report_cached(if a.cached_tokens > 0 { reported } else { 0 });
+        let ok = Outcome::Success {
+            ttft: ms(421),
+            tpot: Some(ms(12)),
+            tokens: 1_700,
+        };
+        r.release(a, ok, now + ms(5));
+    }
+    served
+}
+
+#[test]
+fn a_deployment_whose_reports_show_no_cache_stops_drawing_requests_for_it() {
+    let (mut r, c) = cached_in_region_2([1, 11, 21]);
+    // Region 2 is expected to hold the prompt, but its engine reads nothing from a cache: after
+    // a dozen reports of nothing (the saving it was credited with, 384 ms against 20 ms of
+    // round trip, has to shrink twentyfold), the source keeps the conversation.
+    let served = served_with_reports(&mut r, &c, 30, 0);
+    let drawn = served.iter().take_while(|&&d| d == 2).count();
+    assert!((1..=16).contains(&drawn), "{served:?}");
+    assert!(served[drawn..].iter().all(|&d| d == 0), "{served:?}");
+    assert!(r.deployments[2].cache_trust() < 0.3);
+    // It is still expected to hold the prompt: only the saving credited to it shrank.
+    assert_eq!(r.cached_blocks(DeploymentIx(2), &BLOCKS, ms(3_000)), 3);
+}
+
+#[test]
+fn reports_that_bear_the_estimate_out_keep_its_pull() {
+    // Whole reports, and reports of half: a saving of 192 ms still beats the source by more
+    // than the margin (21 + 400 − 192 ms against ~400).
+    for (reported, trust) in [(1_536, 1.0), (768, 0.5)] {
+        let (mut r, c) = cached_in_region_2([1, 11, 21]);
+        let served = served_with_reports(&mut r, &c, 40, reported);
+        assert!(served.iter().all(|&d| d == 2), "{reported}: {served:?}");
+        let t = r.deployments[2].cache_trust();
+        assert!((t - trust).abs() < 0.01, "{reported}: {t}");
+        let step = first(&mut r, &request(&c, &BLOCKS, CacheAffinity::On));
+        assert_eq!(step.deployment, DeploymentIx(2), "{reported}");
+    }
+    // A request expected to find nothing, or an upstream that does not report, teaches nothing.
+    let (mut r, _) = cached_in_region_2([1, 11, 21]);
+    let demand = routed_demand();
+    let mut a = r.try_acquire(DeploymentIx(1), demand, ms(2_000)).unwrap();
+    a.report_cached(0);
+    let ok = Outcome::Success {
+        ttft: ms(411),
+        tpot: Some(ms(12)),
+        tokens: 1_700,
+    };
+    r.release(a, ok, ms(2_500));
+    assert_eq!(r.deployments[1].cache_trust(), 1.0);
+}
