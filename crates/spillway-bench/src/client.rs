@@ -103,6 +103,9 @@ pub struct RequestResult {
     pub status: u16,
     /// `x-spillway-region` of the response.
     pub served_region: Option<String>,
+    /// `x-spillway-route-reason` of the response (`local`, `spill:capacity`, `spill:cache`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_reason: Option<String>,
     pub ttft: Option<Duration>,
     pub e2e: Duration,
     pub output_chunks: u64,
@@ -223,6 +226,7 @@ impl LoadClient {
             source: spec.source.clone(),
             status: 0,
             served_region: None,
+            route_reason: None,
             ttft: None,
             e2e: Duration::ZERO,
             output_chunks: 0,
@@ -252,11 +256,14 @@ impl LoadClient {
             }
         };
         result.status = resp.status().as_u16();
-        result.served_region = resp
-            .headers()
-            .get("x-spillway-region")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        result.served_region = header("x-spillway-region");
+        result.route_reason = header("x-spillway-route-reason");
         if result.status != 200 {
             let _ = resp.bytes().await;
             result.e2e = started.elapsed();

@@ -12,6 +12,8 @@
 //! * `ttft_*`, `tpot_*`, `e2e_*`: percentiles (nearest rank) over served requests of the time to
 //!   first token, time per output token (`(e2e − ttft) / output tokens`) and end-to-end time;
 //! * `locality`: share of served requests served in their source region; `spilled` the rest;
+//!   `headroom_locality`: the same among the requests whose source had room (the local ones
+//!   and those that left for a region's cache, by their `x-spillway-route-reason`);
 //! * `residency_violations`: requests that any simulator outside their allowed set saw, counted
 //!   from the simulators' own records (not from the gateway's headers); must be 0.
 //!
@@ -148,6 +150,10 @@ pub struct PolicyReport {
     pub e2e_p90_ms: f64,
     pub e2e_p99_ms: f64,
     pub locality: f64,
+    /// Served in their source region, as a share of those and of the ones that left a source
+    /// with headroom for a region's prefix cache (`spill:cache`): the locality kept where the
+    /// source had room; spills for capacity or health and failovers are not counted.
+    pub headroom_locality: f64,
     pub spilled: f64,
     pub residency_violations: u64,
     /// 99th percentile of how late requests were sent (wall clock ms, not scaled): above a few

@@ -146,6 +146,7 @@ mod tests {
             source: "us-east-1".into(),
             status,
             served_region: None,
+            route_reason: None,
             ttft: None,
             e2e: Duration::ZERO,
             output_chunks: 0,

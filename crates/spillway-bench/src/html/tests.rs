@@ -25,6 +25,7 @@ fn policy(name: &str, ttft: Vec<f64>) -> PolicyReport {
         e2e_p90_ms: 1.0,
         e2e_p99_ms: 1.0,
         locality: 1.0,
+        headroom_locality: 1.0,
         spilled: 0.0,
         residency_violations: 0,
         send_lag_p99_ms: 0.0,

@@ -79,10 +79,11 @@ pub(super) fn prefix_lines(out: &mut String, r: &BenchReport) {
         };
         let _ = writeln!(
             out,
-            "prefix cache: {} {:.1}% of blocks hit, {} prompt tokens prefilled{versus}",
+            "prefix cache: {} {:.1}% of blocks hit, {} prompt tokens prefilled{versus}; {:.1}% local where the source had room",
             p.name,
             f.hit_rate() * 100.0,
-            f.prefill_tokens
+            f.prefill_tokens,
+            p.headroom_locality * 100.0
         );
     }
 }

@@ -24,6 +24,7 @@ fn result(
         source: source.into(),
         status,
         served_region: served.map(str::to_string),
+        route_reason: None,
         ttft: (status == 200).then(|| Duration::from_millis(ttft_ms)),
         e2e: Duration::from_millis(ttft_ms + 10),
         output_chunks: 10,
@@ -75,6 +76,8 @@ fn figures_are_in_trace_time_with_the_rtt_added() {
     assert_eq!(p.goodput_vs_oracle, 0.25);
     assert_eq!(p.tpot_p50_ms, 10.0);
     assert_eq!((p.locality, p.spilled), (0.5, 0.5));
+    // b spilled without a route reason: not a move for a cache.
+    assert_eq!(p.headroom_locality, 1.0);
     assert_eq!(p.timeline.served, vec![vec![1, 1], vec![0, 0]]);
     assert_eq!(p.timeline.offered, vec![2, 2]);
     assert_eq!(p.served_by_region["west"], 1);
@@ -211,7 +214,7 @@ fn prefix_lines_compare_prefill_with_cache_blind_spillway() {
     };
     let t = table(&r);
     assert!(
-        t.contains("prefix cache: spillway 25.0% of blocks hit, 20000 prompt tokens prefilled\n"),
+        t.contains("prefix cache: spillway 25.0% of blocks hit, 20000 prompt tokens prefilled; 100.0% local where the source had room\n"),
         "{t}"
     );
     assert!(
@@ -248,7 +251,7 @@ fn prefix_lines_read_prefill_against_the_floor_and_a_policy_below_it_is_a_breach
     };
     let t = table(&r);
     assert!(
-        t.contains("spillway 50.0% of blocks hit, 20000 prompt tokens prefilled (1.25x its floor of 16000: at most 20% less possible)\n"),
+        t.contains("spillway 50.0% of blocks hit, 20000 prompt tokens prefilled (1.25x its floor of 16000: at most 20% less possible); "),
         "{t}"
     );
     assert!(
@@ -266,4 +269,25 @@ fn prefix_lines_read_prefill_against_the_floor_and_a_policy_below_it_is_a_breach
         "{b:?}"
     );
     assert!(t.contains(&format!("error: {}", b[0])), "{t}");
+}
+
+#[test]
+fn locality_where_the_source_had_room_leaves_out_spills_for_capacity() {
+    let sent: HashMap<String, Sent> = HashMap::new();
+    let cx = one_region(&sent);
+    let with = |id: &str, served: &str, reason: &str| RequestResult {
+        route_reason: Some(reason.into()),
+        ..result(id, "east", Some(served), 200, 20)
+    };
+    let results = [
+        with("a", "east", "local"),
+        with("b", "east", "local"),
+        with("c", "east", "local"),
+        with("d", "west", "spill:cache"),
+        with("e", "west", "spill:capacity"),
+        with("f", "west", "failover:timeout"),
+    ];
+    let p = policy_report("x", &results, 0, &cx);
+    assert_eq!(p.locality, 0.5);
+    assert_eq!(p.headroom_locality, 0.75);
 }

@@ -40,8 +40,8 @@
 //! region has a prefix cache, the oracle counts each request's prefill past what an earlier
 //! request carried ([`spillway_bench::oracle::cached_jobs`]), and the report gives each
 //! policy's hit rate and prompt tokens prefilled, against the floor of the requests it served
-//! ([`spillway_bench::prefill_floor`]: no router prefills less for them). Each source's copy of a trace stands for its
-//! own users (its prefix ids are its own) unless `--shared-prefixes`.
+//! ([`spillway_bench::prefill_floor`]: no router prefills less for them). Each source's copy
+//! of a trace stands for its own users (its prefix ids are its own) unless `--shared-prefixes`.
 //!
 //! With `--state redis://…` each policy's gateway shares its state through that Redis, and with
 //! `--instances N` N gateway instances serve it together ([`super::instances`]).

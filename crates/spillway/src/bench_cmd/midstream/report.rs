@@ -226,6 +226,7 @@ mod tests {
             source: "us-east-1".into(),
             status: 200,
             served_region: Some("us-east-1".into()),
+            route_reason: None,
             ttft: None,
             e2e: Duration::ZERO,
             output_chunks: at_ms.len() as u64,
