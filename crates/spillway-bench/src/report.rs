@@ -13,7 +13,8 @@
 //!   first token, time per output token (`(e2e − ttft) / output tokens`) and end-to-end time;
 //! * `locality`: share of served requests served in their source region; `spilled` the rest;
 //!   `headroom_locality`: the same among the requests whose source had room (the local ones
-//!   and those that left for a region's cache, by their `x-spillway-route-reason`);
+//!   and those that left it anyway, `spill:cache` or `spill:balance` by their
+//!   `x-spillway-route-reason`);
 //! * `residency_violations`: requests that any simulator outside their allowed set saw, counted
 //!   from the simulators' own records (not from the gateway's headers); must be 0.
 //!
@@ -151,8 +152,9 @@ pub struct PolicyReport {
     pub e2e_p99_ms: f64,
     pub locality: f64,
     /// Served in their source region, as a share of those and of the ones that left a source
-    /// with headroom for a region's prefix cache (`spill:cache`): the locality kept where the
-    /// source had room; spills for capacity or health and failovers are not counted.
+    /// with headroom (`spill:cache` for a region's prefix cache, `spill:balance` by a baseline's
+    /// choice): the locality kept where the source had room; spills for capacity or health and
+    /// failovers are not counted.
     pub headroom_locality: f64,
     pub spilled: f64,
     pub residency_violations: u64,

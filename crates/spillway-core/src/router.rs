@@ -123,6 +123,9 @@ pub enum Reason {
     /// The source had headroom, but another region of the set holds the prompt's prefix in
     /// its cache and is expected to answer sooner (cache affinity `on`).
     SpillCache,
+    /// The source had headroom, but a baseline policy that ignores the source (round-robin,
+    /// least-loaded) chose another region of the set.
+    SpillBalance,
     /// Tried after a previous step failed with this kind.
     Failover(FailureKind),
     /// A continuation: the previous attempt broke with this kind after the client had part of
@@ -131,13 +134,15 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// `local`, `spill:capacity`, `spill:unhealthy`, `failover:<kind>`, `resume:<kind>`.
+    /// `local`, `spill:capacity`, `spill:unhealthy`, `spill:cache`, `spill:balance`,
+    /// `failover:<kind>`, `resume:<kind>`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Reason::Local => "local",
             Reason::SpillCapacity => "spill:capacity",
             Reason::SpillUnhealthy => "spill:unhealthy",
             Reason::SpillCache => "spill:cache",
+            Reason::SpillBalance => "spill:balance",
             Reason::Failover(k) => match k {
                 FailureKind::Connect => "failover:connect",
                 FailureKind::Timeout => "failover:timeout",

@@ -6,8 +6,9 @@ use super::{Context, PolicyReport, Sent, Timeline, round};
 use crate::client::RequestResult;
 use crate::summary::percentile;
 
-/// The route reason of a request that left a source with headroom for a region's prefix cache.
-const CACHE_MOVE: &str = "spill:cache";
+/// The route reasons of a request that left a source with headroom: for a region's prefix
+/// cache (Spillway's policy), or by the choice of a policy that ignores the source.
+const LEFT_ROOM: [&str; 2] = ["spill:cache", "spill:balance"];
 
 /// What one policy's results add up to, request by request (latencies in trace time, unsorted
 /// until [`Tally::report`]).
@@ -21,8 +22,8 @@ pub(super) struct Tally {
     good_tokens: u64,
     /// Served requests served in their source region.
     local: u64,
-    /// Served requests that left a source with headroom for a region's cache (`spill:cache`).
-    cache_moves: u64,
+    /// Served requests that left a source with headroom (`LEFT_ROOM`).
+    left_room: u64,
     by_region: BTreeMap<String, u64>,
     served: u64,
     throttled: u64,
@@ -45,7 +46,7 @@ impl Tally {
             good: 0,
             good_tokens: 0,
             local: 0,
-            cache_moves: 0,
+            left_room: 0,
             by_region: BTreeMap::new(),
             served: 0,
             throttled: 0,
@@ -85,8 +86,11 @@ impl Tally {
         if region == r.source {
             self.local += 1;
         }
-        if r.route_reason.as_deref() == Some(CACHE_MOVE) {
-            self.cache_moves += 1;
+        if r.route_reason
+            .as_deref()
+            .is_some_and(|reason| LEFT_ROOM.contains(&reason))
+        {
+            self.left_room += 1;
         }
         let first = r.ttft.map(|t| cx.scale.ms(t) + rtt);
         let per_token = r
@@ -159,7 +163,7 @@ impl Tally {
             e2e_p90_ms: p(&self.e2e, 90.0),
             e2e_p99_ms: p(&self.e2e, 99.0),
             locality: share(self.local, self.served),
-            headroom_locality: share(self.local, self.local + self.cache_moves),
+            headroom_locality: share(self.local, self.local + self.left_room),
             spilled: share(self.served - self.local, self.served),
             residency_violations: violations,
             send_lag_p99_ms: round(percentile(&lag, 99.0), 2),

@@ -286,8 +286,10 @@ fn locality_where_the_source_had_room_leaves_out_spills_for_capacity() {
         with("d", "west", "spill:cache"),
         with("e", "west", "spill:capacity"),
         with("f", "west", "failover:timeout"),
+        with("g", "west", "spill:balance"),
+        with("h", "west", "spill:unhealthy"),
     ];
     let p = policy_report("x", &results, 0, &cx);
-    assert_eq!(p.locality, 0.5);
-    assert_eq!(p.headroom_locality, 0.75);
+    assert_eq!(p.locality, 3.0 / 8.0);
+    assert_eq!(p.headroom_locality, 0.6);
 }

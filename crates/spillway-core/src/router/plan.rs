@@ -140,14 +140,14 @@ impl Router {
             }
         } else {
             let first = self.first_choice(req, &mut eligible, queue_at.is_some(), rng);
-            // Only Spillway's policy leaves a source with headroom, and only for a cache (the
-            // baselines ignore the source by design).
-            let left_for_cache = self.cfg.policy == Policy::Spillway
-                && eligible.get(first).is_some_and(|e| !e.local)
-                && eligible.iter().any(|e| e.local);
-            let spill = if left_for_cache {
-                // The source had headroom and the first step is elsewhere: cache affinity.
+            // The source had headroom and the first step is elsewhere: Spillway's policy does
+            // that only for a cache; the baselines ignore the source by design.
+            let left_source_with_room =
+                eligible.get(first).is_some_and(|e| !e.local) && eligible.iter().any(|e| e.local);
+            let spill = if left_source_with_room && self.cfg.policy == Policy::Spillway {
                 Reason::SpillCache
+            } else if left_source_with_room {
+                Reason::SpillBalance
             } else if scan.source_unhealthy {
                 Reason::SpillUnhealthy
             } else {

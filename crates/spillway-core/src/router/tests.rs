@@ -393,12 +393,13 @@ mod policies {
             .map(|_| r.plan(&req, Duration::ZERO, &mut rng))
             .collect();
         let firsts: Vec<u16> = plans.iter().map(|p| p.steps[0].region.0).collect();
-        // A baseline away from its source spilled by choice, not for a cache.
+        // A baseline away from a source with room spilled by choice, not for capacity or a
+        // cache.
         for p in &plans {
             let want = if p.steps[0].region == RegionIx(0) {
                 Reason::Local
             } else {
-                Reason::SpillCapacity
+                Reason::SpillBalance
             };
             assert_eq!(p.steps[0].reason, want, "{p:?}");
         }
@@ -424,6 +425,16 @@ mod policies {
         };
         let plan = r.plan(&req, Duration::ZERO, &mut rng);
         assert_eq!(plan.steps[0].region, RegionIx(1));
+        // The source had room: a choice of the policy, not a spill for capacity.
+        assert_eq!(plan.steps[0].reason, Reason::SpillBalance);
+        // With the source full, leaving it is a spill for capacity.
+        let held: Vec<_> =
+            std::iter::from_fn(|| r.try_acquire(DeploymentIx(0), 1, Duration::ZERO).ok())
+                .take(64)
+                .collect();
+        assert!(!held.is_empty());
+        let plan = r.plan(&req, Duration::ZERO, &mut rng);
+        assert_ne!(plan.steps[0].region, RegionIx(0));
         assert_eq!(plan.steps[0].reason, Reason::SpillCapacity);
         assert!(
             plan.steps

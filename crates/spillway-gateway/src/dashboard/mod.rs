@@ -81,9 +81,12 @@ impl Dashboard {
             _ => Class::Error,
         };
         let route = match e.reason {
-            Some(Reason::SpillCapacity | Reason::SpillUnhealthy | Reason::SpillCache) => {
-                Route::Spill
-            }
+            Some(
+                Reason::SpillCapacity
+                | Reason::SpillUnhealthy
+                | Reason::SpillCache
+                | Reason::SpillBalance,
+            ) => Route::Spill,
             Some(Reason::Failover(_) | Reason::Resume(_)) => Route::Failover,
             Some(Reason::Local) | None => Route::Local,
         };
