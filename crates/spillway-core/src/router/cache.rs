@@ -87,6 +87,15 @@ impl Router {
             .map_or(0, |ix| ix.cached_blocks(deployment, blocks, now))
     }
 
+    /// The share of the cached tokens expected on `deployment` that its upstream's reports bore
+    /// out (1 before any report, or for an unknown deployment): the factor on the prefill its
+    /// cache is credited with. Exported as `spillway_deployment_prefix_cache_trust`.
+    pub fn prefix_cache_trust(&self, deployment: DeploymentIx) -> f64 {
+        self.deployments
+            .get(deployment.0 as usize)
+            .map_or(1.0, |d| d.cache_trust())
+    }
+
     /// The input tokens of `req` that `deployment` is expected to hold in its prefix cache:
     /// its cached leading blocks' tokens, at most the input less one (which every request
     /// prefills); 0 without blocks or a cache model.

@@ -127,6 +127,9 @@ pub struct Spec {
     pub text_seed: Option<u64>,
     /// `prefix_cache_blocks` of every in-process simulator (`Upstream::Sim`).
     pub prefix_cache_blocks: Option<u64>,
+    /// `prefix_cache_blocks` of every deployment: the cache the routing models there, which
+    /// otherwise is its simulator's own.
+    pub modelled_cache_blocks: Option<u64>,
 }
 
 impl Spec {
@@ -146,6 +149,7 @@ impl Spec {
             audit: None,
             text_seed: None,
             prefix_cache_blocks: None,
+            modelled_cache_blocks: None,
         };
         s.add_model(M, false, None);
         s
@@ -268,6 +272,9 @@ impl Spec {
                 "\n[[deployments]]\nmodel = {:?}\nregion = {:?}\nmax_in_flight = {}",
                 d.model, d.region, d.max_in_flight
             );
+            if let Some(b) = self.modelled_cache_blocks {
+                let _ = writeln!(t, "prefix_cache_blocks = {b}");
+            }
             if let Some(v) = d.rpm {
                 let _ = writeln!(t, "rpm = {v}");
             }

@@ -95,7 +95,8 @@ async fn metrics(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     {
         let cell = app.router();
         for (i, d) in cfg.deployments.iter().enumerate() {
-            let v = cell.router.view(spillway_core::DeploymentIx(i as u32), now);
+            let ix = spillway_core::DeploymentIx(i as u32);
+            let v = cell.router.view(ix, now);
             let labels = DeploymentLabels {
                 region: cfg.region_name(d.region).to_string(),
                 model: cfg.models[d.model].id.clone(),
@@ -106,6 +107,7 @@ async fn metrics(State(hub): State<Arc<Hub>>, req: Request) -> Response {
                 healthy: v.healthy,
                 cooldown_seconds: left(v.cooldown_until),
                 ejected_seconds: left(v.ejected_until),
+                prefix_cache_trust: cell.router.prefix_cache_trust(ix),
             };
             app.metrics.observe_deployment(&labels, &seen);
         }

@@ -104,6 +104,9 @@ pub struct DeploymentMetrics {
     pub healthy: Family<DeploymentLabels, Gauge>,
     pub cooldown: Family<DeploymentLabels, Gauge<f64, AtomicU64>>,
     pub ejected: Family<DeploymentLabels, Gauge<f64, AtomicU64>>,
+    /// The share of the cached prompt tokens the routing expected here that the upstream's
+    /// reports bore out (1 until a report).
+    pub prefix_cache_trust: Family<DeploymentLabels, Gauge<f64, AtomicU64>>,
     /// Requests in flight per deployment on the other live instances, as last synced (Redis).
     pub remote_in_flight: Family<DeploymentLabels, Gauge>,
     /// Ejections per deployment learned from the other instances through Redis.
@@ -153,6 +156,9 @@ impl Metrics {
         d.healthy.get_or_create(labels).set(i64::from(v.healthy));
         d.cooldown.get_or_create(labels).set(v.cooldown_seconds);
         d.ejected.get_or_create(labels).set(v.ejected_seconds);
+        d.prefix_cache_trust
+            .get_or_create(labels)
+            .set(v.prefix_cache_trust);
     }
 
     /// The scrape, in `format`.
@@ -177,6 +183,8 @@ pub struct DeploymentNow {
     pub cooldown_seconds: f64,
     /// Until the ejection (open circuit) ends (0 when none).
     pub ejected_seconds: f64,
+    /// How far the upstream's cached-token reports bear the prefix estimate out (0 to 1).
+    pub prefix_cache_trust: f64,
 }
 
 fn register_requests(r: &mut Registry) -> RequestMetrics {
@@ -194,7 +202,7 @@ fn register_requests(r: &mut Registry) -> RequestMetrics {
         upstream_first_byte: histograms(latency_buckets),
     };
     r.register("requests", "Client requests by tenant, profile, canonical model, source region, serving region (destination), API and outcome", m.requests.clone());
-    r.register("flows", "Requests served outside their source region, by source, serving region (destination) and reason (spill:capacity, spill:unhealthy, failover:<kind>)", m.flows.clone());
+    r.register("flows", "Requests served outside their source region, by source, serving region (destination) and reason (spill:capacity, spill:unhealthy, spill:cache, spill:balance, failover:<kind>, resume:<kind>)", m.flows.clone());
     r.register("throttles", "429s given to clients, by what ran out: tenant_in_region or tenant_cross_region quota, capacity (no destination had room), upstream (every destination tried answered 429)", m.throttles.clone());
     r.register(
         "tokens",
@@ -246,6 +254,7 @@ fn register_deployments(r: &mut Registry) -> DeploymentMetrics {
         "Seconds left of the deployment's ejection (open circuit; 0 when none)",
         m.ejected.clone(),
     );
+    r.register("deployment_prefix_cache_trust", "Share of the cached prompt tokens the routing expected on the deployment that the upstream reported reading from its prefix cache (a fast average; 1 until a report): the factor on the prefill its cache is credited with", m.prefix_cache_trust.clone());
     r.register("deployment_remote_in_flight", "Requests in flight per deployment on the other gateway instances (shared state; 0 while Redis is unreachable)", m.remote_in_flight.clone());
     r.register(
         "deployment_remote_ejections",
