@@ -41,7 +41,12 @@ pub fn rtt_ms(a: &str, b: &str) -> Option<f64> {
 }
 
 /// The `[routing]` keys a variant named `spillway:KEY=VALUE:…` may set.
-pub const VARIANT_KEYS: [&str; 3] = ["source_wait", "source_wait_ttft", "source_queue"];
+pub const VARIANT_KEYS: [&str; 4] = [
+    "source_wait",
+    "source_wait_ttft",
+    "source_queue",
+    "cache_min_locality",
+];
 
 /// The settings of a variant's `KEY=VALUE:…` part, in order: each key one of
 /// [`VARIANT_KEYS`], each value a number (infinity allowed, NaN not). Whether a value is in

@@ -317,6 +317,8 @@ pub struct Router {
     /// Where prompt prefixes are expected to be cached (`None`: no deployment caches; see
     /// [`Router::set_prefix_cache`]).
     prefix: Option<PrefixIndex>,
+    /// Cache affinity `on`: how many more moves each source region may make (`cache_min_locality`).
+    moves: cache::MoveBudget,
 }
 
 impl Router {
@@ -336,6 +338,7 @@ impl Router {
             rr: 0,
             events: None,
             prefix: None,
+            moves: cache::MoveBudget::default(),
             cfg,
         }
     }

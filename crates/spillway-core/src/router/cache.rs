@@ -13,7 +13,10 @@
 //!   counted, is below the source's by more than [`LEAVE_MARGIN`] of the source's: a clear win
 //!   in time, not a tie broken against locality. Headroom is checked as for any destination
 //!   (only candidates with a free slot and quota are scored), so a cached region never takes
-//!   more load than it has room for.
+//!   more load than it has room for. And the moves are budgeted ([`MoveBudget`]): of the
+//!   requests that find room in their source, at least `cache_min_locality` (0.9 by default)
+//!   stay there, however much the caches elsewhere would save: when every region holds the
+//!   same prompts, the margin alone would move a third of them.
 //! * **`prefer-source`:** the source keeps every request it has headroom for; only spills
 //!   weigh the cache.
 //!
@@ -32,13 +35,49 @@
 use std::time::Duration;
 
 use super::deployment::Entry;
-use super::{DeploymentIx, RouteRequest, Router};
+use super::{DeploymentIx, RegionIx, RouteRequest, Router};
 use crate::prefix::{BLOCK_TOKENS, CacheAffinity, Logged, PrefixConfig, PrefixIndex};
 
 /// How much sooner (as a share of the source's expected TTFT) another region must be expected
 /// to answer before a request leaves a source with headroom for it: a fifth, so that the
 /// move is worth more than the noise in the learned rates and the locality it gives up.
 pub const LEAVE_MARGIN: f64 = 0.2;
+
+/// The most moves a source region may bank (see [`MoveBudget`]): after a quiet spell, a few
+/// conversations in a row may still leave for their caches.
+const MOVE_BURST: f64 = 4.0;
+
+/// Cache affinity `on`: each source region's allowance of requests that may leave it while it
+/// has room. Every `on` request that finds room in its source earns `1 − cache_min_locality`
+/// of a move (banked up to [`MOVE_BURST`]), and a move spends one, so that over any stretch
+/// at most that share of them (and the burst) leave: the locality the operator asked for
+/// holds by construction, whatever the caches hold. Which requests move is the margin's
+/// choice; the budget only says how many may.
+#[derive(Debug, Clone, Default)]
+pub(super) struct MoveBudget {
+    /// Moves banked per source region (by `RegionIx`), starting at none.
+    banked: Vec<f64>,
+}
+
+impl MoveBudget {
+    /// Note an `on` request that found room in `source` and say whether it may leave (when
+    /// `wants` to): earn, then spend one move if one is banked.
+    fn allow(&mut self, source: RegionIx, min_locality: f64, wants: bool) -> bool {
+        let ix = usize::from(source.0);
+        if self.banked.len() <= ix {
+            self.banked.resize(ix + 1, 0.0);
+        }
+        let earn = (1.0 - min_locality).clamp(0.0, 1.0);
+        let bank = &mut self.banked[ix];
+        *bank = (*bank + earn).min(MOVE_BURST);
+        // (Ten tenths add up to a hair under 1 in floating point.)
+        let allowed = wants && *bank >= 1.0 - 1e-9;
+        if allowed {
+            *bank = (*bank - 1.0).max(0.0);
+        }
+        allowed
+    }
+}
 
 impl Router {
     /// Model each deployment's prefix cache (`cfg.capacity_blocks` by deployment index), or
@@ -149,8 +188,9 @@ impl Router {
     /// `on` only: the destination a source with headroom (`eligible[local]`) should leave for,
     /// if one is expected to answer sooner by more than [`LEAVE_MARGIN`] (scores are the
     /// expected TTFTs with the cache counted).
+    /// Within the source's [`MoveBudget`]: a request that finds none banked stays.
     pub(super) fn leave_source_for(
-        &self,
+        &mut self,
         req: &RouteRequest<'_>,
         eligible: &[Entry],
         local: usize,
@@ -159,12 +199,15 @@ impl Router {
             return None;
         }
         let stay = eligible[local].score;
-        eligible
+        let to = eligible
             .iter()
             .enumerate()
             .filter(|(_, e)| !e.local && e.saved > 0.0)
             .min_by(|a, b| a.1.score.total_cmp(&b.1.score))
             .filter(|(_, e)| e.score < stay * (1.0 - LEAVE_MARGIN))
-            .map(|(i, _)| i)
+            .map(|(i, _)| i);
+        let min_locality = self.cfg.cache_min_locality;
+        let allowed = self.moves.allow(req.source, min_locality, to.is_some());
+        to.filter(|_| allowed)
     }
 }

@@ -39,6 +39,10 @@ pub struct RouterConfig {
     /// prompt seen there (the tail a wait must not reach); longer requests spill. Default 1.5;
     /// 0 waits only by the comparison with a spill; infinity waits whatever the size.
     pub source_wait_ttft: f64,
+    /// Cache affinity `on` only: the least share of each source region's requests that find
+    /// room there that stay there; the rest may leave for a region whose cache is expected to
+    /// answer sooner. Default 0.9; 0 moves every request that gains; 1 never moves one.
+    pub cache_min_locality: f64,
 }
 
 impl Default for RouterConfig {
@@ -67,6 +71,7 @@ impl Default for RouterConfig {
             source_queue: 0.0,
             source_wait: 0.2,
             source_wait_ttft: 1.5,
+            cache_min_locality: 0.9,
         }
     }
 }

@@ -129,6 +129,9 @@ pub struct RawRouting {
     /// Cache affinity: a prompt's blocks are not expected in a deployment's cache this long
     /// after they were last sent there (default 600 s).
     pub prefix_cache_ttl_secs: Option<u64>,
+    /// Cache affinity `on`: the least share of the requests that find room in their source that
+    /// stay there (0 to 1, default 0.9).
+    pub cache_min_locality: Option<f64>,
     pub seed: Option<u64>,
 }
 

@@ -32,6 +32,15 @@ pub(super) fn router(cx: &Ctx<'_>, r: &RawRouting) -> Result<RouterConfig, Confi
     let retry_budget = retry_budget(cx, r)?;
     let (source_queue, source_wait, source_wait_ttft) = source_limits(cx, r)?;
     let health = health(cx, r)?;
+    let cache_min_locality = r.cache_min_locality.unwrap_or(0.9);
+    if !(0.0..=1.0).contains(&cache_min_locality) {
+        return Err(cx.err(
+            "routing.cache_min_locality",
+            format!(
+                "expected 0 to 1 (the share of requests with room in their source that stay there), got {cache_min_locality}"
+            ),
+        ));
+    }
     let policy = match r.policy.as_deref() {
         None | Some("spillway") => Policy::Spillway,
         Some("round-robin") => Policy::RoundRobin,
@@ -57,6 +66,7 @@ pub(super) fn router(cx: &Ctx<'_>, r: &RawRouting) -> Result<RouterConfig, Confi
         source_queue,
         source_wait,
         source_wait_ttft,
+        cache_min_locality,
         ..RouterConfig::default()
     })
 }

@@ -32,7 +32,8 @@
 //! `round-robin`, `least-loaded` and `spillway` (`[routing] policy`, Spillway's defaults), and on
 //! request the variants `spillway-queue` (`source_queue = 0.5`: wait in the source rather than be
 //! throttled), `spillway-nowait` (`source_wait = 0`: spill as soon as the source is full) and
-//! `spillway:KEY=VALUE:…` (any of `source_wait`, `source_wait_ttft`, `source_queue`). A
+//! `spillway:KEY=VALUE:…` (any of `source_wait`, `source_wait_ttft`, `source_queue`,
+//! `cache_min_locality`; `spillway-cache:KEY=VALUE:…` with cache affinity `on`). A
 //! `--peer` runs last, on its own fresh simulators with the same capacity ([`super::peer`]).
 //!
 //! Every policy routes cache-blind (`[[models]] cache_affinity = "off"`) but `spillway-cache`
@@ -190,7 +191,7 @@ fn selected_policies(args: &BenchArgs) -> anyhow::Result<Vec<String>> {
         None => Vec::new(),
     };
     for p in &policies {
-        if let Some(options) = p.strip_prefix("spillway:") {
+        if let Some(options) = variant_of(p) {
             variant_options(options).with_context(|| format!("policy {p:?}"))?;
         } else {
             anyhow::ensure!(
@@ -274,10 +275,11 @@ fn topology(
     seed: u64,
     prefix_blocks: u64,
 ) -> String {
-    // Every policy is cache-blind but the two cache variants.
+    // Every policy is cache-blind but the two cache variants (and `spillway-cache:…`).
     let affinity = match policy {
         "spillway-cache" => "on",
         "spillway-prefer" => "prefer-source",
+        p if p.starts_with("spillway-cache:") => "on",
         _ => "off",
     };
     let (routing, options) = match policy {
@@ -286,7 +288,7 @@ fn topology(
         }
         "spillway-queue" => ("spillway", "source_queue = 0.5\n".into()),
         "spillway-nowait" => ("spillway", "source_wait = 0.0\n".into()),
-        other => match other.strip_prefix("spillway:").map(variant_options) {
+        other => match variant_of(other).map(variant_options) {
             Some(Ok(options)) => ("spillway", options),
             _ => (other, String::new()),
         },
@@ -318,6 +320,14 @@ fn topology(
     }
     t += "[admin]\nbind = \"127.0.0.1:0\"\n\n";
     t
+}
+
+/// The `KEY=VALUE:…` part of a variant's name (`spillway:…`, or `spillway-cache:…` with cache
+/// affinity `on`).
+fn variant_of(policy: &str) -> Option<&str> {
+    ["spillway:", "spillway-cache:"]
+        .iter()
+        .find_map(|prefix| policy.strip_prefix(prefix))
 }
 
 /// The `[routing]` lines of a variant named `spillway:KEY=VALUE:…`: Spillway's policy with
@@ -438,50 +448,4 @@ fn allowed_sets(cfg: &Config, model: &str) -> HashMap<String, HashSet<String>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_policy_topology_is_valid_and_the_profile_stays_in_the_us() {
-        for p in POLICIES {
-            let cfg = Config::parse(&topology(p, 4, 30.0, 1, 64), "<t>")
-                .unwrap_or_else(|e| panic!("{p}: {e}"));
-            let sets = allowed_sets(&cfg, &format!("us.{MODEL}"));
-            for (src, set) in &sets {
-                assert_eq!(set.len(), 3, "{src}: {set:?}");
-                assert!(set.iter().all(|r| r.starts_with("us-")), "{src}: {set:?}");
-            }
-            assert_eq!(
-                allowed_sets(&cfg, MODEL)["us-east-2"],
-                HashSet::from(["us-east-2".to_string()])
-            );
-        }
-    }
-
-    #[test]
-    fn a_tuned_variant_sets_its_routing_options_and_refuses_unknown_ones() {
-        let t = topology("spillway:source_wait=0.3:source_wait_ttft=2", 4, 30.0, 1, 0);
-        assert!(
-            t.contains("source_wait = 0.3\nsource_wait_ttft = 2.0\n"),
-            "{t}"
-        );
-        let cfg = Config::parse(&t, "<t>").expect("valid");
-        assert!((cfg.router.source_wait - 0.3).abs() < 1e-12);
-        assert!((cfg.router.source_wait_ttft - 2.0).abs() < 1e-12);
-        for bad in [
-            "max_attempts=2",
-            "source_wait",
-            "source_wait=x",
-            "source_wait=NaN",
-        ] {
-            assert!(variant_options(bad).is_err(), "{bad}");
-        }
-        // Infinity lifts the TTFT bound, as in the configuration file.
-        let cfg = Config::parse(
-            &topology("spillway:source_wait_ttft=inf", 4, 30.0, 1, 0),
-            "<t>",
-        )
-        .expect("valid");
-        assert!(cfg.router.source_wait_ttft.is_infinite());
-    }
-}
+mod tests;

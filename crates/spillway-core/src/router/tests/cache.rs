@@ -14,7 +14,12 @@ fn cached_in_region_2(rtt_ms: [u64; 3]) -> (Router, Vec<Candidate>) {
     let c = (0..3u32)
         .map(|i| cand(i, i as u16, rtt_ms[i as usize]))
         .collect();
-    let mut r = Router::new(RouterConfig::default(), specs);
+    // The move budget apart (its own tests are below): every request that gains may move.
+    let cfg = RouterConfig {
+        cache_min_locality: 0.0,
+        ..RouterConfig::default()
+    };
+    let mut r = Router::new(cfg, specs);
     r.set_prefix_cache(Some(PrefixConfig {
         max_entries: 10_000,
         ttl: Duration::from_secs(600),
@@ -324,4 +329,73 @@ fn reports_that_bear_the_estimate_out_keep_its_pull() {
     };
     r.release(a, ok, ms(2_500));
     assert_eq!(r.deployments[1].cache_trust(), 1.0);
+}
+
+/// A prompt of three blocks of its own (`k`), recorded as held by region 2 at `now`.
+fn held_in_region_2(r: &mut Router, k: u64, now: Duration) -> [u64; 3] {
+    let blocks = [1_000 * k + 1, 1_000 * k + 2, 1_000 * k + 3];
+    r.record_prefix(DeploymentIx(2), &blocks, now);
+    blocks
+}
+
+/// Sends `n` requests with affinity `on` from region 0, which has room for each, each for a
+/// prompt of its own that region 2 holds (so each would gain more than the margin by
+/// leaving); returns whether each left, for the cache.
+fn moves(r: &mut Router, c: &[Candidate], from: u64, n: u64) -> Vec<bool> {
+    let mut rng = SmallRng::seed_from_u64(9);
+    (from..from + n)
+        .map(|k| {
+            let now = ms(2_000 + 10 * k);
+            let blocks = held_in_region_2(r, k + 1, now);
+            let routed = r.route(&request(c, &blocks, CacheAffinity::On), now, &mut rng);
+            let (i, a) = routed.first.unwrap();
+            let step = routed.plan.steps[i];
+            let moved = step.deployment != DeploymentIx(0);
+            let want = if moved {
+                Reason::SpillCache
+            } else {
+                Reason::Local
+            };
+            assert_eq!(step.reason, want);
+            // Each answers at once, so the slots stay free.
+            r.release(a, Outcome::Failure(FailureKind::Cancelled), now + ms(1));
+            moved
+        })
+        .collect()
+}
+
+fn moved_of(min_locality: f64, n: u64) -> usize {
+    let (mut r, c) = cached_in_region_2([1, 11, 21]);
+    r.cfg.cache_min_locality = min_locality;
+    moves(&mut r, &c, 0, n).into_iter().filter(|&m| m).count()
+}
+
+#[test]
+fn the_move_budget_keeps_the_share_of_requests_with_room_that_stay() {
+    // Without a budget every request leaves for the cache; with the default, one in ten (a
+    // move is earned over ten requests, none banked at the start); with 1, none.
+    assert_eq!(moved_of(0.0, 100), 100);
+    assert_eq!(moved_of(0.9, 100), 10);
+    assert_eq!(moved_of(0.75, 100), 25);
+    assert_eq!(moved_of(1.0, 100), 0);
+}
+
+#[test]
+fn moves_not_taken_are_banked_up_to_a_burst() {
+    let (mut r, c) = cached_in_region_2([1, 11, 21]);
+    r.cfg.cache_min_locality = 0.5;
+    let mut rng = SmallRng::seed_from_u64(9);
+    // Twenty requests no other region holds bank moves (half a move each, four at most)...
+    for k in 0..20 {
+        let fresh = [500_000 + k];
+        let now = ms(1_700 + k);
+        let routed = r.route(&request(&c, &fresh, CacheAffinity::On), now, &mut rng);
+        let (_, a) = routed.first.unwrap();
+        assert_eq!(a.deployment, DeploymentIx(0));
+        r.release(a, Outcome::Failure(FailureKind::Cancelled), now);
+    }
+    // ...so the next ones may move: four banked and half a move each, then one in two.
+    let moved = moves(&mut r, &c, 0, 10);
+    assert!(moved[..7].iter().all(|&m| m), "{moved:?}");
+    assert_eq!(moved.iter().filter(|&&m| m).count(), 8, "{moved:?}");
 }
