@@ -187,8 +187,8 @@ impl Router {
 
     /// `on` only: the destination a source with headroom (`eligible[local]`) should leave for,
     /// if one is expected to answer sooner by more than [`LEAVE_MARGIN`] (scores are the
-    /// expected TTFTs with the cache counted).
-    /// Within the source's [`MoveBudget`]: a request that finds none banked stays.
+    /// expected TTFTs with the cache counted), and within the source's [`MoveBudget`]: a
+    /// request that finds no move banked stays.
     pub(super) fn leave_source_for(
         &mut self,
         req: &RouteRequest<'_>,
