@@ -69,9 +69,9 @@ pub(super) struct Deployment {
     /// How far the upstream's own cache reports bear the prefix estimate out here: a fast
     /// EWMA, over the successful requests expected to find cached tokens whose upstream
     /// reported its count, of reported ÷ expected (at most 1). It scales the prefill the
-    /// estimate says this cache saves ([`Deployment::cache_trust`]). `None` (trusted) until
-    /// such a report.
-    cache_trust: Option<f64>,
+    /// estimate says this cache saves ([`Deployment::cache_trust`]). 1 (trusted) until such
+    /// a report.
+    cache_trust: f64,
     /// This instance's requests holding a slot here (admitted within the limit): when each
     /// took it, its input tokens and its expected output tokens (`est_tokens - input`, the
     /// `max_tokens` it may generate), so that [`Deployment::expected_wait`] can tell when the
@@ -106,7 +106,7 @@ impl Deployment {
             hold: None,
             prefill: None,
             longest_input: 0.0,
-            cache_trust: None,
+            cache_trust: 1.0,
             running: Vec::new(),
             remaining: Vec::new(),
             no_queue_until: Duration::ZERO,
@@ -229,15 +229,14 @@ impl Deployment {
             return;
         }
         let borne_out = (reported as f64 / a.cached_tokens as f64).min(1.0);
-        let trust = self.cache_trust.get_or_insert(1.0);
-        *trust += TRUST_ALPHA * (borne_out - *trust);
+        self.cache_trust += TRUST_ALPHA * (borne_out - self.cache_trust);
     }
 
     /// The share of the estimated cached tokens this deployment's reports bear out (1 before
     /// any report): an engine without prefix caching, or whose cache keeps less than the
     /// model of it says, reports fewer, and the saving it is credited with shrinks with them.
     pub(super) fn cache_trust(&self) -> f64 {
-        self.cache_trust.unwrap_or(1.0)
+        self.cache_trust
     }
 
     /// Note an admission: one within the limit holds a slot from now (see `running`).

@@ -275,11 +275,10 @@ fn topology(
     seed: u64,
     prefix_blocks: u64,
 ) -> String {
-    // Every policy is cache-blind but the two cache variants (and `spillway-cache:…`).
-    let affinity = match policy {
-        "spillway-cache" => "on",
-        "spillway-prefer" => "prefer-source",
-        p if p.starts_with("spillway-cache:") => "on",
+    // Every policy is cache-blind but the two cache variants (`spillway-cache:…` included).
+    let affinity = match policy.split(':').next() {
+        Some("spillway-cache") => "on",
+        Some("spillway-prefer") => "prefer-source",
         _ => "off",
     };
     let (routing, options) = match policy {
