@@ -228,7 +228,7 @@ fn reference_puts_spillway_beside_nginx_and_the_redis_gateway_beside_memory() {
     let names: Vec<&str> = paths.iter().filter_map(|p| p["name"].as_str()).collect();
     assert_eq!(
         names,
-        ["direct", "nginx", "spillway", "spillway-redis"],
+        ["direct", "nginx", "hyper", "spillway", "spillway-redis"],
         "{r}"
     );
     for p in paths {
@@ -237,9 +237,12 @@ fn reference_puts_spillway_beside_nginx_and_the_redis_gateway_beside_memory() {
         assert_eq!(n(&p["wrk"], "errors"), 0.0, "{p}");
         assert!(n(&p["wrk"], "rps") > 0.0, "{p}");
     }
-    let ratio = n(&paths[2]["wrk"], "rps") / n(&paths[1]["wrk"], "rps");
-    assert!((n(r, "max_rps_vs_nginx") - ratio).abs() < 0.002, "{r}");
-    let redis_ratio = n(&paths[3]["wrk"], "rps") / n(&paths[2]["wrk"], "rps");
+    let rps = |i: usize| n(&paths[i]["wrk"], "rps");
+    let close = |key: &str, ratio: f64| (n(r, key) - ratio).abs() < 0.002;
+    assert!(close("max_rps_vs_nginx", rps(3) / rps(1)), "{r}");
+    assert!(close("hyper_vs_nginx", rps(2) / rps(1)), "{r}");
+    assert!(close("max_rps_vs_hyper", rps(3) / rps(2)), "{r}");
+    let redis_ratio = rps(4) / rps(3);
     assert!(
         (n(&r["redis"], "max_rps_vs_memory") - redis_ratio).abs() < 0.002,
         "{r}"

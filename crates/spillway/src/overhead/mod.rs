@@ -78,6 +78,7 @@ use spillway_embedded::Stack;
 use spillway_gateway::{Config, Gateway};
 
 mod config;
+mod floor;
 mod nginx;
 mod ramp;
 mod reference;

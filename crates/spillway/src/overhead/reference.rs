@@ -5,15 +5,17 @@
 //!
 //! The upstream of every path is a static mock of the OpenAI API (nginx answering every
 //! request with one fixed chat completion, so the upstream costs almost nothing and the proxies'
-//! own costs show). Three paths reach it: **direct**, through **nginx** as a plain reverse proxy
-//! (kept-alive upstream connections, no access log), and through **Spillway** (the in-process
-//! gateway with its memory state, the tenant's key checked, the request routed, metered and
-//! logged at `warn`), all non-streamed chat completions with the same body and key.
+//! own costs show). Four paths reach it: **direct**, through **nginx** as a plain reverse proxy
+//! (kept-alive upstream connections, no access log), through **hyper**, the floor of Spillway's
+//! own HTTP stack (a pass-through proxy on the same hyper server and client, in process:
+//! [`super::floor`]), and through **Spillway** (the in-process gateway with its memory state,
+//! the tenant's key checked, the request routed, metered and logged at `warn`), all non-streamed
+//! chat completions with the same body and key.
 //!
 //! # What is measured
 //!
 //! * **Latency at a fixed rate**: the open-loop generator of [`spillway_bench::overhead`] sends
-//!   `--rps` requests per second to each of the three paths at once for `--seconds`, on its own
+//!   `--rps` requests per second to each of the paths at once for `--seconds`, on its own
 //!   thread; `added` is a path's percentile minus the direct path's.
 //! * **Max rps**: `wrk` (closed loop, `--wrk-connections` connections on `--wrk-threads`
 //!   threads, `--wrk-seconds`), one path after the other, as the issue's first measurement did;
@@ -21,7 +23,9 @@
 //!   generator on the same machine does.
 //!
 //! The ratios a reader wants are printed last: Spillway's max rps over nginx's, Spillway's
-//! added p99 over nginx's, and Spillway's added p50.
+//! added p99 over nginx's, and Spillway's added p50; then the floor's max rps over nginx's (the
+//! most a gateway on this stack could reach here) and Spillway's over the floor's (the share its
+//! own work leaves).
 //!
 //! With `--state redis://…` a fourth path, **spillway-redis**, is a second gateway the same in
 //! every way but `[state] kind = "redis"`; both gateways then give the tenant a quota of
@@ -41,6 +45,7 @@ use spillway_embedded::Stack;
 use spillway_gateway::Config;
 
 use super::config::{UpstreamAt, gateway_config};
+use super::floor;
 use super::nginx::{self, Nginx, Role};
 use super::state;
 use super::wrk::{self, WrkFigures};
@@ -77,10 +82,17 @@ pub struct ReferenceReport {
     pub wrk_connections: u32,
     pub wrk_threads: u32,
     pub wrk_seconds: f64,
-    /// direct, nginx, spillway.
+    /// direct, nginx, hyper, spillway (and spillway-redis with `--state`).
     pub paths: Vec<PathFigures>,
     /// Spillway's max rps over nginx's.
     pub max_rps_vs_nginx: f64,
+    /// The hyper floor's max rps over nginx's: what a gateway on Spillway's HTTP stack that
+    /// does nothing but forward reaches here.
+    pub hyper_vs_nginx: f64,
+    /// Spillway's max rps over the hyper floor's: the share its own work leaves.
+    pub max_rps_vs_hyper: f64,
+    /// The hyper floor's added p99 over nginx's.
+    pub hyper_added_p99_vs_nginx: f64,
     /// Spillway's added p99 over nginx's.
     pub added_p99_vs_nginx: f64,
     /// Spillway's added p50 over the direct path, ms.
@@ -140,6 +152,7 @@ pub async fn run(args: &OverheadArgs) -> anyhow::Result<Option<ReferenceReport>>
         &gateway_config(quota, UpstreamAt::OpenAi(&mock_base), None),
         "<bench overhead --reference>",
     )?;
+    let floor = floor::start(mock.addr).await?;
     let stack = Stack::start(cfg).await.context("starting the gateway")?;
     let redis = match &args.state {
         Some(url) => {
@@ -157,6 +170,7 @@ pub async fn run(args: &OverheadArgs) -> anyhow::Result<Option<ReferenceReport>>
     let mut urls = vec![
         format!("{mock_base}/chat/completions"),
         format!("http://{}/v1/chat/completions", proxy.addr),
+        format!("http://{}/v1/chat/completions", floor.addr),
     ];
     let gateways =
         std::iter::once(stack.gateway().addr(REGION)).chain(redis.as_ref().map(|g| g.addr(REGION)));
@@ -169,7 +183,7 @@ pub async fn run(args: &OverheadArgs) -> anyhow::Result<Option<ReferenceReport>>
     if let Some(g) = redis {
         g.shutdown(Duration::from_secs(5)).await;
     }
-    drop((mock, proxy));
+    drop((mock, proxy, floor));
     result.map(Some)
 }
 
@@ -185,7 +199,12 @@ fn start_nginx(binary: &Path) -> anyhow::Result<(Nginx, Nginx)> {
     Ok((mock, proxy))
 }
 
-const NAMES: [&str; 4] = ["direct", "nginx", "spillway", "spillway-redis"];
+const NAMES: [&str; 5] = ["direct", "nginx", "hyper", "spillway", "spillway-redis"];
+/// Where each path is in [`NAMES`] and in the report's `paths`.
+const NGINX: usize = 1;
+const FLOOR: usize = 2;
+const SPILLWAY: usize = 3;
+const SPILLWAY_REDIS: usize = 4;
 
 async fn measure(
     args: &OverheadArgs,
@@ -242,10 +261,13 @@ async fn measure(
         wrk_connections: args.wrk_connections,
         wrk_threads: args.wrk_threads,
         wrk_seconds: args.wrk_seconds,
-        max_rps_vs_nginx: ratio(paths[2].wrk.rps, paths[1].wrk.rps),
-        added_p99_vs_nginx: ratio(paths[2].added_p99_ms, paths[1].added_p99_ms),
-        spillway_added_p50_ms: paths[2].added_p50_ms,
-        redis: paths.get(3).map(|r| RedisReference {
+        max_rps_vs_nginx: ratio(paths[SPILLWAY].wrk.rps, paths[NGINX].wrk.rps),
+        hyper_vs_nginx: ratio(paths[FLOOR].wrk.rps, paths[NGINX].wrk.rps),
+        max_rps_vs_hyper: ratio(paths[SPILLWAY].wrk.rps, paths[FLOOR].wrk.rps),
+        hyper_added_p99_vs_nginx: ratio(paths[FLOOR].added_p99_ms, paths[NGINX].added_p99_ms),
+        added_p99_vs_nginx: ratio(paths[SPILLWAY].added_p99_ms, paths[NGINX].added_p99_ms),
+        spillway_added_p50_ms: paths[SPILLWAY].added_p50_ms,
+        redis: paths.get(SPILLWAY_REDIS).map(|r| RedisReference {
             state: args
                 .state
                 .as_deref()
@@ -253,14 +275,14 @@ async fn measure(
                 .unwrap_or_default(),
             quota_rpm: quota_rpm.unwrap_or_default(),
             lease_fraction: args.lease_fraction,
-            max_rps_vs_memory: ratio(r.wrk.rps, paths[2].wrk.rps),
-            added_p50_over_memory_ms: round3(r.p50_ms - paths[2].p50_ms),
+            max_rps_vs_memory: ratio(r.wrk.rps, paths[SPILLWAY].wrk.rps),
+            added_p50_over_memory_ms: round3(r.p50_ms - paths[SPILLWAY].p50_ms),
         }),
         paths,
     })
 }
 
-/// The fixed-rate run of the three paths at once, on the generator's own thread and runtime.
+/// The fixed-rate run of every path at once, on the generator's own thread and runtime.
 async fn open_loop(
     args: &OverheadArgs,
     urls: &[String],
@@ -332,16 +354,20 @@ pub fn print_table(r: &ReferenceReport) {
         "\nspillway vs nginx: max rps {:.2}×, added p99 {}; spillway added p50 {:.3} ms \
          (p50/p99 at {} requests/s per path, side by side; max rps: wrk -c{} -t{} for {} s per path, one after the other)",
         r.max_rps_vs_nginx,
-        if r.added_p99_vs_nginx.is_finite() {
-            format!("{:.2}×", r.added_p99_vs_nginx)
-        } else {
-            "n/a (nginx added none at p99 in this run)".to_string()
-        },
+        times(r.added_p99_vs_nginx),
         r.spillway_added_p50_ms,
         r.rps,
         r.wrk_connections,
         r.wrk_threads,
         r.wrk_seconds
+    );
+    println!(
+        "the floor of Spillway's HTTP stack (hyper, forwarding only): max rps {:.2}× nginx's, \
+         added p50 {:.3} ms, added p99 {}; spillway's max rps {:.2}× the floor's",
+        r.hyper_vs_nginx,
+        r.paths[FLOOR].added_p50_ms,
+        times(r.hyper_added_p99_vs_nginx),
+        r.max_rps_vs_hyper
     );
     if let Some(redis) = &r.redis {
         println!(
@@ -352,6 +378,15 @@ pub fn print_table(r: &ReferenceReport) {
             redis.quota_rpm,
             redis.lease_fraction
         );
+    }
+}
+
+/// A ratio to nginx's added p99, or why there is none.
+fn times(ratio: f64) -> String {
+    if ratio.is_finite() {
+        format!("{ratio:.2}× nginx's")
+    } else {
+        "n/a (nginx added none at p99 in this run)".to_string()
     }
 }
 
