@@ -56,6 +56,8 @@ pub async fn start(upstream: SocketAddr) -> anyhow::Result<Floor> {
     let accept = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = tcp.accept().await else {
+                // Out of descriptors, say: let the connections in flight end first.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             };
             let _ = stream.set_nodelay(true);

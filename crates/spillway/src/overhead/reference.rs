@@ -27,7 +27,7 @@
 //! most a gateway on this stack could reach here) and Spillway's over the floor's (the share its
 //! own work leaves).
 //!
-//! With `--state redis://…` a fourth path, **spillway-redis**, is a second gateway the same in
+//! With `--state redis://…` a fifth path, **spillway-redis**, is a second gateway the same in
 //! every way but `[state] kind = "redis"`; both gateways then give the tenant a quota of
 //! 6,000,000 requests a minute (the Redis one leases it in chunks of `--lease-fraction`), and
 //! its max rps is also given as a ratio to the memory gateway's.
