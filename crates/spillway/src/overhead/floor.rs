@@ -21,7 +21,8 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
+use hyper::http::uri::{Authority, Parts, Scheme};
+use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -53,6 +54,8 @@ pub async fn start(upstream: SocketAddr) -> anyhow::Result<Floor> {
     let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(256)
         .build(connector);
+    // Parsed once, as Spillway's upstream targets are: no URL is parsed per request.
+    let authority = Authority::try_from(upstream.to_string()).context("the mock's address")?;
     let accept = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = tcp.accept().await else {
@@ -61,10 +64,11 @@ pub async fn start(upstream: SocketAddr) -> anyhow::Result<Floor> {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let client = client.clone();
+            let (client, authority) = (client.clone(), authority.clone());
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req| forward(client.clone(), upstream, req));
+                let service = hyper::service::service_fn(move |req| {
+                    forward(client.clone(), authority.clone(), req)
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -77,11 +81,14 @@ pub async fn start(upstream: SocketAddr) -> anyhow::Result<Floor> {
 /// One request, to the mock and back; a transport failure is a bare 502.
 async fn forward(
     client: Client<HttpConnector, Incoming>,
-    upstream: SocketAddr,
+    authority: Authority,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = format!("http://{upstream}{path}").parse() else {
+    let mut parts = Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = req.uri().path_and_query().cloned();
+    let Ok(uri) = Uri::from_parts(parts) else {
         return Ok(bad_gateway());
     };
     *req.uri_mut() = uri;
