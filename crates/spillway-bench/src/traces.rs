@@ -6,7 +6,8 @@
 //!   `TIMESTAMP` (e.g. `2023-11-16 18:17:03.9799600`, no time zone), `ContextTokens` and
 //!   `GeneratedTokens`, then one request per line. Columns are found by name, in any order.
 //! * **JSONL** (`.jsonl`, `.ndjson`): one object per line with `timestamp` in milliseconds,
-//!   `input_length` and `output_length`, and optionally `hash_ids` as in the Mooncake traces:
+//!   `input_length` and `output_length` (unsigned integers; `412.0` is read as 412, as tables
+//!   exported from pandas write integer columns), and optionally `hash_ids` as in the Mooncake traces:
 //!   one id per 512-token block of the input, equal ids for a shared (KV-cacheable) prefix. The
 //!   bench's client turns them into prompt text whose prefix blocks are shared exactly where
 //!   the ids are ([`crate::client::hashed_prompt`]).
@@ -221,18 +222,28 @@ pub fn parse_jsonl(text: &str, file: &str) -> Result<Trace, TraceError> {
             })?;
         let count = |key: &str| {
             v.get(key)
-                .and_then(serde_json::Value::as_u64)
+                .and_then(token_count)
                 .ok_or_else(|| bad(format!("`{key}` is missing or not a token count")))
         };
         out.push(TraceRequest {
             at: Duration::try_from_secs_f64(ms / 1000.0)
-                .map_err(|_| bad(format!("timestamp {ms} is out of range")))?,
+                .map_err(|_| bad(format!("timestamp {ms:e} ms is out of range")))?,
             input_tokens: count("input_length")?,
             output_tokens: count("output_length")?,
             hash_ids: hash_ids(&v).map_err(bad)?,
         });
     }
     Trace::new(out, file)
+}
+
+/// A token count: an unsigned integer, also as a float with no fraction (`412.0`), as tables
+/// exported by pandas and spreadsheets write integer columns that held a missing value.
+fn token_count(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        let f = v.as_f64()?;
+        // 2^64 is exactly representable; every float below it with no fraction fits a u64.
+        (f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0).then_some(f as u64)
+    })
 }
 
 /// A JSONL row's optional `hash_ids`: an array of block ids (unsigned integers).
@@ -378,6 +389,16 @@ mod tests {
         assert_eq!(t.requests.len(), 2);
         assert_eq!(t.requests[0].input_tokens, 20);
         assert_eq!(t.requests[1].at, Duration::from_micros(499_500));
+        // Integer columns written as floats (pandas, spreadsheets) are token counts too.
+        let t = parse_jsonl(
+            "{\"timestamp\": 0, \"input_length\": 412.0, \"output_length\": 3e1}\n",
+            "t.jsonl",
+        )
+        .unwrap();
+        assert_eq!(
+            (t.requests[0].input_tokens, t.requests[0].output_tokens),
+            (412, 30)
+        );
         let cases = [
             (
                 "{\"timestamp\": 1}\n",
@@ -389,6 +410,18 @@ mod tests {
                 "t.jsonl:2: `timestamp`",
             ),
             ("\n", "t.jsonl: the trace holds no request"),
+            (
+                "{\"timestamp\": 0, \"input_length\": 10.5, \"output_length\": 1}\n",
+                "t.jsonl:1: `input_length` is missing or not a token count",
+            ),
+            (
+                "{\"timestamp\": 0, \"input_length\": 1, \"output_length\": -1.0}\n",
+                "t.jsonl:1: `output_length` is missing or not a token count",
+            ),
+            (
+                "{\"timestamp\": 1e300, \"input_length\": 1, \"output_length\": 1}\n",
+                "t.jsonl:1: timestamp 1e300 ms is out of range",
+            ),
         ];
         for (text, want) in cases {
             let e = parse_jsonl(text, "t.jsonl").unwrap_err().to_string();
