@@ -2,9 +2,10 @@
 //!
 //! Two formats, chosen by the file's extension:
 //!
-//! * **Azure CSV** (`.csv`), as in the Azure LLM inference trace 2023: a header naming
-//!   `TIMESTAMP` (e.g. `2023-11-16 18:17:03.9799600`, no time zone), `ContextTokens` and
-//!   `GeneratedTokens`, then one request per line. Columns are found by name, in any order.
+//! * **CSV** (`.csv`): the Azure LLM inference traces (a header naming `TIMESTAMP`, e.g.
+//!   `2023-11-16 18:17:03.9799600` with no time zone, `ContextTokens` and `GeneratedTokens`)
+//!   or BurstGPT (`Timestamp` in seconds, `Request tokens`, `Response tokens`), told apart by
+//!   the header, then one request per line. Columns are found by name, in any order (the `csv` module).
 //! * **JSONL** (`.jsonl`, `.ndjson`): one object per line with `timestamp` in milliseconds,
 //!   `input_length` and `output_length` (unsigned integers; `412.0` is read as 412, as tables
 //!   exported from pandas write integer columns), and optionally `hash_ids` as in the Mooncake traces:
@@ -18,6 +19,10 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod csv;
+
+pub use csv::parse_csv;
 
 /// One request of a trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,12 +132,12 @@ pub fn load(path: &Path) -> Result<Trace, TraceError> {
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     let parse: fn(&str, &str) -> Result<Trace, TraceError> = match ext.as_deref() {
-        Some("csv") => parse_azure_csv,
+        Some("csv") => parse_csv,
         Some("jsonl" | "ndjson") => parse_jsonl,
         _ => {
             return Err(TraceError::Unsupported {
                 file,
-                msg: "expected a .csv (Azure) or .jsonl trace".into(),
+                msg: "expected a .csv (Azure, BurstGPT) or .jsonl trace".into(),
             });
         }
     };
@@ -141,62 +146,6 @@ pub fn load(path: &Path) -> Result<Trace, TraceError> {
         source,
     })?;
     parse(&text, &file)
-}
-
-/// Parses the Azure CSV format (see the module docs); `file` names the source in errors.
-pub fn parse_azure_csv(text: &str, file: &str) -> Result<Trace, TraceError> {
-    let bad = |line: usize, msg: String| TraceError::Malformed {
-        file: file.into(),
-        line,
-        msg,
-    };
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let Some((hline, header)) = lines.next() else {
-        return Err(TraceError::Empty { file: file.into() });
-    };
-    let names: Vec<String> = header
-        .split(',')
-        .map(|c| c.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
-        .collect();
-    let col = |name: &str| {
-        names.iter().position(|n| n == name).ok_or_else(|| {
-            bad(
-                hline + 1,
-                format!("the header has no {name} column (expected TIMESTAMP,ContextTokens,GeneratedTokens)"),
-            )
-        })
-    };
-    let (ts, ctx, gen_) = (
-        col("timestamp")?,
-        col("contexttokens")?,
-        col("generatedtokens")?,
-    );
-    let mut out = Vec::new();
-    for (i, line) in lines {
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-        if cells.len() != names.len() {
-            return Err(bad(
-                i + 1,
-                format!("expected {} columns, found {}", names.len(), cells.len()),
-            ));
-        }
-        let at = parse_timestamp(cells[ts]).map_err(|m| bad(i + 1, m))?;
-        let count = |c: usize, what: &str| {
-            cells[c]
-                .parse::<u64>()
-                .map_err(|_| bad(i + 1, format!("{what} {:?} is not a token count", cells[c])))
-        };
-        out.push(TraceRequest {
-            at,
-            input_tokens: count(ctx, "ContextTokens")?,
-            output_tokens: count(gen_, "GeneratedTokens")?,
-            hash_ids: None,
-        });
-    }
-    Trace::new(out, file)
 }
 
 /// Parses the JSONL format (see the module docs); `file` names the source in errors.
@@ -259,124 +208,9 @@ fn hash_ids(v: &serde_json::Value) -> Result<Option<Arc<[u64]>>, String> {
         .map(Some)
 }
 
-/// `YYYY-MM-DD HH:MM:SS[.fraction]` (or with `T`) as time since 1970-01-01 (no time zone: only
-/// differences matter).
-fn parse_timestamp(s: &str) -> Result<Duration, String> {
-    let err = || format!("timestamp {s:?} is not YYYY-MM-DD HH:MM:SS[.fraction]");
-    let (date, time) = s.split_once([' ', 'T']).ok_or_else(err)?;
-    let d: Vec<&str> = date.split('-').collect();
-    let t: Vec<&str> = time.split(':').collect();
-    if d.len() != 3 || t.len() != 3 {
-        return Err(err());
-    }
-    let num = |x: &str| x.parse::<i64>().map_err(|_| err());
-    let (y, mo, day) = (num(d[0])?, num(d[1])?, num(d[2])?);
-    let (h, mi) = (num(t[0])?, num(t[1])?);
-    let (sec, frac) = t[2].split_once('.').unwrap_or((t[2], ""));
-    let sec = num(sec)?;
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
-        return Err(err());
-    }
-    if !frac.chars().all(|c| c.is_ascii_digit()) {
-        return Err(err());
-    }
-    // Nanoseconds from the first nine digits of the fraction.
-    let nanos = frac
-        .chars()
-        .chain(std::iter::repeat('0'))
-        .take(9)
-        .collect::<String>()
-        .parse::<u32>()
-        .map_err(|_| err())?;
-    let days = days_from_civil(y, mo, day);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
-    let secs = u64::try_from(secs).map_err(|_| err())?;
-    Ok(Duration::new(secs, nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const CSV: &str = "TIMESTAMP,ContextTokens,GeneratedTokens\n\
-        2023-11-16 18:17:04.0319600,3180,8\n\
-        2023-11-16 18:17:03.9799600,4808,10\n\
-        \n\
-        2023-11-17 00:00:00,110,27\n";
-
-    #[test]
-    fn azure_csv_is_relative_sorted_and_exact() {
-        let t = parse_azure_csv(CSV, "t.csv").unwrap();
-        assert_eq!(t.requests.len(), 3);
-        assert_eq!(t.requests[0].at, Duration::ZERO);
-        assert_eq!(
-            (t.requests[0].input_tokens, t.requests[0].output_tokens),
-            (4808, 10)
-        );
-        assert_eq!(t.requests[1].at, Duration::from_millis(52));
-        // Across midnight: 18:17:03.97996 -> 00:00:00 next day.
-        assert_eq!(t.requests[2].at, Duration::new(20_576, 20_040_000));
-        assert_eq!(t.span(), t.requests[2].at);
-    }
-
-    #[test]
-    fn azure_csv_columns_by_name_in_any_order() {
-        let t = parse_azure_csv(
-            "GeneratedTokens,TIMESTAMP,ContextTokens\n5,2023-01-01 00:00:01.5,7\n",
-            "x.csv",
-        )
-        .unwrap();
-        assert_eq!(
-            t.requests,
-            vec![TraceRequest {
-                at: Duration::ZERO,
-                input_tokens: 7,
-                output_tokens: 5,
-                hash_ids: None,
-            }]
-        );
-    }
-
-    #[test]
-    fn malformed_csv_lines_are_named() {
-        let cases = [
-            (
-                "TIMESTAMP,ContextTokens\n",
-                "t.csv:1: the header has no generatedtokens",
-            ),
-            (
-                "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,1\n",
-                "t.csv:2: expected 3 columns, found 2",
-            ),
-            (
-                "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,1,2\nyesterday,1,2\n",
-                "t.csv:3: timestamp \"yesterday\"",
-            ),
-            (
-                "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,-4,2\n",
-                "t.csv:2: ContextTokens \"-4\" is not a token count",
-            ),
-            (
-                "TIMESTAMP,ContextTokens,GeneratedTokens\n",
-                "t.csv: the trace holds no request",
-            ),
-        ];
-        for (text, want) in cases {
-            let e = parse_azure_csv(text, "t.csv").unwrap_err().to_string();
-            assert!(e.starts_with(want), "{e:?} does not start with {want:?}");
-        }
-    }
 
     #[test]
     fn jsonl_parses_and_rejects_clearly() {

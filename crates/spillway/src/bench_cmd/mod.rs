@@ -94,8 +94,10 @@ pub struct BenchArgs {
     /// With --peer: seconds to wait for the peer to answer `GET /v1/models`.
     #[arg(long, value_name = "SECS", default_value_t = 120.0, requires = "peer")]
     pub peer_timeout: f64,
-    /// Replay a trace per source region: Azure CSV (`.csv`) or JSONL (`.jsonl`: `timestamp` in
-    /// ms, `input_length`, `output_length`). Tokens are capped at 4096 in, 512 out.
+    /// Replay a trace per source region: CSV (`.csv`: Azure's `TIMESTAMP`, `ContextTokens`,
+    /// `GeneratedTokens`, or BurstGPT's `Timestamp` in s, `Request tokens`, `Response tokens`) or
+    /// JSONL (`.jsonl`: `timestamp` in ms, `input_length`, `output_length`, optional `hash_ids`).
+    /// Tokens are capped at 4096 in, 512 out.
     #[arg(long, value_name = "FILE", group = "arrivals")]
     pub trace: Option<PathBuf>,
     /// Poisson arrivals at RATE requests/s per source region.
