@@ -188,11 +188,13 @@ pub fn parse_jsonl(text: &str, file: &str) -> Result<Trace, TraceError> {
 /// A token count: an unsigned integer, also as a float with no fraction (`412.0`), as tables
 /// exported by pandas and spreadsheets write integer columns that held a missing value.
 fn token_count(v: &serde_json::Value) -> Option<u64> {
-    v.as_u64().or_else(|| {
-        let f = v.as_f64()?;
-        // 2^64 is exactly representable; every float below it with no fraction fits a u64.
-        (f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0).then_some(f as u64)
-    })
+    v.as_u64().or_else(|| whole_number(v.as_f64()?))
+}
+
+/// `f` as a `u64` when it is one: not negative, no fraction, below 2^64.
+fn whole_number(f: f64) -> Option<u64> {
+    // 2^64 is exactly representable; every float below it with no fraction fits a u64.
+    (f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0).then_some(f as u64)
 }
 
 /// A JSONL row's optional `hash_ids`: an array of block ids (unsigned integers).

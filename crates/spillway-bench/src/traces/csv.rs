@@ -11,7 +11,7 @@
 //! wrong number of columns, never read shifted.
 use std::time::Duration;
 
-use super::{Trace, TraceError, TraceRequest};
+use super::{Trace, TraceError, TraceRequest, whole_number};
 
 /// The columns a CSV trace is read from, and how its time is written.
 struct Columns {
@@ -107,11 +107,9 @@ pub fn parse_csv(text: &str, file: &str) -> Result<Trace, TraceError> {
 
 /// An unsigned integer, or a number with no fraction (`412.0`, as exported tables write it).
 fn token_count(cell: &str) -> Option<u64> {
-    cell.parse::<u64>().ok().or_else(|| {
-        let f = cell.parse::<f64>().ok()?;
-        // 2^64 is exactly representable; every float below it with no fraction fits a u64.
-        (f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0).then_some(f as u64)
-    })
+    cell.parse::<u64>()
+        .ok()
+        .or_else(|| whole_number(cell.parse::<f64>().ok()?))
 }
 
 /// A time in seconds from the trace's start (BurstGPT's `Timestamp`).
