@@ -210,6 +210,19 @@ fn hash_ids(v: &serde_json::Value) -> Result<Option<Arc<[u64]>>, String> {
         .map(Some)
 }
 
+/// Each `(text, want)`: `parse` refuses `text`, read as `file`, with an error starting `want`.
+#[cfg(test)]
+fn assert_refused(
+    parse: fn(&str, &str) -> Result<Trace, TraceError>,
+    file: &str,
+    cases: &[(&str, &str)],
+) {
+    for &(text, want) in cases {
+        let e = parse(text, file).unwrap_err().to_string();
+        assert!(e.starts_with(want), "{e:?} does not start with {want:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,10 +272,7 @@ mod tests {
                 "t.jsonl:1: timestamp 1e300 ms is out of range",
             ),
         ];
-        for (text, want) in cases {
-            let e = parse_jsonl(text, "t.jsonl").unwrap_err().to_string();
-            assert!(e.starts_with(want), "{e:?} does not start with {want:?}");
-        }
+        assert_refused(parse_jsonl, "t.jsonl", &cases);
     }
 
     #[test]

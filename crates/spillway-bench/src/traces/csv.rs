@@ -169,6 +169,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::assert_refused;
     use super::*;
 
     const CSV: &str = "TIMESTAMP,ContextTokens,GeneratedTokens\n\
@@ -234,10 +235,7 @@ mod tests {
                 "t.csv: the trace holds no request",
             ),
         ];
-        for (text, want) in cases {
-            let e = parse_csv(text, "t.csv").unwrap_err().to_string();
-            assert!(e.starts_with(want), "{e:?} does not start with {want:?}");
-        }
+        assert_refused(parse_csv, "t.csv", &cases);
     }
 
     #[test]
@@ -275,10 +273,7 @@ mod tests {
                 "b.csv:2: expected 4 columns, found 5",
             ),
         ];
-        for (text, want) in cases {
-            let e = parse_csv(text, "b.csv").unwrap_err().to_string();
-            assert!(e.starts_with(want), "{e:?} does not start with {want:?}");
-        }
+        assert_refused(parse_csv, "b.csv", &cases);
     }
 
     proptest::proptest! {
