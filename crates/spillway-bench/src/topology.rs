@@ -41,12 +41,28 @@ pub fn rtt_ms(a: &str, b: &str) -> Option<f64> {
 }
 
 /// The `[routing]` keys a variant named `spillway:KEY=VALUE:…` may set.
-pub const VARIANT_KEYS: [&str; 4] = [
+pub const VARIANT_KEYS: [&str; 5] = [
     "source_wait",
     "source_wait_ttft",
     "source_queue",
     "cache_min_locality",
+    "spill_reserve",
 ];
+
+/// The keys of [`VARIANT_KEYS`] whose `[routing]` value is a whole number of slots.
+pub const WHOLE_KEYS: [&str; 1] = ["spill_reserve"];
+
+/// A variant's value as its `[routing]` line writes it: a whole-number key's value without a
+/// fraction when it has none (`1`, not `1.0`, which TOML would not read as an integer); any
+/// other value as a float, for the configuration's validation to judge.
+pub fn toml_value(key: &str, value: f64) -> String {
+    let whole = value.is_finite() && value.fract() == 0.0 && value.abs() < 1e15;
+    if WHOLE_KEYS.contains(&key) && whole {
+        format!("{}", value as i64)
+    } else {
+        format!("{value:?}")
+    }
+}
 
 /// The settings of a variant's `KEY=VALUE:…` part, in order: each key one of
 /// [`VARIANT_KEYS`], each value a number (infinity allowed, NaN not). Whether a value is in
@@ -98,6 +114,15 @@ mod tests {
                 ("source_wait_ttft", f64::INFINITY)
             ])
         );
+        assert_eq!(
+            parse_variant("spill_reserve=1"),
+            Ok(vec![("spill_reserve", 1.0)])
+        );
+        assert_eq!(toml_value("spill_reserve", 1.0), "1");
+        assert_eq!(toml_value("spill_reserve", 1.5), "1.5");
+        assert_eq!(toml_value("spill_reserve", -2.0), "-2");
+        assert_eq!(toml_value("source_wait", 1.0), "1.0");
+        assert_eq!(toml_value("source_wait_ttft", f64::INFINITY), "inf");
         for bad in [
             "max_attempts=2",
             "source_wait",

@@ -7,7 +7,7 @@
 //! cargo run --release --example policy_replay -- TRACE SLOTS [--release-lag-ms MS] [VARIANT …]
 //! # SLOTS: a number, or `auto` for the bench's own sizing (`--overflow 10`)
 //! # VARIANT: round-robin, least-loaded, spillway, or spillway:KEY=VALUE:… with KEY among
-//! # source_wait, source_wait_ttft, source_queue
+//! # source_wait, source_wait_ttft, source_queue, spill_reserve
 //! ```
 //!
 //! Each region's engine is the simulator's: `SLOTS` continuous-batching slots, a FIFO queue of
@@ -86,6 +86,13 @@ fn config(variant: &str) -> Result<RouterConfig, String> {
             "source_wait" => cfg.source_wait = v,
             "source_wait_ttft" => cfg.source_wait_ttft = v,
             "source_queue" => cfg.source_queue = v,
+            // Whole, non-negative and in range: the gateway's configuration reads a u32.
+            "spill_reserve" if v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX) => {
+                cfg.spill_reserve = v as u32
+            }
+            "spill_reserve" => {
+                return Err(format!("spill_reserve: {v} is not a whole number of slots"));
+            }
             other => return Err(format!("option {other:?} is not modelled here")),
         }
     }

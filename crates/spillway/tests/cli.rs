@@ -189,6 +189,13 @@ fn check_config_refuses_source_waits_out_of_range() {
             &["key `routing.source_wait_ttft`", "positive multiple"],
         );
     }
+    for bad in ["-1", "1.5", "\"one\""] {
+        refused(
+            "reserve",
+            &with(&format!("spill_reserve = {bad}\n")),
+            &["spill_reserve"],
+        );
+    }
 }
 
 #[test]

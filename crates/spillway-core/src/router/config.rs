@@ -39,6 +39,15 @@ pub struct RouterConfig {
     /// prompt seen there (the tail a wait must not reach); longer requests spill. Default 1.5;
     /// 0 waits only by the comparison with a spill; infinity waits whatever the size.
     pub source_wait_ttft: f64,
+    /// `Policy::Spillway` only: the slots of each deployment kept for its own region's
+    /// requests. A deployment takes a request from another region (a spill, a failover to it, a
+    /// cache move) only while more than `spill_reserve` of its slots are free; a request that
+    /// finds its source full and every other region at its reserve waits in the source when a
+    /// wait is allowed (`source_wait`, `source_queue`) and is throttled otherwise. Default 0:
+    /// every free slot takes spills. This is trunk reservation: it keeps a region's own traffic
+    /// from being pushed out by the overflow of the others, and pays for it in throttled or
+    /// waiting spills (see the `plan` module).
+    pub spill_reserve: u32,
     /// Cache affinity `on` only: the least share of each source region's requests that find
     /// room there that stay there; the rest may leave for a region whose cache is expected to
     /// answer sooner. Default 0.9; 0 moves every request that gains; 1 never moves one.
@@ -71,6 +80,7 @@ impl Default for RouterConfig {
             source_queue: 0.0,
             source_wait: 0.2,
             source_wait_ttft: 1.5,
+            spill_reserve: 0,
             cache_min_locality: 0.9,
         }
     }

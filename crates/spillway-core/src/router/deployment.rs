@@ -163,6 +163,11 @@ impl Deployment {
         }
     }
 
+    /// Slots free under the current limit (this instance's and the others' requests counted).
+    pub(super) fn free_slots(&self) -> u32 {
+        self.limit.current().saturating_sub(self.total_in_flight())
+    }
+
     /// When every obstacle to admitting `est_tokens` is expected to be gone (from now).
     pub(super) fn wait(&mut self, est_tokens: u64, now: Duration) -> Duration {
         let mut wait = self.cooldown_until.saturating_sub(now);

@@ -106,7 +106,7 @@ use std::time::Duration;
 use rand::{Rng, RngCore};
 
 use super::deployment::{Deployment, Entry};
-use super::{MINUTE, Plan, Policy, Reason, Rejection, RouteRequest, Router, Step};
+use super::{MINUTE, Plan, Policy, Reason, Rejection, RouteRequest, Router, RouterConfig, Step};
 
 /// What the scan of the candidates found besides the ones with headroom.
 struct Scan {
@@ -175,7 +175,10 @@ impl Router {
                 continue;
             };
             let local = c.region == req.source;
+            let reserved = !local && held_in_reserve(&self.cfg, d);
             match d.check(req.est_tokens, now) {
+                // Free, but only for its own region's requests (`spill_reserve`).
+                Ok(()) if reserved => {}
                 Ok(()) => {
                     let dup = eligible
                         .iter()
@@ -327,11 +330,22 @@ impl Router {
         let mut best = MINUTE;
         for c in req.candidates {
             if let Some(d) = self.deployments.get_mut(c.deployment.0 as usize) {
-                best = best.min(d.wait(req.est_tokens, now));
+                let mut wait = d.wait(req.est_tokens, now);
+                if c.region != req.source && held_in_reserve(&self.cfg, d) {
+                    // Its free slots are its own region's until some of its requests end.
+                    wait = wait.max(Duration::from_secs(1));
+                }
+                best = best.min(wait);
             }
         }
         Some(best.clamp(Duration::from_millis(1), MINUTE))
     }
+}
+
+/// Whether `d` keeps its free slots for its own region's requests (`spill_reserve`): a request
+/// from another region may not take one (Spillway's policy only).
+pub(super) fn held_in_reserve(cfg: &RouterConfig, d: &Deployment) -> bool {
+    cfg.policy == Policy::Spillway && cfg.spill_reserve > 0 && d.free_slots() <= cfg.spill_reserve
 }
 
 /// Whether `d`, at its in-flight limit, may take one more request into its upstream's waiting

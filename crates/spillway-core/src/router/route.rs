@@ -23,7 +23,28 @@ use std::time::Duration;
 use rand::RngCore;
 
 use super::deployment::signed;
-use super::{Admission, Demand, DeploymentIx, Plan, Rejection, RouteRequest, Router, Step, plan};
+use super::{
+    Admission, Demand, DeploymentIx, Plan, Reason, Rejection, RouteRequest, Router, Step, plan,
+};
+
+/// What a plan's step lets [`Router::acquire`] do beyond a bare admission.
+#[derive(Debug, Clone, Copy, Default)]
+struct Grant {
+    /// The step was granted a wait in the source ([`Step::queued`]).
+    queue: bool,
+    /// The step takes the request out of its source region, so the deployment's reserve for
+    /// its own region applies.
+    spill: bool,
+}
+
+impl Grant {
+    fn of(step: &Step) -> Self {
+        Grant {
+            queue: step.queued,
+            spill: step.reason != Reason::Local,
+        }
+    }
+}
 
 /// A plan and the admission on its first step that had room (`None`: no step had; the plan's
 /// `retry_after`, if any, says when to try again).
@@ -73,7 +94,7 @@ impl Router {
         let admitted = plan.steps.iter().enumerate().skip(from).find_map(|(i, s)| {
             let cached =
                 self.cached_tokens_of(s.deployment, &plan.prefix, demand.input_tokens, now);
-            self.acquire(s.deployment, demand, s.queued, cached, now)
+            self.acquire(s.deployment, demand, Grant::of(s), cached, now)
                 .ok()
                 .map(|a| (i, a))
         });
@@ -95,7 +116,7 @@ impl Router {
         demand: impl Into<Demand>,
         now: Duration,
     ) -> Result<Admission, Rejection> {
-        self.acquire(step.deployment, demand.into(), step.queued, 0, now)
+        self.acquire(step.deployment, demand.into(), Grant::of(step), 0, now)
     }
 
     /// Admit a request on a deployment: checks health/cooldown, in-flight vs. adaptive limit,
@@ -107,17 +128,19 @@ impl Router {
         demand: impl Into<Demand>,
         now: Duration,
     ) -> Result<Admission, Rejection> {
-        self.acquire(d, demand.into(), false, 0, now)
+        self.acquire(d, demand.into(), Grant::default(), 0, now)
     }
 
-    /// Admit on `d`; beyond its in-flight limit only when `may_queue` and the queue there is
-    /// within the longer of the two waits a plan may grant. `cached_tokens` of the input are
+    /// Admit on `d`; beyond its in-flight limit only when `grant.queue` and the queue there is
+    /// within the longer of the two waits a plan may grant; for a request from another region
+    /// (`grant.spill`), only while `d` has more free slots than it keeps for its own
+    /// (`spill_reserve`, checked again as the plan did). `cached_tokens` of the input are
     /// expected in its prefix cache.
     fn acquire(
         &mut self,
         d: DeploymentIx,
         demand: Demand,
-        may_queue: bool,
+        grant: Grant,
         cached_tokens: u64,
         now: Duration,
     ) -> Result<Admission, Rejection> {
@@ -130,9 +153,12 @@ impl Router {
             .deployments
             .get_mut(d.0 as usize)
             .ok_or(Rejection::Unavailable)?;
+        if grant.spill && plan::held_in_reserve(&self.cfg, dep) {
+            return Err(Rejection::InFlight);
+        }
         let queued = match dep.check(est_tokens, now) {
             Err(Rejection::InFlight)
-                if may_queue && plan::can_queue(dep, est_tokens, now, source_queue) =>
+                if grant.queue && plan::can_queue(dep, est_tokens, now, source_queue) =>
             {
                 true
             }

@@ -446,3 +446,4 @@ mod policies {
 
 mod source_queue;
 mod source_wait;
+mod spill_reserve;

@@ -126,6 +126,9 @@ pub struct RawRouting {
     /// With `source_wait`: wait only while the request's expected TTFT in the source (wait for
     /// a slot + its prefill) is within this multiple of the source's mean TTFT (default 1.5).
     pub source_wait_ttft: Option<f64>,
+    /// `spillway` policy: free slots each deployment keeps for its own region's requests; a
+    /// request from another region takes one only while more are free (default 0).
+    pub spill_reserve: Option<u32>,
     /// Cache affinity: a prompt's blocks are not expected in a deployment's cache this long
     /// after they were last sent there (default 600 s).
     pub prefix_cache_ttl_secs: Option<u64>,

@@ -33,7 +33,8 @@
 //! request the variants `spillway-queue` (`source_queue = 0.5`: wait in the source rather than be
 //! throttled), `spillway-nowait` (`source_wait = 0`: spill as soon as the source is full) and
 //! `spillway:KEY=VALUE:…` (any of `source_wait`, `source_wait_ttft`, `source_queue`,
-//! `cache_min_locality`; `spillway-cache:KEY=VALUE:…` with cache affinity `on`). A
+//! `cache_min_locality`, `spill_reserve`; `spillway-cache:KEY=VALUE:…` with cache affinity
+//! `on`). A
 //! `--peer` runs last, on its own fresh simulators with the same capacity ([`super::peer`]).
 //!
 //! Every policy routes cache-blind (`[[models]] cache_affinity = "off"`) but `spillway-cache`
@@ -336,7 +337,7 @@ fn variant_options(options: &str) -> anyhow::Result<String> {
     let settings = spillway_bench::topology::parse_variant(options).map_err(anyhow::Error::msg)?;
     Ok(settings
         .iter()
-        .map(|(k, v)| format!("{k} = {v:?}\n"))
+        .map(|(k, v)| format!("{k} = {}\n", spillway_bench::topology::toml_value(k, *v)))
         .collect())
 }
 

@@ -82,10 +82,11 @@ fn busy_op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// `(source_wait, source_queue)`: off, shorter, equal and longer than each other.
-fn waits() -> impl Strategy<Value = (f64, f64)> {
+/// `(source_wait, source_queue, spill_reserve)`: the waits off, shorter, equal and longer
+/// than each other; no reserve, or one or two slots kept for a region's own requests.
+fn waits() -> impl Strategy<Value = (f64, f64, u32)> {
     let ratio = || prop_oneof![Just(0.0), Just(0.25), Just(0.5), Just(1.0)];
-    (ratio(), ratio())
+    (ratio(), ratio(), 0u32..3)
 }
 
 fn deployment() -> impl Strategy<Value = (DeploymentSpec, u64)> {
@@ -119,6 +120,8 @@ struct Replay {
     max_attempts: usize,
     /// `max(source_wait, source_queue)`: how far beyond its limit a granted wait may fill.
     queue_ratio: f64,
+    /// `spill_reserve`: free slots a deployment keeps for its own region's requests.
+    reserve: u32,
     held: Vec<(Admission, u64)>,
     /// Plans made by `Op::Plan`, with their candidates and estimate.
     kept: Vec<(Plan, Vec<Candidate>, u64)>,
@@ -130,7 +133,7 @@ struct Replay {
 fn run(
     world: &[(DeploymentSpec, u64)],
     max_attempts: usize,
-    (source_wait, source_queue): (f64, f64),
+    (source_wait, source_queue, spill_reserve): (f64, f64, u32),
     seed: u64,
     ops: &[Op],
 ) -> Result<Vec<Plan>, TestCaseError> {
@@ -138,6 +141,7 @@ fn run(
         max_attempts,
         source_queue,
         source_wait,
+        spill_reserve,
         ..RouterConfig::default()
     };
     let mut x = Replay {
@@ -154,6 +158,7 @@ fn run(
             .collect(),
         max_attempts,
         queue_ratio: source_wait.max(source_queue),
+        reserve: spill_reserve,
         held: Vec::new(),
         kept: Vec::new(),
         plans: Vec::new(),
@@ -249,12 +254,17 @@ impl Replay {
         let cands = self.candidates(denied);
         let req = request(source, &cands, est);
         let now = self.now;
-        // Oracle: what would admit right now (without a granted wait).
+        // Oracle: what would admit right now (without a granted wait), and a region's last
+        // `reserve` free slots only for its own requests.
         let admits =
             |r: &Router, c: &Candidate| r.clone().try_acquire(c.deployment, est, now).is_ok();
+        let free = |c: &Candidate| {
+            let v = self.r.view(c.deployment, now);
+            v.limit.saturating_sub(v.in_flight)
+        };
         let eligible: Vec<Candidate> = cands
             .iter()
-            .filter(|c| admits(&self.r, c))
+            .filter(|c| admits(&self.r, c) && (c.region == req.source || free(c) > self.reserve))
             .copied()
             .collect();
         let Routed { plan: p, first } = self.r.route(&req, now, &mut self.rng);
@@ -268,7 +278,7 @@ impl Replay {
         let mut i = 0;
         while let Some((j, a)) = next {
             prop_assert_eq!(j, i, "planned step {} did not admit", i);
-            self.check_admitted(&a, &cands)?;
+            self.check_admitted(&a, &cands, p.steps[j].reason != Reason::Local)?;
             prop_assert!(!a.queued || p.steps[j].queued, "queued without a grant");
             if hold {
                 self.held.push((a, est));
@@ -312,15 +322,21 @@ impl Replay {
                 !a.queued || (step.queued && !bare),
                 "queued without a grant"
             );
-            self.check_admitted(&a, &cands)?;
+            self.check_admitted(&a, &cands, !bare && step.reason != Reason::Local)?;
             self.held.push((a, est));
         }
         Ok(())
     }
 
     /// An admission is a candidate's; beyond the limit only to wait (`queued`), and then fewer
-    /// than `limit × (1 + max(source_wait, source_queue))` were in flight before it.
-    fn check_admitted(&self, a: &Admission, cands: &[Candidate]) -> Result<(), TestCaseError> {
+    /// than `limit × (1 + max(source_wait, source_queue))` were in flight before it; a spill
+    /// only where more than `reserve` slots were free before it.
+    fn check_admitted(
+        &self,
+        a: &Admission,
+        cands: &[Candidate],
+        spill: bool,
+    ) -> Result<(), TestCaseError> {
         prop_assert!(
             cands.iter().any(|c| c.deployment == a.deployment),
             "admitted outside the candidates: {:?}",
@@ -335,6 +351,13 @@ impl Replay {
             v.in_flight,
             v.limit,
             a.queued
+        );
+        prop_assert!(
+            !spill || v.in_flight + self.reserve <= v.limit,
+            "a spill took one of the last {} slots: {} in flight at limit {}",
+            self.reserve,
+            v.in_flight,
+            v.limit
         );
         Ok(())
     }
@@ -400,7 +423,8 @@ proptest! {
     /// Residency (never outside the candidates, never a denied region), source first when it
     /// has headroom, every step admits, plan length and retry_after as specified; `route` and
     /// later admissions never admit outside the candidates, nor beyond the limit but to wait,
-    /// nor more than `limit × (1 + max(source_wait, source_queue))` in flight.
+    /// nor more than `limit × (1 + max(source_wait, source_queue))` in flight, nor a spill into a
+    /// region's last `spill_reserve` slots.
     #[test]
     fn plans_respect_the_contract(
         world in proptest::collection::vec(deployment(), 1..7),

@@ -43,6 +43,19 @@ fn a_tuned_variant_sets_its_routing_options_and_refuses_unknown_ones() {
     )
     .expect("valid");
     assert!(cfg.router.source_wait_ttft.is_infinite());
+    // A whole number of reserved slots is written as a TOML integer; a fraction is refused.
+    let t = topology("spillway:spill_reserve=2", 4, 30.0, 1, 0);
+    assert!(t.contains("spill_reserve = 2\n"), "{t}");
+    assert_eq!(
+        Config::parse(&t, "<t>")
+            .expect("valid")
+            .router
+            .spill_reserve,
+        2
+    );
+    let t = topology("spillway:spill_reserve=1.5", 4, 30.0, 1, 0);
+    let e = Config::parse(&t, "<t>").expect_err("a fraction of a slot");
+    assert!(e.to_string().contains("spill_reserve"), "{e}");
 }
 
 #[test]
