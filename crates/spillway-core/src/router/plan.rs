@@ -31,7 +31,10 @@
 //!    are scored `rtt + service_ttft × (1 + in_flight / limit)` and two near-equals are drawn,
 //!    the less utilised wins (see the [crate docs](crate)). Spilling to the emptiest region is
 //!    what keeps a spill from *cascading*: a spilled request that takes another region's last
-//!    slot makes that region's own next request spill too.
+//!    slot makes that region's own next request spill too. With `spill_reserve = N` a region
+//!    with N or fewer free slots is not a destination for another region's request at all
+//!    (nor for its failover or a cache move; [`Router::admit`] checks it again): its last
+//!    slots are its own traffic's.
 //! 4. **Wait in the source rather than throttle** (opt-in). When no destination has headroom,
 //!    the request goes to the source while it has fewer than `limit × (1 + source_queue)` in
 //!    flight. Off by default (`source_queue = 0`): `max_in_flight` is the operator's declared
@@ -94,6 +97,19 @@
 //! rather than at once: taken to be ending, a stalled stream (or one whose end the router has
 //! not heard of) kept requests waiting behind it, which the replay, hearing of every end on
 //! time, did not show and the bench did (Mooncake p99 1.06× before, 1.02× after).
+//!
+//! **Why a reserve, and why it is off by default.** Spilling to the emptiest region cannot
+//! stop the cascade when every region is nearly full: on the long traces of `docs/BENCHMARKS.md`
+//! 12.7 % of requests leave their source without waits where a source alone refuses 9.1 %, so
+//! the spills each region takes in cost 3.7 points of locality. Reserving slots against
+//! overflow (trunk reservation, as telephone networks protect direct calls from alternate-routed
+//! ones) stops it: a spill either finds a region with slots to spare or does not leave, and
+//! keeping the last slot won back 1.3–2.1 points on those traces in the replay at the peers'
+//! p99. What does not leave waits or is refused, so the reserve is paid in goodput (−0.2 to
+//! −0.5 % where Spillway had no margin over the baselines) or, if those spills wait instead
+//! (`source_queue`), in the tail (p99 1.4–2.4× theirs). A router can only choose where it sits on that trade, so the
+//! reserve is the operator's: 0 by default, 1 where locality matters more than the last
+//! percent of goodput.
 //!
 //! Step 2 is on
 //! by default (`source_wait = 0.2`): locality is what a cross-region router promises, the
