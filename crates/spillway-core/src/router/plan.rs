@@ -107,9 +107,9 @@
 //! keeping the last slot won back 1.3–2.1 points on those traces in the replay at the peers'
 //! p99. What does not leave waits or is refused, so the reserve is paid in goodput (−0.2 to
 //! −0.5 % where Spillway had no margin over the baselines) or, if those spills wait instead
-//! (`source_queue`), in the tail (p99 1.4–2.4× theirs). A router can only choose where it sits on that trade, so the
-//! reserve is the operator's: 0 by default, 1 where locality matters more than the last
-//! percent of goodput.
+//! (`source_queue`), in the tail (p99 1.4–2.4× theirs). A router can only choose where it
+//! sits on that trade, so the reserve is the operator's: 0 by default, 1 where locality matters
+//! more than the last percent of goodput.
 //!
 //! Step 2 is on
 //! by default (`source_wait = 0.2`): locality is what a cross-region router promises, the
