@@ -193,6 +193,9 @@ impl Step {
 pub struct Plan {
     pub steps: Vec<Step>,
     pub retry_after: Option<Duration>,
+    /// No step because every destination with a free slot keeps it for its own region's
+    /// requests (`spill_reserve`): refused for the reserve, not for a lack of slots.
+    pub held_back: bool,
     /// The request's prefix blocks ([`Prefix::blocks`]; empty without a cache model): whichever
     /// step admits the request, a failover's too, is admitted with the prompt tokens its cache is
     /// expected to hold and then expected to hold them ([`Router::admit_next`]).

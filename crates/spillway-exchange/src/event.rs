@@ -132,6 +132,9 @@ pub enum Refusal {
     NoCapacity { retry_after: Duration },
     /// Every destination tried answered 429.
     AllThrottled { retry_after: Duration },
+    /// The only free slots were other regions' reserves for their own requests
+    /// (`spill_reserve`): 429 with `Retry-After`.
+    Reserved { retry_after: Duration },
     /// No destination answered in time.
     Timeout,
     /// Every destination tried failed.

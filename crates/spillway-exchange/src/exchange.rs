@@ -154,7 +154,12 @@ impl Exchange {
             }
             None => {
                 let retry_after = x.plan.retry_after.unwrap_or(Duration::from_secs(1));
-                x.refuse(now, Refusal::NoCapacity { retry_after });
+                let refusal = if x.plan.held_back {
+                    Refusal::Reserved { retry_after }
+                } else {
+                    Refusal::NoCapacity { retry_after }
+                };
+                x.refuse(now, refusal);
             }
         }
         x.refresh_timer();

@@ -57,9 +57,11 @@ impl Outcome {
             Outcome::Broken(_) => "broken",
             Outcome::ClientGone { .. } => "cancelled",
             Outcome::Stalled => "stalled",
-            Outcome::Refused(Refusal::NoCapacity { .. } | Refusal::AllThrottled { .. }) => {
-                "throttled"
-            }
+            Outcome::Refused(
+                Refusal::NoCapacity { .. }
+                | Refusal::AllThrottled { .. }
+                | Refusal::Reserved { .. },
+            ) => "throttled",
             Outcome::Refused(Refusal::Timeout) => "timeout",
             Outcome::Refused(Refusal::Unavailable) => "unavailable",
             Outcome::Refused(Refusal::Rejected { .. }) => "upstream_client_error",

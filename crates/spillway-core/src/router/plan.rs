@@ -132,6 +132,8 @@ struct Scan {
     /// within `source_wait` (a wait rather than a spill, if its expected TTFT says so) and
     /// within `source_queue` (a wait rather than a 429).
     source_full: Option<(usize, bool, bool)>,
+    /// A destination had a free slot that it keeps for its own region (`spill_reserve`).
+    reserved: bool,
 }
 
 impl Router {
@@ -152,6 +154,7 @@ impl Router {
             Plan {
                 steps: Vec::new(),
                 retry_after: self.retry_after(req, now),
+                held_back: scan.reserved,
                 prefix: Vec::new(),
             }
         } else {
@@ -172,6 +175,7 @@ impl Router {
             Plan {
                 steps: self.steps(req, &eligible, first, queue_at, spill),
                 retry_after: None,
+                held_back: false,
                 prefix: req.prefix.blocks.to_vec(),
             }
         };
@@ -185,6 +189,7 @@ impl Router {
         let mut scan = Scan {
             source_unhealthy: false,
             source_full: None,
+            reserved: false,
         };
         for (pos, c) in req.candidates.iter().enumerate() {
             let Some(d) = self.deployments.get_mut(c.deployment.0 as usize) else {
@@ -194,7 +199,7 @@ impl Router {
             let reserved = !local && held_in_reserve(&self.cfg, d);
             match d.check(req.est_tokens, now) {
                 // Free, but only for its own region's requests (`spill_reserve`).
-                Ok(()) if reserved => {}
+                Ok(()) if reserved => scan.reserved = true,
                 Ok(()) => {
                     let dup = eligible
                         .iter()

@@ -232,6 +232,7 @@ fn cooldown_from_retry_after_is_honoured() {
         Plan {
             steps: vec![],
             retry_after: Some(ms(3000)),
+            held_back: false,
             prefix: Vec::new(),
         }
     );
@@ -324,6 +325,7 @@ fn unknown_deployments_are_harmless() {
         Plan {
             steps: vec![],
             retry_after: Some(ms(60_000)),
+            held_back: false,
             prefix: Vec::new(),
         }
     );

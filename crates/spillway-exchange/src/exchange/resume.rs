@@ -304,6 +304,7 @@ impl Exchange {
         Plan {
             steps,
             retry_after: None,
+            held_back: false,
             // The continuation's prompt starts with the original one.
             prefix: self.plan.prefix.clone(),
         }

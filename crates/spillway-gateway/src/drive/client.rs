@@ -259,6 +259,12 @@ pub fn refusal(model: &str, r: Refusal) -> EdgeError {
             ),
             retry_after,
         },
+        Refusal::Reserved { retry_after } => EdgeError::Throttled {
+            message: format!(
+                "This region has no capacity for {model} right now, and the other regions keep theirs for their own traffic. Retry after the indicated time."
+            ),
+            retry_after,
+        },
         Refusal::AllThrottled { retry_after } => EdgeError::Throttled {
             message: format!(
                 "Every region that can serve {model} is at capacity. Retry after the indicated time."

@@ -116,6 +116,7 @@ fn throttle(ctx: &RequestCtx, ending: &Ending<'_>) -> Option<Throttle> {
         Ending::Edge(EdgeError::Throttled { .. }) => Some(Throttle::TenantInRegion),
         Ending::Exchange { record, .. } => match record.outcome {
             Outcome::Refused(Refusal::NoCapacity { .. }) => Some(Throttle::Capacity),
+            Outcome::Refused(Refusal::Reserved { .. }) => Some(Throttle::Reserve),
             Outcome::Refused(Refusal::AllThrottled { .. }) => Some(Throttle::Upstream),
             _ => None,
         },

@@ -14,6 +14,8 @@ pub enum Throttle {
     TenantCrossRegion,
     /// No destination had room.
     Capacity,
+    /// Room only in other regions' reserves for their own requests (`spill_reserve`).
+    Reserve,
     /// Every destination tried answered 429.
     Upstream,
 }
@@ -24,6 +26,7 @@ impl Throttle {
             Throttle::TenantInRegion => "tenant_in_region",
             Throttle::TenantCrossRegion => "tenant_cross_region",
             Throttle::Capacity => "capacity",
+            Throttle::Reserve => "reserve",
             Throttle::Upstream => "upstream",
         }
     }

@@ -203,7 +203,7 @@ fn register_requests(r: &mut Registry) -> RequestMetrics {
     };
     r.register("requests", "Client requests by tenant, profile, canonical model, source region, serving region (destination), API and outcome", m.requests.clone());
     r.register("flows", "Requests served outside their source region, by source, serving region (destination) and reason (spill:capacity, spill:unhealthy, spill:cache, spill:balance, failover:<kind>, resume:<kind>)", m.flows.clone());
-    r.register("throttles", "429s given to clients, by what ran out: tenant_in_region or tenant_cross_region quota, capacity (no destination had room), upstream (every destination tried answered 429)", m.throttles.clone());
+    r.register("throttles", "429s given to clients, by what ran out: tenant_in_region or tenant_cross_region quota, capacity (no destination had room), reserve (only other regions' reserves for their own requests had room), upstream (every destination tried answered 429)", m.throttles.clone());
     r.register(
         "tokens",
         "Input and output tokens of answered requests, by tenant, profile and canonical model",

@@ -250,6 +250,7 @@ fn a_failover_is_admitted_with_its_cache_and_expected_to_hold_the_prompt_after()
             queued: false,
         }],
         retry_after: None,
+        held_back: false,
         prefix: BLOCKS.to_vec(),
     };
     let (_, held) = r.admit_next(&plan, 0, routed_demand(), ms(2_030)).unwrap();

@@ -24,6 +24,7 @@ fn rpm_and_tpm_headroom_and_settlement() {
         Plan {
             steps: vec![],
             retry_after: Some(ms(60_000)),
+            held_back: false,
             prefix: Vec::new(),
         },
         "can never fit"

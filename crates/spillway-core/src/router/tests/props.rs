@@ -267,8 +267,13 @@ impl Replay {
             .filter(|c| admits(&self.r, c) && (c.region == req.source || free(c) > self.reserve))
             .copied()
             .collect();
+        let reserved = cands
+            .iter()
+            .any(|c| c.region != req.source && admits(&self.r, c) && free(c) <= self.reserve);
         let Routed { plan: p, first } = self.r.route(&req, now, &mut self.rng);
         check_plan(&p, &req, &eligible, self.max_attempts, denied)?;
+        // Held back: nothing planned, though some region had a slot it keeps for its own.
+        prop_assert_eq!(p.held_back, p.steps.is_empty() && reserved, "{:?}", p);
         // Nothing came between the plan and the admission: its first step admits.
         prop_assert_eq!(
             first.as_ref().map(|(i, _)| *i),

@@ -43,12 +43,16 @@ fn every_region_at_its_reserve_throttles_with_a_retry_after_of_a_second() {
     let mut rng = SmallRng::seed_from_u64(1);
     let (mut r, c) = world_with(Policy::Spillway, 2, 2, 1);
     let p = r.plan(&req(0, &c), ms(1), &mut rng);
-    assert!(p.steps.is_empty(), "{p:?}");
+    assert!(p.steps.is_empty() && p.held_back, "{p:?}");
     assert_eq!(
         p.retry_after,
         Some(Duration::from_secs(1)),
         "not the 1 ms of a free slot"
     );
+    // Every slot taken: refused for capacity, not for the reserve.
+    let (mut r, c) = world_with(Policy::Spillway, 2, 0, 0);
+    let p = r.plan(&req(0, &c), ms(1), &mut rng);
+    assert!(p.steps.is_empty() && !p.held_back, "{p:?}");
 }
 
 #[test]
