@@ -41,7 +41,8 @@ pub struct RouterConfig {
     pub source_wait_ttft: f64,
     /// `Policy::Spillway` only: the slots of each deployment kept for its own region's
     /// requests. A deployment takes a request from another region (a spill, a failover to it, a
-    /// cache move) only while more than `spill_reserve` of its slots are free; a request that
+    /// cache move; not a mid-stream continuation, which finishes an answer already under way)
+    /// only while more than `spill_reserve` of its slots are free; a request that
     /// finds its source full and every other region at its reserve waits in the source when a
     /// wait is allowed (`source_wait`, `source_queue`) and is throttled otherwise. Default 0:
     /// every free slot takes spills. This is trunk reservation: it keeps a region's own traffic

@@ -38,10 +38,13 @@ struct Grant {
 }
 
 impl Grant {
+    /// A plan's steps out of the source are spills; a step granted a wait is either the
+    /// source's own or a mid-stream continuation's (every step of which may wait), and a
+    /// continuation, finishing an answer already under way, is not held to the reserve.
     fn of(step: &Step) -> Self {
         Grant {
             queue: step.queued,
-            spill: step.reason != Reason::Local,
+            spill: step.reason != Reason::Local && !step.queued,
         }
     }
 }

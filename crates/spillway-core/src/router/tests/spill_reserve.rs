@@ -80,7 +80,16 @@ fn the_admission_of_a_spill_checks_the_reserve_again() {
     );
     assert!(r.admit_next(&p, 0, 100, ms(1)).is_none());
     // A bare admission is no spill: the caller knows what it admits.
-    assert!(r.try_acquire(DeploymentIx(1), 100, ms(1)).is_ok());
+    let bare = r.try_acquire(DeploymentIx(1), 100, ms(1)).expect("bare");
+    r.release(bare, OK, ms(1));
+    // A mid-stream continuation (every step of its plan granted a wait) finishes its answer
+    // there all the same.
+    let continuation = Step {
+        queued: true,
+        ..p.steps[0]
+    };
+    let a = r.admit(&continuation, 100, ms(1)).expect("a continuation");
+    assert!(!a.queued, "a free slot, no wait");
 }
 
 #[test]
