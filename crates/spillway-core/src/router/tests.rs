@@ -32,6 +32,21 @@ fn world(n: usize) -> (Router, Vec<Candidate>) {
     (Router::new(RouterConfig::default(), specs), cands)
 }
 
+/// Deployment i in region i with 4 slots, rtt 1, 11 and 21 ms, `busy[i]` of them held.
+fn three_regions(cfg: RouterConfig, busy: [u32; 3]) -> (Router, Vec<Candidate>) {
+    let specs = (0..3).map(|i| spec(i, 4)).collect();
+    let cands = (0..3)
+        .map(|i| cand(i, i as u16, 1 + 10 * u64::from(i)))
+        .collect();
+    let mut r = Router::new(cfg, specs);
+    for (d, n) in (0..).zip(busy) {
+        for _ in 0..n {
+            let _held = r.try_acquire(DeploymentIx(d), 100, ms(0)).unwrap();
+        }
+    }
+    (r, cands)
+}
+
 fn req(source: u16, candidates: &[Candidate]) -> RouteRequest<'_> {
     RouteRequest {
         source: RegionIx(source),

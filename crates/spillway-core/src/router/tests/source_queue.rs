@@ -8,17 +8,7 @@ fn full_world(policy: Policy, source_queue: f64) -> (Router, Vec<Candidate>) {
         source_queue,
         ..RouterConfig::default()
     };
-    let specs = (0..3).map(|i| spec(i, 4)).collect();
-    let cands = (0..3)
-        .map(|i| cand(i, i as u16, 1 + 10 * u64::from(i)))
-        .collect();
-    let mut r = Router::new(cfg, specs);
-    for d in 0..3 {
-        for _ in 0..4 {
-            let _held = r.try_acquire(DeploymentIx(d), 100, ms(0)).unwrap();
-        }
-    }
-    (r, cands)
+    three_regions(cfg, [4, 4, 4])
 }
 
 #[test]

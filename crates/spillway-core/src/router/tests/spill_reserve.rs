@@ -12,17 +12,7 @@ fn world_with(policy: Policy, reserve: u32, free1: u32, free2: u32) -> (Router, 
         source_wait: 0.0,
         ..RouterConfig::default()
     };
-    let specs = (0..3).map(|i| spec(i, 4)).collect();
-    let cands = (0..3)
-        .map(|i| cand(i, i as u16, 1 + 10 * u64::from(i)))
-        .collect();
-    let mut r = Router::new(cfg, specs);
-    for (d, free) in [(0, 0), (1, free1), (2, free2)] {
-        for _ in 0..4 - free {
-            let _held = r.try_acquire(DeploymentIx(d), 100, ms(0)).unwrap();
-        }
-    }
-    (r, cands)
+    three_regions(cfg, [4, 4 - free1, 4 - free2])
 }
 
 #[test]
