@@ -184,7 +184,8 @@ impl Router {
     }
 
     /// Push every candidate with headroom onto `eligible` (each deployment once, with its score
-    /// and utilisation), and note whether the source is unhealthy or full but may queue.
+    /// and utilisation), and note whether the source is unhealthy or full but may queue, and
+    /// whether another region's free slot was held back for its own requests.
     fn scan(&mut self, req: &RouteRequest<'_>, now: Duration, eligible: &mut Vec<Entry>) -> Scan {
         let mut scan = Scan {
             source_unhealthy: false,
