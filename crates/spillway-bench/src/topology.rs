@@ -41,12 +41,13 @@ pub fn rtt_ms(a: &str, b: &str) -> Option<f64> {
 }
 
 /// The `[routing]` keys a variant named `spillway:KEY=VALUE:…` may set.
-pub const VARIANT_KEYS: [&str; 5] = [
+pub const VARIANT_KEYS: [&str; 6] = [
     "source_wait",
     "source_wait_ttft",
     "source_queue",
     "cache_min_locality",
     "spill_reserve",
+    "tail_budget",
 ];
 
 /// The keys of [`VARIANT_KEYS`] whose `[routing]` value is a whole number of slots.

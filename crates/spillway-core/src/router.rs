@@ -42,6 +42,7 @@ use std::time::Duration;
 
 pub use self::config::{Policy, RouterConfig};
 use self::deployment::{Deployment, Entry, ewma, signed};
+pub use self::outcome::{FailureKind, Outcome};
 pub use self::route::Routed;
 pub use self::shared::{DeploymentEvent, Load};
 use crate::RetryBudget;
@@ -202,58 +203,6 @@ pub struct Plan {
     pub prefix: Vec<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Could not connect.
-    Connect,
-    /// No first byte within the deadline.
-    Timeout,
-    /// Upstream 429 (with its Retry-After, if any).
-    Throttled { retry_after: Option<Duration> },
-    /// Upstream 5xx, or the connection broke before the response completed.
-    ServerError,
-    /// Upstream 4xx other than 429: the request's fault, not the deployment's.
-    ClientError,
-    /// The client went away; says nothing about the deployment.
-    Cancelled,
-}
-
-impl FailureKind {
-    /// Retryable on another destination when nothing was sent to the client yet.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            FailureKind::Connect
-            | FailureKind::Timeout
-            | FailureKind::Throttled { .. }
-            | FailureKind::ServerError => true,
-            FailureKind::ClientError | FailureKind::Cancelled => false,
-        }
-    }
-    /// `connect`, `timeout`, `throttled`, `server_error`, `client_error`, `cancelled`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            FailureKind::Connect => "connect",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Throttled { .. } => "throttled",
-            FailureKind::ServerError => "server_error",
-            FailureKind::ClientError => "client_error",
-            FailureKind::Cancelled => "cancelled",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Outcome {
-    Success {
-        ttft: Duration,
-        /// Time per output token after the first, if more than one token was produced.
-        tpot: Option<Duration>,
-        /// Actual tokens used (input + output).
-        tokens: u64,
-    },
-    Failure(FailureKind),
-}
-
 /// Proof that a deployment admitted a request; give it back to [`Router::release`].
 #[derive(Debug)]
 #[must_use]
@@ -322,6 +271,8 @@ pub struct Router {
     prefix: Option<PrefixIndex>,
     /// Cache affinity `on`: how many more moves each source region may make (`cache_min_locality`).
     moves: cache::MoveBudget,
+    /// Waits each source region may take beyond step 2's comparisons (`tail_budget`).
+    tail: tail::TailBudget,
 }
 
 impl Router {
@@ -342,6 +293,7 @@ impl Router {
             events: None,
             prefix: None,
             moves: cache::MoveBudget::default(),
+            tail: tail::TailBudget::default(),
             cfg,
         }
     }
@@ -494,9 +446,11 @@ impl Router {
 mod cache;
 mod config;
 mod deployment;
+mod outcome;
 mod plan;
 mod route;
 mod shared;
+mod tail;
 
 #[cfg(test)]
 mod tests;

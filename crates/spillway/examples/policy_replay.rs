@@ -86,6 +86,7 @@ fn config(variant: &str) -> Result<RouterConfig, String> {
             "source_wait" => cfg.source_wait = v,
             "source_wait_ttft" => cfg.source_wait_ttft = v,
             "source_queue" => cfg.source_queue = v,
+            "tail_budget" => cfg.tail_budget = v,
             // Whole, non-negative and in range: the gateway's configuration reads a u32.
             "spill_reserve" if v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX) => {
                 cfg.spill_reserve = v as u32

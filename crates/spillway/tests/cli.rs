@@ -196,6 +196,13 @@ fn check_config_refuses_source_waits_out_of_range() {
             &["spill_reserve"],
         );
     }
+    for bad in ["1.5", "-0.01", "nan"] {
+        refused(
+            "tail budget",
+            &with(&format!("tail_budget = {bad}\n")),
+            &["key `routing.tail_budget`", "0 to 1"],
+        );
+    }
 }
 
 #[test]

@@ -49,6 +49,14 @@ pub struct RouterConfig {
     /// from being pushed out by the overflow of the others, and pays for it in throttled or
     /// waiting spills (see the `plan` module).
     pub spill_reserve: u32,
+    /// `Policy::Spillway` only: the share of each source region's requests that may wait in
+    /// their full source when no other region can take them (each full, or at its
+    /// `spill_reserve`) and the TTFT comparisons of `source_wait` would not let them wait,
+    /// rather than be throttled; each such wait stays within `source_wait_ttft` × the TTFT of
+    /// the longest prompt seen there. Banked per request, at most five waits at a time (see
+    /// the `tail` module). Default 0.01: the 99th percentile of TTFT stays the others'.
+    /// 0 throttles them; out of [0, 1] is clamped.
+    pub tail_budget: f64,
     /// Cache affinity `on` only: the least share of each source region's requests that find
     /// room there that stay there; the rest may leave for a region whose cache is expected to
     /// answer sooner. Default 0.9; 0 moves every request that gains; 1 never moves one.
@@ -82,6 +90,7 @@ impl Default for RouterConfig {
             source_wait: 0.2,
             source_wait_ttft: 1.5,
             spill_reserve: 0,
+            tail_budget: 0.01,
             cache_min_locality: 0.9,
         }
     }

@@ -146,9 +146,15 @@ impl Router {
         // Wait in the source: rather than spill while waiting is expected to be about as fast
         // (step 2), and rather than be throttled while its queue is within `source_queue`
         // (step 4).
+        if self.cfg.policy == Policy::Spillway {
+            self.earn_tail_wait(req.source);
+        }
         let queue_at = scan.source_full.and_then(|(pos, may_wait, may_queue)| {
             let short = may_wait && self.wait_is_short(req, pos, &eligible, now);
-            (short || (may_queue && eligible.is_empty())).then_some(pos)
+            let queue = may_queue && eligible.is_empty();
+            // Nowhere else to go and no wait by the comparisons: a wait on the tail budget.
+            let budget = may_wait && !short && !queue && eligible.is_empty();
+            (short || queue || (budget && self.tail_wait(req, pos, now))).then_some(pos)
         });
         let plan = if eligible.is_empty() && queue_at.is_none() {
             Plan {

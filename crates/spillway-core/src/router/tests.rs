@@ -464,3 +464,4 @@ mod policies {
 mod source_queue;
 mod source_wait;
 mod spill_reserve;
+mod tail_budget;

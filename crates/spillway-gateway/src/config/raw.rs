@@ -129,6 +129,10 @@ pub struct RawRouting {
     /// `spillway` policy: free slots each deployment keeps for its own region's requests; a
     /// request from another region takes one only while more are free (default 0).
     pub spill_reserve: Option<u32>,
+    /// `spillway` policy: the share of each region's requests that may wait in their full
+    /// source when no other region can take them, rather than be throttled (0 to 1, default
+    /// 0.01).
+    pub tail_budget: Option<f64>,
     /// Cache affinity: a prompt's blocks are not expected in a deployment's cache this long
     /// after they were last sent there (default 600 s).
     pub prefix_cache_ttl_secs: Option<u64>,

@@ -41,6 +41,13 @@ pub(super) fn router(cx: &Ctx<'_>, r: &RawRouting) -> Result<RouterConfig, Confi
             ),
         ));
     }
+    let tail_budget = r.tail_budget.unwrap_or(0.01);
+    if !(0.0..=1.0).contains(&tail_budget) {
+        return Err(cx.err(
+            "routing.tail_budget",
+            format!("expected 0 to 1 (a share of each region's requests), got {tail_budget}"),
+        ));
+    }
     let policy = match r.policy.as_deref() {
         None | Some("spillway") => Policy::Spillway,
         Some("round-robin") => Policy::RoundRobin,
@@ -67,6 +74,7 @@ pub(super) fn router(cx: &Ctx<'_>, r: &RawRouting) -> Result<RouterConfig, Confi
         source_wait,
         source_wait_ttft,
         spill_reserve: r.spill_reserve.unwrap_or(0),
+        tail_budget,
         cache_min_locality,
         ..RouterConfig::default()
     })

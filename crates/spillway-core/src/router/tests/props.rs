@@ -82,12 +82,16 @@ fn busy_op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// `(source_wait, source_queue, spill_reserve)`: the waits off, shorter, equal and longer
-/// than each other; no reserve, or one or two slots kept for a region's own requests.
-fn waits() -> impl Strategy<Value = (f64, f64, u32)> {
+/// `(source_wait, source_queue, spill_reserve, tail_budget)`: the waits off, shorter, equal
+/// and longer than each other; no reserve, or one or two slots kept for a region's own
+/// requests; no budgeted waits, the default share, or one for every request.
+fn waits() -> impl Strategy<Value = Waits> {
     let ratio = || prop_oneof![Just(0.0), Just(0.25), Just(0.5), Just(1.0)];
-    (ratio(), ratio(), 0u32..3)
+    let budget = prop_oneof![Just(0.0), Just(0.01), Just(1.0)];
+    (ratio(), ratio(), 0u32..3, budget)
 }
+
+type Waits = (f64, f64, u32, f64);
 
 fn deployment() -> impl Strategy<Value = (DeploymentSpec, u64)> {
     (
@@ -133,7 +137,7 @@ struct Replay {
 fn run(
     world: &[(DeploymentSpec, u64)],
     max_attempts: usize,
-    (source_wait, source_queue, spill_reserve): (f64, f64, u32),
+    (source_wait, source_queue, spill_reserve, tail_budget): Waits,
     seed: u64,
     ops: &[Op],
 ) -> Result<Vec<Plan>, TestCaseError> {
@@ -142,6 +146,7 @@ fn run(
         source_queue,
         source_wait,
         spill_reserve,
+        tail_budget,
         ..RouterConfig::default()
     };
     let mut x = Replay {

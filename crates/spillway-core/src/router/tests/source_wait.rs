@@ -15,7 +15,10 @@ fn learned_full_source(source_wait: f64) -> (Router, Vec<Candidate>) {
     learned_full_source_with(0.5, source_wait)
 }
 
-fn learned_full_source_with(source_queue: f64, source_wait: f64) -> (Router, Vec<Candidate>) {
+pub(super) fn learned_full_source_with(
+    source_queue: f64,
+    source_wait: f64,
+) -> (Router, Vec<Candidate>) {
     let cfg = RouterConfig {
         source_queue,
         source_wait,
@@ -47,14 +50,14 @@ fn learned_full_source_with(source_queue: f64, source_wait: f64) -> (Router, Vec
     (r, c)
 }
 
-fn demand(input_tokens: u64) -> Demand {
+pub(super) fn demand(input_tokens: u64) -> Demand {
     Demand {
         est_tokens: input_tokens + 100,
         input_tokens,
     }
 }
 
-fn sized(source: u16, candidates: &[Candidate], input_tokens: u64) -> RouteRequest<'_> {
+pub(super) fn sized(source: u16, candidates: &[Candidate], input_tokens: u64) -> RouteRequest<'_> {
     RouteRequest {
         source: RegionIx(source),
         candidates,
