@@ -101,7 +101,7 @@ pub use prefix::{CacheAffinity, Prefix, PrefixConfig, PrefixIndex};
 pub use quota::{QuotaBucket, QuotaDenied, QuotaLimits, Reservation, TokenBucket};
 pub use retry::{RetryBudget, RetryBudgetConfig};
 pub use router::{
-    Admission, Candidate, Demand, DeploymentEvent, DeploymentIx, DeploymentSpec, DeploymentView,
-    FailureKind, Load, Outcome, Plan, Policy, Reason, RegionIx, Rejection, RouteRequest, Routed,
-    Router, RouterConfig, Step,
+    AUTO_RESERVE_MIN_SLOTS, Admission, Candidate, Demand, DeploymentEvent, DeploymentIx,
+    DeploymentSpec, DeploymentView, FailureKind, Load, Outcome, Plan, Policy, Reason, RegionIx,
+    Rejection, RouteRequest, Routed, Router, RouterConfig, Step,
 };

@@ -40,7 +40,7 @@
 //! ```
 use std::time::Duration;
 
-pub use self::config::{Policy, RouterConfig};
+pub use self::config::{AUTO_RESERVE_MIN_SLOTS, Policy, RouterConfig};
 use self::deployment::{Deployment, Entry, ewma, signed};
 pub use self::outcome::{FailureKind, Outcome};
 pub use self::route::Routed;

@@ -89,7 +89,7 @@ fn config(variant: &str) -> Result<RouterConfig, String> {
             "tail_budget" => cfg.tail_budget = v,
             // Whole, non-negative and in range: the gateway's configuration reads a u32.
             "spill_reserve" if v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX) => {
-                cfg.spill_reserve = v as u32
+                cfg.spill_reserve = Some(v as u32)
             }
             "spill_reserve" => {
                 return Err(format!("spill_reserve: {v} is not a whole number of slots"));

@@ -3,6 +3,13 @@ use std::time::Duration;
 
 use crate::{AimdConfig, HealthConfig, RetryBudgetConfig};
 
+/// With `spill_reserve` unset, a deployment declared with at least this many slots keeps one
+/// for its own region's requests; a smaller one keeps none. One slot is then at most a
+/// sixteenth of what it lends the other regions; on smaller deployments (the 4 to 8 slots of a
+/// single GPU server) it is a large share, and the reserve was measured on 17 to 49 slots
+/// (`docs/BENCHMARKS.md`).
+pub const AUTO_RESERVE_MIN_SLOTS: u32 = 16;
+
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
     /// How the first step is chosen among the destinations with headroom.
@@ -42,13 +49,14 @@ pub struct RouterConfig {
     /// `Policy::Spillway` only: the slots of each deployment kept for its own region's
     /// requests. A deployment takes a request from another region (a spill, a failover to it, a
     /// cache move; not a mid-stream continuation, which finishes an answer already under way)
-    /// only while more than `spill_reserve` of its slots are free; a request that
-    /// finds its source full and every other region at its reserve waits in the source when a
-    /// wait is allowed (`source_wait`, `source_queue`) and is throttled otherwise. Default 0:
-    /// every free slot takes spills. This is trunk reservation: it keeps a region's own traffic
-    /// from being pushed out by the overflow of the others, and pays for it in throttled or
-    /// waiting spills (see the `plan` module).
-    pub spill_reserve: u32,
+    /// only while more than this many of its slots are free; a request that finds its source
+    /// full and every other region at its reserve waits in the source when a wait is allowed
+    /// (`source_wait`, `source_queue`, `tail_budget`) and is throttled otherwise. This is trunk
+    /// reservation: it keeps a region's own traffic from being pushed out by the overflow of
+    /// the others (see the `plan` module). `None` (the default): one slot on a deployment
+    /// declared with [`AUTO_RESERVE_MIN_SLOTS`] or more, none on a smaller one; `Some(0)`:
+    /// every free slot takes spills.
+    pub spill_reserve: Option<u32>,
     /// `Policy::Spillway` only: the share of each source region's requests that may wait in
     /// their full source when no other region can take them (each full, or at its
     /// `spill_reserve`) and the TTFT comparisons of `source_wait` would not let them wait,
@@ -89,7 +97,7 @@ impl Default for RouterConfig {
             source_queue: 0.0,
             source_wait: 0.2,
             source_wait_ttft: 1.5,
-            spill_reserve: 0,
+            spill_reserve: None,
             tail_budget: 0.01,
             cache_min_locality: 0.9,
         }

@@ -34,13 +34,17 @@
 //!    slot makes that region's own next request spill too. With `spill_reserve = N` a region
 //!    with N or fewer free slots is not a destination for another region's request at all
 //!    (nor for its failover or a cache move; [`Router::admit`] checks it again): its last
-//!    slots are its own traffic's.
-//! 4. **Wait in the source rather than throttle** (opt-in). When no destination has headroom,
-//!    the request goes to the source while it has fewer than `limit × (1 + source_queue)` in
-//!    flight. Off by default (`source_queue = 0`): `max_in_flight` is the operator's declared
-//!    capacity and is never exceeded unless they say so; the request is throttled (429) as
-//!    DESIGN §3 says. Only the source queues: it costs no round trip, and a wait in another
-//!    region would hold a slot that region's own traffic needs next.
+//!    slots are its own traffic's. Unset, N is 1 on a deployment of
+//!    [`AUTO_RESERVE_MIN_SLOTS`] (16) slots or more and 0 on a smaller one.
+//! 4. **Wait in the source rather than throttle.** When no destination has headroom, a request
+//!    that step 2 did not let wait may still wait in the source, within `source_wait`'s queue
+//!    bound: on the region's tail budget, 1 % of its requests by default (`tail_budget`; see
+//!    the `tail` module), and, opt-in, any request while the source has fewer than
+//!    `limit × (1 + source_queue)` in flight. `source_queue` is off by default: beyond
+//!    `source_wait`'s short queue, `max_in_flight` is the operator's declared capacity, and the
+//!    request is throttled (429) as DESIGN §3 says. Only the source queues: it costs no round
+//!    trip, and a wait in another region would hold a slot that region's own traffic needs
+//!    next.
 //!
 //! A wait in the source is granted to the plan's step ([`Step::queued`]) and honoured only by
 //! [`Router::admit`] of that step, which checks the queue's bound again then; nothing else
@@ -98,18 +102,20 @@
 //! not heard of) kept requests waiting behind it, which the replay, hearing of every end on
 //! time, did not show and the bench did (Mooncake p99 1.06× before, 1.02× after).
 //!
-//! **Why a reserve, and why it is off by default.** Spilling to the emptiest region cannot
+//! **Why a reserve, and why one slot by default.** Spilling to the emptiest region cannot
 //! stop the cascade when every region is nearly full: on the long traces of `docs/BENCHMARKS.md`
 //! 12.7 % of requests leave their source without waits where a source alone refuses 9.1 %, so
 //! the spills each region takes in cost 3.7 points of locality. Reserving slots against
 //! overflow (trunk reservation, as telephone networks protect direct calls from alternate-routed
 //! ones) stops it: a spill either finds a region with slots to spare or does not leave, and
 //! keeping the last slot won back 1.3–2.1 points on those traces in the replay at the peers'
-//! p99. What does not leave waits or is refused, so the reserve is paid in goodput (−0.2 to
-//! −0.5 % where Spillway had no margin over the baselines) or, if those spills wait instead
-//! (`source_queue`), in the tail (p99 1.4–2.4× theirs). A router can only choose where it
-//! sits on that trade, so the reserve is the operator's: 0 by default, 1 where locality matters
-//! more than the last percent of goodput.
+//! p99. What does not leave waits or is refused: alone, the reserve was paid in goodput (−0.2
+//! to −0.6 % where Spillway had no margin over the baselines), and letting all those spills
+//! wait (`source_queue`) paid in the tail (p99 1.4–2.4× theirs). The tail budget (see the
+//! `tail` module) lets 1 % of requests wait, which the 99th percentile does not see, and with
+//! it one reserved slot served as many requests as no reserve did, so the default keeps one
+//! slot on a deployment of [`AUTO_RESERVE_MIN_SLOTS`] or more (17 to 49 were measured); on a
+//! smaller one a slot is too large a share of what it lends.
 //!
 //! Step 2 is on
 //! by default (`source_wait = 0.2`): locality is what a cross-region router promises, the
@@ -121,6 +127,7 @@ use std::time::Duration;
 
 use rand::{Rng, RngCore};
 
+use super::config::AUTO_RESERVE_MIN_SLOTS;
 use super::deployment::{Deployment, Entry};
 use super::{MINUTE, Plan, Policy, Reason, Rejection, RouteRequest, Router, RouterConfig, Step};
 
@@ -373,7 +380,11 @@ impl Router {
 /// Whether `d` keeps its free slots for its own region's requests (`spill_reserve`): a request
 /// from another region may not take one (Spillway's policy only).
 pub(super) fn held_in_reserve(cfg: &RouterConfig, d: &Deployment) -> bool {
-    cfg.policy == Policy::Spillway && cfg.spill_reserve > 0 && d.free_slots() <= cfg.spill_reserve
+    let reserve = match cfg.spill_reserve {
+        Some(n) => n,
+        None => u32::from(d.spec.max_in_flight >= AUTO_RESERVE_MIN_SLOTS),
+    };
+    cfg.policy == Policy::Spillway && reserve > 0 && d.free_slots() <= reserve
 }
 
 /// Whether `d`, at its in-flight limit, may take one more request into its upstream's waiting

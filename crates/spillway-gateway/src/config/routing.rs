@@ -73,7 +73,7 @@ pub(super) fn router(cx: &Ctx<'_>, r: &RawRouting) -> Result<RouterConfig, Confi
         source_queue,
         source_wait,
         source_wait_ttft,
-        spill_reserve: r.spill_reserve.unwrap_or(0),
+        spill_reserve: r.spill_reserve,
         tail_budget,
         cache_min_locality,
         ..RouterConfig::default()

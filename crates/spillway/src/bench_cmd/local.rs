@@ -33,7 +33,7 @@
 //! request the variants `spillway-queue` (`source_queue = 0.5`: wait in the source rather than be
 //! throttled), `spillway-nowait` (`source_wait = 0`: spill as soon as the source is full) and
 //! `spillway:KEY=VALUE:…` (any of `source_wait`, `source_wait_ttft`, `source_queue`,
-//! `cache_min_locality`, `spill_reserve`; `spillway-cache:KEY=VALUE:…` with cache affinity
+//! `cache_min_locality`, `spill_reserve`, `tail_budget`; `spillway-cache:KEY=VALUE:…` with cache affinity
 //! `on`). A
 //! `--peer` runs last, on its own fresh simulators with the same capacity ([`super::peer`]).
 //!

@@ -170,7 +170,7 @@ pub struct BenchArgs {
     /// (`source_queue = 0.5`) and spillway-nowait (`source_wait = 0`), or a variant with its own
     /// `[routing]` trades, such as
     /// `spillway:source_wait=0.3:source_wait_ttft=2` (keys: source_wait, source_wait_ttft,
-    /// source_queue, cache_min_locality, spill_reserve), and `spillway-cache:KEY=VALUE:…` with cache affinity
+    /// source_queue, cache_min_locality, spill_reserve, tail_budget), and `spillway-cache:KEY=VALUE:…` with cache affinity
     /// on, such as `spillway-cache:cache_min_locality=0`.
     #[arg(long, value_delimiter = ',')]
     pub policies: Option<Vec<String>>,

@@ -145,7 +145,7 @@ fn run(
         max_attempts,
         source_queue,
         source_wait,
-        spill_reserve,
+        spill_reserve: Some(spill_reserve),
         tail_budget,
         ..RouterConfig::default()
     };

@@ -8,7 +8,7 @@ use super::*;
 fn world_with(policy: Policy, reserve: u32, free1: u32, free2: u32) -> (Router, Vec<Candidate>) {
     let cfg = RouterConfig {
         policy,
-        spill_reserve: reserve,
+        spill_reserve: Some(reserve),
         source_wait: 0.0,
         ..RouterConfig::default()
     };
@@ -101,4 +101,50 @@ fn the_baselines_ignore_the_reserve() {
         assert_eq!(p.steps.len(), 2, "{policy:?}: {p:?}");
         assert!(r.admit_next(&p, 0, 100, ms(1)).is_some(), "{policy:?}");
     }
+}
+
+#[test]
+fn unset_a_large_deployment_keeps_one_slot_and_a_small_one_none() {
+    let mut rng = SmallRng::seed_from_u64(1);
+    // Source 0 full; regions 1 and 2 with one free slot each; `slots` a deployment.
+    let world = |slots: u32| {
+        let cfg = RouterConfig {
+            source_wait: 0.0,
+            ..RouterConfig::default()
+        };
+        assert_eq!(
+            cfg.spill_reserve, None,
+            "the default is the automatic reserve"
+        );
+        let specs = (0..3).map(|i| spec(i, slots)).collect();
+        let c: Vec<Candidate> = (0..3)
+            .map(|i| cand(i, i as u16, 1 + 10 * u64::from(i)))
+            .collect();
+        let mut r = Router::new(cfg, specs);
+        for (d, n) in (0..).zip([slots, slots - 1, slots - 1]) {
+            for _ in 0..n {
+                let _held = r.try_acquire(DeploymentIx(d), 100, ms(0)).unwrap();
+            }
+        }
+        (r, c)
+    };
+    let (mut r, c) = world(AUTO_RESERVE_MIN_SLOTS);
+    let p = r.plan(&req(0, &c), ms(1), &mut rng);
+    assert!(
+        p.steps.is_empty() && p.held_back,
+        "both keep their last slot: {p:?}"
+    );
+    // Their own requests take it.
+    let own = r.route(&req(1, &c), ms(1), &mut rng);
+    assert_eq!(own.plan.steps[0].reason, Reason::Local);
+    assert!(own.first.is_some());
+    // One slot smaller: no reserve, the spill takes a last slot.
+    let (mut r, c) = world(AUTO_RESERVE_MIN_SLOTS - 1);
+    let p = r.plan(&req(0, &c), ms(1), &mut rng);
+    assert_eq!(p.steps.len(), 2, "{p:?}");
+    // An explicit 0 turns the reserve off on a large deployment too.
+    let (mut r, c) = world(AUTO_RESERVE_MIN_SLOTS);
+    r.cfg.spill_reserve = Some(0);
+    let p = r.plan(&req(0, &c), ms(1), &mut rng);
+    assert_eq!(p.steps.len(), 2, "{p:?}");
 }

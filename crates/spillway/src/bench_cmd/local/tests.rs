@@ -51,7 +51,7 @@ fn a_tuned_variant_sets_its_routing_options_and_refuses_unknown_ones() {
             .expect("valid")
             .router
             .spill_reserve,
-        2
+        Some(2)
     );
     let t = topology("spillway:spill_reserve=1.5", 4, 30.0, 1, 0);
     let e = Config::parse(&t, "<t>").expect_err("a fraction of a slot");
