@@ -150,12 +150,12 @@ impl Router {
         let mut eligible = std::mem::take(&mut self.scratch);
         eligible.clear();
         let scan = self.scan(req, now, &mut eligible);
-        // Wait in the source: rather than spill while waiting is expected to be about as fast
-        // (step 2), and rather than be throttled while its queue is within `source_queue`
-        // (step 4).
         if self.cfg.policy == Policy::Spillway {
             self.earn_tail_wait(req.source);
         }
+        // Wait in the source: rather than spill while waiting is expected to be about as fast
+        // (step 2), and rather than be throttled while its queue is within `source_queue` or a
+        // wait is banked in the tail budget (step 4).
         let queue_at = scan.source_full.and_then(|(pos, may_wait, may_queue)| {
             let short = may_wait && self.wait_is_short(req, pos, &eligible, now);
             let queue = may_queue && eligible.is_empty();
