@@ -127,7 +127,8 @@ pub struct RawRouting {
     /// a slot + its prefill) is within this multiple of the source's mean TTFT (default 1.5).
     pub source_wait_ttft: Option<f64>,
     /// `spillway` policy: free slots each deployment keeps for its own region's requests; a
-    /// request from another region takes one only while more are free (default 0).
+    /// request from another region takes one only while more are free (unset: 1 on a
+    /// deployment of 16 slots or more, 0 on a smaller one).
     pub spill_reserve: Option<u32>,
     /// `spillway` policy: the share of each region's requests that may wait in their full
     /// source when no other region can take them, rather than be throttled (0 to 1, default
