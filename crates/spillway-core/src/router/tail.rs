@@ -38,15 +38,17 @@
 //! `docs/BENCHMARKS.md`.
 use std::time::Duration;
 
-use super::{RegionIx, RouteRequest, Router};
+use super::{DeploymentIx, RegionIx, RouteRequest, Router};
 
 /// The most waits a source region may bank (see [`TailBudget`]).
 pub const TAIL_BURST: f64 = 5.0;
 
-/// Each source region's banked waits, by `RegionIx`, starting at none.
+/// Each source region's banked waits, by `RegionIx`, starting at none, and the waits granted
+/// on each deployment, by `DeploymentIx`, for the metrics.
 #[derive(Debug, Clone, Default)]
 pub(super) struct TailBudget {
     banked: Vec<f64>,
+    granted: Vec<u64>,
 }
 
 impl TailBudget {
@@ -72,10 +74,16 @@ impl TailBudget {
             .is_some_and(|b| *b >= 1.0 - 1e-9)
     }
 
-    fn spend(&mut self, source: RegionIx) {
+    /// Spend a wait of `source` on `deployment`.
+    fn spend(&mut self, source: RegionIx, deployment: DeploymentIx) {
         if let Some(b) = self.banked.get_mut(usize::from(source.0)) {
             *b = (*b - 1.0).max(0.0);
         }
+        let ix = deployment.0 as usize;
+        if self.granted.len() <= ix {
+            self.granted.resize(ix + 1, 0);
+        }
+        self.granted[ix] += 1;
     }
 }
 
@@ -96,8 +104,8 @@ impl Router {
             return false;
         }
         let factor = self.cfg.source_wait_ttft;
-        let ix = req.candidates[pos].deployment.0 as usize;
-        let Some(d) = self.deployments.get_mut(ix) else {
+        let deployment = req.candidates[pos].deployment;
+        let Some(d) = self.deployments.get_mut(deployment.0 as usize) else {
             return false;
         };
         // Nothing learned yet: no expected TTFT to bound the wait by.
@@ -113,9 +121,14 @@ impl Router {
         let tail = (per_input * d.longest_input).max(ttft);
         let fits = factor.is_infinite() || wait + prefill <= factor * tail;
         if fits {
-            self.tail.spend(req.source);
+            self.tail.spend(req.source, deployment);
         }
         fits
+    }
+
+    /// How many requests waited in `d`, their full source, on the tail budget so far.
+    pub fn tail_waits(&self, d: DeploymentIx) -> u64 {
+        self.tail.granted.get(d.0 as usize).copied().unwrap_or(0)
     }
 }
 
@@ -134,14 +147,14 @@ mod tests {
         b.earn(r, 0.01);
         assert!(b.has(r), "a hundred are");
         assert!(!b.has(RegionIx(0)), "each region earns its own");
-        b.spend(r);
+        b.spend(r, DeploymentIx(2));
         assert!(!b.has(r));
         for _ in 0..10_000 {
             b.earn(r, 0.01);
         }
         for _ in 0..TAIL_BURST as usize {
             assert!(b.has(r));
-            b.spend(r);
+            b.spend(r, DeploymentIx(2));
         }
         assert!(!b.has(r), "no more than the burst is banked");
     }
@@ -154,7 +167,7 @@ mod tests {
         assert!(!b.has(RegionIx(0)));
         b.earn(RegionIx(0), 7.0);
         assert!(b.has(RegionIx(0)));
-        b.spend(RegionIx(0));
+        b.spend(RegionIx(0), DeploymentIx(0));
         assert!(
             !b.has(RegionIx(0)),
             "a share above 1 earns one wait per request"

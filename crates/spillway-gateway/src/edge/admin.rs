@@ -108,6 +108,7 @@ async fn metrics(State(hub): State<Arc<Hub>>, req: Request) -> Response {
                 cooldown_seconds: left(v.cooldown_until),
                 ejected_seconds: left(v.ejected_until),
                 prefix_cache_trust: cell.router.prefix_cache_trust(ix),
+                tail_waits: cell.router.tail_waits(ix),
             };
             app.metrics.observe_deployment(&labels, &seen);
         }

@@ -107,6 +107,8 @@ pub struct DeploymentMetrics {
     /// The share of the cached prompt tokens the routing expected here that the upstream's
     /// reports bore out (1 until a report).
     pub prefix_cache_trust: Family<DeploymentLabels, Gauge<f64, AtomicU64>>,
+    /// Requests that waited in the deployment, their full source, on the tail budget.
+    pub tail_waits: Family<DeploymentLabels, Counter>,
     /// Requests in flight per deployment on the other live instances, as last synced (Redis).
     pub remote_in_flight: Family<DeploymentLabels, Gauge>,
     /// Ejections per deployment learned from the other instances through Redis.
@@ -159,6 +161,12 @@ impl Metrics {
         d.prefix_cache_trust
             .get_or_create(labels)
             .set(v.prefix_cache_trust);
+        // The core keeps the running count; the counter catches up with it.
+        let waits = d.tail_waits.get_or_create(labels);
+        let counted = waits.get();
+        if v.tail_waits > counted {
+            waits.inc_by(v.tail_waits - counted);
+        }
     }
 
     /// The scrape, in `format`.
@@ -185,6 +193,8 @@ pub struct DeploymentNow {
     pub ejected_seconds: f64,
     /// How far the upstream's cached-token reports bear the prefix estimate out (0 to 1).
     pub prefix_cache_trust: f64,
+    /// Requests that waited here, their full source, on the tail budget so far.
+    pub tail_waits: u64,
 }
 
 fn register_requests(r: &mut Registry) -> RequestMetrics {
@@ -255,6 +265,7 @@ fn register_deployments(r: &mut Registry) -> DeploymentMetrics {
         m.ejected.clone(),
     );
     r.register("deployment_prefix_cache_trust", "Share of the cached prompt tokens the routing expected on the deployment that the upstream reported reading from its prefix cache (a fast average; 1 until a report): the factor on the prefill its cache is credited with", m.prefix_cache_trust.clone());
+    r.register("deployment_tail_waits", "Requests that waited in the deployment, their full source region, on the tail budget (`[routing] tail_budget`) rather than be throttled", m.tail_waits.clone());
     r.register("deployment_remote_in_flight", "Requests in flight per deployment on the other gateway instances (shared state; 0 while Redis is unreachable)", m.remote_in_flight.clone());
     r.register(
         "deployment_remote_ejections",
@@ -304,4 +315,52 @@ fn register_connections(r: &mut Registry) -> ConnMetrics {
         m.evicted.clone(),
     );
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(tail_waits: u64) -> DeploymentNow {
+        DeploymentNow {
+            in_flight: 3,
+            limit: 16,
+            healthy: true,
+            cooldown_seconds: 0.0,
+            ejected_seconds: 0.0,
+            prefix_cache_trust: 1.0,
+            tail_waits,
+        }
+    }
+
+    fn tail_waits_line(m: &Metrics) -> String {
+        let text = m.encode(Format::Classic);
+        text.lines()
+            .find(|l| l.starts_with("spillway_deployment_tail_waits_total{"))
+            .unwrap_or_else(|| panic!("no tail waits in:\n{text}"))
+            .to_string()
+    }
+
+    #[test]
+    fn the_tail_waits_counter_follows_the_core_s_count() {
+        let cfg = Config::embedded_default().expect("the embedded default");
+        let m = Metrics::new(&cfg);
+        let labels = DeploymentLabels {
+            region: "us-east-1".into(),
+            model: "m".into(),
+        };
+        m.observe_deployment(&labels, &seen(0));
+        assert!(
+            tail_waits_line(&m).ends_with(" 0"),
+            "{}",
+            tail_waits_line(&m)
+        );
+        m.observe_deployment(&labels, &seen(7));
+        m.observe_deployment(&labels, &seen(7));
+        let line = tail_waits_line(&m);
+        assert!(line.contains("region=\"us-east-1\""), "{line}");
+        assert!(line.ends_with(" 7"), "scraped twice, counted once: {line}");
+        m.observe_deployment(&labels, &seen(9));
+        assert!(tail_waits_line(&m).ends_with(" 9"));
+    }
 }

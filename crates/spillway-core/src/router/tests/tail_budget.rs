@@ -45,9 +45,14 @@ fn one_request_in_a_hundred_may_wait_past_the_comparisons() {
     let (mut r, c) = nowhere_to_spill(0.01);
     // The first 99 requests earn 0.99 of a wait: each is throttled; the hundredth waits.
     assert_eq!(waits_of_long_prompts(&mut r, &c, 99), 0);
+    assert_eq!(r.tail_waits(DeploymentIx(0)), 0);
     assert_eq!(waits_of_long_prompts(&mut r, &c, 1), 1);
     assert_eq!(waits_of_long_prompts(&mut r, &c, 99), 0, "spent");
     assert_eq!(waits_of_long_prompts(&mut r, &c, 1), 1);
+    // Counted on the deployment that took them, for the metrics.
+    assert_eq!(r.tail_waits(DeploymentIx(0)), 2);
+    assert_eq!(r.tail_waits(DeploymentIx(1)), 0);
+    assert_eq!(r.tail_waits(DeploymentIx(9)), 0, "an unknown deployment");
 }
 
 #[test]
