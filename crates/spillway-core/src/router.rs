@@ -41,10 +41,11 @@
 use std::time::Duration;
 
 pub use self::config::{AUTO_RESERVE_MIN_SLOTS, Policy, RouterConfig};
-use self::deployment::{Deployment, Entry, ewma, signed};
+use self::deployment::{Deployment, Entry, ewma};
 pub use self::outcome::{FailureKind, Outcome};
 pub use self::route::Routed;
 pub use self::shared::{DeploymentEvent, Load};
+use self::usage::signed;
 use crate::RetryBudget;
 use crate::prefix::{Prefix, PrefixIndex};
 
@@ -451,6 +452,7 @@ mod plan;
 mod route;
 mod shared;
 mod tail;
+mod usage;
 
 #[cfg(test)]
 mod tests;

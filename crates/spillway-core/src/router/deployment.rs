@@ -2,7 +2,7 @@
 //!
 //! Besides this instance's own state, a deployment carries the [`Load`] of the *other* gateway
 //! instances (set by [`Router::set_remote_load`](super::Router::set_remote_load) when state is
-//! shared) and a [`UsageWindow`] of this instance's own requests and tokens over the last
+//! shared) and a [`UsageWindow`](super::usage::UsageWindow) of this instance's own requests and tokens over the last
 //! 60 s, which is what it publishes. The checks then hold against the global figures:
 //!
 //! * in flight: `local + remote < limit` (the adaptive limit, at most `max_in_flight`);
@@ -13,6 +13,7 @@
 //! consistent; the gateway's `shared_deployments` module states by how much they can be exceeded.
 use std::time::Duration;
 
+use super::usage::UsageWindow;
 use super::{Admission, DeploymentSpec, Load, MINUTE, Rejection};
 use crate::{AdaptiveLimit, Health, TokenBucket};
 
@@ -342,18 +343,17 @@ impl Deployment {
         let Some(wait) = self.expected_wait(now) else {
             return true;
         };
-        let Some((ttft, input)) = self.prefill else {
+        let Some(Prefill {
+            prefill,
+            ttft,
+            tail,
+        }) = self.prefill_of(input_tokens)
+        else {
             return true;
-        };
-        let per_input = if input > 0.0 { ttft / input } else { 0.0 };
-        let prefill = if input_tokens > 0 && input > 0.0 {
-            per_input * input_tokens as f64
-        } else {
-            ttft
         };
         let expected = wait + (prefill - saved).max(0.0);
         // Infinity lifts both bounds: waiting whatever the size is the operator's choice.
-        let tail = (per_input * self.longest_input).max(ttft) * (1.0 + WAIT_COST);
+        let tail = tail * (1.0 + WAIT_COST);
         let typical =
             expected <= ttft_factor * ttft && (ttft_factor.is_infinite() || expected <= tail);
         let Some((rtt, spill_saved)) = spill else {
@@ -361,6 +361,24 @@ impl Deployment {
         };
         let spill_ttft = rtt.as_nanos() as f64 + (prefill - spill_saved).max(0.0);
         expected <= spill_ttft * (1.0 + WAIT_COST) || typical
+    }
+
+    /// The learned prefill of a prompt of `input_tokens` (the mean TTFT when unknown), once
+    /// learned.
+    pub(super) fn prefill_of(&self, input_tokens: u64) -> Option<Prefill> {
+        let (ttft, input) = self.prefill?;
+        let per_input = if input > 0.0 { ttft / input } else { 0.0 };
+        let prefill = if input_tokens > 0 && input > 0.0 {
+            per_input * input_tokens as f64
+        } else {
+            ttft
+        };
+        let tail = (per_input * self.longest_input).max(ttft);
+        Some(Prefill {
+            prefill,
+            ttft,
+            tail,
+        })
     }
 
     /// Prefill time per input token (ns), once learned.
@@ -377,6 +395,16 @@ impl Deployment {
         let util = f64::from(self.total_in_flight()) / f64::from(self.limit.current().max(1));
         (rtt + service * (1.0 + util), util)
     }
+}
+
+/// What [`Deployment::prefill_of`] expects of a prompt, in ns.
+pub(super) struct Prefill {
+    /// The prompt's own prefill.
+    pub(super) prefill: f64,
+    /// The mean TTFT.
+    pub(super) ttft: f64,
+    /// The TTFT of the longest prompt seen: the tail a wait must not reach.
+    pub(super) tail: f64,
 }
 
 /// A request holding a slot: what [`Deployment::expected_wait`] needs to tell when it ends.
@@ -417,64 +445,4 @@ pub(super) fn ewma(slot: &mut Option<f64>, x: Duration, alpha: f64) {
         Some(prev) => prev + alpha * (x - prev),
         None => x,
     });
-}
-
-/// Requests and tokens per second over the last 60 s: 60 one-second slots and running totals.
-/// Late adjustments (a settle to the actual tokens, a refund) land in the current slot, so a
-/// slot may be negative; the totals are reported clamped at zero.
-#[derive(Debug, Clone)]
-pub(super) struct UsageWindow {
-    slots: [(i64, i64); 60],
-    /// The second (since the epoch of `now`) the newest slot stands for.
-    head: u64,
-    totals: (i64, i64),
-}
-
-impl Default for UsageWindow {
-    fn default() -> Self {
-        UsageWindow {
-            slots: [(0, 0); 60],
-            head: 0,
-            totals: (0, 0),
-        }
-    }
-}
-
-impl UsageWindow {
-    /// Forget the slots older than 60 s.
-    fn advance(&mut self, now: Duration) {
-        let sec = now.as_secs();
-        if sec <= self.head {
-            return;
-        }
-        for s in (self.head + 1..=sec).take(60) {
-            let slot = &mut self.slots[(s % 60) as usize];
-            self.totals.0 -= slot.0;
-            self.totals.1 -= slot.1;
-            *slot = (0, 0);
-        }
-        self.head = sec;
-    }
-
-    /// Add (or, negative, take back) requests and tokens now.
-    pub(super) fn add(&mut self, requests: i64, tokens: i64, now: Duration) {
-        self.advance(now);
-        let slot = &mut self.slots[(self.head % 60) as usize];
-        slot.0 = slot.0.saturating_add(requests);
-        slot.1 = slot.1.saturating_add(tokens);
-        self.totals.0 = self.totals.0.saturating_add(requests);
-        self.totals.1 = self.totals.1.saturating_add(tokens);
-    }
-
-    /// (requests, tokens) over the last 60 s.
-    pub(super) fn totals(&mut self, now: Duration) -> (u64, u64) {
-        self.advance(now);
-        let clamp = |v: i64| u64::try_from(v).unwrap_or(0);
-        (clamp(self.totals.0), clamp(self.totals.1))
-    }
-}
-
-/// Tokens as a signed adjustment.
-pub(super) fn signed(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }

@@ -150,17 +150,16 @@ impl Router {
         let mut eligible = std::mem::take(&mut self.scratch);
         eligible.clear();
         let scan = self.scan(req, now, &mut eligible);
-        if self.cfg.policy == Policy::Spillway {
-            self.earn_tail_wait(req.source);
-        }
+        self.earn_tail_wait(req.source);
         // Wait in the source: rather than spill while waiting is expected to be about as fast
         // (step 2), and rather than be throttled while its queue is within `source_queue` or a
         // wait is banked in the tail budget (step 4).
         let queue_at = scan.source_full.and_then(|(pos, may_wait, may_queue)| {
             let short = may_wait && self.wait_is_short(req, pos, &eligible, now);
             let queue = may_queue && eligible.is_empty();
-            // Nowhere else to go and no wait by the comparisons: a wait on the tail budget.
-            let budget = may_wait && !short && !queue && eligible.is_empty();
+            // Nowhere else to go and no wait by the comparisons or `source_queue`: a wait on
+            // the tail budget (asked last, since granting one spends it).
+            let budget = may_wait && eligible.is_empty();
             (short || queue || (budget && self.tail_wait(req, pos, now))).then_some(pos)
         });
         let plan = if eligible.is_empty() && queue_at.is_none() {

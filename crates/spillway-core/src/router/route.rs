@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use rand::RngCore;
 
-use super::deployment::signed;
+use super::usage::signed;
 use super::{
     Admission, Demand, DeploymentIx, Plan, Reason, Rejection, RouteRequest, Router, Step, plan,
 };

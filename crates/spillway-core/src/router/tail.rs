@@ -38,7 +38,7 @@
 //! `docs/BENCHMARKS.md`.
 use std::time::Duration;
 
-use super::{DeploymentIx, RegionIx, RouteRequest, Router};
+use super::{DeploymentIx, Policy, RegionIx, RouteRequest, Router};
 
 /// The most waits a source region may bank (see [`TailBudget`]).
 pub const TAIL_BURST: f64 = 5.0;
@@ -88,9 +88,10 @@ impl TailBudget {
 }
 
 impl Router {
-    /// Earn the request's share of a wait for its source (Spillway's policy only).
+    /// Earn the request's share of a wait for its source (Spillway's policy only: the
+    /// baselines never wait).
     pub(super) fn earn_tail_wait(&mut self, source: RegionIx) {
-        if self.cfg.tail_budget > 0.0 {
+        if self.cfg.policy == Policy::Spillway && self.cfg.tail_budget > 0.0 {
             self.tail.earn(source, self.cfg.tail_budget);
         }
     }
@@ -109,17 +110,10 @@ impl Router {
             return false;
         };
         // Nothing learned yet: no expected TTFT to bound the wait by.
-        let (Some(wait), Some((ttft, input))) = (d.expected_wait(now), d.prefill) else {
+        let (Some(wait), Some(p)) = (d.expected_wait(now), d.prefill_of(req.input_tokens)) else {
             return false;
         };
-        let per_input = if input > 0.0 { ttft / input } else { 0.0 };
-        let prefill = if req.input_tokens > 0 && input > 0.0 {
-            per_input * req.input_tokens as f64
-        } else {
-            ttft
-        };
-        let tail = (per_input * d.longest_input).max(ttft);
-        let fits = factor.is_infinite() || wait + prefill <= factor * tail;
+        let fits = factor.is_infinite() || wait + p.prefill <= factor * p.tail;
         if fits {
             self.tail.spend(req.source, deployment);
         }
