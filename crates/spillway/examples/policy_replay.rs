@@ -4,7 +4,8 @@
 //! before the bench confirms the chosen point (see `docs/BENCHMARKS.md`).
 //!
 //! ```sh
-//! cargo run --release --example policy_replay -- TRACE SLOTS [--release-lag-ms MS] [VARIANT …]
+//! cargo run --release --example policy_replay -- TRACE SLOTS [--release-lag-ms MS] \
+//!     [--ttft-overhead-ms MS] [VARIANT …]
 //! # SLOTS: a number, or `auto` for the bench's own sizing (`--overflow 10`)
 //! # VARIANT: round-robin, least-loaded, spillway, or spillway:KEY=VALUE:… with KEY among
 //! # source_wait, source_wait_ttft, source_queue, spill_reserve
@@ -19,6 +20,13 @@
 //! `--release-lag-ms` makes the router learn of each completion that long after the engine
 //! freed the slot (trace time), as a gateway does that hears of the end of a stream a little
 //! after the engine sent it: at `--time-scale 30` each ms of wall clock is 30 ms here.
+//! `--ttft-overhead-ms` makes the router learn each TTFT as the gateway measures it: the
+//! engine's, plus the round trip to the serving region, plus that fixed overhead (trace time),
+//! which the engine's slot times do not include. The bench's gateway, its simulators and its
+//! client share one 2-core machine and add about 3 ms of wall clock to each TTFT, 90 ms of
+//! trace time at `--time-scale 30` (the bench's TTFT p50 of round-robin less this replay's);
+//! a deployment adds a millisecond or two against a TTFT of a second. Without the flag the
+//! router learns the engine's TTFT.
 //! `good/s` is the bench's goodput: requests served within a TTFT of 2,000 ms (the default SLO;
 //! TPOT is the engine's 20 ms here) per second of the arrivals' span.
 #![forbid(unsafe_code)]
@@ -110,7 +118,17 @@ struct Tally {
     queued_ms: Vec<f64>,
 }
 
-fn replay(w: &Workload, slots: u32, lag: Duration, rtt: &[Vec<f64>], cfg: RouterConfig) -> Tally {
+/// What the router hears, and when, besides the engine's own times.
+#[derive(Clone, Copy)]
+struct Hearing {
+    /// How long after the engine frees a slot the router learns of it.
+    release_lag: Duration,
+    /// `Some`: the TTFT the router learns is the engine's plus the round trip plus this.
+    ttft_overhead: Option<Duration>,
+}
+
+fn replay(w: &Workload, slots: u32, hear: Hearing, rtt: &[Vec<f64>], cfg: RouterConfig) -> Tally {
+    let lag = hear.release_lag;
     let specs = (0..SOURCES)
         .map(|r| DeploymentSpec {
             region: RegionIx(r as u16),
@@ -176,8 +194,12 @@ fn replay(w: &Workload, slots: u32, lag: Duration, rtt: &[Vec<f64>], cfg: Router
                 start(k, at, &mut live, &mut done);
             }
             let tokens = w.requests[j].input_tokens + w.requests[j].output_tokens;
+            let trip = rtt[w.requests[j].source][d];
+            let heard = hear.ttft_overhead.map_or(live[j].engine_ttft, |o| {
+                live[j].engine_ttft + secs(trip / 1000.0) + o
+            });
             let outcome = Outcome::Success {
-                ttft: live[j].engine_ttft,
+                ttft: heard,
                 tpot: Some(secs(1.0 / DECODE_TPS)),
                 tokens,
             };
@@ -185,7 +207,6 @@ fn replay(w: &Workload, slots: u32, lag: Duration, rtt: &[Vec<f64>], cfg: Router
                 pending.push_back((at + lag, a, outcome));
             }
             t.served += 1;
-            let trip = rtt[w.requests[j].source][d];
             t.local += usize::from(d == w.requests[j].source);
             t.ttft_ms
                 .push(live[j].engine_ttft.as_secs_f64() * 1000.0 + trip);
@@ -263,15 +284,27 @@ fn replay(w: &Workload, slots: u32, lag: Duration, rtt: &[Vec<f64>], cfg: Router
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [trace, slots, rest @ ..] = args.as_slice() else {
-        return Err("usage: policy_replay TRACE SLOTS [--release-lag-ms MS] [VARIANT …]".into());
+        return Err(
+            "usage: policy_replay TRACE SLOTS [--release-lag-ms MS] [--ttft-overhead-ms MS] \
+             [VARIANT …]"
+                .into(),
+        );
     };
-    let (lag, variants) = match rest {
-        [flag, ms, variants @ ..] if flag == "--release-lag-ms" => {
-            let ms: u64 = ms.parse().map_err(|_| "--release-lag-ms: milliseconds")?;
-            (Duration::from_millis(ms), variants)
-        }
-        variants => (Duration::ZERO, variants),
+    let mut hear = Hearing {
+        release_lag: Duration::ZERO,
+        ttft_overhead: None,
     };
+    let mut variants = rest;
+    while let [flag, ms, more @ ..] = variants {
+        let slot = match flag.as_str() {
+            "--release-lag-ms" => &mut hear.release_lag,
+            "--ttft-overhead-ms" => hear.ttft_overhead.insert(Duration::ZERO),
+            _ => break,
+        };
+        let ms: u64 = ms.parse().map_err(|_| format!("{flag}: milliseconds"))?;
+        *slot = Duration::from_millis(ms);
+        variants = more;
+    }
     let rtt = rtt_matrix()?;
     let trace = spillway_bench::traces::load(Path::new(trace)).map_err(|e| e.to_string())?;
     let w = Workload::build(&WorkloadSpec {
@@ -307,9 +340,11 @@ fn main() -> Result<(), String> {
         .map(|v| config(v))
         .collect::<Result<Vec<_>, _>>()?;
     println!(
-        "{} requests, {slots} slots per region, release lag {} ms\n{:<52} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7}  queued: n p50 p90 p99 ms",
+        "{} requests, {slots} slots per region, release lag {} ms, TTFT overhead {}\n{:<52} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7}  queued: n p50 p90 p99 ms",
         w.requests.len(),
-        lag.as_millis(),
+        hear.release_lag.as_millis(),
+        hear.ttft_overhead
+            .map_or("none".to_string(), |o| format!("{} ms", o.as_millis())),
         "variant",
         "served",
         "thr %",
@@ -319,7 +354,7 @@ fn main() -> Result<(), String> {
         "good/s",
     );
     for (v, cfg) in variants.iter().zip(cfgs) {
-        let mut t = replay(&w, slots, lag, &rtt, cfg);
+        let mut t = replay(&w, slots, hear, &rtt, cfg);
         t.ttft_ms.sort_by(f64::total_cmp);
         t.queued_ms.sort_by(f64::total_cmp);
         let n = w.requests.len() as f64;
