@@ -449,6 +449,7 @@ mod config;
 mod deployment;
 mod outcome;
 mod plan;
+mod prefill;
 mod route;
 mod shared;
 mod tail;

@@ -13,6 +13,7 @@
 //! consistent; the gateway's `shared_deployments` module states by how much they can be exceeded.
 use std::time::Duration;
 
+use super::prefill::PrefillLine;
 use super::usage::UsageWindow;
 use super::{Admission, DeploymentSpec, Load, MINUTE, Rejection};
 use crate::{AdaptiveLimit, Health, TokenBucket};
@@ -58,11 +59,10 @@ pub(super) struct Deployment {
     /// EWMA time per output token, in nanoseconds.
     pub(super) ewma_tpot: Option<f64>,
     /// The workload's shape here, slow EWMAs over the successful requests that found a free
-    /// slot: how long one holds its slot (ns), and, over those with a known input, (TTFT ns,
-    /// input tokens) together, so that their ratio is the prefill time per input token (streams
-    /// only).
+    /// slot: how long one holds its slot (ns), and, over those with a known input, their TTFTs
+    /// as a line in the prompt's length (streams only; see the `prefill` module).
     pub(super) hold: Option<f64>,
-    pub(super) prefill: Option<(f64, f64)>,
+    pub(super) prefill: Option<PrefillLine>,
     /// The longest prompt (input tokens) among the requests learned from, fading (see
     /// [`LONGEST_FADE`]): with the prefill rate, the TTFT of the longest prompts served
     /// without a wait, which is the tail a wait must not reach.
@@ -217,10 +217,10 @@ impl Deployment {
         self.longest_input = n.max(self.longest_input * LONGEST_FADE);
         if prefilled > 0 && tpot.is_some() {
             let t = ttft.as_nanos() as f64;
-            self.prefill = Some(match self.prefill {
-                Some((pt, pn)) => (pt + SHAPE_ALPHA * (t - pt), pn + SHAPE_ALPHA * (n - pn)),
-                None => (t, n),
-            });
+            match self.prefill.as_mut() {
+                Some(line) => line.learn(n, t, SHAPE_ALPHA),
+                None => self.prefill = Some(PrefillLine::first(n, t)),
+            }
         }
     }
 
@@ -266,16 +266,18 @@ impl Deployment {
     /// The expected wait (ns) for a slot of a request sent now to wait here, at the limit,
     /// behind the `waiting` requests queued already: the time until the `(waiting + 1)`-th of
     /// the running requests is expected to end, each at `acquired + input × prefill per token
-    /// + output × TPOT` (the learned rates; one overdue by up to the mean TTFT or [`WAIT_COST`] of
+    /// + output × TPOT` (the learned rates, the prefill's the slope of the TTFT line, which
+    /// leaves out the round trip and handling a slot is not held for; one overdue by up to the mean TTFT or [`WAIT_COST`] of
     /// that ends now, one overdue by more a mean hold from now). Only this instance's
     /// requests are known: the k-th end among them is never earlier than among all, so the
     /// estimate errs long, and long outputs' `max_tokens` only make it longer. When fewer than
     /// `waiting + 1` are known, or TPOT is not learned, the mean rate of freeing slots stands
     /// in: `(waiting + 1) × mean hold / limit`. `None` while nothing was learned.
     pub(super) fn expected_wait(&mut self, now: Duration) -> Option<f64> {
-        let (Some(hold), Some((ttft, input))) = (self.hold, self.prefill) else {
+        let (Some(hold), Some(line)) = (self.hold, self.prefill) else {
             return None;
         };
+        let (ttft, input) = (line.mean_ttft(), line.mean_input());
         let limit = self.limit.current().max(1);
         let k = self.total_in_flight().saturating_sub(limit) as usize + 1;
         let mean = k as f64 * hold / f64::from(limit);
@@ -287,7 +289,9 @@ impl Deployment {
         if self.running.len() < k || self.running.len() > self.in_flight as usize {
             return Some(mean);
         }
-        let per_input = ttft / input;
+        // The slope, not the ratio: a slot is held for the prefill and the decode, not for the
+        // round trip and handling the measured TTFT also holds.
+        let per_input = line.per_token();
         let now = now.as_nanos() as f64;
         self.remaining.clear();
         self.remaining.extend(self.running.iter().map(|r| {
@@ -366,8 +370,9 @@ impl Deployment {
     /// The learned prefill of a prompt of `input_tokens` (the mean TTFT when unknown), once
     /// learned.
     pub(super) fn prefill_of(&self, input_tokens: u64) -> Option<Prefill> {
-        let (ttft, input) = self.prefill?;
-        let per_input = if input > 0.0 { ttft / input } else { 0.0 };
+        let line = self.prefill?;
+        let (ttft, input) = (line.mean_ttft(), line.mean_input());
+        let per_input = line.ratio();
         let prefill = if input_tokens > 0 && input > 0.0 {
             per_input * input_tokens as f64
         } else {
@@ -384,8 +389,8 @@ impl Deployment {
     /// Prefill time per input token (ns), once learned.
     pub(super) fn prefill_ns_per_token(&self) -> Option<f64> {
         self.prefill
-            .filter(|(_, input)| *input > 0.0)
-            .map(|(ttft, input)| ttft / input)
+            .filter(|line| line.mean_input() > 0.0)
+            .map(|line| line.ratio())
     }
 
     /// Expected time to first token from the source (ns), and the utilisation behind it.

@@ -186,7 +186,7 @@ fn a_full_source_that_holds_the_prefix_keeps_the_request_waiting() {
 #[test]
 fn the_upstream_s_own_cached_count_is_what_the_prefill_rate_is_learned_from() {
     let (mut r, _) = cached_in_region_2([1, 11, 21]);
-    let learned = |r: &Router| r.deployments[0].prefill.map(|(_, tokens)| tokens);
+    let learned = |r: &Router| r.deployments[0].prefill.map(|line| line.mean_input());
     // Every request so far prefilled its 1,600 tokens.
     assert_eq!(learned(&r), Some(1_600.0));
     let demand = Demand {
@@ -210,7 +210,10 @@ fn the_upstream_s_own_cached_count_is_what_the_prefill_rate_is_learned_from() {
     let a = r.try_acquire(DeploymentIx(1), demand, ms(2_000)).unwrap();
     assert_eq!(a.prefilled_tokens(), 1_600);
     r.release(a, ok, ms(3_000));
-    assert_eq!(r.deployments[1].prefill.map(|p| p.1), Some(1_600.0));
+    assert_eq!(
+        r.deployments[1].prefill.map(|line| line.mean_input()),
+        Some(1_600.0)
+    );
     let mut a = r.try_acquire(DeploymentIx(2), demand, ms(2_000)).unwrap();
     a.report_cached(99_999);
     assert_eq!((a.reported_cached, a.prefilled_tokens()), (Some(1_600), 0));

@@ -363,3 +363,42 @@ fn a_request_long_overdue_is_not_expected_to_end_now() {
     let (mut r, c) = learned_full_source(0.5);
     assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(10_000)), 0);
 }
+
+#[test]
+fn the_fixed_part_of_a_ttft_is_not_read_as_slot_time() {
+    // The TTFTs measured here are 100 ms of round trip and handling plus 0.25 ms a token: 300
+    // ms for 800 tokens, 500 ms for 1,600. Slot time is the prefill and the decode only: a
+    // request of 1,600 in and 100 out at 12 ms a token ends 400 + 1,200 = 1,600 ms after it took
+    // its slot. The ratio (306 ms / 825 tokens) would say 1,794 ms.
+    let mut r = Router::new(
+        RouterConfig {
+            source_queue: 0.5,
+            source_wait: 0.5,
+            ..RouterConfig::default()
+        },
+        (0..3).map(|i| spec(i, 16)).collect(),
+    );
+    let c: Vec<Candidate> = (0..3)
+        .map(|i| cand(i, i as u16, 1 + 10 * u64::from(i)))
+        .collect();
+    for (input, ttft) in [(800, 300), (1_600, 500)] {
+        let a = r
+            .try_acquire(DeploymentIx(0), demand(input), ms(0))
+            .unwrap();
+        let ok = Outcome::Success {
+            ttft: ms(ttft),
+            tpot: Some(ms(12)),
+            tokens: input + 100,
+        };
+        r.release(a, ok, ms(ttft + 1_200));
+    }
+    for _ in 0..16 {
+        let _held = r
+            .try_acquire(DeploymentIx(0), demand(1_600), ms(2_000))
+            .unwrap();
+    }
+    // 1,550 ms on, every slot frees in 50 ms: an 800-token prompt's expected TTFT is 50 + 297
+    // ms, within 1.5 × the mean TTFT (459 ms), so the queue's bound (8 of 16) is what stops
+    // the waits. Read with the ratio, each would be 244 ms away, and none would wait.
+    assert_eq!(kept_in_source_at(&mut r, &c, 800, ms(3_550)), 8);
+}
