@@ -50,6 +50,22 @@ pub(super) fn learned_full_source_with(
     (r, c)
 }
 
+/// Three regions of 16 slots, nothing learned yet, `source_wait` and `source_queue` 0.5.
+fn unlearned_source() -> (Router, Vec<Candidate>) {
+    let r = Router::new(
+        RouterConfig {
+            source_queue: 0.5,
+            source_wait: 0.5,
+            ..RouterConfig::default()
+        },
+        (0..3).map(|i| spec(i, 16)).collect(),
+    );
+    let c = (0..3)
+        .map(|i| cand(i, i as u16, 1 + 10 * u64::from(i)))
+        .collect();
+    (r, c)
+}
+
 pub(super) fn demand(input_tokens: u64) -> Demand {
     Demand {
         est_tokens: input_tokens + 100,
@@ -320,17 +336,7 @@ fn a_wait_never_reaches_the_tail() {
 fn the_wait_is_read_from_when_the_running_requests_end() {
     // The same learned shape, but all 16 slots were taken at once, at 1,600 ms: none frees for
     // 1.6 s, although the mean rate says a slot every 100 ms. A short prompt does not wait.
-    let mut r = Router::new(
-        RouterConfig {
-            source_queue: 0.5,
-            source_wait: 0.5,
-            ..RouterConfig::default()
-        },
-        (0..3).map(|i| spec(i, 16)).collect(),
-    );
-    let c: Vec<Candidate> = (0..3)
-        .map(|i| cand(i, i as u16, 1 + 10 * u64::from(i)))
-        .collect();
+    let (mut r, c) = unlearned_source();
     let a = r
         .try_acquire(DeploymentIx(0), demand(1_600), ms(0))
         .unwrap();
@@ -370,17 +376,7 @@ fn the_fixed_part_of_a_ttft_is_not_read_as_slot_time() {
     // ms for 800 tokens, 500 ms for 1,600. Slot time is the prefill and the decode only: a
     // request of 1,600 in and 100 out at 12 ms a token ends 400 + 1,200 = 1,600 ms after it took
     // its slot. The ratio (306 ms / 825 tokens) would say 1,794 ms.
-    let mut r = Router::new(
-        RouterConfig {
-            source_queue: 0.5,
-            source_wait: 0.5,
-            ..RouterConfig::default()
-        },
-        (0..3).map(|i| spec(i, 16)).collect(),
-    );
-    let c: Vec<Candidate> = (0..3)
-        .map(|i| cand(i, i as u16, 1 + 10 * u64::from(i)))
-        .collect();
+    let (mut r, c) = unlearned_source();
     for (input, ttft) in [(800, 300), (1_600, 500)] {
         let a = r
             .try_acquire(DeploymentIx(0), demand(input), ms(0))
