@@ -16,8 +16,9 @@
 //! round trip and a 90 ms overhead, about what the bench's gateway adds at `--time-scale 30`,
 //! where 3 ms of wall clock are 90 ms of trace time), the ratio granted a quarter of step 2's
 //! waits on a long trace (54 against 231), and locality fell 0.6–1.5 points on the long and
-//! Mooncake traces, with 10–20 requests fewer served. Read as a line, the slope is the prefill
-//! rate whatever the fixed part, and the replay reads the same with and without the overhead.
+//! Mooncake traces, with 15–27 requests fewer served. Read as a line, the slope is the prefill
+//! rate whatever the fixed part, and the replay reads within 0.15 point of locality on those
+//! traces with 0 to 90 ms of overhead (`docs/BENCHMARKS.md`).
 //!
 //! # The fit
 //!
