@@ -266,9 +266,10 @@ impl Deployment {
     /// The expected wait (ns) for a slot of a request sent now to wait here, at the limit,
     /// behind the `waiting` requests queued already: the time until the `(waiting + 1)`-th of
     /// the running requests is expected to end, each at `acquired + input × prefill per token
-    /// + output × TPOT` (the learned rates, the prefill's the slope of the TTFT line, which
-    /// leaves out the round trip and handling a slot is not held for; one overdue by up to the mean TTFT or [`WAIT_COST`] of
-    /// that ends now, one overdue by more a mean hold from now). Only this instance's
+    /// + output × TPOT` (the learned rates, the prefill per token being the slope of the TTFT
+    /// line, which leaves out the round trip and handling that hold no slot; one overdue by up
+    /// to the mean TTFT or [`WAIT_COST`] of that ends now, one overdue by more a mean hold from
+    /// now). Only this instance's
     /// requests are known: the k-th end among them is never earlier than among all, so the
     /// estimate errs long, and long outputs' `max_tokens` only make it longer. When fewer than
     /// `waiting + 1` are known, or TPOT is not learned, the mean rate of freeing slots stands
