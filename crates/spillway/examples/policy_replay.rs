@@ -8,7 +8,7 @@
 //!     [--ttft-overhead-ms MS] [VARIANT …]
 //! # SLOTS: a number, or `auto` for the bench's own sizing (`--overflow 10`)
 //! # VARIANT: round-robin, least-loaded, spillway, or spillway:KEY=VALUE:… with KEY among
-//! # source_wait, source_wait_ttft, source_queue, spill_reserve
+//! # source_wait, source_wait_ttft, source_queue, spill_reserve, tail_budget
 //! ```
 //!
 //! Each region's engine is the simulator's: `SLOTS` continuous-batching slots, a FIFO queue of
