@@ -2,8 +2,9 @@
 //!
 //! Besides this instance's own state, a deployment carries the [`Load`] of the *other* gateway
 //! instances (set by [`Router::set_remote_load`](super::Router::set_remote_load) when state is
-//! shared) and a [`UsageWindow`](super::usage::UsageWindow) of this instance's own requests and tokens over the last
-//! 60 s, which is what it publishes. The checks then hold against the global figures:
+//! shared) and a [`UsageWindow`](super::usage::UsageWindow) of this instance's own requests
+//! and tokens over the last 60 s, which is what it publishes. The checks then hold against the
+//! global figures:
 //!
 //! * in flight: `local + remote < limit` (the adaptive limit, at most `max_in_flight`);
 //! * RPM / TPM: the local bucket has room, and, when the other instances used any, `local

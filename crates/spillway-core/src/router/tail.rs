@@ -28,8 +28,9 @@
 //! is a share of requests, not a time: 1 %, the complement of the percentile the tail is read
 //! at. The bound on the wait's expected TTFT (`source_wait_ttft` × the tail, 1.5 s for a
 //! 4,096-token prompt) keeps a budgeted wait within a TTFT objective such as the bench's 2 s:
-//! a wait that outlived it would spend the budget on a request that no longer counts. The burst lets a few requests of one saturated
-//! moment wait, where most 429s fall, without letting one long saturation queue dozens.
+//! a wait that outlived it would spend the budget on a request that no longer counts. The
+//! burst lets a few requests of one saturated moment wait, where most 429s fall, without
+//! letting one long saturation queue dozens.
 //!
 //! In the replay (`policy_replay`, bench sizing, 60 ms release lag) on the Azure, Mooncake and
 //! four long traces, the budget alone served 0.05–0.5 % more requests than without it, at TTFT

@@ -109,6 +109,9 @@ pub struct DeploymentMetrics {
     pub prefix_cache_trust: Family<DeploymentLabels, Gauge<f64, AtomicU64>>,
     /// Requests that waited in the deployment, their full source, on the tail budget.
     pub tail_waits: Family<DeploymentLabels, Counter>,
+    /// The core's count of tail waits at the last scrape, per deployment (not exported): the
+    /// counter adds what it grew by since.
+    tail_waits_seen: Family<DeploymentLabels, Gauge>,
     /// Requests in flight per deployment on the other live instances, as last synced (Redis).
     pub remote_in_flight: Family<DeploymentLabels, Gauge>,
     /// Ejections per deployment learned from the other instances through Redis.
@@ -161,12 +164,15 @@ impl Metrics {
         d.prefix_cache_trust
             .get_or_create(labels)
             .set(v.prefix_cache_trust);
-        // The core keeps the running count; the counter catches up with it.
-        let waits = d.tail_waits.get_or_create(labels);
-        let counted = waits.get();
-        if v.tail_waits > counted {
-            waits.inc_by(v.tail_waits - counted);
-        }
+        // The core keeps the running count; the counter adds what it grew by since the last
+        // scrape. A count lower than the last is a new core (a reload that changed the routing
+        // inputs starts one at zero, while the metrics carry on): all of it is new.
+        let now = i64::try_from(v.tail_waits).unwrap_or(i64::MAX);
+        let before = d.tail_waits_seen.get_or_create(labels).set(now);
+        let grown = if now >= before { now - before } else { now };
+        d.tail_waits
+            .get_or_create(labels)
+            .inc_by(u64::try_from(grown).unwrap_or(0));
     }
 
     /// The scrape, in `format`.
@@ -333,6 +339,16 @@ mod tests {
         }
     }
 
+    /// The embedded default's metrics and one deployment's labels.
+    fn one_deployment() -> (Metrics, DeploymentLabels) {
+        let cfg = Config::embedded_default().expect("the embedded default");
+        let labels = DeploymentLabels {
+            region: "us-east-1".into(),
+            model: "m".into(),
+        };
+        (Metrics::new(&cfg), labels)
+    }
+
     fn tail_waits_line(m: &Metrics) -> String {
         let text = m.encode(Format::Classic);
         text.lines()
@@ -343,12 +359,7 @@ mod tests {
 
     #[test]
     fn the_tail_waits_counter_follows_the_core_s_count() {
-        let cfg = Config::embedded_default().expect("the embedded default");
-        let m = Metrics::new(&cfg);
-        let labels = DeploymentLabels {
-            region: "us-east-1".into(),
-            model: "m".into(),
-        };
+        let (m, labels) = one_deployment();
         m.observe_deployment(&labels, &seen(0));
         assert!(
             tail_waits_line(&m).ends_with(" 0"),
@@ -362,5 +373,17 @@ mod tests {
         assert!(line.ends_with(" 7"), "scraped twice, counted once: {line}");
         m.observe_deployment(&labels, &seen(9));
         assert!(tail_waits_line(&m).ends_with(" 9"));
+    }
+
+    #[test]
+    fn the_tail_waits_counter_keeps_counting_across_a_new_core() {
+        let (m, labels) = one_deployment();
+        m.observe_deployment(&labels, &seen(7));
+        // A reload that changed the routing inputs: the new core counts from zero.
+        m.observe_deployment(&labels, &seen(2));
+        let line = tail_waits_line(&m);
+        assert!(line.ends_with(" 9"), "7 before, 2 since: {line}");
+        m.observe_deployment(&labels, &seen(5));
+        assert!(tail_waits_line(&m).ends_with(" 12"));
     }
 }
